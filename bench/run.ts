@@ -1,0 +1,663 @@
+/**
+ * Benchmark orchestrator (`npm run bench`).
+ *
+ * Starts, each in its own child process on a free 127.0.0.1 port:
+ *   - bench/upstream.ts  trivial MCP server (the baseline),
+ *   - bench/bare-hop.ts  plain HTTP forwarder in front of it,
+ *   - Mandate            `bin/mandate.js up` with one server `bench` in front of it,
+ * then runs bench/load.ts (also a child process) against each target in
+ * interleaved rounds, takes the median of the rounds per target, prints a
+ * table and rewrites docs/benchmarks.md.
+ *
+ * Options (flags win over environment variables):
+ *   --only direct,hop,mandate   BENCH_ONLY         targets to run (default: all three)
+ *   --concurrency N             BENCH_CONCURRENCY  request loops (default 32)
+ *   --duration S                BENCH_DURATION     measured seconds per run (default 5)
+ *   --warmup S                  BENCH_WARMUP       warm-up seconds per run (default 1)
+ *   --rounds N                  BENCH_ROUNDS       interleaved rounds (default 3)
+ *   --ready-timeout S                              wait for Mandate's /readyz (default 30)
+ *   --mandate-header 'N: v'                        extra request header for Mandate (repeatable)
+ *   --mandate-bin PATH                             Mandate entry point (default bin/mandate.js)
+ *   --no-docs                                      do not rewrite docs/benchmarks.md
+ *   --keep-tmp                                     keep the temp dir (config, data, logs)
+ *
+ * Exit code: 0 when every run completed without errors, 1 otherwise.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { get } from 'node:http';
+import { createServer } from 'node:net';
+import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem, type as osType } from 'node:os';
+import { join, resolve as resolvePath } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const NODE = process.execPath;
+const BENCH = join(ROOT, 'bench');
+const MANDATE_BIN = join(ROOT, 'bin', 'mandate.js');
+const DOCS_FILE = join(ROOT, 'docs', 'benchmarks.md');
+const TARGET_RATIO = 0.7;
+const PAUSE_BETWEEN_RUNS_MS = 500;
+
+type Target = 'direct' | 'hop' | 'mandate';
+const ALL_TARGETS: readonly Target[] = ['direct', 'hop', 'mandate'];
+const TARGET_NAMES: Record<Target, string> = {
+  direct: 'direct (upstream)',
+  hop: 'bare hop',
+  mandate: 'Mandate',
+};
+
+// ---------------------------------------------------------------- options
+
+class UsageError extends Error {}
+
+function option(flag: string | undefined, envName: string): string | undefined {
+  return flag ?? process.env[envName];
+}
+
+function bounded(raw: string | undefined, name: string, fallback: number, min: number, max: number, integer: boolean): number {
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got ${raw}`);
+  }
+  return n;
+}
+
+interface Options {
+  targets: Target[];
+  concurrency: number;
+  durationS: number;
+  warmupS: number;
+  rounds: number;
+  readyTimeoutS: number;
+  mandateHeaders: string[];
+  mandateBin: string;
+  writeDocs: boolean;
+  keepTmp: boolean;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      only: { type: 'string' },
+      concurrency: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      rounds: { type: 'string' },
+      'ready-timeout': { type: 'string' },
+      'mandate-header': { type: 'string', multiple: true },
+      'mandate-bin': { type: 'string' },
+      'no-docs': { type: 'boolean', default: false },
+      'keep-tmp': { type: 'boolean', default: false },
+    },
+  });
+  const only = option(values.only, 'BENCH_ONLY');
+  let targets: Target[] = [...ALL_TARGETS];
+  if (only !== undefined && only.trim() !== '') {
+    const wanted = new Set(only.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== ''));
+    for (const w of wanted) {
+      if (!(ALL_TARGETS as readonly string[]).includes(w)) {
+        throw new UsageError(`--only: unknown target '${w}' (expected a comma list of ${ALL_TARGETS.join(', ')})`);
+      }
+    }
+    targets = ALL_TARGETS.filter((t) => wanted.has(t));
+  }
+  if (targets.length === 0) throw new UsageError('--only selects no target');
+  return {
+    targets,
+    concurrency: bounded(option(values.concurrency, 'BENCH_CONCURRENCY'), 'concurrency', 32, 1, 1024, true),
+    durationS: bounded(option(values.duration, 'BENCH_DURATION'), 'duration', 5, 1, 60, false),
+    warmupS: bounded(option(values.warmup, 'BENCH_WARMUP'), 'warmup', 1, 0, 30, false),
+    rounds: bounded(option(values.rounds, 'BENCH_ROUNDS'), 'rounds', 3, 1, 15, true),
+    readyTimeoutS: bounded(values['ready-timeout'], 'ready-timeout', 30, 1, 300, false),
+    mandateHeaders: values['mandate-header'] ?? [],
+    mandateBin: values['mandate-bin'] === undefined ? MANDATE_BIN : resolvePath(values['mandate-bin']),
+    writeDocs: !values['no-docs'],
+    keepTmp: values['keep-tmp'],
+  };
+}
+
+// ---------------------------------------------------------------- child processes
+
+const children = new Set<ChildProcess>();
+
+function alive(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  child.on('error', () => children.delete(child));
+  return child;
+}
+
+function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
+  if (!alive(child)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (!alive(child)) return;
+  child.kill('SIGTERM');
+  if (!(await waitExit(child, 3_000))) {
+    child.kill('SIGKILL');
+    await waitExit(child, 2_000);
+  }
+}
+
+async function stopAll(): Promise<void> {
+  await Promise.all([...children].map((c) => stopChild(c)));
+}
+
+// Last resort (normal exit, uncaught error): nothing may outlive us.
+process.on('exit', () => {
+  for (const child of children) if (alive(child)) child.kill('SIGKILL');
+});
+
+function tail(file: string, maxChars = 4_000): string {
+  try {
+    const text = readFileSync(file, 'utf8');
+    return text.length > maxChars ? `...${text.slice(-maxChars)}` : text;
+  } catch {
+    return '';
+  }
+}
+
+/** Spawns a bench server script that prints `{"listening":port}` when ready. */
+async function startListener(name: string, script: string, args: string[], logDir: string): Promise<{ child: ChildProcess; port: number }> {
+  const errLog = join(logDir, `${name}.stderr.log`);
+  const errFd = openSync(errLog, 'w');
+  const child = track(spawn(NODE, [script, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', errFd] }));
+  closeSync(errFd);
+  const stdout = child.stdout;
+  if (stdout === null) throw new Error(`${name}: no stdout`);
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: stdout });
+    const timer = setTimeout(() => fail(`did not report a port within 10 s`), 10_000);
+    const onExit = (code: number | null, signal: string | null): void => fail(`exited (${code ?? signal}) before listening`);
+    function fail(why: string): void {
+      clearTimeout(timer);
+      lines.close();
+      child.off('exit', onExit);
+      void stopChild(child);
+      reject(new Error(`${name} ${why}\n${tail(errLog)}`));
+    }
+    child.once('exit', onExit);
+    lines.on('line', (line) => {
+      try {
+        const parsed: unknown = JSON.parse(line);
+        const port = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>)['listening'] : undefined;
+        if (typeof port === 'number') {
+          clearTimeout(timer);
+          child.off('exit', onExit);
+          lines.close();
+          stdout.resume(); // keep draining, though nothing more is expected
+          resolve({ child, port });
+        }
+      } catch {
+        // Not our line; ignore.
+      }
+    });
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      srv.close(() => (port > 0 ? resolve(port) : reject(new Error('no free port'))));
+    });
+  });
+}
+
+function httpStatus(url: string, timeoutMs: number): Promise<number> {
+  return new Promise((resolve) => {
+    const req = get(url, { timeout: timeoutMs, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(0));
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function startMandate(bin: string, upstreamPort: number, tmp: string, readyTimeoutS: number): Promise<{ child: ChildProcess; port: number }> {
+  if (!existsSync(bin)) {
+    throw new Error(`${bin} does not exist: Mandate is not built yet. Run with --only direct,hop to measure the baselines only.`);
+  }
+  const port = await freePort();
+  const config = join(tmp, 'mandate.yaml');
+  const data = join(tmp, 'data');
+  await mkdir(data, { recursive: true });
+  await writeFile(
+    config,
+    ['issuer: http://127.0.0.1:' + port, 'servers:', '  - name: bench', `    url: http://127.0.0.1:${upstreamPort}/mcp`, ''].join('\n'),
+  );
+  const outLog = join(tmp, 'mandate.stdout.log');
+  const errLog = join(tmp, 'mandate.stderr.log');
+  const outFd = openSync(outLog, 'w');
+  const errFd = openSync(errLog, 'w');
+  const child = track(
+    spawn(NODE, [bin, 'up', '--config', config, '--port', String(port), '--data', data], {
+      cwd: ROOT,
+      stdio: ['ignore', outFd, errFd],
+    }),
+  );
+  closeSync(outFd);
+  closeSync(errFd);
+  mandateSpawned = true;
+  let spawnError: Error | undefined;
+  child.on('error', (e) => (spawnError = e));
+
+  const deadline = Date.now() + readyTimeoutS * 1000;
+  let lastStatus = 0;
+  while (Date.now() < deadline) {
+    if (spawnError !== undefined || !alive(child)) break;
+    lastStatus = await httpStatus(`http://127.0.0.1:${port}/readyz`, 1_000);
+    if (lastStatus === 200) return { child, port };
+    await sleep(150);
+  }
+  const why =
+    spawnError !== undefined
+      ? `could not be spawned (${spawnError.message})`
+      : !alive(child)
+        ? `exited (${child.exitCode ?? child.signalCode}) before /readyz answered 200`
+        : `did not answer 200 on /readyz within ${readyTimeoutS} s (last status: ${lastStatus === 0 ? 'no answer' : lastStatus})`;
+  await stopChild(child);
+  throw new Error(
+    `Mandate ${why}.\nCommand: ${NODE} ${bin} up --config ${config} --port ${port} --data ${data}\n` +
+      `--- Mandate stderr (tail) ---\n${tail(errLog) || '(empty)'}\n--- Mandate stdout (tail) ---\n${tail(outLog) || '(empty)'}`,
+  );
+}
+
+// ---------------------------------------------------------------- load runs
+
+interface LoadResult {
+  rps: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  count: number;
+  errors: number;
+  errorKinds?: Record<string, number>;
+  sseResponses?: number;
+  protocolVersion?: string;
+  fatal?: string;
+}
+
+function runLoad(url: string, label: string, opts: Options, headers: string[]): Promise<LoadResult> {
+  const args = [
+    join(BENCH, 'load.ts'),
+    '--url', url,
+    '--concurrency', String(opts.concurrency),
+    '--duration', String(opts.durationS),
+    '--warmup', String(opts.warmupS),
+    '--label', label,
+  ];
+  for (const h of headers) args.push('--header', h);
+  const child = track(spawn(NODE, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (s: string) => {
+    if (stdout.length < 1_000_000) stdout += s;
+  });
+  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+    if (stderr.length < 100_000) stderr += s;
+  });
+  const limitMs = (opts.warmupS + opts.durationS) * 1000 + 60_000;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`load generator for ${label} did not finish within ${limitMs / 1000} s`));
+    }, limitMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      const last = stdout.trim().split('\n').pop() ?? '';
+      let parsed: LoadResult | undefined;
+      try {
+        parsed = JSON.parse(last) as LoadResult;
+      } catch {
+        parsed = undefined;
+      }
+      if (parsed === undefined) {
+        reject(new Error(`load generator for ${label} exited (${code}) without a result\n${stderr.trim()}`));
+      } else if (parsed.fatal !== undefined) {
+        reject(new Error(`load generator for ${label}: ${parsed.fatal}\n${stderr.trim()}`));
+      } else {
+        resolve(parsed);
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------- summary
+
+interface Summary {
+  target: Target;
+  rps: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  count: number;
+  errors: number;
+  errorKinds: Record<string, number>;
+  roundsRps: number[];
+  sseResponses: number;
+}
+
+function median(values: number[]): number | null {
+  if (values.length === 0) return null;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+function summarize(target: Target, runs: LoadResult[]): Summary {
+  const errorKinds: Record<string, number> = {};
+  for (const r of runs) {
+    for (const [k, v] of Object.entries(r.errorKinds ?? {})) errorKinds[k] = (errorKinds[k] ?? 0) + v;
+  }
+  const notNull = (xs: (number | null)[]): number[] => xs.filter((x): x is number => x !== null);
+  return {
+    target,
+    rps: median(runs.map((r) => r.rps)) ?? 0,
+    p50Ms: median(notNull(runs.map((r) => r.p50Ms))),
+    p99Ms: median(notNull(runs.map((r) => r.p99Ms))),
+    count: runs.reduce((a, r) => a + r.count, 0),
+    errors: runs.reduce((a, r) => a + r.errors, 0),
+    errorKinds,
+    roundsRps: runs.map((r) => r.rps),
+    sseResponses: runs.reduce((a, r) => a + (r.sseResponses ?? 0), 0),
+  };
+}
+
+const fmtRps = (n: number): string => Math.round(n).toLocaleString('en-US');
+const fmtMs = (n: number | null): string => (n === null ? 'n/a' : n.toFixed(2));
+const fmtRatio = (n: number | null): string => (n === null ? 'n/a' : `${n.toFixed(2)}×`);
+
+function ratio(a: Summary | undefined, b: Summary | undefined): number | null {
+  if (a === undefined || b === undefined || b.rps <= 0) return null;
+  return a.rps / b.rps;
+}
+
+function padTable(rows: string[][]): string {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ')).join('\n');
+}
+
+interface Machine {
+  nproc: number;
+  cpuModel: string;
+  memoryGiB: string;
+  node: string;
+  os: string;
+  loadAvg: string;
+}
+
+function machine(): Machine {
+  return {
+    nproc: availableParallelism(),
+    cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
+    memoryGiB: (totalmem() / 1024 ** 3).toFixed(1),
+    node: process.version,
+    os: `${osType()} ${release()}`,
+    loadAvg: loadavg().map((l) => l.toFixed(2)).join(' '),
+  };
+}
+
+function renderDocs(summaries: Map<Target, Summary>, opts: Options, m: Machine, date: string): string {
+  const direct = summaries.get('direct');
+  const hop = summaries.get('hop');
+  const mandate = summaries.get('mandate');
+  const rows = ALL_TARGETS.map((t) => {
+    const s = summaries.get(t);
+    if (s === undefined) return `| ${TARGET_NAMES[t]} | not measured in this run | | | | |`;
+    return `| ${TARGET_NAMES[t]} | ${fmtRps(s.rps)} | ${fmtMs(s.p50Ms)} | ${fmtMs(s.p99Ms)} | ${s.errors}${s.errors > 0 ? ` (${Object.entries(s.errorKinds).map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''} | ${s.roundsRps.map(fmtRps).join(' / ')} |`;
+  });
+  const mh = ratio(mandate, hop);
+  const anyErrors = [...summaries.values()].some((s) => s.errors > 0);
+  let verdict: string;
+  if (mandate === undefined) {
+    verdict = 'Mandate was **not measured** in this run, so there is no ratio against the target yet. Run `npm run bench` (all three targets) once `bin/mandate.js up` starts.';
+  } else if (mh === null) {
+    verdict = 'The ratio could not be computed (the bare hop measured 0 requests/s).';
+  } else {
+    verdict = `Mandate / bare hop = **${fmtRatio(mh)}** against a target of ≥ ${TARGET_RATIO}×: **${mh >= TARGET_RATIO ? 'met' : 'not met'}**${mandate.errors > 0 ? ', but Mandate answered with errors in this run, so the figure is not valid' : ''}.`;
+  }
+  const sse = mandate !== undefined && mandate.sseResponses > 0 ? `\nMandate answered ${mandate.sseResponses} of its tools/call requests as an SSE stream (the load generator parses those to the response).\n` : '';
+  return `# Benchmarks
+
+This page is rewritten by \`npm run bench\` (bench/run.ts). The figures below are
+from one run on the machine described; they are only comparable with each other.
+
+## What is measured
+
+A client calls MCP \`tools/call\` (tool \`echo\`, a 13-character message) over
+Streamable HTTP, against three targets measured in the same run:
+
+1. **direct**: a trivial MCP server (bench/upstream.ts: raw \`node:http\`, no SDK,
+   answers \`application/json\` immediately). This is the baseline.
+2. **bare hop**: the same server behind a plain Node HTTP forwarder
+   (bench/bare-hop.ts: \`node:http\` server + keep-alive \`http.request\`, headers and
+   bodies piped through unchanged). This is the cost of one more process in the path.
+3. **Mandate**: the same server behind \`mandate up\`, configured with one server
+   \`bench\` (\`servers: [{name: bench, url: http://127.0.0.1:<upstream>/mcp}]\`),
+   called at \`/mcp/bench\` with its default settings.
+
+The load generator (bench/load.ts, its own process) first acts as a client:
+\`initialize\`, then \`notifications/initialized\`, keeping the \`Mcp-Session-Id\` it
+is given. Then ${opts.concurrency} request loops share a keep-alive agent; each
+POSTs \`tools/call\` (\`Content-Type: application/json\`,
+\`Accept: application/json, text/event-stream\`, \`MCP-Protocol-Version\`,
+\`Mcp-Session-Id\`) and waits for the JSON-RPC response (JSON, or an SSE stream
+parsed up to the response) before sending the next: a closed loop at fixed
+concurrency. Each run is ${opts.warmupS} s of warm-up then ${opts.durationS} s measured;
+only exchanges completing in the measured window count. Latency is from sending
+the request to receiving its JSON-RPC response. Errors (transport failure,
+timeout, non-2xx, JSON-RPC error, tool error, wrong echo) are counted over the
+whole run and reported; a run with errors is not a valid figure.
+
+The targets run in ${opts.rounds} interleaved round(s) (the order rotates each
+round) to spread the machine's noise; each figure in the table is the median of
+the rounds (requests/s, p50 and p99 each taken separately). Every process
+(load generator, upstream, hop, Mandate) runs on the same machine and shares
+its cores, so the load generator itself bounds the direct figure and the
+absolute numbers mean little elsewhere; the ratios are the point.
+
+## How to reproduce
+
+\`\`\`sh
+npm run bench                                 # all three targets
+npm run bench -- --only direct,hop            # without Mandate
+npm run bench -- --concurrency 64 --duration 10 --rounds 5
+BENCH_CONCURRENCY=16 BENCH_DURATION=3 npm run bench
+\`\`\`
+
+| flag | environment | default | meaning |
+| --- | --- | --- | --- |
+| \`--only\` | \`BENCH_ONLY\` | \`direct,hop,mandate\` | targets to run |
+| \`--concurrency\` | \`BENCH_CONCURRENCY\` | 32 | concurrent request loops |
+| \`--duration\` | \`BENCH_DURATION\` | 5 | measured seconds per run |
+| \`--warmup\` | \`BENCH_WARMUP\` | 1 | warm-up seconds per run |
+| \`--rounds\` | \`BENCH_ROUNDS\` | 3 | interleaved rounds |
+| \`--ready-timeout\` | | 30 | seconds to wait for Mandate's \`/readyz\` |
+| \`--mandate-header 'Name: value'\` | | | extra request header for Mandate (repeatable) |
+| \`--mandate-bin\` | | \`bin/mandate.js\` | Mandate entry point to start with \`up\` |
+| \`--no-docs\` | | | do not rewrite this page |
+| \`--keep-tmp\` | | | keep the temp dir (Mandate config, data, logs) |
+
+Each piece also runs on its own: \`node bench/upstream.ts --port N\`,
+\`node bench/bare-hop.ts --port N --target http://127.0.0.1:U\`,
+\`node bench/load.ts --url http://127.0.0.1:P/mcp [--concurrency C --duration S --warmup S]\`
+(prints one JSON line: \`{rps, p50Ms, p99Ms, count, errors, ...}\`). Only
+127.0.0.1 is ever a target.
+
+## Machine
+
+| | |
+| --- | --- |
+| CPUs (nproc) | ${m.nproc} (${m.cpuModel}) |
+| Memory | ${m.memoryGiB} GiB |
+| Node | ${m.node} |
+| OS | ${m.os} |
+| Load average at start | ${m.loadAvg} |
+
+The machine is shared and noisy: runs of the same target minutes apart have
+differed by tens of percent (see the per-round column). Compare the ratios
+within one run, not figures across runs.
+
+## Results
+
+Run of ${date}: concurrency ${opts.concurrency}, ${opts.warmupS} s warm-up + ${opts.durationS} s measured per run, ${opts.rounds} round(s).
+
+| target | requests/s | p50 ms | p99 ms | errors | requests/s per round |
+| --- | ---: | ---: | ---: | --- | --- |
+${rows.join('\n')}
+
+| ratio (requests/s) | value |
+| --- | ---: |
+| bare hop / direct | ${fmtRatio(ratio(hop, direct))} |
+| Mandate / bare hop | ${mandate === undefined ? 'not measured' : fmtRatio(mh)} |
+| Mandate / direct | ${mandate === undefined ? 'not measured' : fmtRatio(ratio(mandate, direct))} |
+${sse}
+## Against the target
+
+Target: Mandate sustains at least ${TARGET_RATIO}× the throughput of the bare hop.
+
+${verdict}${anyErrors ? '\n\n**This run had errors** (see the table); its figures are not valid.' : ''}
+`;
+}
+
+// ---------------------------------------------------------------- main
+
+let tmp: string | undefined;
+let keepTmp = false;
+/** Set once Mandate was spawned: its config, data and logs are then worth keeping on failure. */
+let mandateSpawned = false;
+let cleaning: Promise<void> | undefined;
+let interrupted = false;
+
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    await stopAll();
+    if (tmp !== undefined && !keepTmp) rmSync(tmp, { recursive: true, force: true });
+  })();
+  return cleaning;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    interrupted = true;
+    process.stderr.write(`\nbench: ${signal}, stopping children\n`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+async function main(): Promise<number> {
+  const opts = parseOptions();
+  keepTmp = opts.keepTmp;
+  const major = Number(process.versions.node.split('.')[0]);
+  if (major < 24) throw new UsageError(`Node >= 24 is required (this is ${process.version}); use node_modules/.bin/node`);
+
+  tmp = await mkdtemp(join(tmpdir(), 'mandate-bench-'));
+  const m = machine();
+  const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  console.log(`bench: ${opts.targets.join(', ')} | concurrency ${opts.concurrency}, ${opts.warmupS} s warm-up + ${opts.durationS} s, ${opts.rounds} round(s)`);
+  console.log(`bench: ${m.nproc} CPU(s), ${m.memoryGiB} GiB, node ${m.node}, load ${m.loadAvg}`);
+
+  const upstream = await startListener('upstream', join(BENCH, 'upstream.ts'), ['--port', '0'], tmp);
+  const urls = new Map<Target, string>();
+  urls.set('direct', `http://127.0.0.1:${upstream.port}/mcp`);
+  if (opts.targets.includes('mandate')) {
+    const mandate = await startMandate(opts.mandateBin, upstream.port, tmp, opts.readyTimeoutS);
+    urls.set('mandate', `http://127.0.0.1:${mandate.port}/mcp/bench`);
+    console.log(`bench: Mandate ready on port ${mandate.port}`);
+  }
+  if (opts.targets.includes('hop')) {
+    const hop = await startListener('bare-hop', join(BENCH, 'bare-hop.ts'), ['--port', '0', '--target', `http://127.0.0.1:${upstream.port}`], tmp);
+    urls.set('hop', `http://127.0.0.1:${hop.port}/mcp`);
+  }
+
+  const results = new Map<Target, LoadResult[]>(opts.targets.map((t) => [t, []]));
+  for (let round = 0; round < opts.rounds; round++) {
+    const order = opts.targets.map((_, i) => opts.targets[(i + round) % opts.targets.length] as Target);
+    for (const target of order) {
+      const url = urls.get(target);
+      if (url === undefined) continue;
+      await sleep(PAUSE_BETWEEN_RUNS_MS);
+      const r = await runLoad(url, target, opts, target === 'mandate' ? opts.mandateHeaders : []);
+      results.get(target)?.push(r);
+      console.log(
+        `  round ${round + 1}/${opts.rounds} ${target.padEnd(7)} ${fmtRps(r.rps).padStart(8)} req/s  p50 ${fmtMs(r.p50Ms)} ms  p99 ${fmtMs(r.p99Ms)} ms  errors ${r.errors}`,
+      );
+    }
+  }
+
+  const summaries = new Map<Target, Summary>();
+  for (const t of opts.targets) summaries.set(t, summarize(t, results.get(t) ?? []));
+
+  const header = ['target', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'req/s per round'];
+  const table = [header];
+  for (const t of opts.targets) {
+    const s = summaries.get(t);
+    if (s === undefined) continue;
+    table.push([TARGET_NAMES[t], fmtRps(s.rps), fmtMs(s.p50Ms), fmtMs(s.p99Ms), String(s.errors), s.roundsRps.map(fmtRps).join(' / ')]);
+  }
+  console.log(`\n${padTable(table)}\n`);
+  const hd = ratio(summaries.get('hop'), summaries.get('direct'));
+  const mh = ratio(summaries.get('mandate'), summaries.get('hop'));
+  if (hd !== null) console.log(`bare hop / direct:  ${fmtRatio(hd)}`);
+  if (mh !== null) console.log(`Mandate / bare hop: ${fmtRatio(mh)} (target ≥ ${TARGET_RATIO}×: ${mh >= TARGET_RATIO ? 'met' : 'NOT met'})`);
+  if (!opts.targets.includes('mandate')) console.log('Mandate: not measured in this run');
+
+  const anyErrors = [...summaries.values()].some((s) => s.errors > 0);
+  if (anyErrors) {
+    for (const s of summaries.values()) {
+      if (s.errors > 0) console.log(`ERRORS for ${s.target}: ${JSON.stringify(s.errorKinds)}`);
+    }
+  }
+  if (opts.writeDocs) {
+    await mkdir(join(ROOT, 'docs'), { recursive: true });
+    await writeFile(DOCS_FILE, renderDocs(summaries, opts, m, date));
+    console.log(`bench: wrote ${DOCS_FILE}`);
+  }
+  return anyErrors ? 1 : 0;
+}
+
+let code = 1;
+try {
+  code = await main();
+} catch (e) {
+  if (interrupted) {
+    code = 130;
+  } else if (e instanceof UsageError) {
+    process.stderr.write(`bench: ${e.message}\n`);
+    code = 2;
+  } else {
+    process.stderr.write(`bench: ${e instanceof Error ? e.message : String(e)}\n`);
+    if (mandateSpawned && !keepTmp) process.stderr.write('bench: (use --keep-tmp to keep the config, data and logs)\n');
+    code = 1;
+  }
+} finally {
+  await cleanup();
+}
+process.exit(code);

@@ -1,0 +1,42 @@
+/** What every `mandate` command shares: store options and clean failure. */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { ConfigError } from '../config/load.ts';
+import { openStore } from '../store/open.ts';
+import { SQLITE_FILE } from '../store/sqlite/store.ts';
+import type { Store } from '../store/types.ts';
+
+/** A problem with what the user asked: message, exit 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export interface StoreFlags {
+  data?: string;
+  databaseUrl?: string;
+}
+
+/** Opens the store an admin command reads, as `up` would find it. */
+export async function openAdminStore(flags: StoreFlags, env = process.env): Promise<Store> {
+  const databaseUrl = flags.databaseUrl ?? env.MANDATE_DATABASE_URL;
+  const dataDir = path.resolve(flags.data ?? env.MANDATE_DATA ?? '.mandate');
+  if (!databaseUrl && !existsSync(path.join(dataDir, SQLITE_FILE))) {
+    throw new UsageError(`no Mandate store in ${dataDir} (start the gateway with \`mandate up\` first, or pass --data DIR or --database-url URL)`);
+  }
+  const store = await openStore({ databaseUrl: databaseUrl || undefined, dataDir });
+  await store.migrate();
+  return store;
+}
+
+/** Runs a command body; known errors print one clear line and exit non-zero, never a stack trace. */
+export async function run(body: () => Promise<number | void>): Promise<void> {
+  try {
+    const code = await body();
+    process.exitCode = code ?? 0;
+  } catch (error) {
+    const usage = error instanceof UsageError || error instanceof ConfigError;
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`mandate: ${message}\n`);
+    process.exitCode = usage ? 2 : 1;
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * The one configuration schema. Every key has a documented default
+ * (docs/configuration.md); unknown keys are errors, not ignored.
+ */
+import { z } from 'zod';
+
+export const SERVER_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+const httpUrl = z.string().refine((value) => {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.username === '' && url.password === '';
+  } catch {
+    return false;
+  }
+}, 'must be an absolute http(s) URL without credentials');
+
+const serverSchema = z
+  .strictObject({
+    name: z.string().regex(SERVER_NAME, 'must be lowercase letters, digits and hyphens ([a-z0-9-]+, at most 63)'),
+    /** Streamable HTTP upstream. */
+    url: httpUrl.optional(),
+    /** stdio upstream: a program the gateway starts, one process per client session. */
+    command: z.string().min(1).optional(),
+    args: z.array(z.string()).default([]),
+    env: z.record(z.string(), z.string()).default({}),
+    /** Working directory of a stdio upstream; relative to the config file. Default: the config file's folder. */
+    cwd: z.string().optional(),
+    /** Idle timeout of one upstream request in ms; a progress notification resets it. */
+    timeoutMs: z.number().int().min(100).max(3_600_000).optional(),
+  })
+  .superRefine((server, ctx) => {
+    if ((server.url === undefined) === (server.command === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'set exactly one of `url` (Streamable HTTP) or `command` (stdio)' });
+    }
+    if (server.url !== undefined && (server.args.length > 0 || Object.keys(server.env).length > 0 || server.cwd)) {
+      ctx.addIssue({ code: 'custom', message: '`args`, `env` and `cwd` apply only to a stdio server (`command`)' });
+    }
+  });
+
+export const configSchema = z
+  .strictObject({
+    /** Public base URL of the gateway; MCP endpoints are {issuer}/mcp/NAME. Default http://localhost:{port}. */
+    issuer: httpUrl.optional(),
+    listen: z
+      .strictObject({
+        /** Interface to bind. Default 127.0.0.1 (loopback only). */
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8080),
+      })
+      .default({ host: '127.0.0.1', port: 8080 }),
+    servers: z.array(serverSchema).default([]),
+    gateway: z
+      .strictObject({
+        /** Browser origins allowed to call MCP endpoints (DNS-rebinding protection). Default: the issuer's origin. */
+        allowedOrigins: z.array(z.string().min(1)).optional(),
+        /** Largest accepted client request body, bytes. */
+        maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+        /** Largest accepted upstream message, bytes. */
+        maxUpstreamMessageBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
+        /** Default idle timeout of an upstream request, ms (reset by progress). */
+        upstreamTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
+        /** Hard cap on one request's total duration, ms, progress or not. */
+        maxRequestMs: z.number().int().min(100).max(24 * 3_600_000).default(600_000),
+        /** A session with no traffic for this long is closed, ms. */
+        sessionIdleMs: z.number().int().min(1000).default(30 * 60_000),
+        /** At most this many open sessions per gateway node. */
+        maxSessions: z.number().int().min(1).default(1000),
+        /** Server-to-client messages kept per session for Last-Event-ID resumption. */
+        resumeBufferEvents: z.number().int().min(0).max(100_000).default(200),
+      })
+      .default({
+        maxBodyBytes: 1024 * 1024,
+        maxUpstreamMessageBytes: 16 * 1024 * 1024,
+        upstreamTimeoutMs: 60_000,
+        maxRequestMs: 600_000,
+        sessionIdleMs: 30 * 60_000,
+        maxSessions: 1000,
+        resumeBufferEvents: 200,
+      }),
+    log: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .default({ level: 'info' }),
+  })
+  .superRefine((config, ctx) => {
+    const seen = new Set<string>();
+    config.servers.forEach((server, index) => {
+      if (seen.has(server.name)) {
+        ctx.addIssue({ code: 'custom', path: ['servers', index, 'name'], message: `duplicate server name "${server.name}"` });
+      }
+      seen.add(server.name);
+    });
+  });
+
+export type RawConfig = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;
+export type ServerConfig = ParsedConfig['servers'][number];

@@ -1,0 +1,146 @@
+/**
+ * Stateless requests (protocol revision 2026-07-28): no session; every POST
+ * carries its protocol version in `_meta` and mirrors method and name into
+ * headers, which must match the body. Forwarded to HTTP upstreams that speak
+ * the revision; a server that does not gets an UnsupportedProtocolVersion
+ * answer listing the session-based versions, so dual-era clients fall back.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { GatewayError } from '../errors.ts';
+import { startExchange } from '../forward.ts';
+import type { Gateway } from '../gateway.ts';
+import type { Classified, JsonRpcRequest } from '../jsonrpc.ts';
+import { LEGACY_VERSIONS } from '../session.ts';
+import { ResponseChannel } from '../stream.ts';
+import type { ResolvedServer } from '../../config/load.ts';
+import { header } from './common.ts';
+
+export const MODERN_VERSIONS = ['2026-07-28'] as const;
+export const FIRST_MODERN = '2026-07-28';
+const META_VERSION = 'io.modelcontextprotocol/protocolVersion';
+const NAMED_METHODS: Record<string, 'name' | 'uri'> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri' };
+const ERA_TTL_MS = { modern: 5 * 60_000, legacy: 60_000 };
+
+/** Whether a POST belongs to the stateless revision: by header or by `_meta`. */
+export function isModern(req: IncomingMessage, message: Classified['message']): boolean {
+  const version = header(req, 'mcp-protocol-version');
+  if (version !== undefined && version >= FIRST_MODERN) return true;
+  const meta = 'params' in message ? message.params?._meta : undefined;
+  return typeof meta === 'object' && meta !== null && META_VERSION in meta;
+}
+
+function mismatch(text: string): GatewayError {
+  return new GatewayError('header_mismatch', `Header mismatch: ${text}`);
+}
+
+/** Decodes the `=?base64?…?=` sentinel form; checks plain values for header-safe characters. */
+export function decodeHeaderValue(value: string, name: string): string {
+  const sentinel = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/.exec(value);
+  if (sentinel) return Buffer.from(sentinel[1] ?? '', 'base64').toString('utf8');
+  if (!/^[\x20-\x7e\t]*$/.test(value)) throw mismatch(`${name} contains characters that need the base64 form`);
+  return value;
+}
+
+function unsupported(requested: string): GatewayError {
+  return new GatewayError('unsupported_version', 'Unsupported protocol version', {
+    data: { supported: [...MODERN_VERSIONS, ...LEGACY_VERSIONS], requested },
+  });
+}
+
+/** Checks headers against the body, as every server that reads the body must. */
+export function validateModern(req: IncomingMessage, message: Classified['message']): { version: string; headers: Record<string, string> } {
+  const version = header(req, 'mcp-protocol-version');
+  if (version === undefined) throw mismatch('MCP-Protocol-Version header is required');
+  const meta = ('params' in message ? message.params?._meta : undefined) as Record<string, unknown> | undefined;
+  if (meta?.[META_VERSION] !== version) {
+    throw mismatch(`MCP-Protocol-Version header "${version.slice(0, 40)}" does not match _meta ${META_VERSION}`);
+  }
+  if (!(MODERN_VERSIONS as readonly string[]).includes(version)) throw unsupported(version);
+  if (!('method' in message)) throw new GatewayError('invalid_request', 'clients must not send JSON-RPC responses in this protocol revision');
+  const method = header(req, 'mcp-method');
+  if (method === undefined) throw mismatch('Mcp-Method header is required');
+  if (method !== message.method) throw mismatch(`Mcp-Method header value does not match body method "${message.method.slice(0, 64)}"`);
+  const headers: Record<string, string> = { 'mcp-protocol-version': version, 'mcp-method': method };
+  const field = NAMED_METHODS[message.method];
+  if (field) {
+    const raw = header(req, 'mcp-name');
+    if (raw === undefined) throw mismatch('Mcp-Name header is required for this method');
+    const body = message.params?.[field];
+    if (decodeHeaderValue(raw, 'Mcp-Name') !== body) throw mismatch(`Mcp-Name header value does not match params.${field}`);
+    headers['mcp-name'] = raw;
+  }
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (!name.startsWith('mcp-param-') || typeof value !== 'string') continue;
+    decodeHeaderValue(value, name);
+    headers[name] = value;
+  }
+  return { version, headers };
+}
+
+async function era(gateway: Gateway, server: ResolvedServer & { url: string }): Promise<'modern' | 'legacy'> {
+  const cached = eraCache.get(server.name);
+  if (cached && cached.until > Date.now()) return cached.era;
+  const upstream = gateway.statelessUpstream(server);
+  const probe: JsonRpcRequest = {
+    jsonrpc: '2.0',
+    id: 'mandate-era-probe',
+    method: 'server/discover',
+    params: { _meta: { [META_VERSION]: FIRST_MODERN, 'io.modelcontextprotocol/clientInfo': { name: 'mandate', version: '0' }, 'io.modelcontextprotocol/clientCapabilities': {} } },
+  };
+  let found: 'modern' | 'legacy' = 'legacy';
+  try {
+    const response = await upstream.request(probe, {
+      onMessage: () => undefined,
+      signal: AbortSignal.timeout(gateway.config.gateway.upstreamTimeoutMs),
+      headers: { 'mcp-protocol-version': FIRST_MODERN, 'mcp-method': 'server/discover' },
+    });
+    const versions = 'result' in response ? response.result.supportedVersions : undefined;
+    if (Array.isArray(versions) && versions.includes(FIRST_MODERN)) found = 'modern';
+  } catch (error) {
+    if (error instanceof GatewayError && error.kind === 'upstream_unavailable' && !error.detail?.startsWith('HTTP')) throw error;
+  }
+  eraCache.set(server.name, { era: found, until: Date.now() + ERA_TTL_MS[found] });
+  return found;
+}
+
+const eraCache = new Map<string, { era: 'modern' | 'legacy'; until: number }>();
+
+export async function handleStateless(gateway: Gateway, server: ResolvedServer, req: IncomingMessage, res: ServerResponse, parsed: Classified): Promise<void> {
+  const { version, headers } = validateModern(req, parsed.message);
+  if (server.url === undefined) throw unsupportedForServer(version);
+  const target = server as ResolvedServer & { url: string };
+  if ((await era(gateway, target)) !== 'modern') throw unsupportedForServer(version);
+  const upstream = gateway.statelessUpstream(target);
+  if (parsed.kind !== 'request') {
+    await upstream.send(parsed.message as never);
+    res.writeHead(202).end();
+    return;
+  }
+  const exchange = startExchange(
+    parsed.message,
+    {
+      server: server.name,
+      upstream,
+      channel: new ResponseChannel(res, { resumable: false, bufferLimit: 0, headers: {}, primeEvents: false, sseAfterMs: 5000 }),
+      idleTimeoutMs: server.timeoutMs ?? gateway.config.gateway.upstreamTimeoutMs,
+      maxDurationMs: gateway.config.gateway.maxRequestMs,
+      session: null,
+      protocol: version,
+      headers,
+      notifyCancel: false,
+    },
+    gateway.deps,
+  );
+  // Closing the response stream is the client's cancellation in this revision.
+  res.once('close', () => {
+    if (!res.writableFinished) exchange.cancel();
+  });
+  await exchange.done;
+}
+
+/** This server speaks only session-based versions (or is stdio): say so, so the client can fall back. */
+function unsupportedForServer(requested: string): GatewayError {
+  return new GatewayError('unsupported_version', 'Unsupported protocol version for this server', {
+    data: { supported: [...LEGACY_VERSIONS], requested },
+  });
+}

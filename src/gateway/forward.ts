@@ -1,0 +1,154 @@
+/**
+ * One client request through one upstream: forward, relay what comes back,
+ * enforce timeouts, and record the event durably before answering. If the
+ * record cannot be written the client gets an error, not the result.
+ */
+import { asGatewayError, GatewayError } from './errors.ts';
+import { errorResponse, isFailure, notificationCancelled, RpcCode, targetName, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
+import type { ResponseChannel } from './stream.ts';
+import type { Upstream } from './upstream/types.ts';
+import type { AuditLog } from '../audit/log.ts';
+import type { IdentityEvent, Outcome } from '../audit/events.ts';
+import { methodLabel, type Metrics } from '../observability/metrics.ts';
+
+export interface ForwardDeps {
+  audit: AuditLog;
+  metrics: Metrics;
+}
+
+export interface ForwardContext {
+  server: string;
+  upstream: Upstream;
+  channel: ResponseChannel;
+  /** Idle timeout (reset by every related message) and hard cap, ms. */
+  idleTimeoutMs: number;
+  maxDurationMs: number;
+  /** Session handle (never the id itself) and protocol, for the record. */
+  session: string | null;
+  protocol: string | null;
+  headers?: Record<string, string>;
+  /** A related message arrived (the session notes server requests). */
+  onRelated?: (message: JsonRpcMessage) => void;
+  /** Builds the identity event; default `mcp.request`. */
+  event?: (response: JsonRpcResponse | null, outcome: Outcome, base: IdentityEvent) => IdentityEvent;
+  /** Last look at the response before it is written (the session's initialize hook). */
+  beforeAnswer?: (response: JsonRpcResponse) => Promise<JsonRpcResponse> | JsonRpcResponse;
+  /** Whether to tell the upstream about a timeout with notifications/cancelled (legacy only). */
+  notifyCancel: boolean;
+}
+
+export interface Exchange {
+  /** The client cancelled: stop waiting, answer nothing. */
+  cancel(): void;
+  readonly done: Promise<void>;
+}
+
+const NO_TIMEOUT_METHODS = new Set(['subscriptions/listen']);
+
+class Cancelled extends Error {}
+
+export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps: ForwardDeps): Exchange {
+  const controller = new AbortController();
+  const started = performance.now();
+  const timed = !NO_TIMEOUT_METHODS.has(message.method);
+  let idle: NodeJS.Timeout | null = null;
+  let hard: NodeJS.Timeout | null = null;
+  const timeout = (what: string) => controller.abort(new GatewayError('upstream_timeout', `upstream server "${ctx.server}" did not answer in time`, { detail: what }));
+  const arm = () => {
+    if (!timed) return;
+    if (idle) clearTimeout(idle);
+    idle = setTimeout(() => timeout(`no message for ${ctx.idleTimeoutMs} ms`), ctx.idleTimeoutMs);
+  };
+  arm();
+  if (timed) hard = setTimeout(() => timeout(`longer than ${ctx.maxDurationMs} ms`), ctx.maxDurationMs);
+
+  const done = (async () => {
+    let response: JsonRpcResponse | null = null;
+    let outcome: Outcome;
+    let failure: GatewayError | null = null;
+    try {
+      try {
+        await deps.audit.ensureWritable();
+      } catch (error) {
+        throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the request was refused', { detail: String(error), cause: error });
+      }
+      response = await ctx.upstream.request(message, {
+        signal: controller.signal,
+        headers: ctx.headers,
+        onMessage: (related) => {
+          arm();
+          ctx.onRelated?.(related);
+          ctx.channel.message(related);
+        },
+      });
+      outcome = isFailure(response) ? 'failure' : 'success';
+    } catch (error) {
+      if (error instanceof Cancelled) {
+        outcome = 'cancelled';
+      } else {
+        failure = asGatewayError(error);
+        outcome = 'error';
+        response = failure.toResponse(message.id);
+        deps.metrics.errors.inc({ server: ctx.server, kind: failure.kind });
+        if (failure.kind.startsWith('upstream_')) deps.audit.emit({
+          type: 'upstream.error',
+          server: ctx.server,
+          outcome: 'error',
+          reason: failure.kind,
+          data: { method: message.method, detail: failure.detail ?? failure.message, session: ctx.session },
+        });
+        if (failure.kind === 'upstream_timeout' && ctx.notifyCancel) {
+          ctx.upstream.send(notificationCancelled(message.id, 'timed out at the gateway')).catch(() => undefined);
+        }
+      }
+    } finally {
+      if (idle) clearTimeout(idle);
+      if (hard) clearTimeout(hard);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const method = methodLabel(message.method);
+    deps.metrics.upstreamLatency.observe({ server: ctx.server, method }, seconds);
+    deps.metrics.requests.inc({ server: ctx.server, method, outcome });
+
+    if (response && ctx.beforeAnswer && outcome !== 'cancelled') {
+      try {
+        response = await ctx.beforeAnswer(response);
+        if (isFailure(response) && outcome === 'success') outcome = 'failure';
+      } catch (error) {
+        failure = asGatewayError(error);
+        outcome = 'error';
+        response = failure.toResponse(message.id);
+      }
+    }
+
+    const base: IdentityEvent = {
+      type: 'mcp.request',
+      server: ctx.server,
+      tool: targetName(message.method, message.params),
+      outcome,
+      reason: failure?.kind ?? null,
+      data: {
+        method: message.method,
+        direction: 'client-to-server',
+        session: ctx.session,
+        protocol: ctx.protocol,
+        latencyMs: Math.round(seconds * 1000 * 100) / 100,
+        ...(response && isFailure(response) ? { errorCode: response.error.code } : {}),
+      },
+    };
+    try {
+      await deps.audit.record(ctx.event ? ctx.event(response, outcome, base) : base);
+    } catch {
+      deps.metrics.errors.inc({ server: ctx.server, kind: 'audit_unavailable' });
+      if (outcome === 'cancelled') return;
+      response = errorResponse(message.id, RpcCode.InternalError, 'the audit log is unavailable: the request was refused');
+    }
+    if (outcome === 'cancelled' || !response) ctx.channel.abandon();
+    else ctx.channel.final(response);
+  })();
+
+  return {
+    cancel: () => controller.abort(new Cancelled('cancelled by the client')),
+    done,
+  };
+}

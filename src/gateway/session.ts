@@ -1,0 +1,267 @@
+/**
+ * A downstream MCP session (protocol revisions up to 2025-11-25): the
+ * gateway's own session id, one upstream connection, the streams a client
+ * can resume, and the requests in flight in both directions.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import { GatewayError } from './errors.ts';
+import { startExchange, type Exchange, type ForwardDeps } from './forward.ts';
+import { idKey, targetName, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
+import { ResponseChannel, SseStream } from './stream.ts';
+import type { Upstream, UpstreamHooks } from './upstream/types.ts';
+import type { ResolvedServer } from '../config/load.ts';
+import type { Config } from '../config/load.ts';
+
+export const LEGACY_VERSIONS = ['2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05'] as const;
+
+const KEEP_FINISHED_STREAMS = 64;
+const SSE_AFTER_MS = 5000;
+
+export interface SessionDeps extends ForwardDeps {
+  gateway: Config['gateway'];
+  createUpstream: (server: ResolvedServer, hooks: UpstreamHooks) => Upstream;
+}
+
+interface ServerRequest {
+  method: string;
+  started: number;
+}
+
+export function sessionHandle(id: string): string {
+  return createHash('sha256').update(id).digest('hex').slice(0, 16);
+}
+
+export class Session {
+  readonly id = randomBytes(32).toString('base64url');
+  readonly handle = sessionHandle(this.id);
+  readonly server: ResolvedServer;
+  readonly upstream: Upstream;
+  readonly opened = Date.now();
+  protocolVersion: string | null = null;
+  lastActive = Date.now();
+  requestCount = 0;
+  closed = false;
+  /** Called once when the session closes (the registry forgets it). */
+  onClose: ((session: Session) => void) | null = null;
+  private readonly standalone: SseStream;
+  private readonly streams = new Map<string, SseStream>();
+  private readonly inflight = new Map<string, Exchange>();
+  private readonly serverRequests = new Map<string, ServerRequest>();
+  private readonly deps: SessionDeps;
+
+  constructor(server: ResolvedServer, deps: SessionDeps) {
+    this.server = server;
+    this.deps = deps;
+    this.standalone = new SseStream(this.streamOptions());
+    this.upstream = deps.createUpstream(server, {
+      onMessage: (message) => this.fromUpstream(message),
+      onError: (error) => this.upstreamTrouble(error),
+      onClosed: (error) => {
+        this.upstreamTrouble(error);
+        void this.close('upstream closed');
+      },
+      onRestarted: (detail) =>
+        deps.audit.emit({ type: 'upstream.restarted', server: server.name, outcome: 'success', data: { session: this.handle, detail } }),
+    });
+  }
+
+  get busy(): boolean {
+    return this.inflight.size > 0 || this.standalone.attached;
+  }
+
+  private streamOptions() {
+    return {
+      resumable: true,
+      bufferLimit: this.deps.gateway.resumeBufferEvents,
+      headers: { 'mcp-session-id': this.id },
+      primeEvents: (this.protocolVersion ?? '') >= '2025-11-25',
+    };
+  }
+
+  private upstreamTrouble(error: GatewayError): void {
+    this.deps.metrics.errors.inc({ server: this.server.name, kind: error.kind });
+    this.deps.audit.emit({
+      type: 'upstream.error',
+      server: this.server.name,
+      outcome: 'error',
+      reason: error.kind,
+      data: { detail: error.detail ?? error.message, session: this.handle },
+    });
+  }
+
+  /** Notes server-to-client requests so the client's answer can be matched and recorded. */
+  private noteServerMessage(message: JsonRpcMessage): void {
+    if ('method' in message && 'id' in message) {
+      this.serverRequests.set(idKey(message.id), { method: message.method, started: performance.now() });
+    }
+  }
+
+  private fromUpstream(message: JsonRpcMessage): void {
+    this.noteServerMessage(message);
+    this.standalone.push(message);
+  }
+
+  private channel(res: ServerResponse): ResponseChannel {
+    return new ResponseChannel(res, {
+      ...this.streamOptions(),
+      sseAfterMs: SSE_AFTER_MS,
+      onStream: (stream) => this.keepStream(stream),
+    });
+  }
+
+  private keepStream(stream: SseStream): void {
+    this.streams.set(stream.key, stream);
+    if (this.streams.size <= KEEP_FINISHED_STREAMS) return;
+    for (const [key, old] of this.streams) {
+      if (this.streams.size <= KEEP_FINISHED_STREAMS) break;
+      if (old.done) this.streams.delete(key);
+    }
+  }
+
+  /** The initialize request that opens this session. */
+  initialize(message: JsonRpcRequest, res: ServerResponse): Promise<void> {
+    const clientInfo = (message.params?.clientInfo ?? {}) as { name?: unknown; version?: unknown };
+    return this.forward(message, res, {
+      event: (response, outcome, base) => ({
+        ...base,
+        type: 'session.opened',
+        outcome: outcome === 'success' ? 'success' : 'failure',
+        data: {
+          ...base.data,
+          client: typeof clientInfo.name === 'string' ? clientInfo.name.slice(0, 200) : null,
+          clientVersion: typeof clientInfo.version === 'string' ? clientInfo.version.slice(0, 100) : null,
+          protocol: response && 'result' in response ? String(response.result.protocolVersion ?? '') : null,
+        },
+      }),
+      beforeAnswer: (response) => {
+        if (!('result' in response)) {
+          void this.close('initialize failed', false);
+          return response;
+        }
+        const version = response.result.protocolVersion;
+        if (typeof version !== 'string' || !(LEGACY_VERSIONS as readonly string[]).includes(version)) {
+          void this.close('unsupported protocol version', false);
+          throw new GatewayError('upstream_protocol', `upstream server "${this.server.name}" chose a protocol version the gateway does not support`, {
+            detail: `protocolVersion ${String(version)}`,
+          });
+        }
+        this.protocolVersion = version;
+        this.deps.metrics.sessions.inc({ server: this.server.name });
+        return response;
+      },
+    });
+  }
+
+  request(message: JsonRpcRequest, res: ServerResponse): Promise<void> {
+    if (message.method === 'initialize') {
+      throw new GatewayError('invalid_request', 'this session is already initialized');
+    }
+    return this.forward(message, res, {});
+  }
+
+  private forward(message: JsonRpcRequest, res: ServerResponse, extra: Pick<Parameters<typeof startExchange>[1], 'event' | 'beforeAnswer'>): Promise<void> {
+    const key = idKey(message.id);
+    if (this.inflight.has(key)) throw new GatewayError('duplicate_id', 'a request with this id is still in flight in this session');
+    this.touch();
+    this.requestCount += 1;
+    const exchange = startExchange(
+      message,
+      {
+        server: this.server.name,
+        upstream: this.upstream,
+        channel: this.channel(res),
+        idleTimeoutMs: this.server.timeoutMs ?? this.deps.gateway.upstreamTimeoutMs,
+        maxDurationMs: this.deps.gateway.maxRequestMs,
+        session: this.handle,
+        protocol: this.protocolVersion,
+        notifyCancel: true,
+        onRelated: (related) => this.noteServerMessage(related),
+        ...extra,
+      },
+      this.deps,
+    );
+    this.inflight.set(key, exchange);
+    return exchange.done.finally(() => {
+      if (this.inflight.get(key) === exchange) this.inflight.delete(key);
+      this.touch();
+    });
+  }
+
+  async notification(message: JsonRpcNotification): Promise<void> {
+    this.touch();
+    if (message.method === 'notifications/cancelled') {
+      const requestId = message.params?.requestId;
+      if (typeof requestId === 'string' || typeof requestId === 'number') this.inflight.get(idKey(requestId))?.cancel();
+    }
+    await this.upstream.send(message);
+  }
+
+  /** The client's answer to a server-to-client request (sampling, elicitation, roots). */
+  async response(message: JsonRpcResponse): Promise<void> {
+    this.touch();
+    const key = message.id === null ? null : idKey(message.id);
+    const pending = key === null ? undefined : this.serverRequests.get(key);
+    if (!pending || key === null) throw new GatewayError('invalid_request', 'no server request with this id is waiting for an answer');
+    this.serverRequests.delete(key);
+    const failed = 'error' in message;
+    await this.deps.audit.record({
+      type: 'mcp.request',
+      server: this.server.name,
+      tool: targetName(pending.method, undefined),
+      outcome: failed ? 'failure' : 'success',
+      data: {
+        method: pending.method,
+        direction: 'server-to-client',
+        session: this.handle,
+        protocol: this.protocolVersion,
+        latencyMs: Math.round((performance.now() - pending.started) * 100) / 100,
+        ...(failed ? { errorCode: message.error.code } : {}),
+      },
+    });
+    await this.upstream.send(message);
+  }
+
+  /** GET: the standalone stream, or the resumption of any stream after Last-Event-ID. */
+  listen(res: ServerResponse, lastEventId: string | undefined): void {
+    this.touch();
+    if (lastEventId !== undefined) {
+      const parsed = SseStream.parseEventId(lastEventId);
+      const stream = parsed && (parsed.key === this.standalone.key ? this.standalone : this.streams.get(parsed.key));
+      if (!parsed || !stream || !stream.canResumeFrom(parsed.n)) {
+        throw new GatewayError('resume_unknown', 'cannot resume: the event id is unknown or too old');
+      }
+      stream.attach(res, parsed.n);
+      if (stream === this.standalone) this.upstream.listen();
+      return;
+    }
+    if (this.standalone.attached) throw new GatewayError('stream_conflict', 'a standalone stream is already open for this session');
+    this.standalone.attach(res);
+    this.upstream.listen();
+  }
+
+  touch(): void {
+    this.lastActive = Date.now();
+  }
+
+  /** Ends the session: cancels what is in flight, closes the upstream, records why. */
+  async close(reason: string, record = true): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const exchange of this.inflight.values()) exchange.cancel();
+    this.standalone.end();
+    for (const stream of this.streams.values()) stream.end();
+    if (this.protocolVersion !== null) this.deps.metrics.sessions.dec({ server: this.server.name });
+    this.onClose?.(this);
+    await this.upstream.close();
+    if (record) {
+      this.deps.audit.emit({
+        type: 'session.closed',
+        server: this.server.name,
+        outcome: 'success',
+        reason,
+        data: { session: this.handle, requests: this.requestCount, durationMs: Date.now() - this.opened },
+      });
+    }
+  }
+}

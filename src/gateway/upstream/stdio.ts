@@ -1,0 +1,262 @@
+/**
+ * A stdio upstream: a process the gateway starts for one downstream session,
+ * speaking newline-delimited JSON-RPC. A crash fails the requests in flight,
+ * is reported, and the process is started again and re-initialised with the
+ * client's own initialize request, a few times a minute at most.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { classify, idKey, progressToken, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
+import { GatewayError } from '../errors.ts';
+import type { RequestOptions, Upstream, UpstreamHooks } from './types.ts';
+
+export interface StdioUpstreamOptions {
+  server: string;
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd: string;
+  maxMessageBytes: number;
+  hooks: UpstreamHooks;
+}
+
+/** Variables passed from the gateway's own environment; nothing else is (no gateway secret leaks to a tool). */
+const INHERITED_ENV = ['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'TERM', 'LANG', 'LC_ALL', 'TMPDIR', 'TZ', 'SYSTEMROOT'];
+const RESTARTS_PER_MINUTE = 3;
+const STDERR_KEEP = 2048;
+
+interface Pending {
+  request: JsonRpcRequest;
+  resolve: (response: JsonRpcResponse) => void;
+  reject: (error: unknown) => void;
+  onMessage: (message: JsonRpcMessage) => void;
+  progress: string | null;
+}
+
+export class StdioUpstream implements Upstream {
+  readonly transport = 'stdio' as const;
+  protocolVersion: string | null = null;
+  private child: ChildProcessWithoutNullStreams | null = null;
+  private readonly pending = new Map<string, Pending>();
+  private readonly byProgress = new Map<string, string>();
+  private initialize: JsonRpcRequest | null = null;
+  private initialized = false;
+  private restarts: number[] = [];
+  private closed = false;
+  private stderrTail = '';
+  private reinitCount = 0;
+  private readonly options: StdioUpstreamOptions;
+
+  constructor(options: StdioUpstreamOptions) {
+    this.options = options;
+    this.start();
+  }
+
+  private error(kind: 'upstream_unavailable' | 'upstream_crashed' | 'upstream_protocol', detail: string): GatewayError {
+    const text = kind === 'upstream_protocol' ? 'sent an invalid message' : kind === 'upstream_crashed' ? 'stopped unexpectedly' : 'is unavailable';
+    return new GatewayError(kind, `upstream server "${this.options.server}" ${text}`, { detail });
+  }
+
+  private start(): void {
+    const env: Record<string, string> = {};
+    for (const name of INHERITED_ENV) {
+      const value = process.env[name];
+      if (value !== undefined) env[name] = value;
+    }
+    Object.assign(env, this.options.env);
+    const child = spawn(this.options.command, this.options.args, { cwd: this.options.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    let buffer = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      buffer += chunk;
+      let newline: number;
+      while ((newline = buffer.indexOf('\n')) !== -1) {
+        const line = buffer.slice(0, newline).replace(/\r$/, '');
+        buffer = buffer.slice(newline + 1);
+        if (line.trim() !== '') this.onLine(line);
+      }
+      if (buffer.length > this.options.maxMessageBytes) {
+        buffer = '';
+        this.options.hooks.onError(this.error('upstream_protocol', `a line exceeds ${this.options.maxMessageBytes} bytes; process stopped`));
+        child.kill('SIGKILL');
+      }
+    });
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => {
+      this.stderrTail = (this.stderrTail + chunk).slice(-STDERR_KEEP);
+    });
+    child.stdin.on('error', () => {
+      // EPIPE after a crash: the exit handler reports it
+    });
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      if (this.child !== child) return;
+      this.child = null;
+      const failure = this.error('upstream_unavailable', `cannot start ${this.options.command}: ${error.code ?? error.message}`);
+      this.failPending(failure);
+      this.options.hooks.onClosed(failure);
+    });
+    child.once('exit', (code, signal) => this.onExit(child, code, signal));
+  }
+
+  private onExit(child: ChildProcessWithoutNullStreams, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.child !== child) return;
+    this.child = null;
+    if (this.closed) return;
+    const lastWords = this.stderrTail.trim().split('\n').slice(-3).join(' | ');
+    const crash = this.error('upstream_crashed', `process exited (${signal ?? `code ${code}`})${lastWords ? `: ${lastWords}` : ''}`);
+    this.failPending(crash);
+    this.options.hooks.onError(crash);
+    const now = Date.now();
+    this.restarts = this.restarts.filter((t) => now - t < 60_000);
+    if (this.restarts.length >= RESTARTS_PER_MINUTE || !this.initialize) {
+      this.closed = true;
+      this.options.hooks.onClosed(crash);
+      return;
+    }
+    this.restarts.push(now);
+    this.stderrTail = '';
+    this.start();
+    this.replayInitialize();
+  }
+
+  /** Re-initialises a restarted process as the client did; the answer is for the gateway only. */
+  private replayInitialize(): void {
+    const original = this.initialize;
+    if (!original) return;
+    const id = `mandate-reinit-${++this.reinitCount}`;
+    const key = idKey(id);
+    this.pending.set(key, {
+      request: { ...original, id },
+      resolve: () => {
+        if (this.initialized) this.write({ jsonrpc: '2.0', method: 'notifications/initialized' });
+        this.options.hooks.onRestarted?.(`process restarted (${this.restarts.length} in the last minute)`);
+      },
+      reject: () => undefined,
+      onMessage: () => undefined,
+      progress: null,
+    });
+    this.write({ ...original, id });
+  }
+
+  private failPending(error: GatewayError): void {
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    this.byProgress.clear();
+    for (const entry of pending) entry.reject(error);
+  }
+
+  private write(message: JsonRpcMessage): void {
+    if (!this.child) throw this.error('upstream_unavailable', 'no process is running');
+    this.child.stdin.write(`${JSON.stringify(message)}\n`);
+  }
+
+  private onLine(line: string): void {
+    let message: JsonRpcMessage;
+    let kind: string;
+    try {
+      const parsed = classify(JSON.parse(line));
+      message = parsed.message;
+      kind = parsed.kind;
+    } catch (error) {
+      this.options.hooks.onError(this.error('upstream_protocol', `unparseable line dropped: ${(error as Error).message}`));
+      return;
+    }
+    if (kind === 'response') {
+      const response = message as JsonRpcResponse;
+      const key = response.id === null ? null : idKey(response.id);
+      const entry = key === null ? undefined : this.pending.get(key);
+      if (!entry || key === null) {
+        this.options.hooks.onError(this.error('upstream_protocol', 'a response to no pending request was dropped'));
+        return;
+      }
+      this.pending.delete(key);
+      if (entry.progress) this.byProgress.delete(entry.progress);
+      entry.resolve(response);
+      return;
+    }
+    this.route(message as JsonRpcRequest | JsonRpcNotification);
+  }
+
+  /** Progress goes to the request that asked for it; anything else to the one request in flight, if only one is. */
+  private route(message: JsonRpcRequest | JsonRpcNotification): void {
+    if (message.method === 'notifications/progress') {
+      const token = message.params?.progressToken;
+      const owner = token === undefined ? undefined : this.byProgress.get(idKey(token as string | number));
+      const entry = owner ? this.pending.get(owner) : undefined;
+      if (entry) {
+        entry.onMessage(message);
+        return;
+      }
+    }
+    const inFlight = [...this.pending.values()].filter((entry) => !String(entry.request.id).startsWith('mandate-reinit-'));
+    if (inFlight.length === 1 && inFlight[0]) inFlight[0].onMessage(message);
+    else this.options.hooks.onMessage(message);
+  }
+
+  request(message: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
+    if (message.method === 'initialize') this.initialize = message;
+    return new Promise((resolve, reject) => {
+      if (options.signal.aborted) {
+        reject(options.signal.reason);
+        return;
+      }
+      const key = idKey(message.id);
+      const token = progressToken(message.params);
+      const progress = token === undefined ? null : idKey(token);
+      const entry: Pending = {
+        request: message,
+        resolve: (response) => {
+          if (message.method === 'initialize' && 'result' in response && typeof response.result.protocolVersion === 'string') {
+            this.protocolVersion = response.result.protocolVersion;
+          }
+          resolve(response);
+        },
+        reject,
+        onMessage: options.onMessage,
+        progress,
+      };
+      this.pending.set(key, entry);
+      if (progress) this.byProgress.set(progress, key);
+      options.signal.addEventListener('abort', () => {
+        if (this.pending.get(key) === entry) {
+          this.pending.delete(key);
+          if (progress) this.byProgress.delete(progress);
+        }
+        reject(options.signal.reason);
+      }, { once: true });
+      try {
+        this.write(message);
+      } catch (error) {
+        this.pending.delete(key);
+        reject(error);
+      }
+    });
+  }
+
+  async send(message: JsonRpcNotification | JsonRpcResponse): Promise<void> {
+    if ('method' in message && message.method === 'notifications/initialized') this.initialized = true;
+    this.write(message);
+  }
+
+  listen(): void {
+    // stdout is always open: unrelated messages arrive through hooks.onMessage
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const child = this.child;
+    this.child = null;
+    this.failPending(this.error('upstream_unavailable', 'session closed'));
+    if (!child || child.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const term = setTimeout(() => child.kill('SIGTERM'), 2000);
+      const kill = setTimeout(() => child.kill('SIGKILL'), 5000);
+      child.once('exit', () => {
+        clearTimeout(term);
+        clearTimeout(kill);
+        resolve();
+      });
+      child.stdin.end();
+    });
+  }
+}

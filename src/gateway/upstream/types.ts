@@ -1,0 +1,38 @@
+/**
+ * What a downstream session needs from its upstream: send a request and hear
+ * its related messages and response, send notifications and responses, and
+ * hear unrelated server messages.
+ */
+import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc.ts';
+import type { GatewayError } from '../errors.ts';
+
+export interface RequestOptions {
+  /** A message related to this request, before its response. */
+  onMessage: (message: JsonRpcMessage) => void;
+  /** Aborting stops waiting and releases the upstream exchange. */
+  signal: AbortSignal;
+  /** Extra HTTP headers (2026-07-28 request metadata); ignored by stdio. */
+  headers?: Record<string, string>;
+}
+
+export interface UpstreamHooks {
+  /** A server message not related to any client request. */
+  onMessage: (message: JsonRpcMessage) => void;
+  /** Something went wrong that no single request owns (a bad line, a crash, a lost stream). */
+  onError: (error: GatewayError) => void;
+  /** The upstream is gone for good; the session must close. */
+  onClosed: (error: GatewayError) => void;
+  /** A crashed process was started again and re-initialised. */
+  onRestarted?: (detail: string) => void;
+}
+
+export interface Upstream {
+  readonly transport: 'http' | 'stdio';
+  /** The protocol version the upstream agreed to, once initialised. */
+  protocolVersion: string | null;
+  request(message: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse>;
+  send(message: JsonRpcNotification | JsonRpcResponse): Promise<void>;
+  /** Starts delivering unrelated server messages (the HTTP GET stream). */
+  listen(): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,67 @@
+/**
+ * Prometheus metrics. Label values come from closed sets (configured server
+ * names, known MCP methods, error kinds), never from raw client input.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const KNOWN_METHODS = new Set([
+  'initialize', 'ping', 'server/discover', 'subscriptions/listen',
+  'tools/list', 'tools/call', 'resources/list', 'resources/templates/list', 'resources/read',
+  'resources/subscribe', 'resources/unsubscribe', 'prompts/list', 'prompts/get', 'completion/complete',
+  'logging/setLevel', 'sampling/createMessage', 'elicitation/create', 'roots/list',
+  'tasks/get', 'tasks/result', 'tasks/list', 'tasks/cancel',
+]);
+
+export function methodLabel(method: string): string {
+  return KNOWN_METHODS.has(method) ? method : 'other';
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<'server' | 'method' | 'outcome'>;
+  readonly upstreamLatency: Histogram<'server' | 'method'>;
+  readonly errors: Counter<'server' | 'kind'>;
+  readonly sessions: Gauge<'server'>;
+  readonly auditEvents: Counter<'type'>;
+  readonly auditLost: Counter;
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'mandate_process_' });
+    this.requests = new Counter({
+      name: 'mandate_mcp_requests_total',
+      help: 'MCP requests handled, by server, method and outcome',
+      labelNames: ['server', 'method', 'outcome'],
+      registers: [this.registry],
+    });
+    this.upstreamLatency = new Histogram({
+      name: 'mandate_upstream_latency_seconds',
+      help: 'Time from forwarding a request upstream to its response',
+      labelNames: ['server', 'method'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [this.registry],
+    });
+    this.errors = new Counter({
+      name: 'mandate_errors_total',
+      help: 'Errors by server and kind',
+      labelNames: ['server', 'kind'],
+      registers: [this.registry],
+    });
+    this.sessions = new Gauge({
+      name: 'mandate_sessions_active',
+      help: 'Open MCP sessions by server',
+      labelNames: ['server'],
+      registers: [this.registry],
+    });
+    this.auditEvents = new Counter({
+      name: 'mandate_audit_events_total',
+      help: 'Identity events written to the audit log, by type',
+      labelNames: ['type'],
+      registers: [this.registry],
+    });
+    this.auditLost = new Counter({
+      name: 'mandate_audit_write_failures_total',
+      help: 'Identity events that could not be written',
+      registers: [this.registry],
+    });
+  }
+}

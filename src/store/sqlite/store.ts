@@ -1,0 +1,174 @@
+/**
+ * Embedded store on node:sqlite. Every call is synchronous underneath, so
+ * calls in one process never interleave; BEGIN IMMEDIATE (with a busy
+ * timeout) serialises writers in other processes.
+ */
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { seal } from '../../audit/chain.ts';
+import type { ChainHead } from '../../audit/chain.ts';
+import type { AuditRecord, TimedEvent } from '../../audit/events.ts';
+import { MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations.ts';
+import { AUDIT_COLUMNS, matchesNothing, normalizeQuery, toRecord, type AuditRow } from '../query.ts';
+import { StoreUnavailableError, type AuditQuery, type MigrationState, type Store } from '../types.ts';
+
+export const SQLITE_FILE = 'mandate.db';
+const BUSY_TIMEOUT_MS = 5000;
+
+interface MigrationRow {
+  version: number;
+  name: string;
+  applied_at: string;
+}
+
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite' as const;
+  readonly description: string;
+  private readonly db: DatabaseSync;
+  private readonly statements = new Map<string, StatementSync>();
+
+  /** Opens (creating if needed) `${dataDir}/mandate.db`. Throws StoreUnavailableError. */
+  constructor(dataDir: string) {
+    const file = join(dataDir, SQLITE_FILE);
+    this.description = `sqlite ${file}`;
+    try {
+      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    } catch (error) {
+      throw new StoreUnavailableError(`cannot create data directory ${dataDir}: ${messageOf(error)}`, { cause: error });
+    }
+    try {
+      // Create the file owner-only first: SQLite gives -wal and -shm the same mode.
+      closeSync(openSync(file, 'a', 0o600));
+      this.db = new DatabaseSync(file, { timeout: BUSY_TIMEOUT_MS, enableForeignKeyConstraints: true });
+    } catch (error) {
+      throw new StoreUnavailableError(`cannot open SQLite database ${file}: ${messageOf(error)}`, { cause: error });
+    }
+    try {
+      // WAL + FULL: each COMMIT is fsynced to the WAL before it returns.
+      this.db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      this.db.exec('PRAGMA journal_mode = WAL');
+      this.db.exec('PRAGMA synchronous = FULL');
+      this.db.exec('PRAGMA foreign_keys = ON');
+    } catch (error) {
+      this.db.close();
+      throw this.unavailable('configure', error);
+    }
+  }
+
+  async migrate(): Promise<MigrationState[]> {
+    for (const migration of MIGRATIONS) {
+      this.transaction('migrate', () => {
+        this.db.exec(SCHEMA_MIGRATIONS_DDL.sqlite);
+        if (this.stmt('SELECT 1 FROM schema_migrations WHERE version = ?').get(migration.version)) return;
+        this.db.exec(migration.sqlite);
+        this.stmt('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)')
+          .run(migration.version, migration.name, new Date().toISOString());
+      });
+    }
+    return this.migrations();
+  }
+
+  async migrations(): Promise<MigrationState[]> {
+    return this.guard('read migrations', () => {
+      const exists = this.stmt("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").get();
+      if (!exists) return [];
+      const rows = this.stmt('SELECT version, name, applied_at FROM schema_migrations ORDER BY version').all();
+      return (rows as unknown as MigrationRow[]).map((r) => ({ version: r.version, name: r.name, appliedAt: r.applied_at }));
+    });
+  }
+
+  async ping(): Promise<void> {
+    this.guard('ping', () => this.stmt('SELECT 1').get());
+  }
+
+  async appendAudit(events: readonly TimedEvent[]): Promise<AuditRecord[]> {
+    if (events.length === 0) return [];
+    return this.transaction('append audit events', () => {
+      const records = seal(this.head(), events);
+      const insert = this.stmt(`INSERT INTO audit_events (${AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`);
+      for (const r of records) insert.run(r.seq, r.time, r.type, r.server, r.outcome, r.body, r.prevHash, r.hash);
+      return records;
+    });
+  }
+
+  async listAudit(query?: AuditQuery): Promise<AuditRecord[]> {
+    const filter = normalizeQuery(query);
+    if (matchesNothing(filter)) return [];
+    const where = ['seq > ?'];
+    const params: SQLInputValue[] = [filter.afterSeq];
+    if (filter.since !== null) {
+      where.push('time >= ?');
+      params.push(filter.since);
+    }
+    if (filter.types) {
+      // json_each keeps the SQL text fixed, so the statement cache stays small.
+      // Qualify `type`: json_each has a column of that name too.
+      where.push(`(audit_events.type IN (SELECT value FROM json_each(?))
+        OR EXISTS (SELECT 1 FROM json_each(?) AS p
+                   WHERE substr(audit_events.type, 1, length(p.value)) = p.value))`);
+      params.push(JSON.stringify(filter.types.exact), JSON.stringify(filter.types.prefixes));
+    }
+    params.push(filter.limit);
+    const sql = `SELECT ${AUDIT_COLUMNS} FROM audit_events WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`;
+    return this.guard('list audit events', () => (this.stmt(sql).all(...params) as unknown as AuditRow[]).map(toRecord));
+  }
+
+  async auditHead(): Promise<ChainHead | null> {
+    return this.guard('read audit head', () => this.head());
+  }
+
+  async close(): Promise<void> {
+    if (this.db.isOpen) this.db.close();
+    this.statements.clear();
+  }
+
+  private head(): ChainHead | null {
+    const row = this.stmt('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as
+      | { seq: number; hash: string }
+      | undefined;
+    return row ? { seq: row.seq, hash: row.hash } : null;
+  }
+
+  private stmt(sql: string): StatementSync {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  /** Runs `work` in BEGIN IMMEDIATE … COMMIT; rolls back on any failure. */
+  private transaction<T>(what: string, work: () => T): T {
+    return this.guard(what, () => {
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        const result = work();
+        this.db.exec('COMMIT');
+        return result;
+      } catch (error) {
+        if (this.db.isTransaction) this.db.exec('ROLLBACK');
+        throw error;
+      }
+    });
+  }
+
+  /** Database failures become StoreUnavailableError; caller errors (seal's TypeError) pass through. */
+  private guard<T>(what: string, work: () => T): T {
+    try {
+      return work();
+    } catch (error) {
+      if (error instanceof TypeError || error instanceof RangeError) throw error;
+      throw this.unavailable(what, error);
+    }
+  }
+
+  private unavailable(what: string, error: unknown): StoreUnavailableError {
+    return new StoreUnavailableError(`${this.description}: ${what} failed: ${messageOf(error)}`, { cause: error });
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
