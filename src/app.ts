@@ -31,7 +31,7 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
   const log = options.log ?? createLogger(config.log.level);
   for (const warning of config.warnings) log.warn(warning);
   const metrics = new Metrics();
-  const store = await openStore({ databaseUrl: config.databaseUrl ?? undefined, dataDir: config.dataDir });
+  const store = await openStore({ databaseUrl: config.databaseUrl ?? undefined, dataDir: config.dataDir, durability: config.audit.durability });
   try {
     await store.migrate();
   } catch (error) {

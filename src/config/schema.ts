@@ -78,6 +78,12 @@ export const configSchema = z
         maxSessions: 1000,
         resumeBufferEvents: 200,
       }),
+    audit: z
+      .strictObject({
+        /** SQLite: `process` survives a gateway crash (kill -9); `power` also survives power loss (fsync per commit). */
+        durability: z.enum(['process', 'power']).default('process'),
+      })
+      .default({ durability: 'process' }),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -4,12 +4,12 @@
  * record cannot be written the client gets an error, not the result.
  */
 import { asGatewayError, GatewayError } from './errors.ts';
-import { errorResponse, isFailure, notificationCancelled, RpcCode, targetName, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
+import { errorResponse, isFailure, notificationCancelled, RpcCode, targetName, upstreamStatus, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
 import type { ResponseChannel } from './stream.ts';
 import type { Upstream } from './upstream/types.ts';
 import type { AuditLog } from '../audit/log.ts';
 import type { IdentityEvent, Outcome } from '../audit/events.ts';
-import { methodLabel, type Metrics } from '../observability/metrics.ts';
+import type { Metrics } from '../observability/metrics.ts';
 
 export interface ForwardDeps {
   audit: AuditLog;
@@ -47,20 +47,29 @@ const NO_TIMEOUT_METHODS = new Set(['subscriptions/listen']);
 
 class Cancelled extends Error {}
 
+function timeoutError(server: string, detail: string): GatewayError {
+  return new GatewayError('upstream_timeout', `upstream server "${server}" did not answer in time`, { detail });
+}
+
 export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps: ForwardDeps): Exchange {
   const controller = new AbortController();
   const started = performance.now();
   const timed = !NO_TIMEOUT_METHODS.has(message.method);
-  let idle: NodeJS.Timeout | null = null;
-  let hard: NodeJS.Timeout | null = null;
-  const timeout = (what: string) => controller.abort(new GatewayError('upstream_timeout', `upstream server "${ctx.server}" did not answer in time`, { detail: what }));
-  const arm = () => {
-    if (!timed) return;
-    if (idle) clearTimeout(idle);
-    idle = setTimeout(() => timeout(`no message for ${ctx.idleTimeoutMs} ms`), ctx.idleTimeoutMs);
+  // One timer serves both limits: the idle deadline moves with every related
+  // message, the hard deadline does not; the timer re-arms itself as needed.
+  const hardAt = Date.now() + ctx.maxDurationMs;
+  let idleAt = Date.now() + ctx.idleTimeoutMs;
+  let timer: NodeJS.Timeout | null = null;
+  const check = () => {
+    const now = Date.now();
+    if (now >= hardAt) controller.abort(timeoutError(ctx.server, `longer than ${ctx.maxDurationMs} ms`));
+    else if (now >= idleAt) controller.abort(timeoutError(ctx.server, `no message for ${ctx.idleTimeoutMs} ms`));
+    else timer = setTimeout(check, Math.min(idleAt, hardAt) - now);
   };
-  arm();
-  if (timed) hard = setTimeout(() => timeout(`longer than ${ctx.maxDurationMs} ms`), ctx.maxDurationMs);
+  if (timed) timer = setTimeout(check, Math.min(ctx.idleTimeoutMs, ctx.maxDurationMs));
+  const arm = () => {
+    idleAt = Date.now() + ctx.idleTimeoutMs;
+  };
 
   const done = (async () => {
     let response: JsonRpcResponse | null = null;
@@ -102,13 +111,10 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         }
       }
     } finally {
-      if (idle) clearTimeout(idle);
-      if (hard) clearTimeout(hard);
+      if (timer) clearTimeout(timer);
     }
     const seconds = (performance.now() - started) / 1000;
-    const method = methodLabel(message.method);
-    deps.metrics.upstreamLatency.observe({ server: ctx.server, method }, seconds);
-    deps.metrics.requests.inc({ server: ctx.server, method, outcome });
+    deps.metrics.request(ctx.server, message.method, outcome, seconds);
 
     if (response && ctx.beforeAnswer && outcome !== 'cancelled') {
       try {
@@ -144,7 +150,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
       response = errorResponse(message.id, RpcCode.InternalError, 'the audit log is unavailable: the request was refused');
     }
     if (outcome === 'cancelled' || !response) ctx.channel.abandon();
-    else ctx.channel.final(response);
+    else ctx.channel.final(response, upstreamStatus.get(response));
   })();
 
   return {

@@ -134,6 +134,9 @@ export function parseMessage(text: string): Classified {
   return classify(value);
 }
 
+/** The HTTP status an upstream gave a JSON-RPC error it answered with; relayed as is. */
+export const upstreamStatus = new WeakMap<JsonRpcResponse, number>();
+
 export function errorResponse(id: RequestId | null, code: number, message: string, data?: unknown): JsonRpcFailure {
   const error: JsonRpcErrorObject = { code, message };
   if (data !== undefined) error.data = data;

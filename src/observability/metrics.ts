@@ -16,6 +16,24 @@ export function methodLabel(method: string): string {
   return KNOWN_METHODS.has(method) ? method : 'other';
 }
 
+/** Labelled children cached by their label values: prom-client hashes label objects on every call otherwise. */
+class ChildCache<T> {
+  private readonly children = new Map<string, T>();
+  private readonly make: (values: string[]) => T;
+  constructor(make: (values: string[]) => T) {
+    this.make = make;
+  }
+  get(...values: string[]): T {
+    const key = values.join('\u0000');
+    let child = this.children.get(key);
+    if (!child) {
+      child = this.make(values);
+      this.children.set(key, child);
+    }
+    return child;
+  }
+}
+
 export class Metrics {
   readonly registry = new Registry();
   readonly requests: Counter<'server' | 'method' | 'outcome'>;
@@ -24,6 +42,8 @@ export class Metrics {
   readonly sessions: Gauge<'server'>;
   readonly auditEvents: Counter<'type'>;
   readonly auditLost: Counter;
+  private readonly requestChildren: ChildCache<{ inc(): void }>;
+  private readonly latencyChildren: ChildCache<{ observe(value: number): void }>;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'mandate_process_' });
@@ -63,5 +83,14 @@ export class Metrics {
       help: 'Identity events that could not be written',
       registers: [this.registry],
     });
+    this.requestChildren = new ChildCache((v) => this.requests.labels(...(v as [string, string, string])));
+    this.latencyChildren = new ChildCache((v) => this.upstreamLatency.labels(...(v as [string, string])));
+  }
+
+  /** One forwarded request: its latency and outcome (the hot path). */
+  request(server: string, method: string, outcome: string, seconds: number): void {
+    const label = methodLabel(method);
+    this.latencyChildren.get(server, label).observe(seconds);
+    this.requestChildren.get(server, label, outcome).inc();
   }
 }

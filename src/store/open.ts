@@ -9,7 +9,7 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
   const url = options.databaseUrl;
   if (url === undefined || url === '') {
     const { SqliteStore } = await import('./sqlite/store.ts');
-    return new SqliteStore(options.dataDir);
+    return new SqliteStore(options.dataDir, options.durability);
   }
   if (!isPostgresUrl(url)) {
     // Name the scheme only: the rest of the URL may hold a password.

@@ -7,6 +7,7 @@ import type { AuditRecord, TimedEvent } from '../audit/events.ts';
 import type { ChainHead } from '../audit/chain.ts';
 
 export type StoreKind = 'sqlite' | 'postgres';
+export type Durability = 'process' | 'power';
 
 export interface AuditQuery {
   /** Only records with seq greater than this. */
@@ -72,4 +73,11 @@ export interface OpenStoreOptions {
   schema?: string;
   /** PostgreSQL pool size (default 10). */
   poolSize?: number;
+  /**
+   * SQLite only. `process` (default): a committed event survives a crash of
+   * the gateway process (WAL, synchronous=NORMAL). `power`: it also survives
+   * an operating-system crash or power loss (synchronous=FULL: fsync on every
+   * commit, several times the cost per commit).
+   */
+  durability?: Durability;
 }

@@ -64,13 +64,37 @@ export function startProcess(command: string, args: string[], options: { env?: R
   };
 }
 
+/**
+ * Starts a server on a free port, retrying on a new port if it does not come
+ * up: freePort() releases the port before the child binds it, so another test
+ * process can take it in between. Ready means: our child is alive, says it
+ * listens on that port, and `ready` holds.
+ */
+async function startOnFreePort<T extends Proc>(what: string, start: (port: number) => T, says: (port: number) => string, ready: (port: number) => Promise<boolean>): Promise<T & { port: number }> {
+  let last = '';
+  for (let attempt = 1; attempt <= 3; attempt += 1) {
+    const port = await freePort();
+    const proc = start(port);
+    try {
+      await waitFor(async () => proc.child.exitCode === null && proc.output().includes(says(port)) && (await ready(port)), `${what} on port ${port}`);
+      return Object.assign(proc, { port });
+    } catch (error) {
+      await proc.stop('SIGKILL');
+      last = `${(error as Error).message}\n--- output ---\n${proc.output()}`;
+    }
+  }
+  throw new Error(`${what} did not start in 3 attempts: ${last}`);
+}
+
 /** server-everything over Streamable HTTP on a free port; resolves once it answers. */
 export async function startEverythingHttp(): Promise<Proc & { url: string }> {
-  const port = await freePort();
-  const proc = startProcess(NODE, [EVERYTHING, 'streamableHttp'], { env: { PORT: String(port) } });
-  const url = `http://127.0.0.1:${port}/mcp`;
-  await waitFor(async () => (await fetch(url, { method: 'GET' })).status > 0, 'server-everything (HTTP)');
-  return Object.assign(proc, { url });
+  const proc = await startOnFreePort(
+    'server-everything (HTTP)',
+    (port) => startProcess(NODE, [EVERYTHING, 'streamableHttp'], { env: { PORT: String(port) } }),
+    (port) => `listening on port ${port}`,
+    async (port) => (await fetch(`http://127.0.0.1:${port}/mcp`, { method: 'GET' })).status > 0,
+  );
+  return Object.assign(proc, { url: `http://127.0.0.1:${proc.port}/mcp` });
 }
 
 export interface MandateOptions {
@@ -107,23 +131,23 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
 /** Starts `mandate up` with a generated config on a free port and waits for /readyz. */
 export async function startMandate(options: MandateOptions): Promise<Mandate> {
   const dir = tempDir();
-  const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
   const dataDir = options.dataDir ?? path.join(dir, 'data');
   const configPath = path.join(dir, 'mandate.yaml');
-  writeFileSync(configPath, stringify({ issuer: base, servers: options.servers, ...(options.gateway ? { gateway: options.gateway } : {}), log: { level: 'warn' }, ...options.extra }));
-  const args = [MANDATE, 'up', '--config', configPath, '--port', String(port), '--data', dataDir];
-  if (options.databaseUrl) args.push('--database-url', options.databaseUrl);
-  const proc = startProcess(NODE, args, { env: options.env });
-  try {
-    await waitFor(async () => (await fetch(`${base}/readyz`)).status === 200, `mandate on ${base}\n${proc.output()}`);
-  } catch (error) {
-    await proc.stop('SIGKILL');
-    throw new Error(`${(error as Error).message}\n--- mandate output ---\n${proc.output()}`);
-  }
+  const proc = await startOnFreePort(
+    'mandate',
+    (port) => {
+      const base = `http://127.0.0.1:${port}`;
+      writeFileSync(configPath, stringify({ issuer: base, servers: options.servers, ...(options.gateway ? { gateway: options.gateway } : {}), log: { level: 'warn' }, ...options.extra }));
+      const args = [MANDATE, 'up', '--config', configPath, '--port', String(port), '--data', dataDir];
+      if (options.databaseUrl) args.push('--database-url', options.databaseUrl);
+      return startProcess(NODE, args, { env: options.env });
+    },
+    (port) => `Mandate is listening on http://127.0.0.1:${port}`,
+    async (port) => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
+  );
+  const base = `http://127.0.0.1:${proc.port}`;
   const storeArgs = options.databaseUrl ? ['--database-url', options.databaseUrl] : ['--data', dataDir];
   return Object.assign(proc, {
-    port,
     base,
     dataDir,
     configPath,
@@ -134,6 +158,17 @@ export async function startMandate(options: MandateOptions): Promise<Mandate> {
       rmSync(dir, { recursive: true, force: true });
     },
   });
+}
+
+/** Stops a process (and removes a gateway's files), killing it if it does not exit in 15 s. */
+export async function stopBounded(proc: Proc & { cleanup?: () => Promise<void> }): Promise<void> {
+  const stopping = proc.cleanup ? proc.cleanup() : proc.stop().then(() => undefined);
+  const timer = setTimeout(() => proc.child.kill('SIGKILL'), 15_000);
+  try {
+    await stopping;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Helper for JSON-RPC over raw fetch, for cases the SDK client will not produce. */

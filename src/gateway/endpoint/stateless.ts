@@ -34,9 +34,21 @@ function mismatch(text: string): GatewayError {
 }
 
 /** Decodes the `=?base64?…?=` sentinel form; checks plain values for header-safe characters. */
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 export function decodeHeaderValue(value: string, name: string): string {
-  const sentinel = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/.exec(value);
-  if (sentinel) return Buffer.from(sentinel[1] ?? '', 'base64').toString('utf8');
+  if (value.startsWith('=?base64?') && value.endsWith('?=')) {
+    const encoded = value.slice(9, -2);
+    const bytes = Buffer.from(encoded, 'base64');
+    // Only canonical base64 (it re-encodes to itself) of valid UTF-8: lenient
+    // decoding would let two different header values mean the same name.
+    if (bytes.toString('base64') !== encoded) throw mismatch(`${name} is not valid base64`);
+    try {
+      return utf8.decode(bytes);
+    } catch {
+      throw mismatch(`${name} is not valid UTF-8`);
+    }
+  }
   if (!/^[\x20-\x7e\t]*$/.test(value)) throw mismatch(`${name} contains characters that need the base64 form`);
   return value;
 }

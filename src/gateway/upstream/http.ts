@@ -4,7 +4,7 @@
  */
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
-import { classify, errorResponse, idKey, parseMessage, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
+import { classify, errorResponse, idKey, upstreamStatus, parseMessage, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
 import { GatewayError } from '../errors.ts';
 import { SseParser } from '../sse.ts';
 import type { RequestOptions, Upstream, UpstreamHooks } from './types.ts';
@@ -37,6 +37,13 @@ export class HttpUpstream implements Upstream {
 
   constructor(options: HttpUpstreamOptions) {
     this.options = options;
+    const { url } = options;
+    this.target = {
+      protocol: url.protocol,
+      hostname: url.hostname.replace(/^\[|\]$/g, ''),
+      port: url.port || (url.protocol === 'https:' ? 443 : 80),
+      path: `${url.pathname}${url.search}`,
+    };
   }
 
   private unavailable(detail: string, cause?: unknown): GatewayError {
@@ -54,15 +61,23 @@ export class HttpUpstream implements Upstream {
     return headers;
   }
 
+  /** Request options computed once: per-request URL parsing is measurable on the hot path. */
+  private readonly target: { protocol: string; hostname: string; port: string | number; path: string };
+
   private open(method: string, headers: Record<string, string>, signal?: AbortSignal): Promise<{ req: http.ClientRequest; res: IncomingMessage }> & { req?: http.ClientRequest } {
     const client = this.options.url.protocol === 'https:' ? https : http;
     let req!: http.ClientRequest;
     const promise = new Promise<{ req: http.ClientRequest; res: IncomingMessage }>((resolve, reject) => {
-      req = client.request(this.options.url, { method, headers, agent: this.options.agent, signal }, (res) => resolve({ req, res }));
+      req = client.request({ ...this.target, method, headers, agent: this.options.agent }, (res) => resolve({ req, res }));
       req.once('error', (error: NodeJS.ErrnoException) => {
         if (signal?.aborted) reject(signal.reason);
         else reject(this.unavailable(`${method} failed: ${error.code ?? error.message}`, error));
       });
+      if (signal) {
+        const abort = () => req.destroy();
+        signal.addEventListener('abort', abort, { once: true });
+        req.once('close', () => signal.removeEventListener('abort', abort));
+      }
     });
     return Object.assign(promise, { req });
   }
@@ -99,7 +114,9 @@ export class HttpUpstream implements Upstream {
         const parsed = parseMessage(text);
         if (parsed.kind === 'response' && 'error' in parsed.message) {
           const { code, message: text2, data } = parsed.message.error;
-          return errorResponse(message.id, code, text2, data);
+          const relayed = errorResponse(message.id, code, text2, data);
+          upstreamStatus.set(relayed, status);
+          return relayed;
         }
       } catch {
         // not a JSON-RPC error: masked below

@@ -5,16 +5,16 @@
  */
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
-import { seal } from '../../audit/chain.ts';
+import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { ChainHead } from '../../audit/chain.ts';
 import type { AuditRecord, TimedEvent } from '../../audit/events.ts';
 import { MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations.ts';
 import { AUDIT_COLUMNS, matchesNothing, normalizeQuery, toRecord, type AuditRow } from '../query.ts';
-import { StoreUnavailableError, type AuditQuery, type MigrationState, type Store } from '../types.ts';
+import { openDatabase } from './append.ts';
+import { SqliteWriter } from './writer.ts';
+import { StoreUnavailableError, type Durability, type AuditQuery, type MigrationState, type Store } from '../types.ts';
 
 export const SQLITE_FILE = 'mandate.db';
-const BUSY_TIMEOUT_MS = 5000;
 
 interface MigrationRow {
   version: number;
@@ -27,9 +27,10 @@ export class SqliteStore implements Store {
   readonly description: string;
   private readonly db: DatabaseSync;
   private readonly statements = new Map<string, StatementSync>();
+  private readonly writer: SqliteWriter;
 
   /** Opens (creating if needed) `${dataDir}/mandate.db`. Throws StoreUnavailableError. */
-  constructor(dataDir: string) {
+  constructor(dataDir: string, durability: Durability = 'process') {
     const file = join(dataDir, SQLITE_FILE);
     this.description = `sqlite ${file}`;
     try {
@@ -40,20 +41,11 @@ export class SqliteStore implements Store {
     try {
       // Create the file owner-only first: SQLite gives -wal and -shm the same mode.
       closeSync(openSync(file, 'a', 0o600));
-      this.db = new DatabaseSync(file, { timeout: BUSY_TIMEOUT_MS, enableForeignKeyConstraints: true });
+      this.db = openDatabase(file);
     } catch (error) {
       throw new StoreUnavailableError(`cannot open SQLite database ${file}: ${messageOf(error)}`, { cause: error });
     }
-    try {
-      // WAL + FULL: each COMMIT is fsynced to the WAL before it returns.
-      this.db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      this.db.exec('PRAGMA journal_mode = WAL');
-      this.db.exec('PRAGMA synchronous = FULL');
-      this.db.exec('PRAGMA foreign_keys = ON');
-    } catch (error) {
-      this.db.close();
-      throw this.unavailable('configure', error);
-    }
+    this.writer = new SqliteWriter(file, this.description, durability);
   }
 
   async migrate(): Promise<MigrationState[]> {
@@ -82,14 +74,11 @@ export class SqliteStore implements Store {
     this.guard('ping', () => this.stmt('SELECT 1').get());
   }
 
+  /** Appends run in the writer thread (its own connection), so fsync never blocks this one. */
   async appendAudit(events: readonly TimedEvent[]): Promise<AuditRecord[]> {
     if (events.length === 0) return [];
-    return this.transaction('append audit events', () => {
-      const records = seal(this.head(), events);
-      const insert = this.stmt(`INSERT INTO audit_events (${AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`);
-      for (const r of records) insert.run(r.seq, r.time, r.type, r.server, r.outcome, r.body, r.prevHash, r.hash);
-      return records;
-    });
+    if (!this.db.isOpen) throw this.unavailable('append audit events', new Error('the store is closed'));
+    return this.writer.append(events);
   }
 
   async listAudit(query?: AuditQuery): Promise<AuditRecord[]> {
@@ -119,6 +108,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    await this.writer.close();
     if (this.db.isOpen) this.db.close();
     this.statements.clear();
   }

@@ -1,0 +1,73 @@
+/**
+ * The main-thread side of the SQLite writer thread. Appends are posted to the
+ * thread and resolve when their transaction has committed; while one commit
+ * is being fsynced, the audit log gathers the next batch.
+ */
+import { Worker } from 'node:worker_threads';
+import type { AuditRecord, TimedEvent } from '../../audit/events.ts';
+import { StoreUnavailableError, type Durability } from '../types.ts';
+
+interface Reply {
+  id: number;
+  records?: AuditRecord[];
+  error?: string;
+  typeError?: boolean;
+}
+
+export class SqliteWriter {
+  private worker: Worker | null = null;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (records: AuditRecord[]) => void; reject: (error: Error) => void }>();
+  private readonly file: string;
+  private readonly description: string;
+  private readonly durability: Durability;
+
+  constructor(file: string, description: string, durability: Durability) {
+    this.file = file;
+    this.description = description;
+    this.durability = durability;
+  }
+
+  private start(): Worker {
+    const worker = new Worker(new URL('./writer-thread.ts', import.meta.url), { workerData: { file: this.file, durability: this.durability }, execArgv: [] });
+    worker.unref();
+    worker.on('message', (reply: Reply) => {
+      const entry = this.pending.get(reply.id);
+      if (!entry) return;
+      this.pending.delete(reply.id);
+      if (reply.records) entry.resolve(reply.records);
+      else if (reply.typeError) entry.reject(new TypeError(reply.error));
+      else entry.reject(new StoreUnavailableError(`${this.description}: append audit events failed: ${reply.error}`));
+      if (this.pending.size === 0) worker.unref();
+    });
+    const fail = (error: Error) => {
+      if (this.worker === worker) this.worker = null;
+      const failure = new StoreUnavailableError(`${this.description}: the writer thread stopped: ${error.message}`, { cause: error });
+      for (const entry of this.pending.values()) entry.reject(failure);
+      this.pending.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`exit code ${code}`)));
+    return worker;
+  }
+
+  append(events: readonly TimedEvent[]): Promise<AuditRecord[]> {
+    this.worker ??= this.start();
+    const worker = this.worker;
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      worker.ref();
+      worker.postMessage({ id, events });
+    });
+  }
+
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = null;
+    if (!worker) return;
+    worker.ref();
+    worker.postMessage('close');
+    await new Promise((resolve) => worker.once('exit', resolve));
+  }
+}
