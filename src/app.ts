@@ -45,17 +45,6 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
     log.error({ type: event.type, err: String(error) }, 'an identity event could not be written to the audit log');
   };
 
-  const gateway = new Gateway(config, { audit, metrics, log });
-  const server = createHttpServer({ gateway, store });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.listen.port, config.listen.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
-
   await audit.record({
     type: 'config.loaded',
     outcome: 'success',
@@ -66,11 +55,45 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
       warnings: config.warnings,
     },
   });
-  await audit.record({
-    type: 'gateway.started',
-    outcome: 'success',
-    data: { version: VERSION, store: store.kind, listen: `${config.listen.host}:${port}`, pid: process.pid },
+
+  const gateway = new Gateway(config, { audit, metrics, log });
+  let markStarted!: () => void;
+  let markFailed!: (error: unknown) => void;
+  const started = new Promise<void>((resolve, reject) => {
+    markStarted = resolve;
+    markFailed = reject;
   });
+  const server = createHttpServer({ gateway, store, started });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.listen.port, config.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (error) {
+    markFailed(error);
+    await gateway.shutdown();
+    await store.close();
+    throw error;
+  }
+  const port = (server.address() as AddressInfo).port;
+
+  try {
+    await audit.record({
+      type: 'gateway.started',
+      outcome: 'success',
+      data: { version: VERSION, store: store.kind, listen: `${config.listen.host}:${port}`, pid: process.pid },
+    });
+  } catch (error) {
+    markFailed(error);
+    server.close();
+    server.closeAllConnections();
+    await store.close();
+    throw error;
+  }
+  markStarted();
   log.info({ listen: `${config.listen.host}:${port}`, store: store.description, servers: config.servers.length }, 'mandate gateway started');
 
   let stopping: Promise<void> | null = null;

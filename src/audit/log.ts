@@ -40,15 +40,21 @@ export class AuditLog {
 
   /**
    * Resolves if events can be written now; rejects otherwise. While the last
-   * write failed, this pings the store (at most every 250 ms) so that a
-   * request is refused before anything is forwarded.
+   * write failed (at most every 250 ms), or the store has seen a lost
+   * connection, this pings the store, so that a request is refused before
+   * anything is forwarded.
    */
   async ensureWritable(): Promise<void> {
     const failure = this.lastFailure;
-    if (!failure) return;
-    if (Date.now() - this.lastProbe < 250) throw failure.error;
+    if (!failure && this.store.healthy) return;
+    if (failure && Date.now() - this.lastProbe < 250) throw failure.error;
     this.lastProbe = Date.now();
-    await this.store.ping();
+    try {
+      await this.store.ping();
+    } catch (error) {
+      this.lastFailure = { at: Date.now(), error };
+      throw error;
+    }
     if (this.lastFailure === failure) this.lastFailure = null;
   }
 

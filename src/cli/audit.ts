@@ -15,10 +15,18 @@ export function parseSince(value: string, now = Date.now()): string {
   const relative = /^(\d{1,6})([smhd])$/.exec(value);
   if (relative) return new Date(now - Number(relative[1]) * (UNITS[relative[2] ?? 's'] ?? 1000)).toISOString();
   const time = Date.parse(value);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(time)) {
+  // Date.parse rolls 2026-02-30 over to March: the calendar date itself must exist.
+  const date = /^(\d{4}-\d{2}-\d{2})(?:$|T)/.exec(value)?.[1];
+  if (date === undefined || Number.isNaN(time) || !validCalendarDate(date)) {
     throw new UsageError(`--since: "${value}" is not an ISO 8601 time (2026-01-31T12:00:00Z) or a duration (30m, 2h, 7d)`);
   }
   return new Date(time).toISOString();
+}
+
+function validCalendarDate(date: string): boolean {
+  const [y, m, d] = date.split('-').map(Number) as [number, number, number];
+  const probe = new Date(Date.UTC(y, m - 1, d));
+  return probe.getUTCFullYear() === y && probe.getUTCMonth() === m - 1 && probe.getUTCDate() === d;
 }
 
 /** `--type`: known event types, or `prefix.*`; comma-separated or repeated. */
@@ -64,7 +72,7 @@ export interface ListFlags extends StoreFlags {
 
 export function list(flags: ListFlags): Promise<number> {
   const query = {
-    since: flags.since ? parseSince(flags.since) : undefined,
+    since: flags.since !== undefined ? parseSince(flags.since) : undefined,
     types: flags.type?.length ? parseTypes(flags.type) : undefined,
     limit: parseLimit(flags.limit),
     afterSeq: flags.after === undefined ? undefined : Number(flags.after),
@@ -126,7 +134,7 @@ async function write(out: Writable, text: string): Promise<void> {
 
 export function exportLog(flags: StoreFlags & { format?: string; output?: string; since?: string }): Promise<number> {
   if ((flags.format ?? 'jsonl') !== 'jsonl') throw new UsageError(`--format: "${flags.format}" is not supported (use jsonl)`);
-  const since = flags.since ? parseSince(flags.since) : undefined;
+  const since = flags.since !== undefined ? parseSince(flags.since) : undefined;
   return withStore(flags, async (store) => {
     const out: Writable = flags.output ? createWriteStream(flags.output, { flags: 'wx', mode: 0o600 }) : process.stdout;
     if (flags.output) await once(out, 'open');

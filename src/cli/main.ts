@@ -2,9 +2,20 @@
 import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../app.ts';
 import { loadConfig } from '../config/load.ts';
+import { isPostgresUrl, parsePostgresUrl } from '../store/postgres/url.ts';
 import { exportLog, list, verify } from './audit.ts';
 import { run } from './common.ts';
 import { up } from './up.ts';
+
+/** A database URL as it may be shown: never its password (environment values stay names only too). */
+function describeDatabase(url: string): string {
+  if (!isPostgresUrl(url)) return '(not a PostgreSQL URL)';
+  try {
+    return parsePostgresUrl(url).description;
+  } catch {
+    return '(invalid URL)';
+  }
+}
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -37,7 +48,14 @@ program
   .action((flags: { config?: string; json?: boolean }) =>
     run(async () => {
       const config = loadConfig({ config: flags.config });
-      if (flags.json) process.stdout.write(`${JSON.stringify({ ...config, servers: config.servers.map((s) => ({ ...s, env: Object.keys(s.env) })) }, null, 2)}\n`);
+      if (flags.json) {
+        const shown = {
+          ...config,
+          databaseUrl: config.databaseUrl && describeDatabase(config.databaseUrl),
+          servers: config.servers.map((s) => ({ ...s, env: Object.keys(s.env) })),
+        };
+        process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
+      }
       else {
         process.stdout.write(`${config.configPath ?? '(no file)'}: valid\nissuer ${config.issuer}\n`);
         for (const server of config.servers) process.stdout.write(`  ${server.name}: ${server.endpoint} -> ${server.url ?? [server.command, ...server.args].join(' ')}\n`);

@@ -85,9 +85,13 @@ export function loadConfig(options: ConfigOptions = {}, env: NodeJS.ProcessEnv =
   if (!parsed.success) throw new ConfigError(formatIssues(configPath ?? 'configuration', parsed.error));
   const config = parsed.data;
 
-  const portSource = options.port !== undefined ? '--port' : 'MANDATE_PORT';
-  const portValue = options.port ?? env.MANDATE_PORT;
-  const port = portValue !== undefined && portValue !== '' ? parsePort(portValue, portSource) : config.listen.port;
+  // A flag given empty is an error; an empty environment variable counts as unset.
+  const port =
+    options.port !== undefined
+      ? parsePort(options.port, '--port')
+      : env.MANDATE_PORT
+        ? parsePort(env.MANDATE_PORT, 'MANDATE_PORT')
+        : config.listen.port;
   const host = options.host ?? env.MANDATE_HOST ?? config.listen.host;
 
   const issuerText = config.issuer ?? `http://localhost:${port}`;

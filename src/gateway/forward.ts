@@ -32,7 +32,7 @@ export interface ForwardContext {
   /** Builds the identity event; default `mcp.request`. */
   event?: (response: JsonRpcResponse | null, outcome: Outcome, base: IdentityEvent) => IdentityEvent;
   /** Last look at the response before it is written (the session's initialize hook). */
-  beforeAnswer?: (response: JsonRpcResponse) => Promise<JsonRpcResponse> | JsonRpcResponse;
+  beforeAnswer?: (response: JsonRpcResponse, channel: ResponseChannel) => Promise<JsonRpcResponse> | JsonRpcResponse;
   /** Whether to tell the upstream about a timeout with notifications/cancelled (legacy only). */
   notifyCancel: boolean;
 }
@@ -118,7 +118,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
 
     if (response && ctx.beforeAnswer && outcome !== 'cancelled') {
       try {
-        response = await ctx.beforeAnswer(response);
+        response = await ctx.beforeAnswer(response, ctx.channel);
         if (isFailure(response) && outcome === 'success') outcome = 'failure';
       } catch (error) {
         failure = asGatewayError(error);

@@ -14,6 +14,8 @@ import type { Store } from '../store/types.ts';
 export interface HttpDeps {
   gateway: Gateway;
   store: Store;
+  /** Settles when start-up is recorded; until then requests wait and /readyz says 503. */
+  started: Promise<void>;
 }
 
 /** The path prefix of MCP endpoints, from the issuer (which may have a path). */
@@ -27,7 +29,11 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
   res.end(body);
 }
 
-async function ready(deps: HttpDeps, res: ServerResponse): Promise<void> {
+async function ready(deps: HttpDeps, res: ServerResponse, started: boolean): Promise<void> {
+  if (!started) {
+    sendJson(res, 503, { status: 'starting' });
+    return;
+  }
   try {
     await deps.store.ping();
     sendJson(res, 200, { status: 'ready', store: deps.store.kind, servers: deps.gateway.servers.size });
@@ -60,9 +66,12 @@ export function createHttpServer(deps: HttpDeps): http.Server {
     const name = path.startsWith(prefix) ? path.slice(prefix.length) : '';
     return deps.gateway.servers.has(name) ? name : 'gateway';
   };
+  let started = false;
+  deps.started.then(() => (started = true), () => undefined);
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path.startsWith(prefix)) {
+      if (!started) await deps.started;
       const name = path.slice(prefix.length);
       if (name.length === 0 || name.includes('/')) throw new GatewayError('unknown_server', 'no MCP server at this path');
       return mcp(deps, name, req, res);
@@ -72,7 +81,7 @@ export function createHttpServer(deps: HttpDeps): http.Server {
       case '/healthz':
         return sendJson(res, 200, { status: 'alive' });
       case '/readyz':
-        return ready(deps, res);
+        return ready(deps, res, started);
       case '/metrics': {
         const text = await metrics.registry.metrics();
         res.writeHead(200, { 'content-type': metrics.registry.contentType });

@@ -134,13 +134,15 @@ export class Session {
           protocol: response && 'result' in response ? String(response.result.protocolVersion ?? '') : null,
         },
       }),
-      beforeAnswer: (response) => {
+      beforeAnswer: (response, channel) => {
         if (!('result' in response)) {
+          channel.dropHeader('mcp-session-id');
           void this.close('initialize failed', false);
           return response;
         }
         const version = response.result.protocolVersion;
         if (typeof version !== 'string' || !(LEGACY_VERSIONS as readonly string[]).includes(version)) {
+          channel.dropHeader('mcp-session-id');
           void this.close('unsupported protocol version', false);
           throw new GatewayError('upstream_protocol', `upstream server "${this.server.name}" chose a protocol version the gateway does not support`, {
             detail: `protocolVersion ${String(version)}`,

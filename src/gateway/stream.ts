@@ -158,7 +158,7 @@ export class ResponseChannel {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly res: ServerResponse;
-  private readonly options: ChannelOptions;
+  private options: ChannelOptions;
 
   constructor(res: ServerResponse, options: ChannelOptions) {
     this.res = res;
@@ -199,6 +199,13 @@ export class ResponseChannel {
       ...this.options.headers,
     });
     res.end(body);
+  }
+
+  /** Drops a header that is not sent yet (the session id of an initialize that failed). */
+  dropHeader(name: string): void {
+    if (this.stream || this.res.headersSent) return;
+    const { [name]: _dropped, ...rest } = this.options.headers;
+    this.options = { ...this.options, headers: rest };
   }
 
   /** Ends without a response (cancelled). */

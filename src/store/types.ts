@@ -37,6 +37,12 @@ export interface Store {
   migrations(): Promise<MigrationState[]>;
   /** Throws StoreUnavailableError if the store cannot answer now. */
   ping(): Promise<void>;
+  /**
+   * False once the store has seen a sign of trouble (a lost connection, a
+   * failed query) and until a query succeeds again. Callers that must not act
+   * without a durable record ping first while it is false.
+   */
+  readonly healthy: boolean;
 
   /**
    * Appends events to the audit chain atomically: reads the head, seals the

@@ -17,7 +17,9 @@ function parse(text: string): Classified {
     return parseMessage(text);
   } catch (error) {
     if (error instanceof MessageError) {
-      throw new GatewayError(error.code === -32700 ? 'parse' : 'invalid_request', error.message, { data: undefined });
+      const failure = new GatewayError(error.code === -32700 ? 'parse' : 'invalid_request', error.message);
+      failure.requestId = error.id;
+      throw failure;
     }
     throw error;
   }

@@ -67,19 +67,23 @@ export class StdioUpstream implements Upstream {
     this.child = child;
     let buffer = '';
     child.stdout.setEncoding('utf8');
+    const limit = this.options.maxMessageBytes;
+    const oversize = () => {
+      buffer = '';
+      this.options.hooks.onError(this.error('upstream_protocol', `a line exceeds ${limit} bytes; process stopped`));
+      child.kill('SIGKILL');
+    };
     child.stdout.on('data', (chunk: string) => {
       buffer += chunk;
       let newline: number;
       while ((newline = buffer.indexOf('\n')) !== -1) {
         const line = buffer.slice(0, newline).replace(/\r$/, '');
         buffer = buffer.slice(newline + 1);
+        // Length in UTF-16 units is at most the byte length: only a long line needs counting.
+        if (line.length > limit / 3 && Buffer.byteLength(line) > limit) return oversize();
         if (line.trim() !== '') this.onLine(line);
       }
-      if (buffer.length > this.options.maxMessageBytes) {
-        buffer = '';
-        this.options.hooks.onError(this.error('upstream_protocol', `a line exceeds ${this.options.maxMessageBytes} bytes; process stopped`));
-        child.kill('SIGKILL');
-      }
+      if (buffer.length > limit) oversize();
     });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => {

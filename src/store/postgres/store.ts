@@ -40,6 +40,7 @@ export class PostgresStore implements Store {
   private readonly schema: string | null;
   private readonly secrets: string[];
   private closed = false;
+  private trouble = false;
 
   constructor(options: PostgresStoreOptions) {
     const url = parsePostgresUrl(options.databaseUrl);
@@ -65,7 +66,14 @@ export class PostgresStore implements Store {
       ...(startup.length > 0 ? { options: startup.join(' ') } : {}),
     });
     // An idle client losing its connection must not crash the process; the next query reports it.
-    this.pool.on('error', () => {});
+    // A lost connection (an idle client's error, or its removal) marks the store
+    // suspect, so the next request is preceded by a ping instead of acting blind.
+    this.pool.on('error', () => {
+      this.trouble = true;
+    });
+    this.pool.on('remove', () => {
+      this.trouble = true;
+    });
   }
 
   async migrate(): Promise<MigrationState[]> {
@@ -100,6 +108,10 @@ export class PostgresStore implements Store {
       if (codeOf(error) === UNDEFINED_TABLE) return [];
       throw this.unavailable('read migrations', error);
     }
+  }
+
+  get healthy(): boolean {
+    return !this.trouble && !this.closed;
   }
 
   async ping(): Promise<void> {
@@ -173,8 +185,11 @@ export class PostgresStore implements Store {
 
   private async query<R extends pg.QueryResultRow>(what: string, sql: string, params?: unknown[]): Promise<R[]> {
     try {
-      return (await this.pool.query<R>(sql, params)).rows;
+      const rows = (await this.pool.query<R>(sql, params)).rows;
+      this.trouble = false;
+      return rows;
     } catch (error) {
+      this.trouble = true;
       throw this.unavailable(what, error);
     }
   }
@@ -185,6 +200,7 @@ export class PostgresStore implements Store {
     try {
       client = await this.pool.connect();
     } catch (error) {
+      this.trouble = true;
       throw this.unavailable(what, error);
     }
     try {
@@ -192,6 +208,7 @@ export class PostgresStore implements Store {
       const result = await work(client);
       await client.query('COMMIT');
       client.release();
+      this.trouble = false;
       return result;
     } catch (error) {
       try {
@@ -202,6 +219,7 @@ export class PostgresStore implements Store {
       }
       // Caller errors (seal's TypeError for an unserialisable event) pass through as they are.
       if (error instanceof TypeError || error instanceof RangeError) throw error;
+      this.trouble = true;
       throw this.unavailable(what, error);
     }
   }

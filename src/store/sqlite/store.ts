@@ -24,6 +24,8 @@ interface MigrationRow {
 
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
+  /** A local file: trouble shows as a failed write, which the audit log tracks. */
+  readonly healthy = true;
   readonly description: string;
   private readonly db: DatabaseSync;
   private readonly statements = new Map<string, StatementSync>();
