@@ -2,13 +2,13 @@
  * The gateway's state on one node: configured servers, open sessions, and the
  * shared upstream connections for stateless (2026-07-28) traffic.
  */
-import type http from 'node:http';
+import type { Pool } from 'undici';
 import type { Config, ResolvedServer } from '../config/load.ts';
 import type { Logger } from '../observability/log.ts';
 import { GatewayError } from './errors.ts';
 import type { ForwardDeps } from './forward.ts';
 import { Session, type SessionDeps } from './session.ts';
-import { createAgent, HttpUpstream } from './upstream/http.ts';
+import { createPool, HttpUpstream } from './upstream/http.ts';
 import { StdioUpstream } from './upstream/stdio.ts';
 import type { Upstream, UpstreamHooks } from './upstream/types.ts';
 
@@ -23,7 +23,7 @@ export class Gateway {
   readonly deps: GatewayDeps;
   readonly servers: Map<string, ResolvedServer>;
   private readonly sessions = new Map<string, Session>();
-  private readonly agents = new Map<string, http.Agent>();
+  private readonly pools = new Map<string, Pool>();
   private readonly stateless = new Map<string, HttpUpstream>();
   private readonly sessionDeps: SessionDeps;
   private readonly sweeper: NodeJS.Timeout;
@@ -37,13 +37,13 @@ export class Gateway {
     this.sweeper.unref();
   }
 
-  private agent(server: ResolvedServer & { url: string }): http.Agent {
-    let agent = this.agents.get(server.name);
-    if (!agent) {
-      agent = createAgent(new URL(server.url));
-      this.agents.set(server.name, agent);
+  private pool(server: ResolvedServer & { url: string }): Pool {
+    let pool = this.pools.get(server.name);
+    if (!pool) {
+      pool = createPool(new URL(server.url));
+      this.pools.set(server.name, pool);
     }
-    return agent;
+    return pool;
   }
 
   createUpstream(server: ResolvedServer, hooks: UpstreamHooks): Upstream {
@@ -51,7 +51,7 @@ export class Gateway {
       return new HttpUpstream({
         server: server.name,
         url: new URL(server.url),
-        agent: this.agent(server as ResolvedServer & { url: string }),
+        pool: this.pool(server as ResolvedServer & { url: string }),
         maxMessageBytes: this.config.gateway.maxUpstreamMessageBytes,
         hooks,
       });
@@ -100,7 +100,7 @@ export class Gateway {
       upstream = new HttpUpstream({
         server: server.name,
         url: new URL(server.url),
-        agent: this.agent(server),
+        pool: this.pool(server),
         maxMessageBytes: this.config.gateway.maxUpstreamMessageBytes,
         hooks: {
           onMessage: () => undefined,
@@ -127,6 +127,6 @@ export class Gateway {
   async shutdown(): Promise<void> {
     clearInterval(this.sweeper);
     await Promise.all([...this.sessions.values()].map((session) => session.close('gateway stopping')));
-    for (const agent of this.agents.values()) agent.destroy();
+    await Promise.all([...this.pools.values()].map((pool) => pool.destroy()));
   }
 }

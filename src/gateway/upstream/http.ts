@@ -1,10 +1,11 @@
 /**
  * A Streamable HTTP upstream, one per downstream session. Keeps the upstream
  * session id and protocol version to itself: the client never sees them.
+ * Requests go through one undici Pool per server (keep-alive; measured
+ * cheaper per request than node:http's client, docs/benchmarks.md).
  */
-import http, { type IncomingMessage } from 'node:http';
-import https from 'node:https';
-import { classify, errorResponse, idKey, upstreamStatus, parseMessage, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
+import { Pool, type Dispatcher } from 'undici';
+import { classify, errorResponse, idKey, parseMessage, upstreamStatus, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
 import { GatewayError } from '../errors.ts';
 import { SseParser } from '../sse.ts';
 import type { RequestOptions, Upstream, UpstreamHooks } from './types.ts';
@@ -12,17 +13,25 @@ import type { RequestOptions, Upstream, UpstreamHooks } from './types.ts';
 export interface HttpUpstreamOptions {
   server: string;
   url: URL;
-  agent: http.Agent;
+  pool: Pool;
   maxMessageBytes: number;
   hooks: UpstreamHooks;
 }
 
+type Body = Dispatcher.ResponseData['body'];
+type Answer = Dispatcher.ResponseData;
+
 const LISTEN_RETRY_MS = [500, 1000, 2000, 5000, 10_000];
 const ERROR_BODY_LIMIT = 64 * 1024;
 
-export function createAgent(url: URL): http.Agent {
-  const options = { keepAlive: true, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo' as const };
-  return url.protocol === 'https:' ? new https.Agent(options) : new http.Agent(options);
+/** One connection pool per upstream server. Timeouts are the gateway's own (forward.ts), not the pool's. */
+export function createPool(url: URL): Pool {
+  return new Pool(url.origin, { connections: 256, pipelining: 1, keepAliveTimeout: 30_000, headersTimeout: 0, bodyTimeout: 0 });
+}
+
+function headerValue(answer: Answer, name: string): string {
+  const value = answer.headers[name];
+  return Array.isArray(value) ? (value[0] ?? '') : (value ?? '');
 }
 
 export class HttpUpstream implements Upstream {
@@ -30,20 +39,15 @@ export class HttpUpstream implements Upstream {
   protocolVersion: string | null = null;
   private sessionId: string | null = null;
   private closed = false;
-  private listening: http.ClientRequest | null = null;
+  private listening: AbortController | null = null;
   private listenAttempts = 0;
   private lastEventId: string | undefined;
+  private readonly path: string;
   private readonly options: HttpUpstreamOptions;
 
   constructor(options: HttpUpstreamOptions) {
     this.options = options;
-    const { url } = options;
-    this.target = {
-      protocol: url.protocol,
-      hostname: url.hostname.replace(/^\[|\]$/g, ''),
-      port: url.port || (url.protocol === 'https:' ? 443 : 80),
-      path: `${url.pathname}${url.search}`,
-    };
+    this.path = `${options.url.pathname}${options.url.search}`;
   }
 
   private unavailable(detail: string, cause?: unknown): GatewayError {
@@ -54,6 +58,10 @@ export class HttpUpstream implements Upstream {
     return new GatewayError('upstream_protocol', `upstream server "${this.options.server}" sent an invalid message`, { detail });
   }
 
+  private expired(detail: string): GatewayError {
+    return new GatewayError('upstream_session_expired', `upstream server "${this.options.server}" ended the session; start a new one`, { detail });
+  }
+
   private headers(extra: Record<string, string> = {}): Record<string, string> {
     const headers: Record<string, string> = { accept: 'application/json, text/event-stream', ...extra };
     if (this.sessionId) headers['mcp-session-id'] = this.sessionId;
@@ -61,54 +69,42 @@ export class HttpUpstream implements Upstream {
     return headers;
   }
 
-  /** Request options computed once: per-request URL parsing is measurable on the hot path. */
-  private readonly target: { protocol: string; hostname: string; port: string | number; path: string };
-
-  private open(method: string, headers: Record<string, string>, signal?: AbortSignal): Promise<{ req: http.ClientRequest; res: IncomingMessage }> & { req?: http.ClientRequest } {
-    const client = this.options.url.protocol === 'https:' ? https : http;
-    let req!: http.ClientRequest;
-    const promise = new Promise<{ req: http.ClientRequest; res: IncomingMessage }>((resolve, reject) => {
-      req = client.request({ ...this.target, method, headers, agent: this.options.agent }, (res) => resolve({ req, res }));
-      req.once('error', (error: NodeJS.ErrnoException) => {
-        if (signal?.aborted) reject(signal.reason);
-        else reject(this.unavailable(`${method} failed: ${error.code ?? error.message}`, error));
-      });
-      if (signal) {
-        const abort = () => req.destroy();
-        signal.addEventListener('abort', abort, { once: true });
-        req.once('close', () => signal.removeEventListener('abort', abort));
-      }
-    });
-    return Object.assign(promise, { req });
+  private async open(method: Dispatcher.HttpMethod, headers: Record<string, string>, body?: string, signal?: AbortSignal): Promise<Answer> {
+    try {
+      return await this.options.pool.request({ path: this.path, method, headers, body, signal });
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      const code = (error as { code?: string }).code;
+      throw this.unavailable(`${method} failed: ${code ?? (error as Error).message}`, error);
+    }
   }
 
-  private readBody(res: IncomingMessage, limit: number): Promise<string> {
+  private readBody(body: Body, limit: number): Promise<string> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
-      res.on('data', (chunk: Buffer) => {
+      body.on('data', (chunk: Buffer) => {
         size += chunk.length;
         if (size > limit) {
-          res.destroy();
+          body.destroy();
           reject(this.protocolError(`response body exceeds ${limit} bytes`));
           return;
         }
         chunks.push(chunk);
       });
-      res.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-      res.once('error', (error) => reject(this.unavailable(`response stream failed: ${error.message}`, error)));
-      res.once('aborted', () => reject(this.unavailable('response aborted')));
+      body.once('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8')));
+      body.once('error', (error) => reject(this.unavailable(`response stream failed: ${error.message}`, error)));
     });
   }
 
   /** An error status: a JSON-RPC error body is relayed (it is the upstream's answer); anything else is masked. */
-  private async errorStatus(res: IncomingMessage, message: JsonRpcRequest): Promise<JsonRpcResponse> {
-    const status = res.statusCode ?? 0;
+  private async errorStatus(answer: Answer, message: JsonRpcRequest): Promise<JsonRpcResponse> {
+    const status = answer.statusCode;
     if (status === 404 && this.sessionId) {
-      res.resume();
-      throw new GatewayError('upstream_session_expired', `upstream server "${this.options.server}" ended the session; start a new one`, { detail: 'HTTP 404 on a session request' });
+      answer.body.resume();
+      throw this.expired('HTTP 404 on a session request');
     }
-    const text = await this.readBody(res, ERROR_BODY_LIMIT).catch(() => '');
+    const text = await this.readBody(answer.body, ERROR_BODY_LIMIT).catch(() => '');
     if (status >= 400 && status < 500) {
       try {
         const parsed = parseMessage(text);
@@ -127,30 +123,23 @@ export class HttpUpstream implements Upstream {
 
   async request(message: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
     const body = JSON.stringify(message);
-    const headers = this.headers({
-      'content-type': 'application/json',
-      'content-length': String(Buffer.byteLength(body)),
-      ...options.headers,
-    });
-    const pending = this.open('POST', headers, options.signal);
-    pending.req?.end(body);
-    const { req, res } = await pending;
+    const answer = await this.open('POST', this.headers({ 'content-type': 'application/json', ...options.headers }), body, options.signal);
     if (message.method === 'initialize') {
-      const sid = res.headers['mcp-session-id'];
-      if (typeof sid === 'string' && sid.length > 0) this.sessionId = sid;
+      const sid = headerValue(answer, 'mcp-session-id');
+      if (sid.length > 0) this.sessionId = sid;
     }
-    const status = res.statusCode ?? 0;
-    if (status < 200 || status >= 300) return this.errorStatus(res, message);
-    const type = String(res.headers['content-type'] ?? '').toLowerCase();
+    const status = answer.statusCode;
+    if (status < 200 || status >= 300) return this.errorStatus(answer, message);
+    const type = headerValue(answer, 'content-type').toLowerCase();
     if (type.startsWith('application/json')) {
-      const parsed = this.parse(await this.readBody(res, this.options.maxMessageBytes));
+      const parsed = this.parse(await this.readBody(answer.body, this.options.maxMessageBytes));
       if (parsed.kind !== 'response' || idKey(parsed.message.id ?? '') !== idKey(message.id)) {
         throw this.protocolError('JSON answer is not the response to the request');
       }
       return this.keepVersion(message, parsed.message);
     }
-    if (type.startsWith('text/event-stream')) return this.keepVersion(message, await this.streamResponse(req, res, message, options));
-    res.resume();
+    if (type.startsWith('text/event-stream')) return this.keepVersion(message, await this.streamResponse(answer.body, message, options));
+    answer.body.resume();
     throw this.protocolError(`unexpected answer: HTTP ${status} ${type || 'without content type'}`);
   }
 
@@ -169,14 +158,14 @@ export class HttpUpstream implements Upstream {
     }
   }
 
-  private streamResponse(req: http.ClientRequest, res: IncomingMessage, request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
+  private streamResponse(body: Body, request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
     const key = idKey(request.id);
     return new Promise((resolve, reject) => {
       let settled = false;
       const fail = (error: unknown) => {
         if (settled) return;
         settled = true;
-        res.destroy();
+        body.destroy();
         reject(error);
       };
       const parser = new SseParser((event) => {
@@ -193,7 +182,7 @@ export class HttpUpstream implements Upstream {
           if (parsed.message.id !== null && idKey(parsed.message.id) === key) {
             settled = true;
             resolve(parsed.message);
-            res.resume();
+            body.resume();
           } else {
             fail(this.protocolError('a response on the stream answers another request'));
           }
@@ -201,31 +190,26 @@ export class HttpUpstream implements Upstream {
         }
         options.onMessage(parsed.message);
       }, this.options.maxMessageBytes);
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
+      body.setEncoding('utf8');
+      body.on('data', (chunk: string) => {
         try {
           parser.push(chunk);
         } catch (error) {
           fail(this.protocolError((error as Error).message));
         }
       });
-      res.once('end', () => fail(this.unavailable('stream ended before the response')));
-      res.once('error', (error) => fail(options.signal.aborted ? options.signal.reason : this.unavailable(`stream failed: ${error.message}`, error)));
+      body.once('end', () => fail(this.unavailable('stream ended before the response')));
+      body.once('error', (error) => fail(options.signal.aborted ? options.signal.reason : this.unavailable(`stream failed: ${error.message}`, error)));
+      body.once('close', () => fail(options.signal.aborted ? options.signal.reason : this.unavailable('connection closed before the response')));
       options.signal.addEventListener('abort', () => fail(options.signal.reason), { once: true });
-      req.once('close', () => fail(this.unavailable('connection closed before the response')));
     });
   }
 
   async send(message: JsonRpcNotification | JsonRpcResponse): Promise<void> {
-    const body = JSON.stringify(message);
-    const pending = this.open('POST', this.headers({ 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) }));
-    pending.req?.end(body);
-    const { res } = await pending;
-    res.resume();
-    const status = res.statusCode ?? 0;
-    if (status === 404 && this.sessionId) {
-      throw new GatewayError('upstream_session_expired', `upstream server "${this.options.server}" ended the session; start a new one`);
-    }
+    const answer = await this.open('POST', this.headers({ 'content-type': 'application/json' }), JSON.stringify(message));
+    answer.body.resume();
+    const status = answer.statusCode;
+    if (status === 404 && this.sessionId) throw this.expired('HTTP 404 on a notification');
     if (status < 200 || status >= 300) throw this.unavailable(`HTTP ${status} for a notification`);
   }
 
@@ -233,30 +217,33 @@ export class HttpUpstream implements Upstream {
     if (this.closed || this.listening) return;
     const headers = this.headers();
     if (this.lastEventId) headers['last-event-id'] = this.lastEventId;
-    const pending = this.open('GET', headers);
-    this.listening = pending.req ?? null;
-    pending.req?.end();
-    pending.then(({ res }) => this.onListenResponse(res), (error: GatewayError) => this.retryListen(error));
+    const controller = new AbortController();
+    this.listening = controller;
+    this.open('GET', headers, undefined, controller.signal).then(
+      (answer) => this.onListenAnswer(answer, controller),
+      (error: unknown) => this.retryListen(controller, error instanceof GatewayError ? error : null),
+    );
   }
 
-  private onListenResponse(res: IncomingMessage): void {
-    const status = res.statusCode ?? 0;
+  private onListenAnswer(answer: Answer, controller: AbortController): void {
+    const status = answer.statusCode;
     if (status === 405) {
-      res.resume();
-      this.listening = null;
+      answer.body.resume();
+      if (this.listening === controller) this.listening = null;
       return; // the upstream offers no standalone stream
     }
     if (status === 404 && this.sessionId) {
-      res.resume();
-      this.options.hooks.onClosed(new GatewayError('upstream_session_expired', `upstream server "${this.options.server}" ended the session`));
+      answer.body.resume();
+      this.options.hooks.onClosed(this.expired('HTTP 404 on the GET stream'));
       return;
     }
-    if (status !== 200 || !String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
-      res.resume();
-      this.retryListen(this.unavailable(`GET stream answered HTTP ${status}`));
+    if (status !== 200 || !headerValue(answer, 'content-type').startsWith('text/event-stream')) {
+      answer.body.resume();
+      this.retryListen(controller, this.unavailable(`GET stream answered HTTP ${status}`));
       return;
     }
     this.listenAttempts = 0;
+    const body = answer.body;
     const parser = new SseParser((event) => {
       if (event.id) this.lastEventId = event.id;
       if (event.data === '') return;
@@ -269,19 +256,21 @@ export class HttpUpstream implements Upstream {
       }
       this.options.hooks.onMessage(message);
     }, this.options.maxMessageBytes);
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
+    body.setEncoding('utf8');
+    body.on('data', (chunk: string) => {
       try {
         parser.push(chunk);
       } catch (error) {
         this.options.hooks.onError(this.protocolError((error as Error).message));
-        res.destroy();
+        body.destroy();
       }
     });
-    res.once('close', () => this.retryListen(null));
+    body.on('error', () => undefined);
+    body.once('close', () => this.retryListen(controller, null));
   }
 
-  private retryListen(error: GatewayError | null): void {
+  private retryListen(controller: AbortController, error: GatewayError | null): void {
+    if (this.listening !== controller) return;
     this.listening = null;
     if (this.closed) return;
     if (error) this.options.hooks.onError(error);
@@ -293,15 +282,13 @@ export class HttpUpstream implements Upstream {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.listening?.destroy();
+    const listening = this.listening;
     this.listening = null;
+    listening?.abort();
     if (!this.sessionId) return;
-    const signal = AbortSignal.timeout(2000);
     try {
-      const pending = this.open('DELETE', this.headers(), signal);
-      pending.req?.end();
-      const { res } = await pending;
-      res.resume();
+      const answer = await this.open('DELETE', this.headers(), undefined, AbortSignal.timeout(2000));
+      answer.body.resume();
     } catch {
       // best effort: the upstream will expire the session itself
     }
