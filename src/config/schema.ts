@@ -80,10 +80,10 @@ export const configSchema = z
       }),
     audit: z
       .strictObject({
-        /** SQLite: `process` survives a gateway crash (kill -9); `power` also survives power loss (fsync per commit). */
-        durability: z.enum(['process', 'power']).default('process'),
+        /** SQLite: `power` (default) survives power loss (fsync per commit); `process` only a gateway crash (kill -9), for more throughput. */
+        durability: z.enum(['process', 'power']).default('power'),
       })
-      .default({ durability: 'process' }),
+      .default({ durability: 'power' }),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

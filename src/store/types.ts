@@ -80,10 +80,10 @@ export interface OpenStoreOptions {
   /** PostgreSQL pool size (default 10). */
   poolSize?: number;
   /**
-   * SQLite only. `process` (default): a committed event survives a crash of
-   * the gateway process (WAL, synchronous=NORMAL). `power`: it also survives
-   * an operating-system crash or power loss (synchronous=FULL: fsync on every
-   * commit, several times the cost per commit).
+   * SQLite only. `power` (default): a committed event survives an
+   * operating-system crash or power loss (synchronous=FULL: fsync on every
+   * commit). `process`: it survives a crash of the gateway process only
+   * (WAL, synchronous=NORMAL), at a fraction of the cost per commit.
    */
   durability?: Durability;
 }

@@ -12,7 +12,7 @@ import type { Durability } from '../types.ts';
 export const BUSY_TIMEOUT_MS = 5000;
 
 /** Opens a connection with the durability settings every connection uses. */
-export function openDatabase(file: string, durability: Durability = 'process'): DatabaseSync {
+export function openDatabase(file: string, durability: Durability = 'power'): DatabaseSync {
   const db = new DatabaseSync(file, { timeout: BUSY_TIMEOUT_MS, enableForeignKeyConstraints: true });
   try {
     // WAL: a COMMIT is in the WAL file (the operating system has it) before it

@@ -32,7 +32,7 @@ export class SqliteStore implements Store {
   private readonly writer: SqliteWriter;
 
   /** Opens (creating if needed) `${dataDir}/mandate.db`. Throws StoreUnavailableError. */
-  constructor(dataDir: string, durability: Durability = 'process') {
+  constructor(dataDir: string, durability: Durability = 'power') {
     const file = join(dataDir, SQLITE_FILE);
     this.description = `sqlite ${file}`;
     try {
