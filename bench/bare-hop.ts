@@ -15,6 +15,7 @@
 import { Agent, createServer, request } from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { parseArgs } from 'node:util';
+import { serve } from './serve.ts';
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -91,18 +92,4 @@ const server = createServer((req, res) => {
   req.pipe(upstreamReq);
 });
 
-server.keepAliveTimeout = 30_000;
-server.listen(port, '127.0.0.1', () => {
-  const address = server.address();
-  const actual = typeof address === 'object' && address !== null ? address.port : port;
-  process.stdout.write(`${JSON.stringify({ listening: actual })}\n`);
-});
-
-function shutdown(): void {
-  server.close();
-  server.closeAllConnections();
-  agent.destroy();
-  process.exit(0);
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
+serve(server, port, () => agent.destroy());

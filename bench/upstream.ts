@@ -13,6 +13,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
+import { serve } from './serve.ts';
 
 const SUPPORTED_VERSIONS = new Set(['2025-06-18', '2025-11-25']);
 const LATEST_VERSION = '2025-11-25';
@@ -206,17 +207,4 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
   process.stderr.write(`upstream: invalid --port ${String(values.port)}\n`);
   process.exit(2);
 }
-server.keepAliveTimeout = 30_000;
-server.listen(port, '127.0.0.1', () => {
-  const address = server.address();
-  const actual = typeof address === 'object' && address !== null ? address.port : port;
-  process.stdout.write(`${JSON.stringify({ listening: actual })}\n`);
-});
-
-function shutdown(): void {
-  server.close();
-  server.closeAllConnections();
-  process.exit(0);
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
+serve(server, port);

@@ -29,6 +29,18 @@ export function createPool(url: URL): Pool {
   return new Pool(url.origin, { connections: 256, pipelining: 1, keepAliveTimeout: 30_000, headersTimeout: 0, bodyTimeout: 0 });
 }
 
+/** Feeds a response body to an SSE parser; `onError` gets a size or framing failure. */
+function feed(body: Body, parser: SseParser, onError: (error: Error) => void): void {
+  body.setEncoding('utf8');
+  body.on('data', (chunk: string) => {
+    try {
+      parser.push(chunk);
+    } catch (error) {
+      onError(error as Error);
+    }
+  });
+}
+
 function headerValue(answer: Answer, name: string): string {
   const value = answer.headers[name];
   return Array.isArray(value) ? (value[0] ?? '') : (value ?? '');
@@ -190,14 +202,7 @@ export class HttpUpstream implements Upstream {
         }
         options.onMessage(parsed.message);
       }, this.options.maxMessageBytes);
-      body.setEncoding('utf8');
-      body.on('data', (chunk: string) => {
-        try {
-          parser.push(chunk);
-        } catch (error) {
-          fail(this.protocolError((error as Error).message));
-        }
-      });
+      feed(body, parser, (error) => fail(this.protocolError(error.message)));
       body.once('end', () => fail(this.unavailable('stream ended before the response')));
       body.once('error', (error) => fail(options.signal.aborted ? options.signal.reason : this.unavailable(`stream failed: ${error.message}`, error)));
       body.once('close', () => fail(options.signal.aborted ? options.signal.reason : this.unavailable('connection closed before the response')));
@@ -256,14 +261,9 @@ export class HttpUpstream implements Upstream {
       }
       this.options.hooks.onMessage(message);
     }, this.options.maxMessageBytes);
-    body.setEncoding('utf8');
-    body.on('data', (chunk: string) => {
-      try {
-        parser.push(chunk);
-      } catch (error) {
-        this.options.hooks.onError(this.protocolError((error as Error).message));
-        body.destroy();
-      }
+    feed(body, parser, (error) => {
+      this.options.hooks.onError(this.protocolError(error.message));
+      body.destroy();
     });
     body.on('error', () => undefined);
     body.once('close', () => this.retryListen(controller, null));
