@@ -4,9 +4,11 @@
  * with several servers, so a fault in one is seen not to affect the others.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { freePort, NODE, ROOT, startEverythingHttp, startMandate, tempDir, type Mandate, type Proc } from '../helpers/process.ts';
 import { auditEvents, errorOf, eventually, metricsText, openSession, parseSse, post, readEventsUntil, responseOf, sample, toolText, type AuditEntry, type RpcMessage } from './raw.ts';
 
@@ -21,6 +23,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
   let downPort = 0;
   let startsFile = '';
   const dir = tempDir('mandate-faults-');
+  const markFile = path.join(dir, 'patient-marks.txt');
 
   before(async () => {
     healthy = await startEverythingHttp();
@@ -32,6 +35,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
         { name: 'down', url: `http://127.0.0.1:${downPort}/mcp` },
         { name: 'healthy', url: healthy.url },
         { name: 'slow', command: NODE, args: [SLOW], timeoutMs: 500 },
+        { name: 'patient', command: NODE, args: [SLOW], env: { MARK_FILE: markFile } },
         { name: 'crashy', command: NODE, args: [CRASHY], env: { STARTS_FILE: startsFile } },
         { name: 'missing', command: '/nonexistent/bin/mcp-tool' },
       ],
@@ -192,6 +196,33 @@ describe('upstream faults', { timeout: 180_000 }, () => {
       assert.equal(answer.error?.code, -32001, JSON.stringify(answer));
       assert.ok(elapsed >= 2400 && elapsed < 5000, `capped after ${elapsed} ms (maxRequestMs 2500)`);
       await fetch(session.url, { method: 'DELETE', headers: session.headers });
+    });
+  });
+
+  describe('(f) cancellation by the client', () => {
+    it('the SDK client aborts a call: the upstream hears notifications/cancelled, the audit says cancelled, the session goes on', async () => {
+      const client = new Client({ name: 'canceller', version: '1.0.0' });
+      const transport = new StreamableHTTPClientTransport(new URL(mandate.endpoint('patient')));
+      await client.connect(transport);
+      try {
+        const controller = new AbortController();
+        const call = client.callTool({ name: 'sleep', arguments: { ms: 4000 } }, undefined, { signal: controller.signal });
+        setTimeout(() => controller.abort('changed my mind'), 300);
+        await assert.rejects(call);
+        await eventually(async () => (existsSync(markFile) ? readFileSync(markFile, 'utf8') : ''), (text) => text.includes('cancelled 4000'), 'the upstream to see the cancellation');
+
+        const after = await client.callTool({ name: 'echo', arguments: { text: 'still here' } });
+        assert.deepEqual(after.content, [{ type: 'text', text: 'echo: still here' }]);
+
+        const events = await eventually(() => audit(['--type', 'mcp.request']), (list) =>
+          list.some((e) => e.server === 'patient' && e.tool === 'sleep'), 'mcp.request for the cancelled sleep');
+        const cancelled = events.find((e) => e.server === 'patient' && e.tool === 'sleep');
+        assert.equal(cancelled?.outcome, 'cancelled');
+        assert.ok(Number(cancelled?.data.latencyMs) < 4000, `recorded when cancelled, not when the sleep would have ended (${String(cancelled?.data.latencyMs)} ms)`);
+      } finally {
+        await transport.terminateSession().catch(() => undefined);
+        await client.close();
+      }
     });
   });
 
