@@ -25,6 +25,8 @@ export class Gateway {
   private readonly sessions = new Map<string, Session>();
   private readonly pools = new Map<string, Pool>();
   private readonly stateless = new Map<string, HttpUpstream>();
+  /** Which protocol era each HTTP server speaks, as last probed (endpoint/stateless.ts). */
+  readonly eras = new Map<string, { era: 'modern' | 'legacy'; until: number }>();
   private readonly sessionDeps: SessionDeps;
   private readonly sweeper: NodeJS.Timeout;
 

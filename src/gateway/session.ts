@@ -112,6 +112,8 @@ export class Session {
 
   private keepStream(stream: SseStream): void {
     this.streams.set(stream.key, stream);
+    // Delivered to the end on a live connection: nothing to resume, forget it.
+    stream.onDone = () => this.streams.delete(stream.key);
     if (this.streams.size <= KEEP_FINISHED_STREAMS) return;
     for (const [key, old] of this.streams) {
       if (this.streams.size <= KEEP_FINISHED_STREAMS) break;

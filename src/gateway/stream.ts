@@ -12,12 +12,16 @@ import { formatEvent } from './sse.ts';
 import type { JsonRpcMessage } from './jsonrpc.ts';
 
 const HEARTBEAT_MS = 15_000;
+/** Replay buffer cap per stream when the options give none. */
+const DEFAULT_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export interface StreamOptions {
   /** Keep numbered events for Last-Event-ID resumption (legacy sessions). */
   resumable: boolean;
   /** How many events to keep for replay. */
   bufferLimit: number;
+  /** How many bytes of events to keep for replay (the oldest go first). */
+  bufferBytes?: number;
   /** Headers for every HTTP response that carries this stream. */
   headers: Record<string, string>;
   /** The client understands a primer event with empty data (protocol 2025-11-25 and later). */
@@ -34,6 +38,7 @@ export class SseStream {
   private counter = 0;
   private delivered = 0;
   private readonly buffer: Buffered[] = [];
+  private bufferedBytes = 0;
   private res: ServerResponse | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private finished = false;
@@ -105,7 +110,11 @@ export class SseStream {
     const event: Buffered = { n: ++this.counter, data: JSON.stringify(message) };
     if (this.options.resumable) {
       this.buffer.push(event);
-      if (this.buffer.length > this.options.bufferLimit) this.buffer.shift();
+      this.bufferedBytes += event.data.length;
+      const maxBytes = this.options.bufferBytes ?? DEFAULT_BUFFER_BYTES;
+      while (this.buffer.length > this.options.bufferLimit || (this.bufferedBytes > maxBytes && this.buffer.length > 1)) {
+        this.bufferedBytes -= this.buffer.shift()?.data.length ?? 0;
+      }
     }
     if (this.res) this.write(event);
     else if (!this.options.resumable) this.buffer.push(event);
@@ -129,6 +138,10 @@ export class SseStream {
   private write(event: Buffered): void {
     const res = this.res;
     if (!res) return;
+    if (res.destroyed || res.writableEnded) {
+      this.detach(); // the client is gone: keep the event for its resumption
+      return;
+    }
     res.write(formatEvent(event.data, this.options.resumable ? `${this.key}.${event.n}` : undefined));
     this.delivered = Math.max(this.delivered, event.n);
     if (!this.options.resumable) {
@@ -137,10 +150,14 @@ export class SseStream {
     }
   }
 
+  /** Everything, the end included, reached a live connection: nothing is left to replay. */
   private closeConnection(): void {
     const res = this.res;
     this.detach();
-    res?.end();
+    if (!res || res.destroyed) return; // not delivered: keep the events for a resumption
+    res.end();
+    this.buffer.length = 0;
+    this.bufferedBytes = 0;
     this.onDone?.();
   }
 }

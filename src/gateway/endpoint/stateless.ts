@@ -90,7 +90,7 @@ export function validateModern(req: IncomingMessage, message: Classified['messag
 }
 
 async function era(gateway: Gateway, server: ResolvedServer & { url: string }): Promise<'modern' | 'legacy'> {
-  const cached = eraCache.get(server.name);
+  const cached = gateway.eras.get(server.name);
   if (cached && cached.until > Date.now()) return cached.era;
   const upstream = gateway.statelessUpstream(server);
   const probe: JsonRpcRequest = {
@@ -111,11 +111,10 @@ async function era(gateway: Gateway, server: ResolvedServer & { url: string }): 
   } catch (error) {
     if (error instanceof GatewayError && error.kind === 'upstream_unavailable' && !error.detail?.startsWith('HTTP')) throw error;
   }
-  eraCache.set(server.name, { era: found, until: Date.now() + ERA_TTL_MS[found] });
+  gateway.eras.set(server.name, { era: found, until: Date.now() + ERA_TTL_MS[found] });
   return found;
 }
 
-const eraCache = new Map<string, { era: 'modern' | 'legacy'; until: number }>();
 
 export async function handleStateless(gateway: Gateway, server: ResolvedServer, req: IncomingMessage, res: ServerResponse, parsed: Classified): Promise<void> {
   const { version, headers } = validateModern(req, parsed.message);
