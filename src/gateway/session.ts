@@ -209,6 +209,7 @@ export class Session {
     if (!pending || key === null) throw new GatewayError('invalid_request', 'no server request with this id is waiting for an answer');
     this.serverRequests.delete(key);
     const failed = 'error' in message;
+    // Recorded before it is forwarded: without a record, the answer does not reach the server.
     await this.deps.audit.record({
       type: 'mcp.request',
       server: this.server.name,
@@ -222,6 +223,8 @@ export class Session {
         latencyMs: Math.round((performance.now() - pending.started) * 100) / 100,
         ...(failed ? { errorCode: message.error.code } : {}),
       },
+    }).catch((error: unknown) => {
+      throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the answer was not forwarded', { detail: String(error), cause: error });
     });
     await this.upstream.send(message);
   }
