@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { EVERYTHING, freePort, NODE, rpcHeaders, startMandate, type Mandate } from '../helpers/process.ts';
-import { auditEvents, errorOf, metricsText, openSession, post, responseOf, sample, toolText } from './raw.ts';
+import { auditEvents, errorOf, initializeMessage, metricsText, openSession, post, responseOf, sample, toolText } from './raw.ts';
 
 const ALLOWED_ORIGIN = 'https://app.example.com';
 const MAX_BODY = 2048;
@@ -232,12 +232,7 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
   });
 
   it('an Origin not in gateway.allowedOrigins → 403; an allowed one passes', async () => {
-    const init = {
-      jsonrpc: '2.0',
-      id: 'o1',
-      method: 'initialize',
-      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'browser', version: '1' } },
-    };
+    const init = initializeMessage('o1', 'browser');
     for (const origin of ['https://evil.example.com', 'http://app.example.com', `${ALLOWED_ORIGIN}:8443`, 'null', mandate.base]) {
       const { status, body } = await errorOf(await post(url, init, { origin }));
       assert.equal(status, 403, origin);
@@ -367,12 +362,7 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
 
   it('initialize twice in one session → 400', async () => {
     const session = await openSession(url);
-    const res = await session.post({
-      jsonrpc: '2.0',
-      id: 'again',
-      method: 'initialize',
-      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'x', version: '1' } },
-    });
+    const res = await session.post(initializeMessage('again', 'x'));
     assert.equal((await errorOf(res)).status, 400);
     await fetch(url, { method: 'DELETE', headers: session.headers });
   });
@@ -445,12 +435,7 @@ describe('gateway edge: gateway.maxSessions', { timeout: 60_000 }, () => {
     await mandate?.cleanup();
   });
 
-  const init = (id: string) => ({
-    jsonrpc: '2.0',
-    id,
-    method: 'initialize',
-    params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'limits', version: '1' } },
-  });
+  const init = (id: string) => initializeMessage(id, 'limits');
 
   it('failed initializes do not use up session slots', async () => {
     for (let i = 0; i < 5; i++) {

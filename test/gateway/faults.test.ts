@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { freePort, NODE, ROOT, startEverythingHttp, startMandate, tempDir, type Mandate, type Proc } from '../helpers/process.ts';
-import { auditEvents, errorOf, eventually, metricsText, openSession, parseSse, post, readEventsUntil, responseOf, sample, toolText, type AuditEntry, type RpcMessage } from './raw.ts';
+import { type AuditEntry, auditEvents, errorOf, eventually, initializeMessage, metricsText, openSession, parseSse, post, readEventsUntil, responseOf, type RpcMessage, sample, toolText } from './raw.ts';
 
 const SLOW = path.join(ROOT, 'test/fixtures/slow-server.ts');
 const CRASHY = path.join(ROOT, 'test/fixtures/crashy-server.ts');
@@ -55,12 +55,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
   describe('(a) an HTTP upstream that is down', () => {
     it('initialize gets a JSON-RPC error naming the server, never its URL; errors and audit record it; other servers keep working', async () => {
       const before = await errorsMetric('down', 'upstream_unavailable');
-      const res = await post(mandate.endpoint('down'), {
-        jsonrpc: '2.0',
-        id: 'init-down',
-        method: 'initialize',
-        params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'faults', version: '1' } },
-      });
+      const res = await post(mandate.endpoint('down'), initializeMessage('init-down', 'faults'));
       const answer = await responseOf(res, 'init-down');
       assert.ok(answer.error, `expected an error, got ${JSON.stringify(answer)}`);
       assert.equal(answer.error.code, -32000);
@@ -95,12 +90,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
     });
 
     it('a failed initialize hands out no session id', async () => {
-      const res = await post(mandate.endpoint('down'), {
-        jsonrpc: '2.0',
-        id: 'init-down-2',
-        method: 'initialize',
-        params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'faults', version: '1' } },
-      });
+      const res = await post(mandate.endpoint('down'), initializeMessage('init-down-2', 'faults'));
       assert.ok((await responseOf(res, 'init-down-2')).error);
       // A failed initialize opens no session, so its answer carries no Mcp-Session-Id.
       assert.equal(res.headers.get('mcp-session-id'), null, 'a failed initialize answered with an Mcp-Session-Id');
@@ -108,12 +98,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
 
     it('a stdio server whose command does not exist: a prompt -32000 naming the server', async () => {
       const started = Date.now();
-      const res = await post(mandate.endpoint('missing'), {
-        jsonrpc: '2.0',
-        id: 'init-missing',
-        method: 'initialize',
-        params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'faults', version: '1' } },
-      });
+      const res = await post(mandate.endpoint('missing'), initializeMessage('init-missing', 'faults'));
       const answer = await responseOf(res, 'init-missing');
       assert.equal(answer.error?.code, -32000, JSON.stringify(answer));
       assert.match(answer.error?.message ?? '', /"missing"/);
@@ -125,12 +110,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
       const started = Date.now();
       const answers = await Promise.all(
         Array.from({ length: 10 }, (_, i) =>
-          post(mandate.endpoint('down'), {
-            jsonrpc: '2.0',
-            id: i,
-            method: 'initialize',
-            params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'burst', version: '1' } },
-          }).then((res) => responseOf(res, i)),
+          post(mandate.endpoint('down'), initializeMessage(i, 'burst')).then((res) => responseOf(res, i)),
         ),
       );
       assert.ok(answers.every((a) => a.error?.code === -32000));
@@ -436,12 +416,7 @@ describe('upstream faults: messages an SDK server would never send', { timeout: 
   });
 
   it('an upstream that picks an unsupported protocol version: initialize fails naming the server; no session', async () => {
-    const res = await post(mandate.endpoint('badver'), {
-      jsonrpc: '2.0',
-      id: 'init-bad',
-      method: 'initialize',
-      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'faults', version: '1' } },
-    });
+    const res = await post(mandate.endpoint('badver'), initializeMessage('init-bad', 'faults'));
     const answer = await responseOf(res, 'init-bad');
     assert.equal(answer.error?.code, -32000, JSON.stringify(answer));
     assert.match(answer.error?.message ?? '', /"badver"/);

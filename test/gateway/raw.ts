@@ -85,14 +85,19 @@ export interface RawSession {
 
 let nextId = 1;
 
-/** initialize + notifications/initialized, as a session-based (2025-11-25) client does. */
-export async function openSession(url: string, clientName = 'mandate-tests'): Promise<RawSession> {
-  const res = await post(url, {
-    jsonrpc: '2.0',
-    id: 'init',
+/** An initialize request as a session-based client sends it. */
+export function initializeMessage(id: string | number, clientName = 'mandate-tests') {
+  return {
+    jsonrpc: '2.0' as const,
+    id,
     method: 'initialize',
     params: { protocolVersion: CLIENT_VERSION, capabilities: {}, clientInfo: { name: clientName, version: '1.0.0' } },
-  });
+  };
+}
+
+/** initialize + notifications/initialized, as a session-based (2025-11-25) client does. */
+export async function openSession(url: string, clientName = 'mandate-tests'): Promise<RawSession> {
+  const res = await post(url, initializeMessage('init', clientName));
   assert.equal(res.status, 200, `initialize answered HTTP ${res.status}`);
   const id = res.headers.get('mcp-session-id');
   assert.ok(id, 'initialize answer carries Mcp-Session-Id');
