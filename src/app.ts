@@ -64,6 +64,7 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
     markFailed = reject;
   });
   const server = createHttpServer({ gateway, store, started });
+  let port: number;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -72,24 +73,18 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
         resolve();
       });
     });
-  } catch (error) {
-    markFailed(error);
-    await gateway.shutdown();
-    await store.close();
-    throw error;
-  }
-  const port = (server.address() as AddressInfo).port;
-
-  try {
+    port = (server.address() as AddressInfo).port;
     await audit.record({
       type: 'gateway.started',
       outcome: 'success',
       data: { version: VERSION, store: store.kind, listen: `${config.listen.host}:${port}`, pid: process.pid },
     });
   } catch (error) {
+    // Not listening, or the start could not be recorded: nothing is served.
     markFailed(error);
     server.close();
     server.closeAllConnections();
+    await gateway.shutdown();
     await store.close();
     throw error;
   }

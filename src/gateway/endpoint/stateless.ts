@@ -33,9 +33,9 @@ function mismatch(text: string): GatewayError {
   return new GatewayError('header_mismatch', `Header mismatch: ${text}`);
 }
 
-/** Decodes the `=?base64?…?=` sentinel form; checks plain values for header-safe characters. */
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** Decodes the `=?base64?…?=` sentinel form; checks plain values for header-safe characters. */
 export function decodeHeaderValue(value: string, name: string): string {
   if (value.startsWith('=?base64?') && value.endsWith('?=')) {
     const encoded = value.slice(9, -2);

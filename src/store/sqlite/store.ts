@@ -43,7 +43,7 @@ export class SqliteStore implements Store {
     try {
       // Create the file owner-only first: SQLite gives -wal and -shm the same mode.
       closeSync(openSync(file, 'a', 0o600));
-      this.db = openDatabase(file);
+      this.db = openDatabase(file, durability);
     } catch (error) {
       throw new StoreUnavailableError(`cannot open SQLite database ${file}: ${messageOf(error)}`, { cause: error });
     }
