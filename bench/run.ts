@@ -246,6 +246,25 @@ function httpStatus(url: string, timeoutMs: number): Promise<number> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Registers a machine client and gets a client-credentials access token for the bench server. */
+async function machineToken(port: number): Promise<string> {
+  const base = `http://127.0.0.1:${port}`;
+  const registered = await fetch(`${base}/oauth/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ client_name: 'bench', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' }),
+  });
+  if (registered.status !== 201) throw new Error(`bench: registration failed: ${registered.status} ${await registered.text()}`);
+  const { client_id: id, client_secret: secret } = (await registered.json()) as { client_id: string; client_secret: string };
+  const issued = await fetch(`${base}/oauth/token`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: `${base}/mcp/bench`, scope: 'mcp:bench' }),
+  });
+  if (issued.status !== 200) throw new Error(`bench: token request failed: ${issued.status} ${await issued.text()}`);
+  return ((await issued.json()) as { access_token: string }).access_token;
+}
+
 async function startMandate(bin: string, upstreamPort: number, tmp: string, readyTimeoutS: number, durability: Options['durability']): Promise<{ child: ChildProcess; port: number }> {
   if (!existsSync(bin)) {
     throw new Error(`${bin} does not exist: Mandate is not built yet. Run with --only direct,hop to measure the baselines only.`);
@@ -262,6 +281,11 @@ async function startMandate(bin: string, upstreamPort: number, tmp: string, read
       '  - name: bench',
       `    url: http://127.0.0.1:${upstreamPort}/mcp`,
       ...(durability ? ['audit:', `  durability: ${durability}`] : []),
+      // Authentication stays on: the load carries a client-credentials token.
+      'identity:',
+      '  accessTokenTtl: 7200',
+      '  registration:',
+      '    mode: open',
       '',
     ].join('\n'),
   );
@@ -476,7 +500,8 @@ Streamable HTTP, against three targets measured in the same run:
    bodies piped through unchanged). This is the cost of one more process in the path.
 3. **Mandate**: the same server behind \`mandate up\`, configured with one server
    \`bench\` (\`servers: [{name: bench, url: http://127.0.0.1:<upstream>/mcp}]\`),
-   called at \`/mcp/bench\` with ${opts.durability === null ? 'its default settings (audit.durability: power, an fsync per commit)' : `its default settings except \`audit.durability: ${opts.durability}\``}. Every
+   called at \`/mcp/bench\` with a client-credentials access token on every
+   request (verified, audience-checked and revocation-checked by the gateway), with ${opts.durability === null ? 'its default settings (audit.durability: power, an fsync per commit)' : `its default settings except \`audit.durability: ${opts.durability}\``}. Every
    request is parsed in both directions and its \`mcp.request\` event is
    committed to the SQLite audit log before the answer is sent.
 
@@ -635,7 +660,8 @@ async function main(): Promise<number> {
   if (opts.targets.includes('mandate')) {
     const mandate = await startMandate(opts.mandateBin, upstream.port, tmp, opts.readyTimeoutS, opts.durability);
     urls.set('mandate', `http://127.0.0.1:${mandate.port}/mcp/bench`);
-    console.log(`bench: Mandate ready on port ${mandate.port}`);
+    opts.mandateHeaders.push(`Authorization: Bearer ${await machineToken(mandate.port)}`);
+    console.log(`bench: Mandate ready on port ${mandate.port} (requests carry an access token)`);
   }
   if (opts.targets.includes('hop')) {
     const hop = await startListener('bare-hop', join(BENCH, 'bare-hop.ts'), ['--port', '0', '--target', `http://127.0.0.1:${upstream.port}`], tmp);

@@ -1,24 +1,27 @@
 /**
- * The composition root: configuration → store → audit → gateway → HTTP.
+ * The composition root: configuration → store → audit → identity → gateway → HTTP.
  */
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AuditLog } from './audit/log.ts';
 import type { Config } from './config/load.ts';
 import { Gateway } from './gateway/gateway.ts';
+import { Identity } from './identity/service.ts';
 import { createHttpServer } from './gateway/http-server.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import { Metrics } from './observability/metrics.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/types.ts';
+import { VERSION } from './version.ts';
 
-export const VERSION = '0.1.0';
+export { VERSION };
 
 export interface App {
   config: Config;
   store: Store;
   audit: AuditLog;
   gateway: Gateway;
+  identity: Identity;
   server: http.Server;
   log: Logger;
   metrics: Metrics;
@@ -56,6 +59,14 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
     },
   });
 
+  let identity: Identity;
+  try {
+    identity = await Identity.start({ config, store, audit, log });
+  } catch (error) {
+    await audit.flush();
+    await store.close();
+    throw error;
+  }
   const gateway = new Gateway(config, { audit, metrics, log });
   let markStarted!: () => void;
   let markFailed!: (error: unknown) => void;
@@ -63,7 +74,7 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
     markStarted = resolve;
     markFailed = reject;
   });
-  const server = createHttpServer({ gateway, store, started });
+  const server = createHttpServer({ gateway, store, identity, started });
   let port: number;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -84,6 +95,7 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
     markFailed(error);
     server.close();
     server.closeAllConnections();
+    identity.stop();
     await gateway.shutdown();
     await store.close();
     throw error;
@@ -97,6 +109,7 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
       server.close();
       server.closeIdleConnections();
       await gateway.shutdown();
+      identity.stop();
       server.closeAllConnections();
       await audit.record({ type: 'gateway.stopped', outcome: 'success', data: { pid: process.pid } }).catch(() => undefined);
       await audit.flush();
@@ -106,5 +119,5 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
     })();
     return stopping;
   };
-  return { config, store, audit, gateway, server, log, metrics, port, stop };
+  return { config, store, audit, gateway, identity, server, log, metrics, port, stop };
 }

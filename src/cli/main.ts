@@ -1,11 +1,14 @@
 /** The `mandate` command line. */
 import { Command, CommanderError, Option } from 'commander';
-import { VERSION } from '../app.ts';
+import { VERSION } from '../version.ts';
 import { loadConfig } from '../config/load.ts';
 import { isPostgresUrl, parsePostgresUrl } from '../store/postgres/url.ts';
 import { exportLog, list, verify } from './audit.ts';
+import { createRegistrationToken, decideClient, listClients, showClient } from './clients.ts';
+import { listConsents, revokeConsents } from './consents.ts';
+import { revokeTokens } from './tokens.ts';
+import { addUser, listUsers, setUserDisabled } from './users.ts';
 import { run } from './common.ts';
-import { up } from './up.ts';
 
 /** A database URL as it may be shown: never its password (environment values stay names only too). */
 function describeDatabase(url: string): string {
@@ -25,6 +28,12 @@ function storeOptions(command: Command): Command {
     .option('--database-url <url>', 'postgres://… to use PostgreSQL (env MANDATE_DATABASE_URL)');
 }
 
+/** Store options and --json for every admin command; --actor too for those that change something (it names the admin in the audit log). */
+function adminOptions(command: Command, changes = true): Command {
+  storeOptions(command).option('--json', 'print JSON');
+  return changes ? command.option('--actor <name>', 'admin named in the audit event (default: $USER, else admin)') : command;
+}
+
 const program = new Command('mandate')
   .description('Identity-governance gateway for the Model Context Protocol')
   .version(VERSION)
@@ -38,7 +47,7 @@ storeOptions(
     .option('--config <file>', 'configuration file (env MANDATE_CONFIG; default ./mandate.yaml if present)')
     .option('--port <n>', 'port to listen on (env MANDATE_PORT; default 8080)')
     .option('--host <addr>', 'interface to bind (env MANDATE_HOST; default 127.0.0.1)'),
-).action((flags) => run(() => up(flags)));
+).action((flags) => run(async () => (await import('./up.ts')).up(flags)));
 
 program
   .command('config')
@@ -86,6 +95,77 @@ storeOptions(
     .option('--output <file>', 'write to a new file instead of standard output')
     .option('--since <time>', 'ISO 8601 time or a duration back from now'),
 ).action((flags) => run(() => exportLog(flags)));
+
+const clients = program.command('clients').description('OAuth clients: review registrations, approve, reject, revoke');
+adminOptions(
+  clients
+    .command('list')
+    .description('list clients, oldest first')
+    .addOption(new Option('--status <status>', 'only clients with this status').choices(['pending', 'active', 'rejected', 'revoked'])),
+  false,
+).action((flags) => run(() => listClients(flags)));
+adminOptions(clients.command('show').description('show one client (whether it has a secret, never the secret)').argument('<id>', 'client id'), false).action(
+  (id: string, flags) => run(() => showClient(id, flags)),
+);
+adminOptions(clients.command('approve').description('approve a pending client (it may then obtain tokens)').argument('<id>', 'client id')).action(
+  (id: string, flags) => run(() => decideClient('approve', id, flags)),
+);
+adminOptions(clients.command('reject').description('reject a pending client').argument('<id>', 'client id')).action((id: string, flags) =>
+  run(() => decideClient('reject', id, flags)),
+);
+adminOptions(
+  clients.command('revoke').description('revoke a pending or active client, and every token issued to it').argument('<id>', 'client id'),
+).action((id: string, flags) => run(() => decideClient('revoke', id, flags)));
+adminOptions(
+  clients
+    .command('token')
+    .description('initial access tokens for dynamic client registration')
+    .command('create')
+    .description('create an initial access token; it is printed once and only its hash is kept')
+    .option('--uses <n>', 'registrations it allows (default 1, at most 1000)')
+    .option('--expires-in <duration>', 'lifetime such as 30m, 24h, 7d (default 24h, at most 30d)')
+    .option('--label <text>', 'a note to recognise it by'),
+).action((flags) => run(() => createRegistrationToken(flags)));
+
+const users = program.command('users').description('local users who log in with a password');
+adminOptions(
+  users
+    .command('add')
+    .description('add a user; the password comes from standard input or a prompt, never from the command line')
+    .argument('<name>', 'user name')
+    .option('--password-stdin', 'read the password from standard input (one trailing newline is removed)')
+    .option('--group <group>', 'a group the user belongs to (repeatable, or comma-separated)', collect),
+).action((name: string, flags) => run(() => addUser(name, flags)));
+adminOptions(users.command('list').description('list users'), false).action((flags) => run(() => listUsers(flags)));
+adminOptions(users.command('disable').description('disable a user: no more logins, and every token issued for them is refused').argument('<name>', 'user name')).action(
+  (name: string, flags) => run(() => setUserDisabled(name, true, flags)),
+);
+adminOptions(users.command('enable').description('enable a disabled user').argument('<name>', 'user name')).action((name: string, flags) =>
+  run(() => setUserDisabled(name, false, flags)),
+);
+
+const tokens = program.command('tokens').description('access and refresh tokens');
+adminOptions(
+  tokens
+    .command('revoke')
+    .description('refuse tokens: one (--jti), or every one issued so far to a client or for a user')
+    .option('--client <id>', 'every token issued to this client')
+    .option('--user <name>', 'every token issued for this user')
+    .option('--jti <id>', 'the token with this jti'),
+).action((flags) => run(() => revokeTokens(flags)));
+
+const consents = program.command('consents').description("users' consents to clients");
+adminOptions(
+  consents.command('list').description('list consents').option('--user <name>', 'only this user').option('--client <id>', 'only this client'),
+  false,
+).action((flags) => run(() => listConsents(flags)));
+adminOptions(
+  consents
+    .command('revoke')
+    .description('remove consents (the user is asked again); give --user, --client or both')
+    .option('--user <name>', "this user's consents")
+    .option('--client <id>', 'consents given to this client'),
+).action((flags) => run(() => revokeConsents(flags)));
 
 // `mandate audit export | head` closes the pipe early: that is not an error.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { identityWarnings } from './identity-schema.ts';
 import { configSchema, type ParsedConfig, type ServerConfig } from './schema.ts';
 
 export class ConfigError extends Error {
@@ -127,6 +128,7 @@ export function loadConfig(options: ConfigOptions = {}, env: NodeJS.ProcessEnv =
   if (issuerUrl.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(issuerUrl.hostname)) {
     warnings.push(`issuer ${issuer} is plain http on a non-loopback host: use https in production`);
   }
+  warnings.push(...identityWarnings(config.identity));
 
   return {
     ...config,

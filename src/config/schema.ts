@@ -3,6 +3,7 @@
  * (docs/configuration.md); unknown keys are errors, not ignored.
  */
 import { z } from 'zod';
+import { identitySchema } from './identity-schema.ts';
 
 export const SERVER_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -84,6 +85,7 @@ export const configSchema = z
         durability: z.enum(['process', 'power']).default('power'),
       })
       .default({ durability: 'power' }),
+    identity: identitySchema,
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

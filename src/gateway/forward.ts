@@ -16,8 +16,20 @@ export interface ForwardDeps {
   metrics: Metrics;
 }
 
+/** Who is calling, as the audit log names them (from the verified token). */
+export interface Caller {
+  /** The user, or the client for machine clients. */
+  actor: string;
+  clientId: string;
+  /** Sessions are bound to this: the same user through the same client. */
+  key: string;
+  /** Names the token without revealing it. */
+  tokenRef: string;
+}
+
 export interface ForwardContext {
   server: string;
+  caller: Caller | null;
   upstream: Upstream;
   channel: ResponseChannel;
   /** Idle timeout (reset by every related message) and hard cap, ms. */
@@ -129,6 +141,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
 
     const base: IdentityEvent = {
       type: 'mcp.request',
+      actor: ctx.caller?.actor ?? null,
       server: ctx.server,
       tool: targetName(message.method, message.params),
       outcome,
@@ -139,6 +152,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         session: ctx.session,
         protocol: ctx.protocol,
         latencyMs: Math.round(seconds * 1000 * 100) / 100,
+        ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
         ...(response && isFailure(response) ? { errorCode: response.error.code } : {}),
       },
     };

@@ -6,7 +6,7 @@ import type { Pool } from 'undici';
 import type { Config, ResolvedServer } from '../config/load.ts';
 import type { Logger } from '../observability/log.ts';
 import { GatewayError } from './errors.ts';
-import type { ForwardDeps } from './forward.ts';
+import type { Caller, ForwardDeps } from './forward.ts';
 import { Session, type SessionDeps } from './session.ts';
 import { createPool, HttpUpstream } from './upstream/http.ts';
 import { StdioUpstream } from './upstream/stdio.ts';
@@ -76,20 +76,20 @@ export class Gateway {
   }
 
   /** A new session whose initialize is about to be forwarded. */
-  openSession(server: ResolvedServer): Session {
+  openSession(server: ResolvedServer, caller: Caller | null): Session {
     if (this.sessions.size >= this.config.gateway.maxSessions) {
       throw new GatewayError('session_limit', 'the gateway has too many open sessions; try again later', { headers: { 'retry-after': '5' } });
     }
-    const session = new Session(server, this.sessionDeps);
+    const session = new Session(server, this.sessionDeps, caller);
     session.onClose = (closed) => this.sessions.delete(closed.id);
     this.sessions.set(session.id, session);
     return session;
   }
 
-  /** The session with this id on this server; 404 otherwise (the client must initialize again). */
-  session(id: string, server: ResolvedServer): Session {
+  /** The session with this id on this server, opened by this caller; 404 otherwise (the client must initialize again). */
+  session(id: string, server: ResolvedServer, caller: Caller | null): Session {
     const session = this.sessions.get(id);
-    if (!session || session.closed || session.server.name !== server.name) {
+    if (!session || session.closed || session.server.name !== server.name || session.caller?.key !== caller?.key) {
       throw new GatewayError('session_not_found', 'session not found: initialize a new session');
     }
     return session;

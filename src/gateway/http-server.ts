@@ -1,6 +1,8 @@
 /**
- * The HTTP front door: health, readiness, metrics, and the MCP endpoints
- * {issuer}/mcp/NAME. One place turns errors into responses.
+ * The HTTP front door: health, readiness, metrics, the MCP endpoints
+ * {issuer}/mcp/NAME (each request authenticated before anything else), and
+ * everything else to the identity plane (discovery, OAuth endpoints, login
+ * and consent). One place turns errors into responses.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { asGatewayError, GatewayError, sendError } from './errors.ts';
@@ -8,12 +10,17 @@ import type { Gateway } from './gateway.ts';
 import { checkOrigin } from './endpoint/common.ts';
 import { handleDelete } from './endpoint/delete.ts';
 import { handleGet } from './endpoint/get.ts';
-import { handlePost } from './endpoint/post.ts';
+import { handlePost, type Access } from './endpoint/post.ts';
 import type { Store } from '../store/types.ts';
+import type { Identity } from '../identity/service.ts';
+import { AuthError, type Principal } from '../identity/verify.ts';
+import type { Caller } from './forward.ts';
+import type { ResolvedServer } from '../config/load.ts';
 
 export interface HttpDeps {
   gateway: Gateway;
   store: Store;
+  identity: Identity;
   /** Settles when start-up is recorded; until then requests wait and /readyz says 503. */
   started: Promise<void>;
 }
@@ -42,19 +49,55 @@ async function ready(deps: HttpDeps, res: ServerResponse, started: boolean): Pro
   }
 }
 
+function callerOf(principal: Principal): Caller {
+  return { actor: principal.sub, clientId: principal.clientId, key: `${principal.sub}\n${principal.clientId}`, tokenRef: principal.tokenRef };
+}
+
+/** A refused request: recorded (without the token), answered with the challenge the client needs. */
+function refuse(deps: HttpDeps, server: ResolvedServer, req: IncomingMessage, res: ServerResponse, error: AuthError): void {
+  const { audit, metrics } = deps.gateway.deps;
+  audit.emit({
+    type: 'auth.rejected',
+    actor: error.principal?.sub ?? null,
+    server: server.name,
+    outcome: 'denied',
+    reason: error.reason,
+    data: {
+      detail: error.message,
+      method: req.method ?? null,
+      address: req.socket.remoteAddress ?? null,
+      ...(error.principal ? { client_id: error.principal.clientId, token: error.principal.tokenRef } : {}),
+      ...(error.scope ? { scope: error.scope } : {}),
+    },
+  });
+  metrics.errors.inc({ server: server.name, kind: `auth_${error.reason}` });
+  const challenge = deps.identity.challenge(server, error);
+  const body = JSON.stringify({ error: challenge.error, error_description: challenge.description });
+  res.writeHead(challenge.status, { ...challenge.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  res.end(body);
+}
+
 async function mcp(deps: HttpDeps, name: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const { gateway } = deps;
   checkOrigin(req, gateway.config.gateway.allowedOrigins);
   const server = gateway.server(name);
-  switch (req.method) {
-    case 'POST':
-      return handlePost(gateway, server, req, res);
-    case 'GET':
-      return handleGet(gateway, server, req, res);
-    case 'DELETE':
-      return handleDelete(gateway, server, req, res);
-    default:
-      throw new GatewayError('method_not_allowed', `method ${req.method} is not allowed here`, { headers: { allow: 'GET, POST, DELETE' } });
+  // The client's token is checked here and never goes further: upstream requests are built afresh.
+  try {
+    const principal = await deps.identity.authenticate(req, server);
+    const access: Access | null = principal ? { principal, caller: callerOf(principal) } : null;
+    switch (req.method) {
+      case 'POST':
+        return await handlePost(gateway, server, req, res, access);
+      case 'GET':
+        return handleGet(gateway, server, req, res, access?.caller ?? null);
+      case 'DELETE':
+        return await handleDelete(gateway, server, req, res, access?.caller ?? null);
+      default:
+        throw new GatewayError('method_not_allowed', `method ${req.method} is not allowed here`, { headers: { allow: 'GET, POST, DELETE' } });
+    }
+  } catch (error) {
+    if (error instanceof AuthError && !res.headersSent) return refuse(deps, server, req, res, error);
+    throw error;
   }
 }
 
@@ -75,6 +118,11 @@ export function createHttpServer(deps: HttpDeps): http.Server {
       const name = path.slice(prefix.length);
       if (name.length === 0 || name.includes('/')) throw new GatewayError('unknown_server', 'no MCP server at this path');
       return mcp(deps, name, req, res);
+    }
+    const probe = path === '/healthz' || path === '/readyz' || path === '/metrics';
+    if (!probe) {
+      if (!started) await deps.started;
+      return deps.identity.handle(req, res);
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new GatewayError('method_not_allowed', 'not found', { headers: { allow: 'GET' } });
     switch (path) {

@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { GatewayError } from './errors.ts';
-import { startExchange, type Exchange, type ForwardDeps } from './forward.ts';
+import { startExchange, type Caller, type Exchange, type ForwardDeps } from './forward.ts';
 import { idKey, targetName, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
 import { ResponseChannel, SseStream } from './stream.ts';
 import type { Upstream, UpstreamHooks } from './upstream/types.ts';
@@ -36,6 +36,8 @@ export class Session {
   readonly id = randomBytes(32).toString('base64url');
   readonly handle = sessionHandle(this.id);
   readonly server: ResolvedServer;
+  /** Who opened it; every later request must come from the same caller. */
+  readonly caller: Caller | null;
   readonly upstream: Upstream;
   readonly opened = Date.now();
   protocolVersion: string | null = null;
@@ -50,8 +52,9 @@ export class Session {
   private readonly serverRequests = new Map<string, ServerRequest>();
   private readonly deps: SessionDeps;
 
-  constructor(server: ResolvedServer, deps: SessionDeps) {
+  constructor(server: ResolvedServer, deps: SessionDeps, caller: Caller | null = null) {
     this.server = server;
+    this.caller = caller;
     this.deps = deps;
     this.standalone = new SseStream(this.streamOptions());
     this.upstream = deps.createUpstream(server, {
@@ -173,6 +176,7 @@ export class Session {
       message,
       {
         server: this.server.name,
+        caller: this.caller,
         upstream: this.upstream,
         channel: this.channel(res),
         idleTimeoutMs: this.server.timeoutMs ?? this.deps.gateway.upstreamTimeoutMs,
@@ -212,6 +216,7 @@ export class Session {
     // Recorded before it is forwarded: without a record, the answer does not reach the server.
     await this.deps.audit.record({
       type: 'mcp.request',
+      actor: this.caller?.actor ?? null,
       server: this.server.name,
       tool: targetName(pending.method, undefined),
       outcome: failed ? 'failure' : 'success',
@@ -264,6 +269,7 @@ export class Session {
     if (record) {
       this.deps.audit.emit({
         type: 'session.closed',
+        actor: this.caller?.actor ?? null,
         server: this.server.name,
         outcome: 'success',
         reason,

@@ -77,4 +77,163 @@ CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
   FOR EACH STATEMENT EXECUTE FUNCTION audit_events_refuse();
 `,
   },
+  {
+    version: 2,
+    name: 'identity',
+    // What the authorization server keeps (src/store/identity-types.ts). Keys,
+    // uids, user codes, token and secret values are SHA-256 hashes made by the
+    // caller; private keys are sealed. Times are epoch milliseconds; JSON is text.
+    // Revocation seqs are AUTOINCREMENT so a purged seq is never handed out again.
+    sqlite: `
+CREATE TABLE oidc_artifacts (
+  model TEXT NOT NULL,
+  key TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  grant_id TEXT,
+  uid TEXT,
+  user_code TEXT,
+  consumed_at INTEGER,
+  expires_at INTEGER,
+  PRIMARY KEY (model, key)
+) STRICT;
+CREATE INDEX oidc_artifacts_grant ON oidc_artifacts (grant_id);
+CREATE INDEX oidc_artifacts_uid ON oidc_artifacts (model, uid);
+CREATE INDEX oidc_artifacts_user_code ON oidc_artifacts (model, user_code);
+CREATE INDEX oidc_artifacts_expires ON oidc_artifacts (expires_at);
+CREATE TABLE clients (
+  id TEXT NOT NULL PRIMARY KEY,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'active', 'rejected', 'revoked')),
+  class TEXT NOT NULL CHECK (class IN ('interactive', 'machine')),
+  source TEXT NOT NULL CHECK (source IN ('dcr', 'cimd', 'admin')),
+  owner TEXT,
+  metadata TEXT NOT NULL,
+  secret_hash TEXT,
+  registered_from TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  last_used_at INTEGER,
+  decided_by TEXT
+) STRICT;
+CREATE INDEX clients_status ON clients (status);
+CREATE INDEX clients_registered_from ON clients (registered_from, created_at);
+CREATE TABLE registration_tokens (
+  hash TEXT NOT NULL PRIMARY KEY,
+  label TEXT,
+  created_by TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  uses_left INTEGER NOT NULL CHECK (uses_left >= 0)
+) STRICT;
+CREATE TABLE users (
+  name TEXT NOT NULL PRIMARY KEY,
+  password_hash TEXT,
+  groups TEXT NOT NULL,
+  disabled INTEGER NOT NULL CHECK (disabled IN (0, 1)),
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE consents (
+  user_name TEXT NOT NULL,
+  client_id TEXT NOT NULL,
+  resource TEXT NOT NULL,
+  scopes TEXT NOT NULL,
+  granted_at INTEGER NOT NULL,
+  PRIMARY KEY (user_name, client_id, resource)
+) STRICT;
+CREATE INDEX consents_client ON consents (client_id);
+CREATE TABLE secret_keys (
+  kid TEXT NOT NULL PRIMARY KEY,
+  purpose TEXT NOT NULL CHECK (purpose IN ('signing', 'cookie')),
+  alg TEXT NOT NULL,
+  sealed TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  retired_at INTEGER,
+  expires_at INTEGER
+) STRICT;
+CREATE TABLE revocations (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL CHECK (kind IN ('jti', 'grant', 'client', 'user')),
+  value TEXT NOT NULL,
+  revoked_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX revocations_expires ON revocations (expires_at);
+`,
+    // COLLATE "C" on names that are listed in order, so both stores sort alike.
+    postgres: `
+CREATE TABLE oidc_artifacts (
+  model text NOT NULL,
+  key text NOT NULL,
+  payload text NOT NULL,
+  grant_id text,
+  uid text,
+  user_code text,
+  consumed_at bigint,
+  expires_at bigint,
+  PRIMARY KEY (model, key)
+);
+CREATE INDEX oidc_artifacts_grant ON oidc_artifacts (grant_id);
+CREATE INDEX oidc_artifacts_uid ON oidc_artifacts (model, uid);
+CREATE INDEX oidc_artifacts_user_code ON oidc_artifacts (model, user_code);
+CREATE INDEX oidc_artifacts_expires ON oidc_artifacts (expires_at);
+CREATE TABLE clients (
+  id text COLLATE "C" PRIMARY KEY,
+  status text NOT NULL CHECK (status IN ('pending', 'active', 'rejected', 'revoked')),
+  class text NOT NULL CHECK (class IN ('interactive', 'machine')),
+  source text NOT NULL CHECK (source IN ('dcr', 'cimd', 'admin')),
+  owner text,
+  metadata text NOT NULL,
+  secret_hash text,
+  registered_from text,
+  created_at bigint NOT NULL,
+  updated_at bigint NOT NULL,
+  last_used_at bigint,
+  decided_by text
+);
+CREATE INDEX clients_status ON clients (status);
+CREATE INDEX clients_registered_from ON clients (registered_from, created_at);
+CREATE TABLE registration_tokens (
+  hash text PRIMARY KEY,
+  label text,
+  created_by text NOT NULL,
+  created_at bigint NOT NULL,
+  expires_at bigint NOT NULL,
+  uses_left integer NOT NULL CHECK (uses_left >= 0)
+);
+CREATE TABLE users (
+  name text COLLATE "C" PRIMARY KEY,
+  password_hash text,
+  groups text NOT NULL,
+  disabled boolean NOT NULL,
+  created_at bigint NOT NULL,
+  updated_at bigint NOT NULL
+);
+CREATE TABLE consents (
+  user_name text COLLATE "C" NOT NULL,
+  client_id text COLLATE "C" NOT NULL,
+  resource text COLLATE "C" NOT NULL,
+  scopes text NOT NULL,
+  granted_at bigint NOT NULL,
+  PRIMARY KEY (user_name, client_id, resource)
+);
+CREATE INDEX consents_client ON consents (client_id);
+CREATE TABLE secret_keys (
+  kid text COLLATE "C" PRIMARY KEY,
+  purpose text NOT NULL CHECK (purpose IN ('signing', 'cookie')),
+  alg text NOT NULL,
+  sealed text NOT NULL,
+  created_at bigint NOT NULL,
+  retired_at bigint,
+  expires_at bigint
+);
+CREATE TABLE revocations (
+  seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  kind text NOT NULL CHECK (kind IN ('jti', 'grant', 'client', 'user')),
+  value text NOT NULL,
+  revoked_at bigint NOT NULL,
+  expires_at bigint NOT NULL
+);
+CREATE INDEX revocations_expires ON revocations (expires_at);
+`,
+  },
 ];

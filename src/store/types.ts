@@ -5,6 +5,8 @@
  */
 import type { AuditRecord, TimedEvent } from '../audit/events.ts';
 import type { ChainHead } from '../audit/chain.ts';
+import type { IdentityStore } from './identity-types.ts';
+export type * from './identity-types.ts';
 
 export type StoreKind = 'sqlite' | 'postgres';
 export type Durability = 'process' | 'power';
@@ -26,7 +28,7 @@ export interface MigrationState {
   appliedAt: string;
 }
 
-export interface Store {
+export interface Store extends IdentityStore {
   readonly kind: StoreKind;
   /** Human description for logs, without credentials (path, or host/db). */
   readonly description: string;

@@ -445,7 +445,7 @@ describe('mandate up: flags and process behaviour', { timeout: 120_000, concurre
     const port = await freePort();
     const downPort = await freePort();
     const file = path.join(dir, 'startup-order.yaml');
-    writeFileSync(file, `servers:\n  - name: down\n    url: http://127.0.0.1:${downPort}/mcp\nlog:\n  level: warn\n`);
+    writeFileSync(file, `servers:\n  - name: down\n    url: http://127.0.0.1:${downPort}/mcp\nidentity:\n  requireToken: false\nlog:\n  level: warn\n`);
     const proc = startProcess(NODE, [MANDATE, 'up', '--config', file, '--data', dataDir, '--port', String(port)]);
     try {
       await pollReady(port, proc);

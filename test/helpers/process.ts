@@ -100,6 +100,8 @@ export async function startEverythingHttp(): Promise<Proc & { url: string }> {
 export interface MandateOptions {
   servers: Record<string, unknown>[];
   gateway?: Record<string, unknown>;
+  /** The identity section; default `{ requireToken: false }` (transport tests need no token). */
+  identity?: Record<string, unknown>;
   dataDir?: string;
   databaseUrl?: string;
   extra?: Record<string, unknown>;
@@ -137,7 +139,7 @@ export async function startMandate(options: MandateOptions): Promise<Mandate> {
     'mandate',
     (port) => {
       const base = `http://127.0.0.1:${port}`;
-      writeFileSync(configPath, stringify({ issuer: base, servers: options.servers, ...(options.gateway ? { gateway: options.gateway } : {}), log: { level: 'warn' }, ...options.extra }));
+      writeFileSync(configPath, stringify({ issuer: base, servers: options.servers, ...(options.gateway ? { gateway: options.gateway } : {}), identity: options.identity ?? { requireToken: false }, log: { level: 'warn' }, ...options.extra }));
       const args = [MANDATE, 'up', '--config', configPath, '--port', String(port), '--data', dataDir];
       if (options.databaseUrl) args.push('--database-url', options.databaseUrl);
       return startProcess(NODE, args, { env: options.env });

@@ -10,7 +10,8 @@ import { before, describe, it } from 'node:test';
 import pg from 'pg';
 import { openStore } from '../../src/store/open.ts';
 import { StoreUnavailableError } from '../../src/store/types.ts';
-import { runStoreContract } from './contract.ts';
+import { runStoreContract, type StoreHarness } from './contract.ts';
+import { runIdentityContract } from './identity-contract.ts';
 
 const URL_ = process.env.MANDATE_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const skip = process.env.MANDATE_TEST_PG === '0' ? 'MANDATE_TEST_PG=0' : false;
@@ -29,7 +30,7 @@ async function raw<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
 }
 
 if (!skip) {
-  runStoreContract('postgres', {
+  const harness: StoreHarness = {
     async fresh() {
       schema = `mandate_test_${randomBytes(6).toString('hex')}`;
       return { databaseUrl: URL_, dataDir: '/nonexistent', schema, poolSize: 5 };
@@ -49,7 +50,9 @@ if (!skip) {
     async cleanup() {
       await raw((c) => c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
     },
-  });
+  };
+  runStoreContract('postgres', harness);
+  runIdentityContract('postgres', harness);
 }
 
 /** A local port with nothing listening on it. */
@@ -90,6 +93,51 @@ describe('PostgresStore specifics', { skip }, () => {
       assert.ok(Date.now() - started < 6000, `took ${Date.now() - started} ms`);
     } finally {
       await store.close();
+    }
+  });
+
+  it('identity calls on a closed port reject with StoreUnavailableError and mark the store unhealthy', async () => {
+    const store = await openStore({ databaseUrl: `postgresql://mandate:hunter2@127.0.0.1:${port}/audit`, dataDir: '/x' });
+    try {
+      assert.equal(store.healthy, true);
+      const attempts = [
+        () => store.getClient('c'),
+        () => store.useRegistrationToken('h', Date.now()),
+        () => store.putConsent({ user: 'u', clientId: 'c', resource: 'r', scopes: ['s'], grantedAt: 1 }),
+        () => store.addRevocation({ kind: 'jti', value: 'j', revokedAt: 1, expiresAt: 2 }),
+      ];
+      for (const attempt of attempts) {
+        await assert.rejects(attempt(), (error: unknown) => {
+          assert.ok(error instanceof StoreUnavailableError, String(error));
+          assert.doesNotMatch(error.message, /hunter2/);
+          return true;
+        });
+        assert.equal(store.healthy, false);
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a failed identity query marks the store unhealthy until a query succeeds', async () => {
+    schema = `mandate_test_${randomBytes(6).toString('hex')}`;
+    const store = await openStore({ databaseUrl: URL_, dataDir: '/x', schema });
+    try {
+      await store.migrate();
+      await store.createUser({ name: 'alice', passwordHash: null, groups: [], disabled: false, createdAt: 1, updatedAt: 1 });
+      await assert.rejects(
+        store.createUser({ name: 'alice', passwordHash: null, groups: [], disabled: false, createdAt: 1, updatedAt: 1 }),
+        (error: unknown) => error instanceof Error && !(error instanceof StoreUnavailableError),
+      );
+      assert.equal(store.healthy, true, 'a duplicate name is not a sign of trouble');
+      await raw((c) => c.query('DROP TABLE users'));
+      await assert.rejects(store.getUser('alice'), StoreUnavailableError);
+      assert.equal(store.healthy, false);
+      assert.equal(await store.getClient('nope'), null);
+      assert.equal(store.healthy, true);
+    } finally {
+      await store.close();
+      await raw((c) => c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
     }
   });
 

@@ -7,7 +7,8 @@ import { after, describe, it } from 'node:test';
 import { openStore } from '../../src/store/open.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { StoreUnavailableError } from '../../src/store/types.ts';
-import { runStoreContract } from './contract.ts';
+import { runStoreContract, type StoreHarness } from './contract.ts';
+import { runIdentityContract } from './identity-contract.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'mandate-store-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -25,7 +26,7 @@ function raw<T>(work: (db: DatabaseSync) => T): T {
   }
 }
 
-runStoreContract('sqlite', {
+const harness: StoreHarness = {
   async fresh() {
     counter += 1;
     current = join(root, `t${counter}`, 'data');
@@ -43,7 +44,10 @@ runStoreContract('sqlite', {
   async cleanup() {
     rmSync(join(current, '..'), { recursive: true, force: true });
   },
-});
+};
+
+runStoreContract('sqlite', harness);
+runIdentityContract('sqlite', harness);
 
 describe('SqliteStore specifics', () => {
   it('openStore without a URL opens SQLite in the data dir, created owner-only', async () => {

@@ -1,7 +1,7 @@
 /**
  * POST {issuer}/mcp/NAME: one JSON-RPC message from the client.
- * Steps: headers → body → parse → era → session → dispatch.
- * (Authentication and policy slot in before dispatch.)
+ * Steps: (token, verified by the front door) → headers → body → parse →
+ * scope → era → session → dispatch. (Policy slots in before dispatch.)
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { GatewayError } from '../errors.ts';
@@ -10,6 +10,27 @@ import { MessageError, parseMessage, type Classified } from '../jsonrpc.ts';
 import { LEGACY_VERSIONS, type Session } from '../session.ts';
 import type { ResolvedServer } from '../../config/load.ts';
 import { checkPostHeaders, header, readBody } from './common.ts';
+import type { Caller } from '../forward.ts';
+import { AuthError, type Principal } from '../../identity/verify.ts';
+import { grantsFor, missingScope } from '../../identity/scopes.ts';
+
+/** The verified caller of one request: null when tokens are not required and none was sent. */
+export interface Access {
+  caller: Caller;
+  principal: Principal;
+}
+
+/** A tool-scoped token reaches only its tools; answers to server requests need no scope. */
+function checkScope(server: ResolvedServer, access: Access | null, parsed: Classified): void {
+  if (access === null || parsed.kind === 'response') return;
+  const { method } = parsed.message;
+  const params = parsed.message.params as { name?: unknown } | undefined;
+  const tool = method === 'tools/call' && typeof params?.name === 'string' ? params.name : null;
+  const needed = missingScope(server.name, grantsFor(server.name, access.principal.scopes), method, tool);
+  if (needed !== null) {
+    throw new AuthError('insufficient_scope', tool !== null ? `the token does not allow the tool "${tool.slice(0, 128)}"` : `the token does not allow ${method.slice(0, 64)}`, { scope: needed, principal: access.principal });
+  }
+}
 import { handleStateless, isModern } from './stateless.ts';
 
 function parse(text: string): Classified {
@@ -55,24 +76,26 @@ async function dispatch(session: Session, parsed: Classified, res: ServerRespons
   }
 }
 
-export async function handlePost(gateway: Gateway, server: ResolvedServer, req: IncomingMessage, res: ServerResponse): Promise<void> {
+export async function handlePost(gateway: Gateway, server: ResolvedServer, req: IncomingMessage, res: ServerResponse, access: Access | null): Promise<void> {
   checkPostHeaders(req);
   const parsed = parse(await readBody(req, gateway.config.gateway.maxBodyBytes));
   const requestId = parsed.kind === 'request' ? parsed.message.id : null;
+  checkScope(server, access, parsed);
+  const caller = access?.caller ?? null;
   try {
     if (isModern(req, parsed.message)) {
-      await handleStateless(gateway, server, req, res, parsed);
+      await handleStateless(gateway, server, req, res, parsed, caller);
       return;
     }
     const sessionId = header(req, 'mcp-session-id');
     if (sessionId === undefined) {
       if (parsed.kind === 'request' && parsed.message.method === 'initialize') {
-        await gateway.openSession(server).initialize(parsed.message, res);
+        await gateway.openSession(server, caller).initialize(parsed.message, res);
         return;
       }
       throw new GatewayError('session_missing', 'Bad Request: Mcp-Session-Id header is required (send initialize first)');
     }
-    const session = gateway.session(sessionId, server);
+    const session = gateway.session(sessionId, server, caller);
     checkVersion(req, session);
     await dispatch(session, parsed, res);
   } catch (error) {

@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { GatewayError } from '../errors.ts';
-import { startExchange } from '../forward.ts';
+import { startExchange, type Caller } from '../forward.ts';
 import type { Gateway } from '../gateway.ts';
 import type { Classified, JsonRpcRequest } from '../jsonrpc.ts';
 import { LEGACY_VERSIONS } from '../session.ts';
@@ -116,7 +116,7 @@ async function era(gateway: Gateway, server: ResolvedServer & { url: string }): 
 }
 
 
-export async function handleStateless(gateway: Gateway, server: ResolvedServer, req: IncomingMessage, res: ServerResponse, parsed: Classified): Promise<void> {
+export async function handleStateless(gateway: Gateway, server: ResolvedServer, req: IncomingMessage, res: ServerResponse, parsed: Classified, caller: Caller | null): Promise<void> {
   const { version, headers } = validateModern(req, parsed.message);
   if (server.url === undefined) throw unsupportedForServer(version);
   const target = server as ResolvedServer & { url: string };
@@ -131,6 +131,7 @@ export async function handleStateless(gateway: Gateway, server: ResolvedServer, 
     parsed.message,
     {
       server: server.name,
+      caller,
       upstream,
       channel: new ResponseChannel(res, { resumable: false, bufferLimit: 0, headers: {}, primeEvents: false, sseAfterMs: 5000 }),
       idleTimeoutMs: server.timeoutMs ?? gateway.config.gateway.upstreamTimeoutMs,

@@ -8,9 +8,11 @@ import pg from 'pg';
 import { seal } from '../../audit/chain.ts';
 import type { ChainHead } from '../../audit/chain.ts';
 import type { AuditRecord, TimedEvent } from '../../audit/events.ts';
+import type { IdentityStore } from '../identity-types.ts';
 import { MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations.ts';
 import { AUDIT_COLUMNS, matchesNothing, normalizeQuery, toRecord, type AuditRow } from '../query.ts';
 import { StoreUnavailableError, type AuditQuery, type MigrationState, type Store } from '../types.ts';
+import { PostgresIdentity } from './identity.ts';
 import { parsePostgresUrl, redact } from './url.ts';
 
 // Advisory lock keys: "mandate" in ASCII, then 1 = audit chain, 2 = migrations.
@@ -41,6 +43,7 @@ export class PostgresStore implements Store {
   private readonly secrets: string[];
   private closed = false;
   private trouble = false;
+  private readonly identity = new PostgresIdentity({ query: this.query.bind(this), transaction: this.transaction.bind(this) });
 
   constructor(options: PostgresStoreOptions) {
     const url = parsePostgresUrl(options.databaseUrl);
@@ -183,6 +186,39 @@ export class PostgresStore implements Store {
     await this.pool.end();
   }
 
+  // --- IdentityStore: delegated to ./identity.ts ---
+  oidcUpsert(...a: Args<'oidcUpsert'>) { return this.identity.oidcUpsert(...a); }
+  oidcFind(...a: Args<'oidcFind'>) { return this.identity.oidcFind(...a); }
+  oidcFindByUid(...a: Args<'oidcFindByUid'>) { return this.identity.oidcFindByUid(...a); }
+  oidcFindByUserCode(...a: Args<'oidcFindByUserCode'>) { return this.identity.oidcFindByUserCode(...a); }
+  oidcConsume(...a: Args<'oidcConsume'>) { return this.identity.oidcConsume(...a); }
+  oidcDestroy(...a: Args<'oidcDestroy'>) { return this.identity.oidcDestroy(...a); }
+  oidcRevokeByGrant(...a: Args<'oidcRevokeByGrant'>) { return this.identity.oidcRevokeByGrant(...a); }
+  createClient(...a: Args<'createClient'>) { return this.identity.createClient(...a); }
+  updateClientMetadata(...a: Args<'updateClientMetadata'>) { return this.identity.updateClientMetadata(...a); }
+  getClient(...a: Args<'getClient'>) { return this.identity.getClient(...a); }
+  listClients(...a: Args<'listClients'>) { return this.identity.listClients(...a); }
+  transitionClient(...a: Args<'transitionClient'>) { return this.identity.transitionClient(...a); }
+  countClientsFrom(...a: Args<'countClientsFrom'>) { return this.identity.countClientsFrom(...a); }
+  touchClient(...a: Args<'touchClient'>) { return this.identity.touchClient(...a); }
+  expireUnusedClients(...a: Args<'expireUnusedClients'>) { return this.identity.expireUnusedClients(...a); }
+  createRegistrationToken(...a: Args<'createRegistrationToken'>) { return this.identity.createRegistrationToken(...a); }
+  useRegistrationToken(...a: Args<'useRegistrationToken'>) { return this.identity.useRegistrationToken(...a); }
+  createUser(...a: Args<'createUser'>) { return this.identity.createUser(...a); }
+  getUser(...a: Args<'getUser'>) { return this.identity.getUser(...a); }
+  listUsers(...a: Args<'listUsers'>) { return this.identity.listUsers(...a); }
+  setUserDisabled(...a: Args<'setUserDisabled'>) { return this.identity.setUserDisabled(...a); }
+  putConsent(...a: Args<'putConsent'>) { return this.identity.putConsent(...a); }
+  getConsent(...a: Args<'getConsent'>) { return this.identity.getConsent(...a); }
+  listConsents(...a: Args<'listConsents'>) { return this.identity.listConsents(...a); }
+  deleteConsents(...a: Args<'deleteConsents'>) { return this.identity.deleteConsents(...a); }
+  putKey(...a: Args<'putKey'>) { return this.identity.putKey(...a); }
+  listKeys(...a: Args<'listKeys'>) { return this.identity.listKeys(...a); }
+  retireKey(...a: Args<'retireKey'>) { return this.identity.retireKey(...a); }
+  addRevocation(...a: Args<'addRevocation'>) { return this.identity.addRevocation(...a); }
+  listRevocations(...a: Args<'listRevocations'>) { return this.identity.listRevocations(...a); }
+  purgeExpired(...a: Args<'purgeExpired'>) { return this.identity.purgeExpired(...a); }
+
   private async query<R extends pg.QueryResultRow>(what: string, sql: string, params?: unknown[]): Promise<R[]> {
     try {
       const rows = (await this.pool.query<R>(sql, params)).rows;
@@ -231,6 +267,8 @@ export class PostgresStore implements Store {
     });
   }
 }
+
+type Args<K extends keyof IdentityStore> = Parameters<IdentityStore[K]>;
 
 function codeOf(error: unknown): unknown {
   return typeof error === 'object' && error !== null && 'code' in error ? error.code : undefined;

@@ -8,9 +8,11 @@ import { join } from 'node:path';
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { ChainHead } from '../../audit/chain.ts';
 import type { AuditRecord, TimedEvent } from '../../audit/events.ts';
+import type { IdentityStore } from '../identity-types.ts';
 import { MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations.ts';
 import { AUDIT_COLUMNS, matchesNothing, normalizeQuery, toRecord, type AuditRow } from '../query.ts';
 import { openDatabase } from './append.ts';
+import { SqliteIdentity } from './identity.ts';
 import { SqliteWriter } from './writer.ts';
 import { StoreUnavailableError, type Durability, type AuditQuery, type MigrationState, type Store } from '../types.ts';
 
@@ -30,6 +32,7 @@ export class SqliteStore implements Store {
   private readonly db: DatabaseSync;
   private readonly statements = new Map<string, StatementSync>();
   private readonly writer: SqliteWriter;
+  private readonly identity: SqliteIdentity;
 
   /** Opens (creating if needed) `${dataDir}/mandate.db`. Throws StoreUnavailableError. */
   constructor(dataDir: string, durability: Durability = 'power') {
@@ -48,6 +51,11 @@ export class SqliteStore implements Store {
       throw new StoreUnavailableError(`cannot open SQLite database ${file}: ${messageOf(error)}`, { cause: error });
     }
     this.writer = new SqliteWriter(file, this.description, durability);
+    this.identity = new SqliteIdentity({
+      stmt: this.stmt.bind(this),
+      guard: this.guard.bind(this),
+      transaction: this.transaction.bind(this),
+    });
   }
 
   async migrate(): Promise<MigrationState[]> {
@@ -115,6 +123,39 @@ export class SqliteStore implements Store {
     this.statements.clear();
   }
 
+  // --- IdentityStore: delegated to ./identity.ts ---
+  oidcUpsert(...a: Args<'oidcUpsert'>) { return this.identity.oidcUpsert(...a); }
+  oidcFind(...a: Args<'oidcFind'>) { return this.identity.oidcFind(...a); }
+  oidcFindByUid(...a: Args<'oidcFindByUid'>) { return this.identity.oidcFindByUid(...a); }
+  oidcFindByUserCode(...a: Args<'oidcFindByUserCode'>) { return this.identity.oidcFindByUserCode(...a); }
+  oidcConsume(...a: Args<'oidcConsume'>) { return this.identity.oidcConsume(...a); }
+  oidcDestroy(...a: Args<'oidcDestroy'>) { return this.identity.oidcDestroy(...a); }
+  oidcRevokeByGrant(...a: Args<'oidcRevokeByGrant'>) { return this.identity.oidcRevokeByGrant(...a); }
+  createClient(...a: Args<'createClient'>) { return this.identity.createClient(...a); }
+  updateClientMetadata(...a: Args<'updateClientMetadata'>) { return this.identity.updateClientMetadata(...a); }
+  getClient(...a: Args<'getClient'>) { return this.identity.getClient(...a); }
+  listClients(...a: Args<'listClients'>) { return this.identity.listClients(...a); }
+  transitionClient(...a: Args<'transitionClient'>) { return this.identity.transitionClient(...a); }
+  countClientsFrom(...a: Args<'countClientsFrom'>) { return this.identity.countClientsFrom(...a); }
+  touchClient(...a: Args<'touchClient'>) { return this.identity.touchClient(...a); }
+  expireUnusedClients(...a: Args<'expireUnusedClients'>) { return this.identity.expireUnusedClients(...a); }
+  createRegistrationToken(...a: Args<'createRegistrationToken'>) { return this.identity.createRegistrationToken(...a); }
+  useRegistrationToken(...a: Args<'useRegistrationToken'>) { return this.identity.useRegistrationToken(...a); }
+  createUser(...a: Args<'createUser'>) { return this.identity.createUser(...a); }
+  getUser(...a: Args<'getUser'>) { return this.identity.getUser(...a); }
+  listUsers(...a: Args<'listUsers'>) { return this.identity.listUsers(...a); }
+  setUserDisabled(...a: Args<'setUserDisabled'>) { return this.identity.setUserDisabled(...a); }
+  putConsent(...a: Args<'putConsent'>) { return this.identity.putConsent(...a); }
+  getConsent(...a: Args<'getConsent'>) { return this.identity.getConsent(...a); }
+  listConsents(...a: Args<'listConsents'>) { return this.identity.listConsents(...a); }
+  deleteConsents(...a: Args<'deleteConsents'>) { return this.identity.deleteConsents(...a); }
+  putKey(...a: Args<'putKey'>) { return this.identity.putKey(...a); }
+  listKeys(...a: Args<'listKeys'>) { return this.identity.listKeys(...a); }
+  retireKey(...a: Args<'retireKey'>) { return this.identity.retireKey(...a); }
+  addRevocation(...a: Args<'addRevocation'>) { return this.identity.addRevocation(...a); }
+  listRevocations(...a: Args<'listRevocations'>) { return this.identity.listRevocations(...a); }
+  purgeExpired(...a: Args<'purgeExpired'>) { return this.identity.purgeExpired(...a); }
+
   private head(): ChainHead | null {
     const row = this.stmt('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as
       | { seq: number; hash: string }
@@ -160,6 +201,8 @@ export class SqliteStore implements Store {
     return new StoreUnavailableError(`${this.description}: ${what} failed: ${messageOf(error)}`, { cause: error });
   }
 }
+
+type Args<K extends keyof IdentityStore> = Parameters<IdentityStore[K]>;
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);

@@ -1,0 +1,97 @@
+/**
+ * The `identity` section: the authorization server, client registration and
+ * token enforcement. Defaults are the safe choice; every relaxation warns.
+ */
+import { z } from 'zod';
+
+const seconds = (min: number, max: number) => z.number().int().min(min).max(max);
+
+/** A host name pattern: `example.com` (exactly) or `*.example.com` (any subdomain). */
+const hostPattern = z
+  .string()
+  .regex(/^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?$|^\[[0-9a-f:]+\]$/, 'must be a lowercase host name, `*.` and a host name, or a bracketed IPv6 address');
+
+const httpsOrigin = z.string().refine((value) => {
+  try {
+    const url = new URL(value);
+    return url.protocol === 'https:' && url.origin === value.replace(/\/$/, '');
+  } catch {
+    return false;
+  }
+}, 'must be an https origin (https://host[:port])');
+
+export const REGISTRATION_MODES = ['closed', 'initial-access-token', 'approval', 'open'] as const;
+export type RegistrationMode = (typeof REGISTRATION_MODES)[number];
+
+const registrationSchema = z
+  .strictObject({
+    /** closed | initial-access-token | approval (default) | open (development only). */
+    mode: z.enum(REGISTRATION_MODES).default('approval'),
+    /** https origins redirect URIs may use; loopback (http://127.0.0.1, http://[::1], http://localhost) is always allowed for native clients. */
+    allowedRedirectOrigins: z.array(httpsOrigin).default([]),
+    /** Which client classes may register themselves. */
+    allowedClasses: z.array(z.enum(['interactive', 'machine'])).min(1).default(['interactive', 'machine']),
+    /** Registrations accepted from one network address per hour. */
+    maxPerAddressPerHour: z.number().int().min(1).max(100_000).default(20),
+    /** A registered client that never obtains a token is deleted after this many hours. */
+    unusedClientTtlHours: z.number().int().min(1).max(24 * 365).default(72),
+    /** Largest registration request body, bytes. */
+    maxBodyBytes: z.number().int().min(1024).max(56 * 1024).default(16 * 1024),
+  })
+  .default({ mode: 'approval', allowedRedirectOrigins: [], allowedClasses: ['interactive', 'machine'], maxPerAddressPerHour: 20, unusedClientTtlHours: 72, maxBodyBytes: 16 * 1024 });
+
+const cimdSchema = z
+  .strictObject({
+    /** Accept https client_id URLs (Client ID Metadata Documents). */
+    enabled: z.boolean().default(true),
+    /** Hosts whose client_id URLs are accepted. Empty: none (CIMD is on but admits nobody until listed). */
+    allowedDomains: z.array(hostPattern).default([]),
+    /** Hosts allowed to resolve to private, loopback or link-local addresses (otherwise refused: SSRF guard). */
+    allowPrivateAddresses: z.array(hostPattern).default([]),
+    /** Fetch timeout, ms. */
+    timeoutMs: z.number().int().min(100).max(30_000).default(2500),
+    /** Largest metadata document, bytes. */
+    maxBytes: z.number().int().min(256).max(64 * 1024).default(5120),
+    /** Cache bounds for fetched documents, seconds (the response's Cache-Control is honoured within them). */
+    cacheMinSeconds: seconds(0, 86_400).default(60),
+    cacheMaxSeconds: seconds(1, 7 * 86_400).default(86_400),
+  })
+  .default({ enabled: true, allowedDomains: [], allowPrivateAddresses: [], timeoutMs: 2500, maxBytes: 5120, cacheMinSeconds: 60, cacheMaxSeconds: 86_400 });
+
+export const identitySchema = z
+  .strictObject({
+    /** Every MCP request needs a valid token. `false` is for development only and warns at start. */
+    requireToken: z.boolean().default(true),
+    /** Access token lifetime, seconds (default 10 minutes). */
+    accessTokenTtl: seconds(30, 86_400).default(600),
+    /** Refresh token lifetime, seconds (default 14 days); each use rotates it. */
+    refreshTokenTtl: seconds(60, 365 * 86_400).default(14 * 86_400),
+    /** Authorization code lifetime, seconds. */
+    authorizationCodeTtl: seconds(10, 600).default(60),
+    /** Login session lifetime, seconds. */
+    sessionTtl: seconds(60, 30 * 86_400).default(86_400),
+    /** A signing key older than this many days is replaced at start. */
+    keyRotationDays: z.number().int().min(1).max(3650).default(30),
+    registration: registrationSchema,
+    cimd: cimdSchema,
+  })
+  .default({
+    requireToken: true,
+    accessTokenTtl: 600,
+    refreshTokenTtl: 14 * 86_400,
+    authorizationCodeTtl: 60,
+    sessionTtl: 86_400,
+    keyRotationDays: 30,
+    registration: { mode: 'approval', allowedRedirectOrigins: [], allowedClasses: ['interactive', 'machine'], maxPerAddressPerHour: 20, unusedClientTtlHours: 72, maxBodyBytes: 16 * 1024 },
+    cimd: { enabled: true, allowedDomains: [], allowPrivateAddresses: [], timeoutMs: 2500, maxBytes: 5120, cacheMinSeconds: 60, cacheMaxSeconds: 86_400 },
+  });
+
+export type IdentityConfig = z.output<typeof identitySchema>;
+
+/** Settings worth a warning at start. */
+export function identityWarnings(identity: IdentityConfig): string[] {
+  const warnings: string[] = [];
+  if (!identity.requireToken) warnings.push('identity.requireToken is false: MCP requests are forwarded without a token (development only)');
+  if (identity.registration.mode === 'open') warnings.push('identity.registration.mode is "open": anyone may register a client and obtain tokens (development only)');
+  return warnings;
+}

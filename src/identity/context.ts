@@ -1,0 +1,17 @@
+/**
+ * Per-request notes shared between Mandate's steps around the authorization
+ * server and its storage adapter (which oidc-provider calls without a request).
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { ClientClass, ClientStatus } from '../store/types.ts';
+
+export interface RequestNotes {
+  /** The caller's network address. */
+  address: string;
+  /** Set by the registration intake: what the new client becomes. */
+  registration?: { status: ClientStatus; class: ClientClass; owner: string | null; via: string };
+  /** Set by the adapter when a known client was refused for its status. */
+  inactiveClient?: { id: string; status: ClientStatus };
+}
+
+export const requestNotes = new AsyncLocalStorage<RequestNotes>();

@@ -1,0 +1,143 @@
+/**
+ * Client registration intake (RFC 7591), in front of the authorization
+ * server's own registration endpoint. Steps, in order:
+ *   mode → initial access token → rate limit → body → metadata rules → status
+ * A refusal answers with the RFC 7591 error and registers nothing.
+ */
+import type { Context, Next } from 'koa';
+import type { Config } from '../config/load.ts';
+import type { ClientClass, ClientStatus, Store } from '../store/types.ts';
+import { requestNotes } from './context.ts';
+import { ROUTES } from './provider.ts';
+import { hashSecret } from './secrets.ts';
+import { OAuthRefusal } from './errors.ts';
+
+/** A registration refused: answered as JSON (RFC 7591 §3.2.2). */
+export class IntakeError extends OAuthRefusal {
+  override name = 'IntakeError';
+}
+
+const AUTH_METHODS = new Set(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']);
+const INTERACTIVE_GRANTS = new Set(['authorization_code', 'refresh_token']);
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+
+async function readJson(ctx: Context, maxBytes: number): Promise<{ raw: Buffer; value: Record<string, unknown> }> {
+  if (!ctx.is('application/json')) throw new IntakeError(400, 'invalid_client_metadata', 'the registration body must be application/json');
+  const declared = ctx.request.length;
+  if (declared !== undefined && declared > maxBytes) throw new IntakeError(413, 'invalid_client_metadata', `the registration body is larger than ${maxBytes} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes) throw new IntakeError(413, 'invalid_client_metadata', `the registration body is larger than ${maxBytes} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  const raw = Buffer.concat(chunks);
+  let value: unknown;
+  try {
+    value = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new IntakeError(400, 'invalid_client_metadata', 'the registration body is not valid JSON');
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new IntakeError(400, 'invalid_client_metadata', 'the registration body must be a JSON object');
+  return { raw, value: value as Record<string, unknown> };
+}
+
+function stringList(metadata: Record<string, unknown>, key: string, fallback: string[]): string[] {
+  const value = metadata[key];
+  if (value === undefined) return fallback;
+  if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) throw new IntakeError(400, 'invalid_client_metadata', `${key} must be an array of strings`);
+  return value as string[];
+}
+
+/** https on an allowed origin, or http on a loopback host (native clients, RFC 8252). */
+export function redirectUriAllowed(uri: string, allowedOrigins: readonly string[]): boolean {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    return false;
+  }
+  if (url.hash || url.username || url.password) return false;
+  if (url.protocol === 'http:') return LOOPBACK_HOSTS.has(url.hostname);
+  if (url.protocol === 'https:') return LOOPBACK_HOSTS.has(url.hostname) || allowedOrigins.includes(url.origin);
+  return false;
+}
+
+/** Which class the metadata asks for; refuses mixtures and unsafe combinations. */
+export function classify(metadata: Record<string, unknown>): ClientClass {
+  const grants = stringList(metadata, 'grant_types', ['authorization_code']);
+  const method = metadata.token_endpoint_auth_method ?? 'client_secret_basic';
+  if (typeof method !== 'string' || !AUTH_METHODS.has(method)) {
+    throw new IntakeError(400, 'invalid_client_metadata', `token_endpoint_auth_method must be one of ${[...AUTH_METHODS].join(', ')}`);
+  }
+  if (grants.includes('client_credentials')) {
+    if (grants.length !== 1) throw new IntakeError(400, 'invalid_client_metadata', 'a machine client uses client_credentials only');
+    const responseTypes = stringList(metadata, 'response_types', []);
+    if (responseTypes.length > 0) throw new IntakeError(400, 'invalid_client_metadata', 'a machine client has no response_types');
+    if (method === 'none') throw new IntakeError(400, 'invalid_client_metadata', 'client_credentials needs a confidential client (token_endpoint_auth_method other than none)');
+    return 'machine';
+  }
+  const unknown = grants.filter((grant) => !INTERACTIVE_GRANTS.has(grant));
+  if (unknown.length > 0 || !grants.includes('authorization_code')) {
+    throw new IntakeError(400, 'invalid_client_metadata', 'grant_types must be authorization_code (and refresh_token), or client_credentials alone');
+  }
+  const responseTypes = stringList(metadata, 'response_types', ['code']);
+  if (responseTypes.length !== 1 || responseTypes[0] !== 'code') throw new IntakeError(400, 'invalid_client_metadata', 'response_types must be ["code"]');
+  return 'interactive';
+}
+
+export interface IntakeDeps {
+  config: Config;
+  store: Store;
+}
+
+/** The koa step; everything but POST to the registration route passes through. */
+export function registrationIntake(deps: IntakeDeps): (ctx: Context, next: Next) => Promise<void> {
+  const rules = deps.config.identity.registration;
+  return async (ctx, next) => {
+    if (ctx.path !== ROUTES.registration) return next();
+    if (ctx.method !== 'POST') throw new IntakeError(405, 'invalid_request', 'registration accepts POST only', { allow: 'POST' });
+    const notes = requestNotes.getStore();
+    const address = notes?.address ?? ctx.ip;
+    if (rules.mode === 'closed') throw new IntakeError(403, 'access_denied', 'client registration is closed here; ask an administrator to register the client');
+
+    let owner: string | null = null;
+    if (rules.mode === 'initial-access-token') {
+      const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(ctx.get('authorization'));
+      if (!match?.[1]) throw new IntakeError(401, 'invalid_token', 'registration needs an initial access token (Authorization: Bearer …) from `mandate clients token create`', { 'www-authenticate': 'Bearer error="invalid_token"' });
+      if (!(await deps.store.useRegistrationToken(hashSecret(match[1]), Date.now()))) {
+        throw new IntakeError(401, 'invalid_token', 'the initial access token is unknown, expired or used up', { 'www-authenticate': 'Bearer error="invalid_token"' });
+      }
+      owner = 'registration-token';
+    }
+
+    const recent = await deps.store.countClientsFrom(address, Date.now() - 3_600_000);
+    if (recent >= rules.maxPerAddressPerHour) {
+      throw new IntakeError(429, 'temporarily_unavailable', `too many registrations from this address; try again later`, { 'retry-after': '3600' });
+    }
+
+    const { raw, value: metadata } = await readJson(ctx, rules.maxBodyBytes);
+    const clientClass = classify(metadata);
+    if (!rules.allowedClasses.includes(clientClass)) throw new IntakeError(400, 'invalid_client_metadata', `${clientClass} clients may not register here`);
+    const redirects = stringList(metadata, 'redirect_uris', []);
+    if (clientClass === 'interactive' && redirects.length === 0) throw new IntakeError(400, 'invalid_redirect_uri', 'redirect_uris is required');
+    if (clientClass === 'machine' && redirects.length > 0) throw new IntakeError(400, 'invalid_redirect_uri', 'a machine client has no redirect_uris');
+    const refused = redirects.find((uri) => !redirectUriAllowed(uri, rules.allowedRedirectOrigins));
+    if (refused !== undefined) {
+      throw new IntakeError(400, 'invalid_redirect_uri', `redirect URI ${refused.slice(0, 200)} is not allowed: use http on a loopback address, or https on an allowed origin`);
+    }
+    if ('software_statement' in metadata) throw new IntakeError(400, 'unapproved_software_statement', 'software statements are not accepted here');
+
+    const status: ClientStatus = rules.mode === 'approval' ? 'pending' : 'active';
+    if (notes) notes.registration = { status, class: clientClass, owner, via: rules.mode };
+    // The body is read: hand the bytes to the authorization server's own parser.
+    // A machine client has no front channel: say so, or the server asks for redirect URIs.
+    const body = clientClass === 'machine' ? Buffer.from(JSON.stringify({ ...metadata, response_types: [], redirect_uris: [] })) : raw;
+    (ctx.req as unknown as { body: Buffer }).body = body;
+    await next();
+    if (ctx.status === 201 && ctx.body && typeof ctx.body === 'object') {
+      (ctx.body as Record<string, unknown>).client_status = status;
+    }
+  };
+}

@@ -1,0 +1,190 @@
+/**
+ * The authorization server: oidc-provider, wired and constrained. Each
+ * setting below narrows the library to what an MCP deployment needs:
+ * authorization code with S256 PKCE, a `resource` naming exactly one
+ * configured server, short JWT access tokens bound to it, rotating refresh
+ * tokens, client credentials for machine clients, revocation, introspection,
+ * controlled registration and Client ID Metadata Documents.
+ */
+import Provider, { errors, type Configuration, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
+import type { Config } from '../config/load.ts';
+import type { Store } from '../store/types.ts';
+import { createAdapter, type AdapterHooks } from './adapter.ts';
+import type { KeyMaterial } from './keys.ts';
+import { SIGNING_ALG } from './keys.ts';
+import { constantEquals, hashSecret, randomToken } from './secrets.ts';
+import { serverForResource, serverScope, toolScopesIn } from './scopes.ts';
+import { guardedFetch } from './ssrf.ts';
+import { hostMatches } from './hosts.ts';
+import { errorPageHeaders, renderErrorPage } from './pages.ts';
+import { loadExistingGrant } from './consent.ts';
+import { requestNotes } from './context.ts';
+
+export const ROUTES = {
+  authorization: '/oauth/authorize',
+  token: '/oauth/token',
+  registration: '/oauth/register',
+  revocation: '/oauth/revoke',
+  introspection: '/oauth/introspect',
+  jwks: '/oauth/jwks',
+  end_session: '/oauth/logout',
+  userinfo: '/oauth/userinfo',
+  pushed_authorization_request: '/oauth/par',
+} as const;
+
+export const INTERACTION_PREFIX = '/interaction/';
+
+export interface ProviderDeps {
+  config: Config;
+  store: Store;
+  secret: Buffer;
+  keys: KeyMaterial;
+  hooks: AdapterHooks;
+}
+
+const ASYMMETRIC = ['ES256', 'PS256', 'RS256', 'EdDSA', 'Ed25519'];
+
+/** Resource server description for a `resource` value: one configured MCP server, or invalid_target. */
+function resourceServer(config: Config, ctx: KoaContextWithOIDC, resource: string): ResourceServer {
+  const server = serverForResource(config, resource);
+  if (!server) throw new errors.InvalidTarget(`resource ${resource} is not an MCP server behind this gateway`);
+  const entities = ctx.oidc.entities as Record<string, { scope?: string } | undefined>;
+  const granted = [ctx.oidc.params?.scope as string | undefined, entities.RefreshToken?.scope, entities.AuthorizationCode?.scope, entities.Grant ? undefined : undefined];
+  const tools = new Set(granted.flatMap((scope) => toolScopesIn(server.name, scope)));
+  return {
+    scope: [serverScope(server.name), ...tools].join(' '),
+    audience: server.endpoint,
+    accessTokenTTL: config.identity.accessTokenTtl,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: SIGNING_ALG } },
+  };
+}
+
+export function createProvider(deps: ProviderDeps): Provider {
+  const { config, store, secret, keys, hooks } = deps;
+  const { identity } = config;
+  const secureCookies = new URL(config.issuer).protocol === 'https:';
+  const cookieName = (name: string): string => (secureCookies ? `__Host-mandate-${name}` : `mandate-${name}`);
+  const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, signed: true, secure: secureCookies, path: '/' };
+
+  const configuration: Configuration = {
+    adapter: createAdapter(store, hooks, secret),
+    jwks: { keys: keys.signing as NonNullable<Configuration['jwks']>['keys'] },
+    cookies: {
+      keys: keys.cookie,
+      names: { session: cookieName('session'), interaction: cookieName('interaction'), resume: cookieName('resume') },
+      long: cookieOptions,
+      short: cookieOptions,
+    },
+    routes: ROUTES,
+    responseTypes: ['code'],
+    pkce: { required: () => true },
+    scopes: ['openid', 'offline_access'],
+    claims: { openid: ['sub'], profile: ['name', 'groups'] },
+    clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
+    clientDefaults: {
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: SIGNING_ALG,
+    },
+    enabledJWA: {
+      clientAuthSigningAlgValues: ASYMMETRIC,
+      idTokenSigningAlgValues: [SIGNING_ALG],
+      requestObjectSigningAlgValues: ASYMMETRIC,
+      userinfoSigningAlgValues: [SIGNING_ALG],
+      introspectionSigningAlgValues: [SIGNING_ALG],
+      authorizationSigningAlgValues: [SIGNING_ALG],
+    } as Configuration['enabledJWA'],
+    ttl: {
+      AccessToken: identity.accessTokenTtl,
+      ClientCredentials: identity.accessTokenTtl,
+      AuthorizationCode: identity.authorizationCodeTtl,
+      RefreshToken: identity.refreshTokenTtl,
+      Grant: identity.refreshTokenTtl,
+      IdToken: identity.accessTokenTtl,
+      Interaction: 600,
+      Session: identity.sessionTtl,
+    },
+    rotateRefreshToken: true,
+    revokeGrantPolicy: () => true,
+    issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    expiresWithSession: () => false,
+    loadExistingGrant: loadExistingGrant(store),
+    allowOmittingSingleRegisteredRedirectUri: false,
+    extraTokenClaims: (_ctx, token) => {
+      const grantId = (token as { grantId?: string }).grantId;
+      return grantId ? { gid: grantId } : undefined;
+    },
+    findAccount: async (_ctx, sub) => {
+      const user = await store.getUser(sub);
+      if (!user || user.disabled) return undefined;
+      return { accountId: user.name, claims: () => ({ sub: user.name, name: user.name, groups: user.groups }) };
+    },
+    interactions: { url: (_ctx, interaction) => `${new URL(config.issuer).pathname.replace(/\/$/, '')}${INTERACTION_PREFIX}${interaction.uid}` },
+    renderError: (ctx, out) => {
+      const shown = { ...(out as unknown as Record<string, string>) };
+      const inactive = requestNotes.getStore()?.inactiveClient;
+      if (inactive && shown.error === 'invalid_client') {
+        shown.error_description = inactive.status === 'pending' ? 'this client is pending approval by an administrator' : `this client is ${inactive.status}`;
+      }
+      ctx.set(errorPageHeaders());
+      ctx.type = 'html';
+      ctx.body = renderErrorPage(shown);
+    },
+    fetch: guardedFetch({ allowPrivate: identity.cimd.allowPrivateAddresses, timeoutMs: identity.cimd.timeoutMs }),
+    fetchResponseBodyLimits: { 'client_id metadata document': identity.cimd.maxBytes },
+    features: {
+      devInteractions: { enabled: false },
+      dPoP: { enabled: false },
+      userinfo: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+      claimsParameter: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: {
+        enabled: true,
+        // Only confidential machine clients (resource servers) may introspect.
+        allowedPolicy: async (_ctx, client) => {
+          if (client.clientAuthMethod === 'none') return false;
+          const record = await store.getClient(client.clientId);
+          return record?.class === 'machine';
+        },
+      },
+      revocation: { enabled: true },
+      registration: {
+        enabled: identity.registration.mode !== 'closed',
+        initialAccessToken: false,
+        issueRegistrationAccessToken: false,
+        idFactory: () => `mc_${randomToken(18)}`,
+        secretFactory: () => randomToken(32),
+      },
+      registrationManagement: { enabled: false },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => {
+          throw new errors.InvalidTarget('the resource parameter is required: name the MCP server, {issuer}/mcp/NAME');
+        },
+        useGrantedResource: () => true,
+        getResourceServerInfo: (ctx, resource) => resourceServer(config, ctx, resource),
+      },
+      clientIdMetadataDocument: {
+        enabled: identity.cimd.enabled,
+        ack: 'draft-02',
+        allowFetch: (_ctx, clientId) => hostMatches(identity.cimd.allowedDomains, new URL(clientId).hostname),
+        allowClient: async (_ctx, client) => {
+          if (!hostMatches(identity.cimd.allowedDomains, new URL(client.clientId).hostname)) return false;
+          return hooks.metadataClientSeen(client.clientId, client.metadata() as Record<string, unknown>);
+        },
+        cacheDuration: { min: identity.cimd.cacheMinSeconds, max: identity.cimd.cacheMaxSeconds },
+      },
+    } as Configuration['features'],
+  };
+
+  const provider = new Provider(config.issuer, configuration);
+  // Client secrets are kept as hashes: compare the hash of what was presented.
+  const ClientClass = provider.Client as unknown as { prototype: { clientSecret?: string; compareClientSecret(actual: string): Promise<boolean> | boolean } };
+  ClientClass.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
+    return typeof this.clientSecret === 'string' && constantEquals(this.clientSecret, hashSecret(actual));
+  };
+  return provider;
+}

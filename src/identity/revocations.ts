@@ -1,0 +1,91 @@
+/**
+ * What has been revoked, kept in memory and refreshed from the store, so a
+ * check costs a few map lookups. Revocations made on this node apply at
+ * once; those made elsewhere (the CLI, another node) within `pollMs`.
+ *   jti     one access token
+ *   grant   every token of one authorization grant (refresh-token reuse, revoked refresh token)
+ *   client  every token issued to a client up to the revocation
+ *   user    every token issued for a user up to the revocation
+ */
+import type { RevocationKind, RevocationRecord, Store } from '../store/types.ts';
+
+export interface TokenFacts {
+  jti?: string | undefined;
+  grantId?: string | undefined;
+  clientId?: string | undefined;
+  sub?: string | undefined;
+  /** Issued at, epoch seconds. */
+  iat: number;
+}
+
+export class RevocationList {
+  private readonly byKind: Record<RevocationKind, Map<string, number>> = { jti: new Map(), grant: new Map(), client: new Map(), user: new Map() };
+  private lastSeq = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private refreshing: Promise<void> | null = null;
+  /** Called with each revocation newly learned (from here or from the store). */
+  onRevoked: ((revocation: RevocationRecord) => void) | null = null;
+
+  private readonly store: Store;
+
+  constructor(store: Store) {
+    this.store = store;
+  }
+
+  private apply(record: RevocationRecord): void {
+    if (record.seq > this.lastSeq) this.lastSeq = record.seq;
+    const map = this.byKind[record.kind];
+    const known = map.get(record.value);
+    if (known === undefined || record.revokedAt > known) map.set(record.value, record.revokedAt);
+    this.onRevoked?.(record);
+  }
+
+  /** Fetches revocations recorded since the last refresh. */
+  refresh(): Promise<void> {
+    this.refreshing ??= (async () => {
+      try {
+        for (const record of await this.store.listRevocations(this.lastSeq, Date.now())) this.apply(record);
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  start(pollMs: number, onError: (error: unknown) => void): void {
+    this.timer = setInterval(() => void this.refresh().catch(onError), pollMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Records a revocation durably, then applies it here. */
+  async revoke(kind: RevocationKind, value: string, keepUntil: number, at = Date.now()): Promise<RevocationRecord> {
+    const record = await this.store.addRevocation({ kind, value, revokedAt: at, expiresAt: keepUntil });
+    this.apply(record);
+    return record;
+  }
+
+  /** The reason a token is revoked, or null. */
+  revokedBy(token: TokenFacts): RevocationKind | null {
+    const issuedMs = token.iat * 1000;
+    if (token.jti !== undefined && this.byKind.jti.has(token.jti)) return 'jti';
+    if (token.grantId !== undefined && this.byKind.grant.has(token.grantId)) return 'grant';
+    const client = token.clientId === undefined ? undefined : this.byKind.client.get(token.clientId);
+    if (client !== undefined && issuedMs <= client) return 'client';
+    const user = token.sub === undefined ? undefined : this.byKind.user.get(token.sub);
+    if (user !== undefined && issuedMs <= user) return 'user';
+    return null;
+  }
+}
+
+/** How long a revocation is kept: longer than any token it can cover (access tokens ≤ 1 day, refresh tokens ≤ 365 days). */
+export const KEEP_MS: Record<RevocationKind, number> = {
+  jti: 2 * 86_400_000,
+  grant: 366 * 86_400_000,
+  client: 366 * 86_400_000,
+  user: 366 * 86_400_000,
+};

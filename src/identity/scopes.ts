@@ -1,0 +1,65 @@
+/**
+ * The scope scheme (docs/identity.md):
+ *   mcp:NAME             everything on server NAME
+ *   mcp:NAME:tool:TOOL   initialize, list and ping on NAME, and call TOOL only
+ * A token's audience is exactly one server's canonical URI, {issuer}/mcp/NAME,
+ * and it carries only that server's scopes.
+ */
+import type { Config, ResolvedServer } from '../config/load.ts';
+
+export const TOOL_NAME = /^[A-Za-z0-9_.\-/]{1,128}$/;
+
+export const serverScope = (server: string): string => `mcp:${server}`;
+export const toolScope = (server: string, tool: string): string => `mcp:${server}:tool:${tool}`;
+
+/** Tool scopes for this server among the words of a scope string. */
+export function toolScopesIn(server: string, scope: string | undefined | null): string[] {
+  if (!scope) return [];
+  const prefix = `mcp:${server}:tool:`;
+  return scope.split(' ').filter((word) => word.startsWith(prefix) && TOOL_NAME.test(word.slice(prefix.length)));
+}
+
+/** The configured server whose canonical URI is exactly `resource`. */
+export function serverForResource(config: Config, resource: string): ResolvedServer | undefined {
+  return config.servers.find((server) => server.endpoint === resource);
+}
+
+export interface Grants {
+  /** The whole server. */
+  all: boolean;
+  /** Tools callable by name. */
+  tools: ReadonlySet<string>;
+}
+
+/** What a token's scopes allow on one server. */
+export function grantsFor(server: string, scopes: readonly string[]): Grants {
+  const tools = new Set<string>();
+  let all = false;
+  const prefix = `mcp:${server}:tool:`;
+  for (const scope of scopes) {
+    if (scope === serverScope(server)) all = true;
+    else if (scope.startsWith(prefix)) tools.add(scope.slice(prefix.length));
+  }
+  return { all, tools };
+}
+
+/** Methods a tool-scoped token may use besides tools/call of its tools. */
+export const TOOL_SCOPE_METHODS: ReadonlySet<string> = new Set([
+  'initialize',
+  'notifications/initialized',
+  'ping',
+  'tools/list',
+  'server/discover',
+  'notifications/cancelled',
+  'notifications/progress',
+  'notifications/roots/list_changed',
+  'logging/setLevel',
+]);
+
+/** The scope a request needs, or null if the grants cover it. */
+export function missingScope(server: string, grants: Grants, method: string, tool: string | null): string | null {
+  if (grants.all) return null;
+  if (method === 'tools/call') return tool !== null && grants.tools.has(tool) ? null : toolScope(server, tool ?? '*');
+  if (grants.tools.size > 0 && (TOOL_SCOPE_METHODS.has(method) || method.startsWith('notifications/'))) return null;
+  return serverScope(server);
+}

@@ -1,0 +1,206 @@
+/**
+ * The identity plane, assembled: deployment secret → keys → revocation list →
+ * authorization server (with Mandate's steps) → token verifier. The HTTP
+ * front door hands it every path that is not an MCP endpoint or a probe.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AuditLog } from '../audit/log.ts';
+import type { Config, ResolvedServer } from '../config/load.ts';
+import type { Logger } from '../observability/log.ts';
+import type { Store } from '../store/types.ts';
+import type { AdapterHooks } from './adapter.ts';
+import { requestNotes } from './context.ts';
+import { handleInteraction, type InteractionDeps } from './interactions.ts';
+import { createHmac } from 'node:crypto';
+import { loadKeys, type KeyMaterial } from './keys.ts';
+import { registrationIntake } from './intake.ts';
+import { createProvider, INTERACTION_PREFIX } from './provider.ts';
+import { KEEP_MS, RevocationList } from './revocations.ts';
+import { serverScope } from './scopes.ts';
+import { loadSecretKey } from './secrets.ts';
+import { auditGateStep, errorsStep, evidenceStep, jwtRevocationStep } from './steps.ts';
+import { AuthError, TokenVerifier, type Principal } from './verify.ts';
+import type Provider from 'oidc-provider';
+
+export const PRM_PREFIX = '/.well-known/oauth-protected-resource';
+const AS_METADATA = '/.well-known/oauth-authorization-server';
+const OIDC_METADATA = '/.well-known/openid-configuration';
+
+export interface IdentityDeps {
+  config: Config;
+  store: Store;
+  audit: AuditLog;
+  log: Logger;
+}
+
+export interface Challenge {
+  status: number;
+  headers: Record<string, string>;
+  error: string;
+  description: string;
+}
+
+export class Identity {
+  readonly provider: Provider;
+  readonly verifier: TokenVerifier;
+  readonly revocations: RevocationList;
+  private readonly deps: IdentityDeps;
+  private readonly issuerPath: string;
+  private readonly callback: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+  private readonly interactions: InteractionDeps;
+  private purgeTimer: NodeJS.Timeout | null = null;
+
+  private constructor(deps: IdentityDeps, keys: KeyMaterial, secret: Buffer, revocations: RevocationList) {
+    this.deps = deps;
+    const { config, store, audit, log } = deps;
+    this.issuerPath = new URL(config.issuer).pathname.replace(/\/$/, '');
+    this.revocations = revocations;
+
+    const hooks: AdapterHooks = {
+      clientRegistered: () => undefined,
+      isRevoked: (payload) =>
+        revocations.revokedBy({
+          grantId: typeof payload.grantId === 'string' ? payload.grantId : undefined,
+          clientId: typeof payload.clientId === 'string' ? payload.clientId : undefined,
+          sub: typeof payload.accountId === 'string' ? payload.accountId : undefined,
+          iat: typeof payload.iat === 'number' ? payload.iat : 0,
+        }) !== null,
+      grantRevoked: async (grantId) => {
+        await revocations.revoke('grant', grantId, Date.now() + KEEP_MS.grant);
+      },
+      metadataClientSeen: async (clientId, metadata) => {
+        const known = await store.getClient(clientId);
+        if (known) return known.status === 'active';
+        const now = Date.now();
+        const { client_secret: _secret, ...rest } = metadata;
+        try {
+          await store.createClient({ id: clientId, status: 'active', class: 'interactive', source: 'cimd', owner: null, metadata: rest, secretHash: null, registeredFrom: requestNotes.getStore()?.address ?? null, createdAt: now, updatedAt: now, lastUsedAt: null, decidedBy: null });
+        } catch {
+          // Another request recorded it first.
+          return (await store.getClient(clientId))?.status === 'active';
+        }
+        await audit.record({ type: 'client.registered', outcome: 'success', reason: 'client ID metadata document on an allowed domain', data: { client_id: clientId, status: 'active', class: 'interactive', source: 'cimd', address: requestNotes.getStore()?.address ?? null } });
+        return true;
+      },
+    };
+    this.provider = createProvider({ config, store, secret, keys, hooks });
+    this.provider.on('server_error', (_ctx: unknown, error: unknown) => log.error({ err: String(error) }, 'authorization server error'));
+    const steps = { config, store, audit, revocations, publicKeys: () => keys.publicKeys };
+    this.provider.use(errorsStep());
+    this.provider.use(auditGateStep(audit));
+    this.provider.use(evidenceStep(steps));
+    this.provider.use(jwtRevocationStep(steps));
+    this.provider.use(registrationIntake({ config, store }));
+    this.callback = this.provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+    this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations);
+    // One set of interaction deps: the login throttle lives in it. The CSRF key is derived from the shared secret, so every node agrees.
+    this.interactions = { provider: this.provider, store, audit, config, log, csrfKey: createHmac('sha256', secret).update('mandate-csrf').digest('base64url') };
+  }
+
+  static async start(deps: IdentityDeps): Promise<Identity> {
+    const { config, store, log } = deps;
+    const secret = loadSecretKey(config.dataDir);
+    const ttl = Math.max(config.identity.accessTokenTtl, 60) * 1000;
+    const keys = await loadKeys(store, secret, { rotateAfterMs: config.identity.keyRotationDays * 86_400_000, retainMs: ttl + 3_600_000 });
+    const revocations = new RevocationList(store);
+    await revocations.refresh();
+    revocations.start(500, (error) => log.warn({ err: String(error) }, 'could not refresh the revocation list'));
+    const identity = new Identity(deps, keys, secret, revocations);
+    identity.schedulePurge();
+    return identity;
+  }
+
+  private schedulePurge(): void {
+    const { store, audit, config, log } = this.deps;
+    const purge = async () => {
+      const now = Date.now();
+      await store.purgeExpired(now);
+      const expired = await store.expireUnusedClients(now - config.identity.registration.unusedClientTtlHours * 3_600_000);
+      for (const id of expired) audit.emit({ type: 'client.expired', outcome: 'success', reason: 'registered but never used', data: { client_id: id } });
+    };
+    this.purgeTimer = setInterval(() => void purge().catch((error) => log.warn({ err: String(error) }, 'identity purge failed')), 10 * 60_000);
+    this.purgeTimer.unref();
+  }
+
+  stop(): void {
+    this.revocations.stop();
+    if (this.purgeTimer) clearInterval(this.purgeTimer);
+  }
+
+  /** RFC 9728 metadata URL of one MCP endpoint. */
+  resourceMetadataUrl(server: ResolvedServer): string {
+    const issuer = new URL(this.deps.config.issuer);
+    return `${issuer.origin}${PRM_PREFIX}${this.issuerPath}/mcp/${server.name}`;
+  }
+
+  /** The caller of an MCP request, or an AuthError (reason says why). Null when tokens are not required. */
+  async authenticate(req: IncomingMessage, server: ResolvedServer): Promise<Principal | null> {
+    const header = req.headers.authorization;
+    if (!this.deps.config.identity.requireToken && header === undefined) return null;
+    return this.verifier.verify(header, server);
+  }
+
+  /** The 401/403 answer for a refused request (RFC 6750 §3, RFC 9728 §5.1). */
+  challenge(server: ResolvedServer, error: AuthError): Challenge {
+    const metadata = `resource_metadata="${this.resourceMetadataUrl(server)}"`;
+    if (error.reason === 'insufficient_scope') {
+      const scope = error.scope ?? serverScope(server.name);
+      return {
+        status: 403,
+        error: 'insufficient_scope',
+        description: error.message,
+        headers: { 'www-authenticate': `Bearer error="insufficient_scope", scope="${scope}", ${metadata}, error_description="${error.message}"` },
+      };
+    }
+    const scope = `scope="${serverScope(server.name)}"`;
+    if (error.reason === 'missing') return { status: 401, error: 'invalid_token', description: error.message, headers: { 'www-authenticate': `Bearer ${metadata}, ${scope}` } };
+    const code = error.reason === 'malformed' ? 'invalid_request' : 'invalid_token';
+    return { status: error.reason === 'malformed' ? 400 : 401, error: code, description: error.message, headers: { 'www-authenticate': `Bearer error="${code}", error_description="${error.message}", ${metadata}, ${scope}` } };
+  }
+
+  /** Protected resource metadata for one server (RFC 9728). */
+  private protectedResource(server: ResolvedServer): Record<string, unknown> {
+    return {
+      resource: server.endpoint,
+      authorization_servers: [this.deps.config.issuer],
+      scopes_supported: [serverScope(server.name)],
+      bearer_methods_supported: ['header'],
+      resource_name: server.name,
+    };
+  }
+
+  /** Handles a non-MCP path. */
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    const [path = '/', query] = url.split('?');
+    const address = req.socket.remoteAddress ?? 'unknown';
+    if (path.startsWith(PRM_PREFIX)) {
+      const rest = path.slice(PRM_PREFIX.length);
+      const server = this.deps.config.servers.find((s) => `${this.issuerPath}/mcp/${s.name}` === rest);
+      if (!server || (req.method !== 'GET' && req.method !== 'HEAD')) return sendJson(res, 404, { error: 'not_found' });
+      return sendJson(res, 200, this.protectedResource(server), { 'access-control-allow-origin': '*' });
+    }
+    let local = path;
+    if (this.issuerPath) {
+      if (path === `${AS_METADATA}${this.issuerPath}` || path === `${OIDC_METADATA}${this.issuerPath}`) local = OIDC_METADATA;
+      else if (path.startsWith(`${this.issuerPath}/`)) local = path.slice(this.issuerPath.length);
+      else if (path === `${this.issuerPath}${OIDC_METADATA}`) local = OIDC_METADATA;
+      else return sendJson(res, 404, { error: 'not_found' });
+    }
+    if (local === AS_METADATA) local = OIDC_METADATA;
+    await requestNotes.run({ address }, async () => {
+      if (local.startsWith(INTERACTION_PREFIX)) {
+        await handleInteraction(this.interactions, req, res, local.slice(INTERACTION_PREFIX.length));
+        return;
+      }
+      req.url = query === undefined ? local : `${local}?${query}`;
+      await this.callback(req, res);
+    });
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...headers });
+  res.end(body);
+}

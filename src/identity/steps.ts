@@ -1,0 +1,206 @@
+/**
+ * Mandate's steps around the authorization server's endpoints (koa
+ * middleware, outermost first):
+ *   errors     an IntakeError becomes its RFC 7591 answer
+ *   auditGate  token and registration requests are refused before anything
+ *              is issued if the audit log cannot be written
+ *   jwtTokens  revocation of our JWT access tokens (the library only handles
+ *              opaque ones), after the library has authenticated the client
+ *   evidence   every issued, refreshed, reused or revoked token and every
+ *              registration becomes an audit event before the answer leaves;
+ *              if that record fails, the answer becomes a server error
+ */
+import type { Context, Next } from 'koa';
+import { decodeProtectedHeader, jwtVerify, createLocalJWKSet, type JWK } from 'jose';
+import type { AuditLog } from '../audit/log.ts';
+import type { IdentityEvent } from '../audit/events.ts';
+import type { Config } from '../config/load.ts';
+import type { Store } from '../store/types.ts';
+import { requestNotes } from './context.ts';
+import { IntakeError } from './intake.ts';
+import { ROUTES } from './provider.ts';
+import { KEEP_MS, type RevocationList } from './revocations.ts';
+import { serverForResource } from './scopes.ts';
+import { SIGNING_ALG } from './keys.ts';
+
+type Step = (ctx: Context, next: Next) => Promise<void>;
+
+export interface StepDeps {
+  config: Config;
+  store: Store;
+  audit: AuditLog;
+  revocations: RevocationList;
+  publicKeys: () => JWK[];
+}
+
+function oauthError(ctx: Context, status: number, error: string, description: string, headers: Record<string, string> = {}): void {
+  ctx.status = status;
+  for (const [name, value] of Object.entries(headers)) ctx.set(name, value);
+  ctx.set('cache-control', 'no-store');
+  ctx.body = { error, error_description: description };
+}
+
+export function errorsStep(): Step {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } catch (error) {
+      if (!(error instanceof IntakeError)) throw error;
+      oauthError(ctx, error.status, error.error, error.message, error.headers);
+      const notes = requestNotes.getStore();
+      (ctx.state as Record<string, unknown>).refused = { error: error.error, description: error.message, address: notes?.address ?? null };
+    }
+    // A client that exists but is not active reads as unknown to the library; say why.
+    const inactive = requestNotes.getStore()?.inactiveClient;
+    const body = ctx.body as Record<string, unknown> | null;
+    if (inactive && body && typeof body === 'object' && body.error === 'invalid_client') {
+      body.error_description = inactive.status === 'pending' ? 'the client is pending approval by an administrator' : `the client is ${inactive.status}`;
+    }
+  };
+}
+
+const AUDITED = new Set<string>([ROUTES.token, ROUTES.registration, ROUTES.revocation]);
+
+export function auditGateStep(audit: AuditLog): Step {
+  return async (ctx, next) => {
+    if (ctx.method === 'POST' && AUDITED.has(ctx.path)) {
+      try {
+        await audit.ensureWritable();
+      } catch {
+        oauthError(ctx, 503, 'temporarily_unavailable', 'the audit log cannot be written; nothing was issued', { 'retry-after': '5' });
+        return;
+      }
+    }
+    await next();
+  };
+}
+
+/** RFC 7009 for our JWT access tokens: the library refuses structured tokens after authenticating the client; take over there. */
+export function jwtRevocationStep(deps: StepDeps): Step {
+  return async (ctx, next) => {
+    await next();
+    if (ctx.path !== ROUTES.revocation || ctx.status !== 400) return;
+    const body = ctx.body as { error?: string } | null;
+    const client = ctx.oidc?.client;
+    const token = ctx.oidc?.params?.token;
+    if (body?.error !== 'unsupported_token_type' || !client || typeof token !== 'string') return;
+    try {
+      decodeProtectedHeader(token);
+    } catch {
+      return;
+    }
+    ctx.status = 200;
+    ctx.body = '';
+    let claims: Record<string, unknown>;
+    try {
+      ({ payload: claims } = await jwtVerify(token, createLocalJWKSet({ keys: deps.publicKeys() }), { issuer: deps.config.issuer, typ: 'at+jwt', algorithms: [SIGNING_ALG] }));
+    } catch {
+      return; // RFC 7009: an invalid or expired token needs no revocation; answer 200.
+    }
+    // Only the client a token was issued to may revoke it.
+    if (claims.client_id !== client.clientId || typeof claims.jti !== 'string') return;
+    await deps.revocations.revoke('jti', claims.jti, Date.now() + KEEP_MS.jti);
+    (ctx.state as Record<string, unknown>).revokedJwt = { jti: claims.jti, sub: claims.sub, aud: claims.aud };
+  };
+}
+
+function serverOf(config: Config, resource: unknown): string | null {
+  const value = Array.isArray(resource) ? resource[0] : resource;
+  return typeof value === 'string' ? (serverForResource(config, value)?.name ?? null) : null;
+}
+
+interface TokenLike {
+  jti?: string;
+  accountId?: string;
+  scope?: string;
+  grantId?: string;
+  resource?: string | string[];
+  aud?: string | string[];
+  consumed?: unknown;
+  expiration?: number;
+}
+
+/** The audit event for what just happened at an endpoint, or null. */
+function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
+  const oidc = ctx.oidc;
+  const notes = requestNotes.getStore();
+  const address = notes?.address ?? ctx.ip;
+  const clientId = oidc?.client?.clientId ?? (typeof oidc?.params?.client_id === 'string' ? oidc.params.client_id : null);
+  const state = ctx.state as Record<string, unknown>;
+  if (ctx.path === ROUTES.registration) {
+    const refused = state.refused as { error: string; description: string } | undefined;
+    if (ctx.status === 201) {
+      const body = ctx.body as Record<string, unknown>;
+      const registration = notes?.registration;
+      return {
+        type: 'client.registered',
+        actor: registration?.owner ?? null,
+        outcome: 'success',
+        reason: `registration mode ${registration?.via ?? 'unknown'}`,
+        data: { client_id: String(body.client_id), status: registration?.status ?? 'pending', class: registration?.class ?? 'interactive', address, client_name: typeof body.client_name === 'string' ? body.client_name.slice(0, 200) : null },
+      };
+    }
+    const error = refused?.error ?? (ctx.body as { error?: string } | null)?.error ?? 'error';
+    return { type: 'client.registered', outcome: 'denied', reason: refused?.description ?? error, data: { address, error } };
+  }
+  if (ctx.path === ROUTES.token && ctx.method === 'POST') {
+    const grantType = typeof oidc?.params?.grant_type === 'string' ? oidc.params.grant_type : 'unknown';
+    const entities = (oidc?.entities ?? {}) as Record<string, TokenLike | undefined>;
+    const issued = entities.AccessToken ?? entities.ClientCredentials;
+    if (ctx.status === 200 && issued) {
+      const aud = issued.aud ?? issued.resource;
+      return {
+        type: grantType === 'refresh_token' ? 'token.refreshed' : 'token.issued',
+        actor: issued.accountId ?? clientId,
+        server: serverOf(deps.config, aud),
+        outcome: 'success',
+        data: { client_id: clientId, grant_type: grantType, jti: issued.jti ?? null, scope: issued.scope ?? null, grant: issued.grantId ?? null, address },
+      };
+    }
+    const body = ctx.body as { error?: string; error_description?: string } | null;
+    const refresh = entities.RefreshToken;
+    if (grantType === 'refresh_token' && refresh?.consumed) {
+      return {
+        type: 'token.reuse_detected',
+        actor: refresh.accountId ?? null,
+        outcome: 'denied',
+        reason: 'a rotated refresh token was used again; the whole grant is revoked',
+        data: { client_id: clientId, grant: refresh.grantId ?? null, address },
+      };
+    }
+    return { type: 'token.issued', actor: clientId, outcome: 'denied', reason: body?.error_description ?? body?.error ?? 'refused', data: { client_id: clientId, grant_type: grantType, error: body?.error ?? null, address } };
+  }
+  if (ctx.path === ROUTES.revocation && ctx.status === 200) {
+    const jwt = state.revokedJwt as { jti: string; sub?: string } | undefined;
+    const entities = (oidc?.entities ?? {}) as Record<string, TokenLike | undefined>;
+    const opaque = entities.RefreshToken ?? entities.AccessToken ?? entities.ClientCredentials;
+    if (!jwt && !opaque) return null;
+    return {
+      type: 'token.revoked',
+      actor: clientId,
+      outcome: 'success',
+      reason: 'revoked by its client (RFC 7009)',
+      data: jwt ? { kind: 'access_token', jti: jwt.jti, client_id: clientId } : { kind: entities.RefreshToken ? 'refresh_token' : 'access_token', grant: opaque?.grantId ?? null, client_id: clientId },
+    };
+  }
+  return null;
+}
+
+export function evidenceStep(deps: StepDeps): Step {
+  return async (ctx, next) => {
+    await next();
+    if (ctx.method !== 'POST' || !AUDITED.has(ctx.path)) return;
+    const event = evidence(deps, ctx);
+    if (!event) return;
+    try {
+      await deps.audit.record(event);
+    } catch {
+      if (ctx.status < 400) oauthError(ctx, 503, 'temporarily_unavailable', 'the audit log cannot be written; retry', { 'retry-after': '5' });
+      return;
+    }
+    if (event.type === 'token.issued' && event.outcome === 'success' && typeof event.data?.client_id === 'string') {
+      await deps.store.touchClient(event.data.client_id, Date.now()).catch(() => undefined);
+    }
+  };
+}
+

@@ -1,0 +1,143 @@
+/**
+ * Token checks at the gateway: `verify(header, server)` → Principal, or an
+ * AuthError that says why (missing, invalid, expired, wrong audience,
+ * revoked). A verified token is cached by its hash until it expires; a cache
+ * hit still consults the in-memory revocation list, so revocation is
+ * immediate.
+ */
+import { createHash } from 'node:crypto';
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JWK, type JWTPayload } from 'jose';
+import type { ResolvedServer } from '../config/load.ts';
+import type { RevocationList } from './revocations.ts';
+import { SIGNING_ALG } from './keys.ts';
+
+export type AuthReason = 'missing' | 'malformed' | 'invalid' | 'expired' | 'wrong_audience' | 'revoked' | 'insufficient_scope';
+
+export class AuthError extends Error {
+  override readonly name = 'AuthError';
+  readonly reason: AuthReason;
+  /** For insufficient_scope: the scope that would allow the request. */
+  readonly scope: string | null;
+  /** What is known of the caller, for the audit record. */
+  readonly principal: Principal | null;
+  constructor(reason: AuthReason, message: string, options: { scope?: string; principal?: Principal | null } = {}) {
+    super(message);
+    this.reason = reason;
+    this.scope = options.scope ?? null;
+    this.principal = options.principal ?? null;
+  }
+}
+
+export interface Principal {
+  /** The user, or for client credentials the client id. */
+  sub: string;
+  clientId: string;
+  scopes: readonly string[];
+  jti: string;
+  grantId: string | undefined;
+  /** Epoch seconds. */
+  iat: number;
+  exp: number;
+  /** The server (audience) the token was issued for. */
+  audience: string;
+  /** First 12 hex digits of the token's SHA-256: names it in logs without revealing it. */
+  tokenRef: string;
+}
+
+interface CacheEntry {
+  principal: Principal;
+  /** Epoch ms the entry stops being usable (token expiry). */
+  until: number;
+}
+
+const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/;
+const CACHE_MAX = 10_000;
+
+export class TokenVerifier {
+  private readonly cache = new Map<string, CacheEntry>();
+  private keySet: ReturnType<typeof createLocalJWKSet>;
+  private readonly issuer: string;
+  private readonly revocations: RevocationList;
+  private readonly clockToleranceS: number;
+
+  constructor(issuer: string, publicKeys: JWK[], revocations: RevocationList, clockToleranceS = 5) {
+    this.issuer = issuer;
+    this.revocations = revocations;
+    this.clockToleranceS = clockToleranceS;
+    this.keySet = createLocalJWKSet({ keys: publicKeys });
+  }
+
+  setKeys(publicKeys: JWK[]): void {
+    this.keySet = createLocalJWKSet({ keys: publicKeys });
+    this.cache.clear();
+  }
+
+  private checkRevoked(principal: Principal): void {
+    const by = this.revocations.revokedBy({ jti: principal.jti, grantId: principal.grantId, clientId: principal.clientId, sub: principal.sub, iat: principal.iat });
+    if (by !== null) throw new AuthError('revoked', `the token was revoked (${by})`, { principal });
+  }
+
+  /** The caller for this request to `server`, or AuthError. */
+  async verify(authorization: string | undefined, server: ResolvedServer, now = Date.now()): Promise<Principal> {
+    if (authorization === undefined || authorization === '') throw new AuthError('missing', 'a bearer token is required');
+    const match = BEARER.exec(authorization);
+    if (!match?.[1]) throw new AuthError('malformed', 'the Authorization header must be "Bearer <token>"');
+    const token = match[1];
+    const hash = createHash('sha256').update(token).digest('hex');
+    const cached = this.cache.get(hash);
+    if (cached !== undefined) {
+      if (now >= cached.until) {
+        this.cache.delete(hash);
+        throw new AuthError('expired', 'the token has expired', { principal: cached.principal });
+      }
+      if (cached.principal.audience !== server.endpoint) {
+        throw new AuthError('wrong_audience', 'the token was issued for another server', { principal: cached.principal });
+      }
+      this.checkRevoked(cached.principal);
+      return cached.principal;
+    }
+    const principal = await this.verifySignature(token, hash, server, now);
+    this.checkRevoked(principal);
+    if (this.cache.size >= CACHE_MAX) {
+      const oldest = this.cache.keys().next();
+      if (!oldest.done) this.cache.delete(oldest.value);
+    }
+    this.cache.set(hash, { principal, until: principal.exp * 1000 });
+    return principal;
+  }
+
+  private async verifySignature(token: string, hash: string, server: ResolvedServer, now: number): Promise<Principal> {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.keySet, {
+        issuer: this.issuer,
+        typ: 'at+jwt',
+        algorithms: [SIGNING_ALG],
+        requiredClaims: ['exp', 'iat', 'jti', 'sub', 'aud'],
+        clockTolerance: this.clockToleranceS,
+        currentDate: new Date(now),
+      }));
+    } catch (error) {
+      if (error instanceof joseErrors.JWTExpired) throw new AuthError('expired', 'the token has expired');
+      throw new AuthError('invalid', 'the token is not valid here');
+    }
+    const audience = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
+    const clientId = payload.client_id;
+    if (typeof clientId !== 'string' || audience.length !== 1 || typeof audience[0] !== 'string') {
+      throw new AuthError('invalid', 'the token is not an access token for one MCP server');
+    }
+    const principal: Principal = {
+      sub: payload.sub!,
+      clientId,
+      scopes: typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : [],
+      jti: payload.jti!,
+      grantId: typeof payload.gid === 'string' ? payload.gid : undefined,
+      iat: payload.iat!,
+      exp: payload.exp!,
+      audience: audience[0],
+      tokenRef: hash.slice(0, 12),
+    };
+    if (principal.audience !== server.endpoint) throw new AuthError('wrong_audience', 'the token was issued for another server', { principal });
+    return principal;
+  }
+}
