@@ -24,6 +24,8 @@ export interface KeyMaterial {
   publicKeys: JWK[];
   /** Cookie signing secrets, the active one first. */
   cookie: string[];
+  /** Set when this start created a signing key (first start or rotation). */
+  created: { kid: string; retired: string[] } | null;
 }
 
 const context = (record: Pick<KeyRecord, 'kid' | 'purpose'>): string => `mandate-key:${record.purpose}:${record.kid}`;
@@ -45,16 +47,28 @@ function publicOf(jwk: JWK): JWK {
   return rest;
 }
 
+/** The published (public) signing keys as stored now, for verification. */
+export async function publicSigningKeys(store: Store, secret: Buffer, now = Date.now()): Promise<JWK[]> {
+  const records = await store.listKeys('signing', now);
+  return records.map((k) => publicOf(JSON.parse(unseal(secret, k.sealed, context(k))) as JWK));
+}
+
 /** Loads keys, creating or rotating as needed. Safe for several nodes: each only adds keys; all read all. */
 export async function loadKeys(store: Store, secret: Buffer, options: KeyRingOptions, now = Date.now()): Promise<KeyMaterial> {
   let signing = await store.listKeys('signing', now);
   const active = signing.find((k) => k.retiredAt === null);
+  let created: KeyMaterial['created'] = null;
   if (!active || now - active.createdAt >= options.rotateAfterMs) {
     const fresh = newSigningKey(secret, now);
     await store.putKey(fresh);
+    const retired: string[] = [];
     for (const old of signing) {
-      if (old.retiredAt === null) await store.retireKey(old.kid, now, now + options.retainMs);
+      if (old.retiredAt === null) {
+        await store.retireKey(old.kid, now, now + options.retainMs);
+        retired.push(old.kid);
+      }
     }
+    created = { kid: fresh.kid, retired };
     signing = await store.listKeys('signing', now);
   }
   let cookies = await store.listKeys('cookie', now);
@@ -69,5 +83,6 @@ export async function loadKeys(store: Store, secret: Buffer, options: KeyRingOpt
     signing: privateKeys,
     publicKeys: privateKeys.map(publicOf),
     cookie: cookies.map((k) => unseal(secret, k.sealed, context(k))),
+    created,
   };
 }

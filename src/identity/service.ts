@@ -12,7 +12,7 @@ import type { AdapterHooks } from './adapter.ts';
 import { requestNotes } from './context.ts';
 import { handleInteraction, type InteractionDeps } from './interactions.ts';
 import { createHmac } from 'node:crypto';
-import { loadKeys, type KeyMaterial } from './keys.ts';
+import { loadKeys, publicSigningKeys, type KeyMaterial } from './keys.ts';
 import { registrationIntake } from './intake.ts';
 import { createProvider, INTERACTION_PREFIX } from './provider.ts';
 import { KEEP_MS, RevocationList } from './revocations.ts';
@@ -92,7 +92,7 @@ export class Identity {
     this.provider.use(jwtRevocationStep(steps));
     this.provider.use(registrationIntake({ config, store }));
     this.callback = this.provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;
-    this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations);
+    this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, { reloadKeys: () => publicSigningKeys(store, secret) });
     // One set of interaction deps: the login throttle lives in it. The CSRF key is derived from the shared secret, so every node agrees.
     this.interactions = { provider: this.provider, store, audit, config, log, csrfKey: createHmac('sha256', secret).update('mandate-csrf').digest('base64url') };
   }
@@ -102,6 +102,9 @@ export class Identity {
     const secret = loadSecretKey(config.dataDir);
     const ttl = Math.max(config.identity.accessTokenTtl, 60) * 1000;
     const keys = await loadKeys(store, secret, { rotateAfterMs: config.identity.keyRotationDays * 86_400_000, retainMs: ttl + 3_600_000 });
+    if (keys.created) {
+      await deps.audit.record({ type: 'keys.rotated', outcome: 'success', reason: keys.created.retired.length ? 'the signing key reached its rotation age' : 'first signing key', data: { kid: keys.created.kid, retired: keys.created.retired } });
+    }
     const revocations = new RevocationList(store);
     await revocations.refresh();
     revocations.start(500, (error) => log.warn({ err: String(error) }, 'could not refresh the revocation list'));

@@ -59,17 +59,24 @@ export class TokenVerifier {
   private readonly issuer: string;
   private readonly revocations: RevocationList;
   private readonly clockToleranceS: number;
+  /** Reads the current public keys from the store (another node may have rotated). */
+  private readonly reloadKeys: (() => Promise<JWK[]>) | null;
+  private lastReload = 0;
 
-  constructor(issuer: string, publicKeys: JWK[], revocations: RevocationList, clockToleranceS = 5) {
+  constructor(issuer: string, publicKeys: JWK[], revocations: RevocationList, options: { clockToleranceS?: number; reloadKeys?: () => Promise<JWK[]> } = {}) {
     this.issuer = issuer;
     this.revocations = revocations;
-    this.clockToleranceS = clockToleranceS;
+    this.clockToleranceS = options.clockToleranceS ?? 5;
+    this.reloadKeys = options.reloadKeys ?? null;
     this.keySet = createLocalJWKSet({ keys: publicKeys });
   }
 
-  setKeys(publicKeys: JWK[]): void {
-    this.keySet = createLocalJWKSet({ keys: publicKeys });
-    this.cache.clear();
+  /** A token signed with a key this node has not seen: reload the key set, at most every 10 s. */
+  private async refreshKeys(now: number): Promise<boolean> {
+    if (!this.reloadKeys || now - this.lastReload < 10_000) return false;
+    this.lastReload = now;
+    this.keySet = createLocalJWKSet({ keys: await this.reloadKeys() });
+    return true;
   }
 
   private checkRevoked(principal: Principal): void {
@@ -106,7 +113,7 @@ export class TokenVerifier {
     return principal;
   }
 
-  private async verifySignature(token: string, hash: string, server: ResolvedServer, now: number): Promise<Principal> {
+  private async verifySignature(token: string, hash: string, server: ResolvedServer, now: number, retried = false): Promise<Principal> {
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, this.keySet, {
@@ -119,6 +126,9 @@ export class TokenVerifier {
       }));
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) throw new AuthError('expired', 'the token has expired');
+      if (error instanceof joseErrors.JWKSNoMatchingKey && !retried && (await this.refreshKeys(now).catch(() => false))) {
+        return this.verifySignature(token, hash, server, now, true);
+      }
       throw new AuthError('invalid', 'the token is not valid here');
     }
     const audience = Array.isArray(payload.aud) ? payload.aud : [payload.aud];

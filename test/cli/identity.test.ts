@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { after, before, describe, it } from 'node:test';
 import { hashSecret } from '../../src/identity/secrets.ts';
 import { verifyPassword } from '../../src/identity/users.ts';
@@ -659,6 +660,21 @@ describe('admin commands: store and flags', { timeout: 60_000 }, () => {
       assert.equal(outs[i]?.code, 2, `${args.join(' ')}: exit ${outs[i]?.code} ${outs[i]?.stderr}`);
       assert.match(outs[i]?.stderr ?? '', /no Mandate store in/);
     }
+  });
+
+  it('an audit event that cannot be written: exit 1, saying the change was made but not recorded', async () => {
+    const data = await newStore('audit-refused', [client('app')]);
+    const db = new DatabaseSync(path.join(data, 'mandate.db'));
+    db.exec("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END;");
+    db.close();
+    const out = await cli(data, ['clients', 'approve', 'app']);
+    assert.equal(out.code, 1, out.stderr);
+    assert.match(out.stderr, /^mandate: client "app" was approved, but its audit event could not be written: .+\n$/);
+    assert.equal(out.stdout, '');
+    const users = await cli(data, ['users', 'add', 'frank', '--password-stdin'], { input: 'frank-password-123\n' });
+    assert.equal(users.code, 1, users.stderr);
+    assert.match(users.stderr, /user "frank" was added, but its audit event could not be written/);
+    secrets.push({ value: 'frank-password-123', allowedIn: null });
   });
 
   it('an unreachable PostgreSQL: exit 1, one line, no password', async () => {

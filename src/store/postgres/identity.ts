@@ -21,6 +21,30 @@ import type {
   RevocationRecord,
   UserRecord,
 } from '../identity-types.ts';
+import {
+  CLIENT_COLUMNS,
+  CONSENT_COLUMNS,
+  KEY_COLUMNS,
+  OIDC_COLUMNS,
+  REGISTRATION_TOKEN_COLUMNS,
+  REVOCATION_COLUMNS,
+  USER_COLUMNS,
+  clientValues,
+  compareConsents,
+  compareText,
+  consentFilter,
+  keyValues,
+  mergeScopes,
+  registrationTokenValues,
+  toClient,
+  toConsent,
+  toKey,
+  toOidc,
+  toOidcWithoutKey,
+  toRevocation,
+  toUser,
+} from '../identity-rows.ts';
+import type { ClientRow, ConsentRow, Int, KeyRow, OidcRow, RevocationRow, UserRow } from '../identity-rows.ts';
 
 /** Advisory lock key: "mandate" in ASCII, then 3 = revocations (1 and 2 are in store.ts). */
 const REVOCATION_LOCK = 0x6d616e6461746503n;
@@ -31,73 +55,8 @@ export interface PostgresAccess {
   transaction<T>(what: string, work: (client: PoolClient) => Promise<T>): Promise<T>;
 }
 
-/** bigint columns arrive as strings. */
-type Int = string | number;
-
-interface OidcRow {
-  key: string;
-  payload: string;
-  consumed_at: Int | null;
-  expires_at: Int | null;
-}
-
-interface ClientRow {
-  id: string;
-  status: ClientRecord['status'];
-  class: ClientRecord['class'];
-  source: ClientRecord['source'];
-  owner: string | null;
-  metadata: string;
-  secret_hash: string | null;
-  registered_from: string | null;
-  created_at: Int;
-  updated_at: Int;
-  last_used_at: Int | null;
-  decided_by: string | null;
-}
-
-interface UserRow {
-  name: string;
-  password_hash: string | null;
-  groups: string;
-  disabled: boolean;
-  created_at: Int;
-  updated_at: Int;
-}
-
-interface ConsentRow {
-  user_name: string;
-  client_id: string;
-  resource: string;
-  scopes: string;
-  granted_at: Int;
-}
-
-interface KeyRow {
-  kid: string;
-  purpose: KeyPurpose;
-  alg: string;
-  sealed: string;
-  created_at: Int;
-  retired_at: Int | null;
-  expires_at: Int | null;
-}
-
-interface RevocationRow {
-  seq: Int;
-  kind: RevocationRecord['kind'];
-  value: string;
-  revoked_at: Int;
-  expires_at: Int;
-}
-
-const OIDC_COLUMNS = 'key, payload, consumed_at, expires_at';
-const CLIENT_COLUMNS =
-  'id, status, class, source, owner, metadata, secret_hash, registered_from, created_at, updated_at, last_used_at, decided_by';
-const USER_COLUMNS = 'name, password_hash, groups, disabled, created_at, updated_at';
-const CONSENT_COLUMNS = 'user_name, client_id, resource, scopes, granted_at';
-const KEY_COLUMNS = 'kid, purpose, alg, sealed, created_at, retired_at, expires_at';
-const REVOCATION_COLUMNS = 'seq, kind, value, revoked_at, expires_at';
+/** PostgreSQL's marker for the n-th parameter. */
+const PARAM = (n: number): string => `$${n}`;
 
 export class PostgresIdentity implements IdentityStore {
   private readonly db: PostgresAccess;
@@ -127,9 +86,7 @@ export class PostgresIdentity implements IdentityStore {
        WHERE model = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > $3)`,
       [model, key, Date.now()],
     );
-    if (!row) return null;
-    const { key: _key, ...record } = toOidc(row);
-    return record;
+    return row ? toOidcWithoutKey(row) : null;
   }
 
   async oidcFindByUid(model: OidcModel, uid: string): Promise<(OidcRecord & { key: string }) | null> {
@@ -173,20 +130,7 @@ export class PostgresIdentity implements IdentityStore {
       'create client',
       `INSERT INTO clients (${CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
        ON CONFLICT (id) DO NOTHING RETURNING id`,
-      [
-        client.id,
-        client.status,
-        client.class,
-        client.source,
-        client.owner,
-        JSON.stringify(client.metadata),
-        client.secretHash,
-        client.registeredFrom,
-        client.createdAt,
-        client.updatedAt,
-        client.lastUsedAt,
-        client.decidedBy,
-      ],
+      clientValues(client),
     );
     if (inserted.length === 0) throw new Error(`client ${client.id} already exists`);
   }
@@ -256,9 +200,9 @@ export class PostgresIdentity implements IdentityStore {
   async createRegistrationToken(token: RegistrationTokenRecord): Promise<void> {
     const inserted = await this.db.query(
       'create registration token',
-      `INSERT INTO registration_tokens (hash, label, created_by, created_at, expires_at, uses_left)
+      `INSERT INTO registration_tokens (${REGISTRATION_TOKEN_COLUMNS})
        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING RETURNING hash`,
-      [token.hash, token.label, token.createdBy, token.createdAt, token.expiresAt, token.usesLeft],
+      registrationTokenValues(token),
     );
     if (inserted.length === 0) throw new Error('registration token already exists');
   }
@@ -345,7 +289,7 @@ export class PostgresIdentity implements IdentityStore {
   }
 
   async listConsents(filter?: { user?: string; clientId?: string }): Promise<ConsentRecord[]> {
-    const { where, params } = consentFilter(filter);
+    const { where, params } = consentFilter(filter, PARAM);
     const rows = await this.db.query<ConsentRow>(
       'list consents',
       `SELECT ${CONSENT_COLUMNS} FROM consents${where} ORDER BY user_name, client_id, resource`,
@@ -355,7 +299,7 @@ export class PostgresIdentity implements IdentityStore {
   }
 
   async deleteConsents(filter: { user?: string; clientId?: string }): Promise<ConsentRecord[]> {
-    const { where, params } = consentFilter(filter);
+    const { where, params } = consentFilter(filter, PARAM);
     if (params.length === 0) throw new Error('deleteConsents needs a user or a clientId: refusing to delete every consent');
     const rows = await this.db.query<ConsentRow>('delete consents', `DELETE FROM consents${where} RETURNING ${CONSENT_COLUMNS}`, params);
     return rows.map(toConsent).sort(compareConsents);
@@ -369,7 +313,7 @@ export class PostgresIdentity implements IdentityStore {
       `INSERT INTO secret_keys (${KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
        ON CONFLICT (kid) DO UPDATE SET purpose = excluded.purpose, alg = excluded.alg, sealed = excluded.sealed,
          created_at = excluded.created_at, retired_at = excluded.retired_at, expires_at = excluded.expires_at`,
-      [key.kid, key.purpose, key.alg, key.sealed, key.createdAt, key.retiredAt, key.expiresAt],
+      keyValues(key),
     );
   }
 
@@ -431,109 +375,4 @@ export class PostgresIdentity implements IdentityStore {
     );
     return row ? Number(row.n) : 0;
   }
-}
-
-function int(value: Int): number {
-  return Number(value);
-}
-
-function intOrNull(value: Int | null): number | null {
-  return value === null ? null : Number(value);
-}
-
-function toOidc(row: OidcRow): OidcRecord & { key: string } {
-  return {
-    key: row.key,
-    payload: JSON.parse(row.payload) as Record<string, unknown>,
-    consumedAt: intOrNull(row.consumed_at),
-    expiresAt: intOrNull(row.expires_at),
-  };
-}
-
-function toClient(row: ClientRow): ClientRecord {
-  return {
-    id: row.id,
-    status: row.status,
-    class: row.class,
-    source: row.source,
-    owner: row.owner,
-    metadata: JSON.parse(row.metadata) as Record<string, unknown>,
-    secretHash: row.secret_hash,
-    registeredFrom: row.registered_from,
-    createdAt: int(row.created_at),
-    updatedAt: int(row.updated_at),
-    lastUsedAt: intOrNull(row.last_used_at),
-    decidedBy: row.decided_by,
-  };
-}
-
-function toUser(row: UserRow): UserRecord {
-  return {
-    name: row.name,
-    passwordHash: row.password_hash,
-    groups: JSON.parse(row.groups) as string[],
-    disabled: row.disabled,
-    createdAt: int(row.created_at),
-    updatedAt: int(row.updated_at),
-  };
-}
-
-function toConsent(row: ConsentRow): ConsentRecord {
-  return {
-    user: row.user_name,
-    clientId: row.client_id,
-    resource: row.resource,
-    scopes: JSON.parse(row.scopes) as string[],
-    grantedAt: int(row.granted_at),
-  };
-}
-
-function toKey(row: KeyRow): KeyRecord {
-  return {
-    kid: row.kid,
-    purpose: row.purpose,
-    alg: row.alg,
-    sealed: row.sealed,
-    createdAt: int(row.created_at),
-    retiredAt: intOrNull(row.retired_at),
-    expiresAt: intOrNull(row.expires_at),
-  };
-}
-
-function toRevocation(row: RevocationRow): RevocationRecord {
-  return {
-    seq: int(row.seq),
-    kind: row.kind,
-    value: row.value,
-    revokedAt: int(row.revoked_at),
-    expiresAt: int(row.expires_at),
-  };
-}
-
-/** WHERE clause (with a leading space) and parameters for a consent filter; undefined fields are ignored. */
-function consentFilter(filter: { user?: string; clientId?: string } | undefined): { where: string; params: string[] } {
-  const terms: string[] = [];
-  const params: string[] = [];
-  if (filter?.user !== undefined) {
-    params.push(filter.user);
-    terms.push(`user_name = $${params.length}`);
-  }
-  if (filter?.clientId !== undefined) {
-    params.push(filter.clientId);
-    terms.push(`client_id = $${params.length}`);
-  }
-  return { where: terms.length > 0 ? ` WHERE ${terms.join(' AND ')}` : '', params };
-}
-
-/** The union of two scope lists, without duplicates, sorted. */
-function mergeScopes(granted: readonly string[], added: readonly string[]): string[] {
-  return [...new Set([...granted, ...added])].sort(compareText);
-}
-
-function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-function compareConsents(a: ConsentRecord, b: ConsentRecord): number {
-  return compareText(a.user, b.user) || compareText(a.clientId, b.clientId) || compareText(a.resource, b.resource);
 }

@@ -5,7 +5,7 @@
  * on the write lock. Database failures become StoreUnavailableError (the
  * store's `guard`); "already exists" is a plain Error, decided outside it.
  */
-import type { SQLInputValue, StatementSync } from 'node:sqlite';
+import type { StatementSync } from 'node:sqlite';
 import type {
   ClientRecord,
   ClientStatus,
@@ -20,6 +20,30 @@ import type {
   RevocationRecord,
   UserRecord,
 } from '../identity-types.ts';
+import {
+  CLIENT_COLUMNS,
+  CONSENT_COLUMNS,
+  KEY_COLUMNS,
+  OIDC_COLUMNS,
+  REGISTRATION_TOKEN_COLUMNS,
+  REVOCATION_COLUMNS,
+  USER_COLUMNS,
+  clientValues,
+  compareConsents,
+  compareText,
+  consentFilter,
+  keyValues,
+  mergeScopes,
+  registrationTokenValues,
+  toClient,
+  toConsent,
+  toKey,
+  toOidc,
+  toOidcWithoutKey,
+  toRevocation,
+  toUser,
+} from '../identity-rows.ts';
+import type { ClientRow, ConsentRow, KeyRow, OidcRow, RevocationRow, UserRow } from '../identity-rows.ts';
 
 /** What SqliteStore lends: its statement cache, error guard and write transaction. */
 export interface SqliteAccess {
@@ -28,72 +52,10 @@ export interface SqliteAccess {
   transaction<T>(what: string, work: () => T): T;
 }
 
-interface OidcRow {
-  key: string;
-  payload: string;
-  consumed_at: number | null;
-  expires_at: number | null;
-}
-
-interface ClientRow {
-  id: string;
-  status: ClientRecord['status'];
-  class: ClientRecord['class'];
-  source: ClientRecord['source'];
-  owner: string | null;
-  metadata: string;
-  secret_hash: string | null;
-  registered_from: string | null;
-  created_at: number;
-  updated_at: number;
-  last_used_at: number | null;
-  decided_by: string | null;
-}
-
-interface UserRow {
-  name: string;
-  password_hash: string | null;
-  groups: string;
-  disabled: number;
-  created_at: number;
-  updated_at: number;
-}
-
-interface ConsentRow {
-  user_name: string;
-  client_id: string;
-  resource: string;
-  scopes: string;
-  granted_at: number;
-}
-
-interface KeyRow {
-  kid: string;
-  purpose: KeyPurpose;
-  alg: string;
-  sealed: string;
-  created_at: number;
-  retired_at: number | null;
-  expires_at: number | null;
-}
-
-interface RevocationRow {
-  seq: number;
-  kind: RevocationRecord['kind'];
-  value: string;
-  revoked_at: number;
-  expires_at: number;
-}
-
-const OIDC_COLUMNS = 'key, payload, consumed_at, expires_at';
-const CLIENT_COLUMNS =
-  'id, status, class, source, owner, metadata, secret_hash, registered_from, created_at, updated_at, last_used_at, decided_by';
-const USER_COLUMNS = 'name, password_hash, groups, disabled, created_at, updated_at';
-const CONSENT_COLUMNS = 'user_name, client_id, resource, scopes, granted_at';
-const KEY_COLUMNS = 'kid, purpose, alg, sealed, created_at, retired_at, expires_at';
-const REVOCATION_COLUMNS = 'seq, kind, value, revoked_at, expires_at';
 /** An artifact is live until its expiry (exclusive); null never expires. */
 const LIVE = '(expires_at IS NULL OR expires_at > ?)';
+/** SQLite's parameter marker, whatever the position. */
+const PARAM = (): string => '?';
 
 export class SqliteIdentity implements IdentityStore {
   private readonly db: SqliteAccess;
@@ -123,9 +85,7 @@ export class SqliteIdentity implements IdentityStore {
     const row = this.db.guard('find oidc artifact', () =>
       this.db.stmt(`SELECT ${OIDC_COLUMNS} FROM oidc_artifacts WHERE model = ? AND key = ? AND ${LIVE}`).get(model, key, Date.now()),
     ) as OidcRow | undefined;
-    if (!row) return null;
-    const { key: _key, ...record } = toOidc(row);
-    return record;
+    return row ? toOidcWithoutKey(row) : null;
   }
 
   async oidcFindByUid(model: OidcModel, uid: string): Promise<(OidcRecord & { key: string }) | null> {
@@ -168,26 +128,13 @@ export class SqliteIdentity implements IdentityStore {
   // --- clients ---
 
   async createClient(client: ClientRecord): Promise<void> {
-    const metadata = JSON.stringify(client.metadata);
+    const values = clientValues(client);
     const inserted = this.db.guard('create client', () =>
       this.db
         .stmt(
           `INSERT INTO clients (${CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
         )
-        .run(
-          client.id,
-          client.status,
-          client.class,
-          client.source,
-          client.owner,
-          metadata,
-          client.secretHash,
-          client.registeredFrom,
-          client.createdAt,
-          client.updatedAt,
-          client.lastUsedAt,
-          client.decidedBy,
-        ),
+        .run(...values),
     );
     if (Number(inserted.changes) === 0) throw new Error(`client ${client.id} already exists`);
   }
@@ -260,10 +207,10 @@ export class SqliteIdentity implements IdentityStore {
     const inserted = this.db.guard('create registration token', () =>
       this.db
         .stmt(
-          `INSERT INTO registration_tokens (hash, label, created_by, created_at, expires_at, uses_left)
+          `INSERT INTO registration_tokens (${REGISTRATION_TOKEN_COLUMNS})
            VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING`,
         )
-        .run(token.hash, token.label, token.createdBy, token.createdAt, token.expiresAt, token.usesLeft),
+        .run(...registrationTokenValues(token)),
     );
     if (Number(inserted.changes) === 0) throw new Error('registration token already exists');
   }
@@ -337,7 +284,7 @@ export class SqliteIdentity implements IdentityStore {
   }
 
   async listConsents(filter?: { user?: string; clientId?: string }): Promise<ConsentRecord[]> {
-    const { where, params } = consentFilter(filter);
+    const { where, params } = consentFilter(filter, PARAM);
     const rows = this.db.guard('list consents', () =>
       this.db
         .stmt(`SELECT ${CONSENT_COLUMNS} FROM consents${where} ORDER BY user_name, client_id, resource`)
@@ -347,7 +294,7 @@ export class SqliteIdentity implements IdentityStore {
   }
 
   async deleteConsents(filter: { user?: string; clientId?: string }): Promise<ConsentRecord[]> {
-    const { where, params } = consentFilter(filter);
+    const { where, params } = consentFilter(filter, PARAM);
     if (params.length === 0) throw new Error('deleteConsents needs a user or a clientId: refusing to delete every consent');
     const rows = this.db.guard('delete consents', () =>
       this.db.stmt(`DELETE FROM consents${where} RETURNING ${CONSENT_COLUMNS}`).all(...params),
@@ -365,7 +312,7 @@ export class SqliteIdentity implements IdentityStore {
            ON CONFLICT (kid) DO UPDATE SET purpose = excluded.purpose, alg = excluded.alg, sealed = excluded.sealed,
              created_at = excluded.created_at, retired_at = excluded.retired_at, expires_at = excluded.expires_at`,
         )
-        .run(key.kid, key.purpose, key.alg, key.sealed, key.createdAt, key.retiredAt, key.expiresAt),
+        .run(...keyValues(key)),
     );
   }
 
@@ -414,95 +361,4 @@ export class SqliteIdentity implements IdentityStore {
       return removed;
     });
   }
-}
-
-function toOidc(row: OidcRow): OidcRecord & { key: string } {
-  return {
-    key: row.key,
-    payload: JSON.parse(row.payload) as Record<string, unknown>,
-    consumedAt: row.consumed_at,
-    expiresAt: row.expires_at,
-  };
-}
-
-function toClient(row: ClientRow): ClientRecord {
-  return {
-    id: row.id,
-    status: row.status,
-    class: row.class,
-    source: row.source,
-    owner: row.owner,
-    metadata: JSON.parse(row.metadata) as Record<string, unknown>,
-    secretHash: row.secret_hash,
-    registeredFrom: row.registered_from,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    lastUsedAt: row.last_used_at,
-    decidedBy: row.decided_by,
-  };
-}
-
-function toUser(row: UserRow): UserRecord {
-  return {
-    name: row.name,
-    passwordHash: row.password_hash,
-    groups: JSON.parse(row.groups) as string[],
-    disabled: row.disabled === 1,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-  };
-}
-
-function toConsent(row: ConsentRow): ConsentRecord {
-  return {
-    user: row.user_name,
-    clientId: row.client_id,
-    resource: row.resource,
-    scopes: JSON.parse(row.scopes) as string[],
-    grantedAt: row.granted_at,
-  };
-}
-
-function toKey(row: KeyRow): KeyRecord {
-  return {
-    kid: row.kid,
-    purpose: row.purpose,
-    alg: row.alg,
-    sealed: row.sealed,
-    createdAt: row.created_at,
-    retiredAt: row.retired_at,
-    expiresAt: row.expires_at,
-  };
-}
-
-function toRevocation(row: RevocationRow): RevocationRecord {
-  return { seq: row.seq, kind: row.kind, value: row.value, revokedAt: row.revoked_at, expiresAt: row.expires_at };
-}
-
-/** WHERE clause (with a leading space) and parameters for a consent filter; undefined fields are ignored. */
-function consentFilter(filter: { user?: string; clientId?: string } | undefined): { where: string; params: SQLInputValue[] } {
-  const terms: string[] = [];
-  const params: SQLInputValue[] = [];
-  if (filter?.user !== undefined) {
-    terms.push('user_name = ?');
-    params.push(filter.user);
-  }
-  if (filter?.clientId !== undefined) {
-    terms.push('client_id = ?');
-    params.push(filter.clientId);
-  }
-  return { where: terms.length > 0 ? ` WHERE ${terms.join(' AND ')}` : '', params };
-}
-
-/** The union of two scope lists, without duplicates, sorted. */
-function mergeScopes(granted: readonly string[], added: readonly string[]): string[] {
-  return [...new Set([...granted, ...added])].sort(compareText);
-}
-
-function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-function compareConsents(a: ConsentRecord, b: ConsentRecord): number {
-  return compareText(a.user, b.user) || compareText(a.clientId, b.clientId) || compareText(a.resource, b.resource);
 }
