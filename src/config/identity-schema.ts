@@ -58,6 +58,39 @@ const cimdSchema = z
   })
   .default({ enabled: true, allowedDomains: [], allowPrivateAddresses: [], timeoutMs: 2500, maxBytes: 5120, cacheMinSeconds: 60, cacheMaxSeconds: 86_400 });
 
+const upstreamOidcSchema = z.strictObject({
+  /** The upstream OpenID Provider's issuer URL (https; http only on a loopback host, for development). */
+  issuer: z.string().refine((value) => {
+    try {
+      const url = new URL(value);
+      return url.protocol === 'https:' || (url.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname));
+    } catch {
+      return false;
+    }
+  }, 'must be an https URL (http only on a loopback host)'),
+  clientId: z.string().min(1),
+  /** Name of the environment variable holding the client secret (never the secret itself). */
+  clientSecretEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).default('MANDATE_OIDC_CLIENT_SECRET'),
+  scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/)).default(['openid', 'profile', 'email']),
+  /** Claim that becomes the Mandate user name (lowercased); must match the user-name rules. */
+  usernameClaim: z.string().min(1).default('preferred_username'),
+  /** Claim holding the user's groups (an array of strings, or one string). */
+  groupsClaim: z.string().min(1).default('groups'),
+  /** What the sign-in button says. */
+  displayName: z.string().min(1).max(60).default('single sign-on'),
+});
+
+const loginSchema = z
+  .strictObject({
+    /** Local users (`mandate users add`) may sign in with a password. */
+    local: z.boolean().default(true),
+    /** Sign in through an upstream OpenID Connect provider. */
+    oidc: upstreamOidcSchema.optional(),
+  })
+  .default({ local: true });
+
+export type UpstreamOidcConfig = z.output<typeof upstreamOidcSchema>;
+
 export const identitySchema = z
   .strictObject({
     /** Every MCP request needs a valid token. `false` is for development only and warns at start. */
@@ -74,7 +107,9 @@ export const identitySchema = z
     keyRotationDays: z.number().int().min(1).max(3650).default(30),
     registration: registrationSchema,
     cimd: cimdSchema,
+    login: loginSchema,
   })
+  .refine((identity) => identity.login.local || identity.login.oidc !== undefined, { message: 'identity.login: enable local users or configure oidc, or nobody can sign in', path: ['login'] })
   .default({
     requireToken: true,
     accessTokenTtl: 600,
@@ -84,6 +119,7 @@ export const identitySchema = z
     keyRotationDays: 30,
     registration: { mode: 'approval', allowedRedirectOrigins: [], allowedClasses: ['interactive', 'machine'], maxPerAddressPerHour: 20, unusedClientTtlHours: 72, maxBodyBytes: 16 * 1024 },
     cimd: { enabled: true, allowedDomains: [], allowPrivateAddresses: [], timeoutMs: 2500, maxBytes: 5120, cacheMinSeconds: 60, cacheMaxSeconds: 86_400 },
+    login: { local: true },
   });
 
 export type IdentityConfig = z.output<typeof identitySchema>;

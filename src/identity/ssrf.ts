@@ -16,9 +16,11 @@ for (const [net, prefix] of [
   ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4],
 ] as const) SPECIAL.addSubnet(net, prefix, 'ipv4');
 for (const [net, prefix] of [
-  ['::', 128], ['::1', 128], ['::ffff:0:0', 96], ['64:ff9b::', 96], ['64:ff9b:1::', 48], ['100::', 64], ['2001::', 23], ['2001:db8::', 32],
+  ['::', 128], ['::1', 128], ['64:ff9b::', 96], ['64:ff9b:1::', 48], ['100::', 64], ['2001::', 23], ['2001:db8::', 32],
   ['2002::', 16], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8],
 ] as const) SPECIAL.addSubnet(net, prefix, 'ipv6');
+// No rule for ::ffff:0:0/96 (IPv4-mapped): BlockList checks mapped addresses against the IPv4 rules
+// itself, and such a rule would also match every plain IPv4 address.
 
 /** True for addresses that are not globally routable (IPv4-mapped IPv6 is judged by its IPv4 part). */
 export function isSpecialAddress(address: string): boolean {

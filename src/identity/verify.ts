@@ -71,9 +71,9 @@ export class TokenVerifier {
     this.keySet = createLocalJWKSet({ keys: publicKeys });
   }
 
-  /** A token signed with a key this node has not seen: reload the key set, at most every 10 s. */
+  /** A token signed with a key this node has not seen: reload the key set, at most once a second (an unknown kid costs one store read). */
   private async refreshKeys(now: number): Promise<boolean> {
-    if (!this.reloadKeys || now - this.lastReload < 10_000) return false;
+    if (!this.reloadKeys || now - this.lastReload < 1_000) return false;
     this.lastReload = now;
     this.keySet = createLocalJWKSet({ keys: await this.reloadKeys() });
     return true;

@@ -1,0 +1,140 @@
+/**
+ * The `identity` configuration section through loadConfig: safe defaults,
+ * a warning for each relaxation, and a ConfigError naming the field for a
+ * bad value.
+ */
+import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { ConfigError, loadConfig, type Config } from '../../src/config/load.ts';
+import { tempDir } from '../helpers/process.ts';
+
+const dir = tempDir('mandate-identity-config-');
+let counter = 0;
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const BASE = 'issuer: http://localhost:8080\nservers:\n  - name: files\n    url: http://127.0.0.1:1/mcp\n';
+
+function load(yaml: string): Config {
+  const file = path.join(dir, `config-${++counter}.yaml`);
+  writeFileSync(file, BASE + yaml);
+  return loadConfig({ config: file, data: path.join(dir, 'data') }, {}, dir);
+}
+
+function refused(yaml: string, field: RegExp): ConfigError {
+  let caught: unknown;
+  try {
+    load(yaml);
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof ConfigError, `expected ConfigError, got ${caught === undefined ? 'a loaded config' : String(caught)}`);
+  assert.match(caught.message, field);
+  assert.match(caught.message, /config-\d+\.yaml: invalid configuration/, 'the message names the file');
+  return caught;
+}
+
+describe('identity configuration', () => {
+  it('defaults are the safe choice, and warn about nothing', () => {
+    const config = load('');
+    const identity = config.identity;
+    assert.equal(identity.requireToken, true);
+    assert.equal(identity.accessTokenTtl, 600);
+    assert.equal(identity.refreshTokenTtl, 14 * 86_400);
+    assert.equal(identity.registration.mode, 'approval');
+    assert.deepEqual(identity.registration.allowedRedirectOrigins, []);
+    assert.deepEqual(identity.registration.allowedClasses, ['interactive', 'machine']);
+    assert.equal(identity.cimd.enabled, true);
+    assert.deepEqual(identity.cimd.allowedDomains, []);
+    assert.deepEqual(identity.cimd.allowPrivateAddresses, []);
+    assert.deepEqual(config.warnings, []);
+  });
+
+  it('an empty identity section gets the same defaults as none', () => {
+    const none = load('').identity;
+    assert.deepEqual(load('identity: {}\n').identity, none);
+    assert.deepEqual(load('identity:\n  registration: {}\n  cimd: {}\n').identity, none);
+  });
+
+  it('partial sections keep the other defaults', () => {
+    const identity = load('identity:\n  registration:\n    maxPerAddressPerHour: 5\n  cimd:\n    timeoutMs: 1000\n').identity;
+    assert.equal(identity.registration.maxPerAddressPerHour, 5);
+    assert.equal(identity.registration.mode, 'approval');
+    assert.equal(identity.cimd.timeoutMs, 1000);
+    assert.equal(identity.cimd.enabled, true);
+    assert.equal(identity.requireToken, true);
+  });
+
+  it('good values are taken', () => {
+    const identity = load(
+      'identity:\n  accessTokenTtl: 30\n  registration:\n    mode: closed\n    allowedRedirectOrigins: [https://app.example.com, "https://tools.example.org:8443"]\n' +
+        '  cimd:\n    enabled: false\n    allowedDomains: [example.com, "*.example.org", "[::1]"]\n',
+    ).identity;
+    assert.equal(identity.accessTokenTtl, 30);
+    assert.equal(identity.registration.mode, 'closed');
+    assert.deepEqual(identity.registration.allowedRedirectOrigins, ['https://app.example.com', 'https://tools.example.org:8443']);
+    assert.equal(identity.cimd.enabled, false);
+    assert.deepEqual(identity.cimd.allowedDomains, ['example.com', '*.example.org', '[::1]']);
+  });
+
+  it('registration.mode open warns', () => {
+    const config = load('identity:\n  registration:\n    mode: open\n');
+    assert.equal(config.identity.registration.mode, 'open');
+    assert.equal(config.warnings.length, 1);
+    assert.match(config.warnings[0]!, /identity\.registration\.mode is "open"/);
+  });
+
+  it('requireToken false warns', () => {
+    const config = load('identity:\n  requireToken: false\n');
+    assert.equal(config.identity.requireToken, false);
+    assert.equal(config.warnings.length, 1);
+    assert.match(config.warnings[0]!, /identity\.requireToken is false/);
+  });
+
+  it('both relaxations: both warnings', () => {
+    const config = load('identity:\n  requireToken: false\n  registration:\n    mode: open\n');
+    assert.equal(config.warnings.length, 2);
+    assert.ok(config.warnings.some((w) => /requireToken/.test(w)));
+    assert.ok(config.warnings.some((w) => /registration\.mode/.test(w)));
+  });
+
+  describe('bad values stop loading with a ConfigError naming the field', () => {
+    const cases: { name: string; yaml: string; field: RegExp }[] = [
+      { name: 'registration.mode free', yaml: 'identity:\n  registration:\n    mode: free\n', field: /identity\.registration\.mode:/ },
+      { name: 'accessTokenTtl 5', yaml: 'identity:\n  accessTokenTtl: 5\n', field: /identity\.accessTokenTtl:/ },
+      { name: 'accessTokenTtl over a day', yaml: 'identity:\n  accessTokenTtl: 86401\n', field: /identity\.accessTokenTtl:/ },
+      { name: 'accessTokenTtl not whole', yaml: 'identity:\n  accessTokenTtl: 60.5\n', field: /identity\.accessTokenTtl:/ },
+      { name: 'accessTokenTtl as a string', yaml: 'identity:\n  accessTokenTtl: "600"\n', field: /identity\.accessTokenTtl:/ },
+      {
+        name: 'an http redirect origin',
+        yaml: 'identity:\n  registration:\n    allowedRedirectOrigins: [http://x.com]\n',
+        field: /identity\.registration\.allowedRedirectOrigins\[0\]: must be an https origin/,
+      },
+      {
+        name: 'a redirect origin with a path',
+        yaml: 'identity:\n  registration:\n    allowedRedirectOrigins: [https://ok.example.com, https://x.com/cb]\n',
+        field: /identity\.registration\.allowedRedirectOrigins\[1\]: must be an https origin/,
+      },
+      {
+        name: 'a CIMD domain with a space',
+        yaml: 'identity:\n  cimd:\n    allowedDomains: [Bad Domain]\n',
+        field: /identity\.cimd\.allowedDomains\[0\]: must be a lowercase host name/,
+      },
+      { name: 'a CIMD domain in capitals', yaml: 'identity:\n  cimd:\n    allowedDomains: [Example.com]\n', field: /identity\.cimd\.allowedDomains\[0\]/ },
+      { name: 'a CIMD wildcard in the middle', yaml: 'identity:\n  cimd:\n    allowedDomains: ["a.*.example.com"]\n', field: /identity\.cimd\.allowedDomains\[0\]/ },
+      { name: 'a private-address host with a scheme', yaml: 'identity:\n  cimd:\n    allowPrivateAddresses: ["http://localhost"]\n', field: /identity\.cimd\.allowPrivateAddresses\[0\]/ },
+      { name: 'no client class allowed', yaml: 'identity:\n  registration:\n    allowedClasses: []\n', field: /identity\.registration\.allowedClasses:/ },
+      { name: 'an unknown client class', yaml: 'identity:\n  registration:\n    allowedClasses: [robot]\n', field: /identity\.registration\.allowedClasses\[0\]/ },
+      { name: 'requireToken as a string', yaml: 'identity:\n  requireToken: "no"\n', field: /identity\.requireToken:/ },
+      { name: 'an unknown key under identity', yaml: 'identity:\n  requireTokens: false\n', field: /identity: Unrecognized key.*"requireTokens"/ },
+      { name: 'an unknown key under registration', yaml: 'identity:\n  registration:\n    mod: open\n', field: /identity\.registration: Unrecognized key.*"mod"/ },
+      { name: 'an unknown key under cimd', yaml: 'identity:\n  cimd:\n    enable: false\n', field: /identity\.cimd: Unrecognized key.*"enable"/ },
+    ];
+    for (const { name, yaml, field } of cases) {
+      it(name, () => {
+        refused(yaml, field);
+      });
+    }
+  });
+});
