@@ -11,6 +11,7 @@ import { requestNotes } from './context.ts';
 import { ROUTES } from './provider.ts';
 import { hashSecret } from './secrets.ts';
 import { OAuthRefusal } from './errors.ts';
+import { TOOL_NAME } from './scopes.ts';
 
 /** A registration refused: answered as JSON (RFC 7591 §3.2.2). */
 export class IntakeError extends OAuthRefusal {
@@ -21,7 +22,7 @@ const AUTH_METHODS = new Set(['none', 'client_secret_basic', 'client_secret_post
 const INTERACTIVE_GRANTS = new Set(['authorization_code', 'refresh_token']);
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 
-async function readJson(ctx: Context, maxBytes: number): Promise<{ raw: Buffer; value: Record<string, unknown> }> {
+async function readJson(ctx: Context, maxBytes: number): Promise<Record<string, unknown>> {
   if (!ctx.is('application/json')) throw new IntakeError(400, 'invalid_client_metadata', 'the registration body must be application/json');
   const declared = ctx.request.length;
   if (declared !== undefined && declared > maxBytes) throw new IntakeError(413, 'invalid_client_metadata', `the registration body is larger than ${maxBytes} bytes`);
@@ -40,7 +41,7 @@ async function readJson(ctx: Context, maxBytes: number): Promise<{ raw: Buffer; 
     throw new IntakeError(400, 'invalid_client_metadata', 'the registration body is not valid JSON');
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new IntakeError(400, 'invalid_client_metadata', 'the registration body must be a JSON object');
-  return { raw, value: value as Record<string, unknown> };
+  return value as Record<string, unknown>;
 }
 
 function stringList(metadata: Record<string, unknown>, key: string, fallback: string[]): string[] {
@@ -117,7 +118,7 @@ export function registrationIntake(deps: IntakeDeps): (ctx: Context, next: Next)
       throw new IntakeError(429, 'temporarily_unavailable', `too many registrations from this address; try again later`, { 'retry-after': '3600' });
     }
 
-    const { raw, value: metadata } = await readJson(ctx, rules.maxBodyBytes);
+    const metadata = await readJson(ctx, rules.maxBodyBytes);
     const clientClass = classify(metadata);
     if (!rules.allowedClasses.includes(clientClass)) throw new IntakeError(400, 'invalid_client_metadata', `${clientClass} clients may not register here`);
     const redirects = stringList(metadata, 'redirect_uris', []);
@@ -133,7 +134,20 @@ export function registrationIntake(deps: IntakeDeps): (ctx: Context, next: Next)
     if (notes) notes.registration = { status, class: clientClass, owner, via: rules.mode };
     // The body is read: hand the bytes to the authorization server's own parser.
     // A machine client has no front channel: say so, or the server asks for redirect URIs.
-    const body = clientClass === 'machine' ? Buffer.from(JSON.stringify({ ...metadata, response_types: [], redirect_uris: [] })) : raw;
+    // MCP scopes are per server (granted per resource at authorization), not client metadata the
+    // authorization server knows: keep them out of what it validates; anything else it still checks.
+    let forwarded = metadata;
+    if (typeof metadata.scope === 'string') {
+      const names = new Set(deps.config.servers.map((server) => server.name));
+      const isMcp = (word: string): boolean => {
+        const match = /^mcp:([^:]+)(?::tool:(.+))?$/.exec(word);
+        return !!match && names.has(match[1]!) && (match[2] === undefined || TOOL_NAME.test(match[2]));
+      };
+      const kept = metadata.scope.split(' ').filter((word) => word && !isMcp(word));
+      const { scope: _scope, ...rest } = metadata;
+      forwarded = kept.length > 0 ? { ...rest, scope: kept.join(' ') } : rest;
+    }
+    const body = clientClass === 'machine' ? Buffer.from(JSON.stringify({ ...forwarded, response_types: [], redirect_uris: [] })) : Buffer.from(JSON.stringify(forwarded));
     (ctx.req as unknown as { body: Buffer }).body = body;
     await next();
     if (ctx.status === 201 && ctx.body && typeof ctx.body === 'object') {

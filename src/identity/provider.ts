@@ -46,6 +46,10 @@ const ASYMMETRIC = ['ES256', 'PS256', 'RS256', 'EdDSA', 'Ed25519'];
 
 /** Resource server description for a `resource` value: one configured MCP server, or invalid_target. */
 function resourceServer(config: Config, ctx: KoaContextWithOIDC, resource: string): ResourceServer {
+  // RFC 8707 at the token endpoint too: no falling back to the granted resource.
+  if (ctx.oidc.route === 'token' && typeof ctx.oidc.params?.resource !== 'string') {
+    throw new errors.InvalidTarget('the resource parameter is required: name the MCP server, {issuer}/mcp/NAME');
+  }
   const server = serverForResource(config, resource);
   if (!server) throw new errors.InvalidTarget(`resource ${resource} is not an MCP server behind this gateway`);
   const entities = ctx.oidc.entities as Record<string, { scope?: string } | undefined>;

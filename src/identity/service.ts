@@ -86,9 +86,11 @@ export class Identity {
     this.provider = createProvider({ config, store, secret, keys, hooks });
     this.provider.on('server_error', (_ctx: unknown, error: unknown) => log.error({ err: String(error) }, 'authorization server error'));
     const steps = { config, store, audit, revocations, publicKeys: () => keys.publicKeys };
-    this.provider.use(errorsStep());
+    // Outermost first: nothing is issued without a writable audit log; every outcome,
+    // refusals by Mandate's own steps included, becomes evidence.
     this.provider.use(auditGateStep(audit));
     this.provider.use(evidenceStep(steps));
+    this.provider.use(errorsStep());
     this.provider.use(jwtRevocationStep(steps));
     this.provider.use(registrationIntake({ config, store }));
     this.callback = this.provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;

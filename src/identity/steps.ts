@@ -1,7 +1,6 @@
 /**
  * Mandate's steps around the authorization server's endpoints (koa
  * middleware, outermost first):
- *   errors     an IntakeError becomes its RFC 7591 answer
  *   auditGate  token and registration requests are refused before anything
  *              is issued if the audit log cannot be written
  *   jwtTokens  revocation of our JWT access tokens (the library only handles
@@ -9,6 +8,7 @@
  *   evidence   every issued, refreshed, reused or revoked token and every
  *              registration becomes an audit event before the answer leaves;
  *              if that record fails, the answer becomes a server error
+ *   errors     an IntakeError becomes its RFC 7591 answer
  */
 import type { Context, Next } from 'koa';
 import { decodeProtectedHeader, jwtVerify, createLocalJWKSet, type JWK } from 'jose';

@@ -20,6 +20,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -193,9 +194,16 @@ async function signIn(page: Page, user: string, password: string): Promise<void>
   await page.getByRole('button', { name: 'Sign in' }).click();
 }
 
+/** The next hit at the redirect URI; a wait nobody ends up awaiting (a step before it failed) is not an unhandled rejection. */
+function nextHit(callback: CallbackServer): Promise<CallbackHit> {
+  const hit = callback.next();
+  hit.catch(() => undefined);
+  return hit;
+}
+
 /** Clicks Allow on the consent page and returns what the redirect URI received. */
 async function allow(page: Page, callback: CallbackServer): Promise<CallbackHit> {
-  const hit = callback.next();
+  const hit = nextHit(callback);
   await page.getByRole('button', { name: 'Allow' }).click();
   await page.waitForURL((url) => url.href.startsWith(callback.url));
   return hit;
@@ -315,6 +323,10 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
         await connectExpectingAuthorization(endpoint, provider);
         const clientId = provider.clientInformation()?.client_id;
         assert.ok(clientId, 'the SDK registered a client');
+        const discovery = provider.discoveryState();
+        assert.equal(discovery?.resourceMetadata?.resource, endpoint, 'protected resource metadata names the endpoint');
+        assert.deepEqual(discovery?.resourceMetadata?.authorization_servers, [mandate.base]);
+        assert.equal(discovery?.authorizationServerMetadata?.issuer, mandate.base);
         assert.equal(provider.authorizationUrls.length, 1);
         const authorizationUrl = provider.authorizationUrls[0]!;
         assert.equal(authorizationUrl.origin + authorizationUrl.pathname, `${mandate.base}/oauth/authorize`);
@@ -390,7 +402,7 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
         try {
           provider.clearTokens();
           assert.equal(await auth(provider, { serverUrl: endpoint }), 'REDIRECT');
-          const hit = callback.next();
+          const hit = nextHit(callback);
           await signIn(page, USER, PASSWORD);
           const remembered = await hit;
           await page.waitForURL((url) => url.href.startsWith(callback.url));
@@ -442,13 +454,14 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
         // 10. The audit trail.
         const events = await auditList(mandate);
         const forClient = (event: AuditEvent) => event.data?.client_id === clientId;
-        const [registeredEvent] = assertInOrder(events, [
+        const [, registeredEvent] = assertInOrder(events, [
+          { type: 'auth.rejected', where: (event) => event.reason === 'missing' && event.server === 'everything' },
           { type: 'client.registered', where: (event) => forClient(event) && event.outcome === 'success' },
           { type: 'client.approved', where: forClient },
           { type: 'login.succeeded', where: (event) => event.actor === USER && forClient(event) },
           { type: 'consent.granted', where: (event) => event.actor === USER && event.outcome === 'success' && event.server === 'everything' && forClient(event) },
           { type: 'token.issued', where: (event) => event.outcome === 'success' && forClient(event) },
-          { type: 'session.opened', where: (event) => event.server === 'everything' },
+          { type: 'session.opened', where: (event) => event.actor === USER && event.server === 'everything' },
           { type: 'mcp.request', where: (event) => event.actor === USER && event.server === 'everything' },
         ]);
         assert.equal(registeredEvent?.data?.status, 'pending');
@@ -478,6 +491,7 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
     let mandate: Mandate;
     let callback: CallbackServer;
     let documentServer: HttpsServer;
+    let documentServerV6: HttpsServer | undefined;
     let documentUrl: string;
     let documentFetches = 0;
     let dir: string;
@@ -489,20 +503,27 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
       execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
       callback = await startCallbackServer();
       let document = '';
-      documentServer = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (req, res) => {
+      const serve = (req: IncomingMessage, res: ServerResponse): void => {
         if (req.url !== '/client.json') {
           res.writeHead(404).end();
           return;
         }
         documentFetches += 1;
         res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=60' }).end(document);
-      });
-      // localhost resolves to 127.0.0.1 here; Mandate connects to the first address the name resolves to.
-      await new Promise<void>((resolve, reject) => {
-        documentServer.once('error', reject);
-        documentServer.listen(0, '127.0.0.1', () => resolve());
-      });
-      documentUrl = `https://localhost:${(documentServer.address() as AddressInfo).port}/client.json`;
+      };
+      const tls = { key: readFileSync(key), cert: readFileSync(cert) };
+      const listen = (server: HttpsServer, port: number, host: string): Promise<void> =>
+        new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(port, host, () => resolve());
+        });
+      documentServer = createHttpsServer(tls, serve);
+      await listen(documentServer, 0, '127.0.0.1');
+      const port = (documentServer.address() as AddressInfo).port;
+      // Where localhost also resolves to ::1, serve there too (best effort: no IPv6, no matter).
+      const v6 = createHttpsServer(tls, serve);
+      if (await listen(v6, port, '::1').then(() => true, () => false)) documentServerV6 = v6;
+      documentUrl = `https://localhost:${port}/client.json`;
       document = JSON.stringify({
         client_id: documentUrl,
         client_name: 'CIMD E2E client',
@@ -522,9 +543,10 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
     after(async () => {
       if (mandate) await stopBounded(mandate);
       await callback?.close();
-      if (documentServer) {
-        documentServer.closeAllConnections();
-        await new Promise<void>((resolve) => documentServer.close(() => resolve()));
+      for (const server of [documentServer, documentServerV6]) {
+        if (!server) continue;
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
       }
       if (dir) rmSync(dir, { recursive: true, force: true });
     });
@@ -585,7 +607,7 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
           { type: 'login.succeeded', where: (event) => event.actor === USER && forClient(event) },
           { type: 'consent.granted', where: (event) => event.actor === USER && event.outcome === 'success' && event.server === 'everything' && forClient(event) },
           { type: 'token.issued', where: (event) => event.outcome === 'success' && forClient(event) },
-          { type: 'session.opened', where: (event) => event.server === 'everything' },
+          { type: 'session.opened', where: (event) => event.actor === USER && event.server === 'everything' },
           { type: 'mcp.request', where: (event) => event.actor === USER && event.server === 'everything' },
         ]);
         assert.equal(registered?.data?.source, 'cimd');
