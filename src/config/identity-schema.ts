@@ -23,6 +23,19 @@ const httpsOrigin = z.string().refine((value) => {
 export const REGISTRATION_MODES = ['closed', 'initial-access-token', 'approval', 'open'] as const;
 export type RegistrationMode = (typeof REGISTRATION_MODES)[number];
 
+/** A publisher whose signed software statements (RFC 7591 §2.3) let a registration skip approval. */
+const softwareIssuerSchema = z.strictObject({
+  /** The statement's `iss`. */
+  issuer: z.string().min(1),
+  /** The publisher's public signing keys (a JWK Set); private members are refused. */
+  jwks: z.strictObject({
+    keys: z
+      .array(z.record(z.string(), z.unknown()))
+      .min(1)
+      .refine((keys) => keys.every((key) => !('d' in key) && !('k' in key)), 'public keys only: remove "d" / "k"'),
+  }),
+});
+
 const registrationSchema = z
   .strictObject({
     /** closed | initial-access-token | approval (default) | open (development only). */
@@ -37,8 +50,10 @@ const registrationSchema = z
     unusedClientTtlHours: z.number().int().min(1).max(24 * 365).default(72),
     /** Largest registration request body, bytes. */
     maxBodyBytes: z.number().int().min(1024).max(56 * 1024).default(16 * 1024),
+    /** Trusted software statement publishers; a valid statement from one makes the client active at once. */
+    softwareStatementIssuers: z.array(softwareIssuerSchema).default([]),
   })
-  .default({ mode: 'approval', allowedRedirectOrigins: [], allowedClasses: ['interactive', 'machine'], maxPerAddressPerHour: 20, unusedClientTtlHours: 72, maxBodyBytes: 16 * 1024 });
+  .default({ mode: 'approval', allowedRedirectOrigins: [], allowedClasses: ['interactive', 'machine'], maxPerAddressPerHour: 20, unusedClientTtlHours: 72, maxBodyBytes: 16 * 1024, softwareStatementIssuers: [] });
 
 const cimdSchema = z
   .strictObject({
@@ -117,7 +132,7 @@ export const identitySchema = z
     authorizationCodeTtl: 60,
     sessionTtl: 86_400,
     keyRotationDays: 30,
-    registration: { mode: 'approval', allowedRedirectOrigins: [], allowedClasses: ['interactive', 'machine'], maxPerAddressPerHour: 20, unusedClientTtlHours: 72, maxBodyBytes: 16 * 1024 },
+    registration: { mode: 'approval', allowedRedirectOrigins: [], allowedClasses: ['interactive', 'machine'], maxPerAddressPerHour: 20, unusedClientTtlHours: 72, maxBodyBytes: 16 * 1024, softwareStatementIssuers: [] },
     cimd: { enabled: true, allowedDomains: [], allowPrivateAddresses: [], timeoutMs: 2500, maxBytes: 5120, cacheMinSeconds: 60, cacheMaxSeconds: 86_400 },
     login: { local: true },
   });

@@ -1,7 +1,8 @@
 /**
  * Client registration intake (RFC 7591), in front of the authorization
  * server's own registration endpoint. Steps, in order:
- *   mode → initial access token → rate limit → body → metadata rules → status
+ *   admit (mode, initial access token) → limitRate → readJson →
+ *   applyStatement (trusted software statement) → checkMetadata → forwardable
  * A refusal answers with the RFC 7591 error and registers nothing.
  */
 import type { Context, Next } from 'koa';
@@ -12,6 +13,7 @@ import { ROUTES } from './provider.ts';
 import { hashSecret } from './secrets.ts';
 import { OAuthRefusal } from './errors.ts';
 import { TOOL_NAME } from './scopes.ts';
+import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
 
 /** A registration refused: answered as JSON (RFC 7591 §3.2.2). */
 export class IntakeError extends OAuthRefusal {
@@ -93,6 +95,96 @@ export interface IntakeDeps {
   store: Store;
 }
 
+type Rules = Config['identity']['registration'];
+
+/** Step: the deployment's registration mode, and its initial access token. Returns the owner to record. */
+async function admit(ctx: Context, rules: Rules, store: Store): Promise<string | null> {
+  if (rules.mode === 'closed') throw new IntakeError(403, 'access_denied', 'client registration is closed here; ask an administrator to register the client');
+  if (rules.mode !== 'initial-access-token') return null;
+  const challenge = { 'www-authenticate': 'Bearer error="invalid_token"' };
+  const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(ctx.get('authorization'));
+  if (!match?.[1]) throw new IntakeError(401, 'invalid_token', 'registration needs an initial access token (Authorization: Bearer …) from `mandate clients token create`', challenge);
+  if (!(await store.useRegistrationToken(hashSecret(match[1]), Date.now()))) {
+    throw new IntakeError(401, 'invalid_token', 'the initial access token is unknown, expired or used up', challenge);
+  }
+  return 'registration-token';
+}
+
+/** Step: at most so many registrations per address per hour. */
+async function limitRate(address: string, rules: Rules, store: Store): Promise<void> {
+  const recent = await store.countClientsFrom(address, Date.now() - 3_600_000);
+  if (recent >= rules.maxPerAddressPerHour) {
+    throw new IntakeError(429, 'temporarily_unavailable', 'too many registrations from this address; try again later', { 'retry-after': '3600' });
+  }
+}
+
+const STATEMENT_ALGS = ['ES256', 'ES384', 'PS256', 'RS256', 'EdDSA', 'Ed25519'];
+/** Registered claims of the statement itself, not client metadata. */
+const STATEMENT_ONLY = new Set(['iss', 'iat', 'exp', 'nbf', 'jti', 'aud', 'sub']);
+
+/**
+ * Step: a software statement (RFC 7591 §2.3) from a trusted publisher. Its
+ * claims take precedence over the same fields sent in the clear. Returns the
+ * metadata to use and the publisher, or null without a statement.
+ */
+async function applyStatement(metadata: Record<string, unknown>, rules: Rules): Promise<{ metadata: Record<string, unknown>; publisher: string } | null> {
+  const statement = metadata.software_statement;
+  if (statement === undefined) return null;
+  if (typeof statement !== 'string') throw new IntakeError(400, 'invalid_software_statement', 'software_statement must be a signed JWT');
+  let issuer: unknown;
+  try {
+    issuer = decodeJwt(statement).iss;
+  } catch {
+    throw new IntakeError(400, 'invalid_software_statement', 'software_statement is not a JWT');
+  }
+  const trusted = rules.softwareStatementIssuers.find((candidate) => candidate.issuer === issuer);
+  if (!trusted) throw new IntakeError(400, 'unapproved_software_statement', 'the software statement is not from a publisher this deployment trusts');
+  let claims: Record<string, unknown>;
+  try {
+    ({ payload: claims } = await jwtVerify(statement, createLocalJWKSet(trusted.jwks as unknown as JSONWebKeySet), { issuer: trusted.issuer, algorithms: STATEMENT_ALGS }));
+  } catch {
+    throw new IntakeError(400, 'invalid_software_statement', 'the software statement signature or validity period does not check out');
+  }
+  const { software_statement: _statement, ...plain } = metadata;
+  const vouched = Object.fromEntries(Object.entries(claims).filter(([key]) => !STATEMENT_ONLY.has(key)));
+  return { metadata: { ...plain, ...vouched }, publisher: trusted.issuer };
+}
+
+/** Step: class, redirect URIs and authentication method. */
+function checkMetadata(metadata: Record<string, unknown>, rules: Rules): ClientClass {
+  const clientClass = classify(metadata);
+  if (!rules.allowedClasses.includes(clientClass)) throw new IntakeError(400, 'invalid_client_metadata', `${clientClass} clients may not register here`);
+  const redirects = stringList(metadata, 'redirect_uris', []);
+  if (clientClass === 'interactive' && redirects.length === 0) throw new IntakeError(400, 'invalid_redirect_uri', 'redirect_uris is required');
+  if (clientClass === 'machine' && redirects.length > 0) throw new IntakeError(400, 'invalid_redirect_uri', 'a machine client has no redirect_uris');
+  const refused = redirects.find((uri) => !redirectUriAllowed(uri, rules.allowedRedirectOrigins));
+  if (refused !== undefined) {
+    throw new IntakeError(400, 'invalid_redirect_uri', `redirect URI ${refused.slice(0, 200)} is not allowed: use http on a loopback address, or https on an allowed origin`);
+  }
+  return clientClass;
+}
+
+/**
+ * Step: what the authorization server's own parser gets. MCP scopes are per
+ * server (granted per resource at authorization), not client metadata it
+ * knows: they stay out of what it validates; any other scope it still checks.
+ * A machine client has no front channel: say so, or it asks for redirect URIs.
+ */
+function forwardable(metadata: Record<string, unknown>, clientClass: ClientClass, config: Config): Buffer {
+  let forwarded = metadata;
+  if (typeof metadata.scope === 'string') {
+    const names = new Set(config.servers.map((server) => server.name));
+    const isMcp = (word: string): boolean => {
+      const match = /^mcp:([^:]+)(?::tool:(.+))?$/.exec(word);
+      return !!match && names.has(match[1]!) && (match[2] === undefined || TOOL_NAME.test(match[2]));
+    };
+    const kept = metadata.scope.split(' ').filter((word) => word && !isMcp(word));
+    const { scope: _scope, ...rest } = metadata;
+    forwarded = kept.length > 0 ? { ...rest, scope: kept.join(' ') } : rest;
+  }
+  return Buffer.from(JSON.stringify(clientClass === 'machine' ? { ...forwarded, response_types: [], redirect_uris: [] } : forwarded));
+}
+
 /** The koa step; everything but POST to the registration route passes through. */
 export function registrationIntake(deps: IntakeDeps): (ctx: Context, next: Next) => Promise<void> {
   const rules = deps.config.identity.registration;
@@ -100,55 +192,20 @@ export function registrationIntake(deps: IntakeDeps): (ctx: Context, next: Next)
     if (ctx.path !== ROUTES.registration) return next();
     if (ctx.method !== 'POST') throw new IntakeError(405, 'invalid_request', 'registration accepts POST only', { allow: 'POST' });
     const notes = requestNotes.getStore();
-    const address = notes?.address ?? ctx.ip;
-    if (rules.mode === 'closed') throw new IntakeError(403, 'access_denied', 'client registration is closed here; ask an administrator to register the client');
-
-    let owner: string | null = null;
-    if (rules.mode === 'initial-access-token') {
-      const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(ctx.get('authorization'));
-      if (!match?.[1]) throw new IntakeError(401, 'invalid_token', 'registration needs an initial access token (Authorization: Bearer …) from `mandate clients token create`', { 'www-authenticate': 'Bearer error="invalid_token"' });
-      if (!(await deps.store.useRegistrationToken(hashSecret(match[1]), Date.now()))) {
-        throw new IntakeError(401, 'invalid_token', 'the initial access token is unknown, expired or used up', { 'www-authenticate': 'Bearer error="invalid_token"' });
-      }
-      owner = 'registration-token';
+    let owner = await admit(ctx, rules, deps.store);
+    await limitRate(notes?.address ?? ctx.ip, rules, deps.store);
+    let metadata = await readJson(ctx, rules.maxBodyBytes);
+    const vouched = await applyStatement(metadata, rules);
+    if (vouched) {
+      metadata = vouched.metadata;
+      owner = `software:${vouched.publisher}`;
     }
-
-    const recent = await deps.store.countClientsFrom(address, Date.now() - 3_600_000);
-    if (recent >= rules.maxPerAddressPerHour) {
-      throw new IntakeError(429, 'temporarily_unavailable', `too many registrations from this address; try again later`, { 'retry-after': '3600' });
-    }
-
-    const metadata = await readJson(ctx, rules.maxBodyBytes);
-    const clientClass = classify(metadata);
-    if (!rules.allowedClasses.includes(clientClass)) throw new IntakeError(400, 'invalid_client_metadata', `${clientClass} clients may not register here`);
-    const redirects = stringList(metadata, 'redirect_uris', []);
-    if (clientClass === 'interactive' && redirects.length === 0) throw new IntakeError(400, 'invalid_redirect_uri', 'redirect_uris is required');
-    if (clientClass === 'machine' && redirects.length > 0) throw new IntakeError(400, 'invalid_redirect_uri', 'a machine client has no redirect_uris');
-    const refused = redirects.find((uri) => !redirectUriAllowed(uri, rules.allowedRedirectOrigins));
-    if (refused !== undefined) {
-      throw new IntakeError(400, 'invalid_redirect_uri', `redirect URI ${refused.slice(0, 200)} is not allowed: use http on a loopback address, or https on an allowed origin`);
-    }
-    if ('software_statement' in metadata) throw new IntakeError(400, 'unapproved_software_statement', 'software statements are not accepted here');
-
-    const status: ClientStatus = rules.mode === 'approval' ? 'pending' : 'active';
-    if (notes) notes.registration = { status, class: clientClass, owner, via: rules.mode };
+    const clientClass = checkMetadata(metadata, rules);
+    // A trusted publisher's statement skips approval; so do the stricter and the development modes.
+    const status: ClientStatus = rules.mode === 'approval' && !vouched ? 'pending' : 'active';
+    if (notes) notes.registration = { status, class: clientClass, owner, via: vouched ? 'software-statement' : rules.mode };
     // The body is read: hand the bytes to the authorization server's own parser.
-    // A machine client has no front channel: say so, or the server asks for redirect URIs.
-    // MCP scopes are per server (granted per resource at authorization), not client metadata the
-    // authorization server knows: keep them out of what it validates; anything else it still checks.
-    let forwarded = metadata;
-    if (typeof metadata.scope === 'string') {
-      const names = new Set(deps.config.servers.map((server) => server.name));
-      const isMcp = (word: string): boolean => {
-        const match = /^mcp:([^:]+)(?::tool:(.+))?$/.exec(word);
-        return !!match && names.has(match[1]!) && (match[2] === undefined || TOOL_NAME.test(match[2]));
-      };
-      const kept = metadata.scope.split(' ').filter((word) => word && !isMcp(word));
-      const { scope: _scope, ...rest } = metadata;
-      forwarded = kept.length > 0 ? { ...rest, scope: kept.join(' ') } : rest;
-    }
-    const body = clientClass === 'machine' ? Buffer.from(JSON.stringify({ ...forwarded, response_types: [], redirect_uris: [] })) : Buffer.from(JSON.stringify(forwarded));
-    (ctx.req as unknown as { body: Buffer }).body = body;
+    (ctx.req as unknown as { body: Buffer }).body = forwardable(metadata, clientClass, deps.config);
     await next();
     if (ctx.status === 201 && ctx.body && typeof ctx.body === 'object') {
       (ctx.body as Record<string, unknown>).client_status = status;
