@@ -68,7 +68,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   const { config, store, secret, keys, hooks } = deps;
   const { identity } = config;
   const secureCookies = new URL(config.issuer).protocol === 'https:';
-  const cookieName = (name: string): string => (secureCookies ? `__Host-mandate-${name}` : `mandate-${name}`);
+  // __Host- needs Path=/; the library scopes the resume cookie to its resume path, so that one is __Secure-.
+  const cookieName = (name: string, prefix = '__Host-'): string => (secureCookies ? `${prefix}mandate-${name}` : `mandate-${name}`);
   const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, signed: true, secure: secureCookies, path: '/' };
 
   const configuration: Configuration = {
@@ -76,7 +77,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     jwks: { keys: keys.signing as NonNullable<Configuration['jwks']>['keys'] },
     cookies: {
       keys: keys.cookie,
-      names: { session: cookieName('session'), interaction: cookieName('interaction'), resume: cookieName('resume') },
+      names: { session: cookieName('session'), interaction: cookieName('interaction'), resume: cookieName('resume', '__Secure-') },
       long: cookieOptions,
       short: cookieOptions,
     },

@@ -46,6 +46,7 @@ export class Identity {
   readonly revocations: RevocationList;
   private readonly deps: IdentityDeps;
   private readonly issuerPath: string;
+  private readonly httpsIssuer: boolean;
   private readonly callback: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
   private readonly interactions: InteractionDeps;
   private purgeTimer: NodeJS.Timeout | null = null;
@@ -54,6 +55,7 @@ export class Identity {
     this.deps = deps;
     const { config, store, audit, log } = deps;
     this.issuerPath = new URL(config.issuer).pathname.replace(/\/$/, '');
+    this.httpsIssuer = new URL(config.issuer).protocol === 'https:';
     this.revocations = revocations;
 
     const hooks: AdapterHooks = {
@@ -179,6 +181,10 @@ export class Identity {
     const url = req.url ?? '/';
     const [path = '/', query] = url.split('?');
     const address = req.socket.remoteAddress ?? 'unknown';
+    // An https issuer is what browsers reach (through a TLS proxy in front): the request counts as
+    // secure, so cookies are Secure and __Host- even though this hop is plain http. No forwarded
+    // header is trusted for this.
+    if (this.httpsIssuer) (req.socket as { encrypted?: boolean }).encrypted = true;
     if (path.startsWith(PRM_PREFIX)) {
       const rest = path.slice(PRM_PREFIX.length);
       const server = this.deps.config.servers.find((s) => `${this.issuerPath}/mcp/${s.name}` === rest);
