@@ -18,7 +18,7 @@ import { createProvider, INTERACTION_PREFIX } from './provider.ts';
 import { KEEP_MS, RevocationList } from './revocations.ts';
 import { serverScope } from './scopes.ts';
 import { loadSecretKey } from './secrets.ts';
-import { auditGateStep, errorsStep, evidenceStep, jwtRevocationStep } from './steps.ts';
+import { auditGateStep, errorsStep, evidenceStep, jwtTokensStep } from './steps.ts';
 import { AuthError, TokenVerifier, type Principal } from './verify.ts';
 import type Provider from 'oidc-provider';
 
@@ -93,7 +93,7 @@ export class Identity {
     this.provider.use(auditGateStep(audit));
     this.provider.use(evidenceStep(steps));
     this.provider.use(errorsStep());
-    this.provider.use(jwtRevocationStep(steps));
+    this.provider.use(jwtTokensStep(steps));
     this.provider.use(registrationIntake({ config, store }));
     this.callback = this.provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;
     this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, { reloadKeys: () => publicSigningKeys(store, secret) });

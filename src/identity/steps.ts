@@ -3,8 +3,9 @@
  * middleware, outermost first):
  *   auditGate  token and registration requests are refused before anything
  *              is issued if the audit log cannot be written
- *   jwtTokens  revocation of our JWT access tokens (the library only handles
- *              opaque ones), after the library has authenticated the client
+ *   jwtTokens  revocation and introspection of our JWT access tokens (the
+ *              library only handles opaque ones), after it has authenticated
+ *              the client
  *   evidence   every issued, refreshed, reused or revoked token and every
  *              registration becomes an audit event before the answer leaves;
  *              if that record fails, the answer becomes a server error
@@ -75,32 +76,65 @@ export function auditGateStep(audit: AuditLog): Step {
   };
 }
 
-/** RFC 7009 for our JWT access tokens: the library refuses structured tokens after authenticating the client; take over there. */
-export function jwtRevocationStep(deps: StepDeps): Step {
+/** Claims of one of our JWT access tokens, or null if it is not one (bad signature, expired, another issuer). */
+async function ourAccessToken(deps: StepDeps, token: string): Promise<Record<string, unknown> | null> {
+  try {
+    decodeProtectedHeader(token);
+    const { payload } = await jwtVerify(token, createLocalJWKSet({ keys: deps.publicKeys() }), { issuer: deps.config.issuer, typ: 'at+jwt', algorithms: [SIGNING_ALG] });
+    return payload;
+  } catch {
+    return null;
+  }
+}
+
+/** RFC 7009: only the client a token was issued to may revoke it; anything else is still 200 (nothing to say). */
+async function revokeJwt(deps: StepDeps, ctx: Context, clientId: string, token: string): Promise<void> {
+  ctx.status = 200;
+  ctx.body = '';
+  const claims = await ourAccessToken(deps, token);
+  if (!claims || claims.client_id !== clientId || typeof claims.jti !== 'string') return;
+  await deps.revocations.revoke('jti', claims.jti, Date.now() + KEEP_MS.jti);
+  (ctx.state as Record<string, unknown>).revokedJwt = { jti: claims.jti, sub: claims.sub, aud: claims.aud };
+}
+
+/** RFC 7662 for a resource server (a confidential machine client): active only if valid and not revoked. */
+async function introspectJwt(deps: StepDeps, ctx: Context, client: { clientId: string; clientAuthMethod: string }, token: string): Promise<void> {
+  ctx.status = 200;
+  ctx.set('cache-control', 'no-store');
+  const caller = client.clientAuthMethod === 'none' ? null : await deps.store.getClient(client.clientId);
+  const claims = caller?.class === 'machine' ? await ourAccessToken(deps, token) : null;
+  const revoked =
+    claims !== null &&
+    deps.revocations.revokedBy({
+      jti: typeof claims.jti === 'string' ? claims.jti : undefined,
+      grantId: typeof claims.gid === 'string' ? claims.gid : undefined,
+      clientId: typeof claims.client_id === 'string' ? claims.client_id : undefined,
+      sub: typeof claims.sub === 'string' ? claims.sub : undefined,
+      iat: typeof claims.iat === 'number' ? claims.iat : 0,
+    }) !== null;
+  if (!claims || revoked) {
+    ctx.body = { active: false };
+    return;
+  }
+  const { iss, sub, aud, exp, iat, jti, scope, client_id: tokenClient } = claims;
+  ctx.body = { active: true, token_type: 'Bearer', iss, sub, aud, exp, iat, jti, scope, client_id: tokenClient };
+}
+
+/**
+ * Revocation (RFC 7009) and introspection (RFC 7662) of our JWT access
+ * tokens: the library refuses structured tokens after it has authenticated
+ * the client; take over there.
+ */
+export function jwtTokensStep(deps: StepDeps): Step {
   return async (ctx, next) => {
     await next();
-    if (ctx.path !== ROUTES.revocation || ctx.status !== 400) return;
+    if ((ctx.path !== ROUTES.revocation && ctx.path !== ROUTES.introspection) || ctx.status !== 400) return;
     const body = ctx.body as { error?: string } | null;
     const client = ctx.oidc?.client;
     const token = ctx.oidc?.params?.token;
     if (body?.error !== 'unsupported_token_type' || !client || typeof token !== 'string') return;
-    try {
-      decodeProtectedHeader(token);
-    } catch {
-      return;
-    }
-    ctx.status = 200;
-    ctx.body = '';
-    let claims: Record<string, unknown>;
-    try {
-      ({ payload: claims } = await jwtVerify(token, createLocalJWKSet({ keys: deps.publicKeys() }), { issuer: deps.config.issuer, typ: 'at+jwt', algorithms: [SIGNING_ALG] }));
-    } catch {
-      return; // RFC 7009: an invalid or expired token needs no revocation; answer 200.
-    }
-    // Only the client a token was issued to may revoke it.
-    if (claims.client_id !== client.clientId || typeof claims.jti !== 'string') return;
-    await deps.revocations.revoke('jti', claims.jti, Date.now() + KEEP_MS.jti);
-    (ctx.state as Record<string, unknown>).revokedJwt = { jti: claims.jti, sub: claims.sub, aud: claims.aud };
+    if (ctx.path === ROUTES.revocation) await revokeJwt(deps, ctx, client.clientId, token);
+    else await introspectJwt(deps, ctx, client, token);
   };
 }
 
