@@ -49,8 +49,15 @@ async function ready(deps: HttpDeps, res: ServerResponse, started: boolean): Pro
   }
 }
 
+/** One Caller per verified token (principals are cached by the verifier, so this is too). */
+const callers = new WeakMap<Principal, Caller>();
 function callerOf(principal: Principal): Caller {
-  return { actor: principal.sub, clientId: principal.clientId, key: `${principal.sub}\n${principal.clientId}`, tokenRef: principal.tokenRef };
+  let caller = callers.get(principal);
+  if (caller === undefined) {
+    caller = { actor: principal.sub, clientId: principal.clientId, key: `${principal.sub}\n${principal.clientId}`, tokenRef: principal.tokenRef };
+    callers.set(principal, caller);
+  }
+  return caller;
 }
 
 /** A refused request: recorded (without the token), answered with the challenge the client needs. */

@@ -6,6 +6,9 @@
  *   POST UID/login    username + password → login.succeeded / login.failed
  *   POST UID/consent  decision=allow|deny → consent.granted (success|denied)
  *   POST UID/abort    cancel: the client gets access_denied
+ *   POST UID/upstream                sign in at the upstream OpenID provider (identity.login.oidc)
+ *   GET  callback/upstream           the provider's answer (the one redirect URI to register there)
+ *   GET  UID/upstream                back under the interaction: login.succeeded, finish
  *
  * Every POST is a same-origin form (Origin checked when sent) carrying a CSRF
  * token bound to the interaction and the form's purpose; the interaction
@@ -29,6 +32,7 @@ import { INTERACTION_PREFIX } from './provider.ts';
 import { serverForResource, serverScope, toolScopesIn } from './scopes.ts';
 import { USER_NAME, decoyHash, verifyPassword } from './users.ts';
 import { requestedResources } from './consent.ts';
+import { UPSTREAM_CALLBACK_REST, UpstreamError, beginUpstream, clearFlowCookie, completeUpstream, flowCookie, readFlow, upstreamFormTargets } from './upstream-login.ts';
 
 export interface InteractionDeps {
   provider: Provider;
@@ -48,7 +52,7 @@ type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 // ---------------------------------------------------------------------------
 // CSRF tokens
 
-export type FormPurpose = 'login' | 'consent' | 'abort';
+export type FormPurpose = 'login' | 'consent' | 'abort' | 'upstream';
 
 /** HMAC-SHA256(key, purpose and interaction uid), base64url. */
 export function csrfToken(key: string, uid: string, purpose: FormPurpose): string {
@@ -342,8 +346,9 @@ interface Step {
   base: string;
 }
 
-function loginPage(step: Step, client: ClientView, status: number, options: { username?: string; message?: string; headers?: Record<string, string> } = {}): void {
+async function loginPage(step: Step, client: ClientView, status: number, options: { username?: string; message?: string; headers?: Record<string, string> } = {}): Promise<void> {
   const { deps, uid, base, interaction } = step;
+  const { local, oidc } = deps.config.identity.login;
   const hint = typeof interaction.params.login_hint === 'string' ? interaction.params.login_hint : undefined;
   const html = renderLogin({
     action: `${base}/login`,
@@ -353,9 +358,13 @@ function loginPage(step: Step, client: ClientView, status: number, options: { us
     client,
     username: options.username ?? hint,
     message: options.message,
+    password: local,
+    upstream: oidc ? { action: `${base}/upstream`, csrf: csrfToken(deps.csrfKey, uid, 'upstream'), displayName: oidc.displayName } : undefined,
   });
   const redirect = typeof interaction.params.redirect_uri === 'string' ? [interaction.params.redirect_uri] : [];
-  send(step.req, step.res, status, html, { ...pageHeaders(redirect), ...options.headers });
+  // The upstream form answers with a redirect to the provider: Chromium applies form-action to it.
+  const upstream = oidc ? await upstreamFormTargets(oidc) : [];
+  send(step.req, step.res, status, html, { ...pageHeaders([...redirect, ...upstream]), ...options.headers });
 }
 
 async function activeUser(store: Store, name: string): Promise<void> {
@@ -368,7 +377,7 @@ async function showPage(step: Step): Promise<void> {
   const clientId = typeof interaction.params.client_id === 'string' ? interaction.params.client_id : '';
   const client = await clientView(deps.store, clientId);
   if (interaction.prompt.name === 'login') {
-    loginPage(step, client, 200);
+    await loginPage(step, client, 200);
     return;
   }
   if (interaction.prompt.name !== 'consent') throw new PageError(400, 'invalid_request', 'this sign-in step is not supported');
@@ -418,7 +427,7 @@ async function submitLogin(step: Step, form: Map<string, string>): Promise<void>
   if (!ticket) {
     await recordOrFail(deps.audit, [failed('throttled')]);
     const retry = throttle.retryAfter(name, address);
-    loginPage(step, client, 429, { username: shown, message: 'Too many failed attempts. Wait a few minutes and try again.', headers: { 'Retry-After': String(retry) } });
+    await loginPage(step, client, 429, { username: shown, message: 'Too many failed attempts. Wait a few minutes and try again.', headers: { 'Retry-After': String(retry) } });
     return;
   }
 
@@ -429,7 +438,7 @@ async function submitLogin(step: Step, form: Map<string, string>): Promise<void>
   if (!user || !hash || !matches) {
     const reason = !name ? 'invalid_name' : !user ? 'unknown_user' : user.disabled ? 'disabled' : !user.passwordHash ? 'no_password' : 'wrong_password';
     await recordOrFail(deps.audit, [failed(reason)]);
-    loginPage(step, client, 200, { username: shown, message: 'Wrong user name or password.' });
+    await loginPage(step, client, 200, { username: shown, message: 'Wrong user name or password.' });
     return;
   }
 
@@ -506,25 +515,146 @@ async function submitAbort(step: Step): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------
+// Sign-in at the upstream OpenID provider (upstream-login.ts has the protocol)
+
+function upstreamFailed(deps: InteractionDeps, req: IncomingMessage, error: UpstreamError, clientId: string | null): IdentityEvent {
+  const oidc = deps.config.identity.login.oidc;
+  return {
+    type: 'login.failed',
+    actor: null,
+    outcome: 'failure',
+    reason: error.reason,
+    data: { client_id: clientId, address: addressOf(req), via: 'oidc', upstream: oidc?.issuer ?? null, ...error.detail },
+  };
+}
+
+/** POST UID/upstream: off to the provider, the flow sealed into this browser's cookie. */
+async function startUpstream(step: Step): Promise<void> {
+  const { deps, interaction, req, res, uid } = step;
+  const oidc = deps.config.identity.login.oidc!;
+  if (interaction.prompt.name !== 'login') throw new PageError(400, 'invalid_request', 'you are already signed in for this request; return to the application and start again');
+  const clientId = typeof interaction.params.client_id === 'string' ? interaction.params.client_id : '';
+  await clientView(deps.store, clientId);
+  const hint = typeof interaction.params.login_hint === 'string' && interaction.params.login_hint.length <= 256 ? interaction.params.login_hint : undefined;
+  let started: Awaited<ReturnType<typeof beginUpstream>>;
+  try {
+    started = await beginUpstream(oidc, deps.config.issuer, uid, clientId, hint);
+  } catch (error) {
+    if (!(error instanceof UpstreamError)) throw error;
+    deps.log?.warn({ upstream: oidc.issuer, reason: error.reason, ...error.detail }, 'upstream sign-in could not start');
+    await recordOrFail(deps.audit, [upstreamFailed(deps, req, error, clientId)]);
+    throw new PageError(error.status, error.error, error.message);
+  }
+  res.writeHead(303, {
+    Location: started.url,
+    'Set-Cookie': flowCookie(deps.csrfKey, deps.config.issuer, started.flow),
+    'Cache-Control': 'no-store',
+    'Referrer-Policy': 'no-referrer',
+    'Content-Length': '0',
+  });
+  res.end();
+}
+
+/** GET callback/upstream: the provider's answer. Checked and exchanged here; finished under the interaction. */
+async function upstreamCallback(deps: InteractionDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const oidc = deps.config.identity.login.oidc;
+  if (!oidc) throw new PageError(404, 'not_found', 'there is no such page');
+  // GET only: a HEAD must not spend the code.
+  if (req.method !== 'GET') throw new PageError(405, 'invalid_request', 'use GET for this page', { Allow: 'GET' });
+  const url = req.url ?? '';
+  const at = url.indexOf('?');
+  const query = new URLSearchParams(at < 0 ? '' : url.slice(at + 1));
+  const { issuer } = deps.config;
+  const flow = readFlow(req, deps.csrfKey, issuer, 'start');
+  // Single use: whatever happens next, this flow is over.
+  res.setHeader('Set-Cookie', clearFlowCookie(issuer));
+  res.setHeader('Cache-Control', 'no-store');
+  res.setHeader('Referrer-Policy', 'no-referrer');
+  let back: Awaited<ReturnType<typeof completeUpstream>>;
+  try {
+    back = await completeUpstream(oidc, issuer, flow, query);
+  } catch (error) {
+    if (!(error instanceof UpstreamError)) throw error;
+    deps.log?.warn({ upstream: oidc.issuer, reason: error.reason, ...error.detail }, 'upstream sign-in failed');
+    await recordOrFail(deps.audit, [upstreamFailed(deps, req, error, flow?.clientId ?? null)]);
+    throw new PageError(error.status, error.error, error.message);
+  }
+  res.writeHead(303, {
+    Location: `${issuerPath(deps.config)}${INTERACTION_PREFIX}${back.uid}/upstream`,
+    'Set-Cookie': flowCookie(deps.csrfKey, issuer, back),
+    'Content-Length': '0',
+  });
+  res.end();
+}
+
+/** GET UID/upstream: the signed-in user, provisioned on first sign-in; login.succeeded; the interaction finishes. */
+async function finishUpstream(step: Step): Promise<void> {
+  const { deps, interaction, req, res, uid } = step;
+  const oidc = deps.config.identity.login.oidc!;
+  const { issuer } = deps.config;
+  const flow = readFlow(req, deps.csrfKey, issuer, 'return');
+  res.setHeader('Set-Cookie', clearFlowCookie(issuer));
+  res.setHeader('Cache-Control', 'no-store');
+  const clientId = typeof interaction.params.client_id === 'string' ? interaction.params.client_id : '';
+  if (!flow || flow.uid !== uid || flow.clientId !== clientId || interaction.prompt.name !== 'login') throw new PageError(400, 'invalid_request', EXPIRED);
+  await clientView(deps.store, clientId);
+  const address = addressOf(req);
+
+  let user = await deps.store.getUser(flow.name);
+  if (!user) {
+    const now = Date.now();
+    try {
+      await deps.store.createUser({ name: flow.name, passwordHash: null, groups: flow.groups, disabled: false, createdAt: now, updatedAt: now });
+      await recordOrFail(deps.audit, [{ type: 'user.added', actor: flow.name, outcome: 'success', reason: 'first sign-in through the upstream OpenID provider', data: { user: flow.name, groups: flow.groups, via: 'oidc', upstream: oidc.issuer } }]);
+    } catch (error) {
+      if (error instanceof PageError) throw error;
+      // Created meanwhile by another sign-in (the store refuses a duplicate with a plain Error).
+      if (!(await deps.store.getUser(flow.name))) throw error;
+    }
+    user = await deps.store.getUser(flow.name);
+    if (!user) throw new PageError(400, 'invalid_request', EXPIRED);
+  }
+  if (user.disabled) {
+    await recordOrFail(deps.audit, [{ type: 'login.failed', actor: user.name, outcome: 'failure', reason: 'disabled', data: { client_id: clientId, address, via: 'oidc', upstream: oidc.issuer } }]);
+    throw new PageError(403, 'access_denied', 'this account is disabled');
+  }
+  // A name claimed upstream never takes over a local password account of the same name.
+  if (user.passwordHash !== null) {
+    await recordOrFail(deps.audit, [{ type: 'login.failed', actor: user.name, outcome: 'denied', reason: 'local_account', data: { client_id: clientId, address, via: 'oidc', upstream: oidc.issuer } }]);
+    throw new PageError(403, 'access_denied', 'this name belongs to a local account; sign in with its password');
+  }
+  await recordOrFail(deps.audit, [{ type: 'login.succeeded', actor: user.name, outcome: 'success', data: { client_id: clientId, address, via: 'oidc', upstream: oidc.issuer, groups: flow.groups } }]);
+  await deps.provider.interactionFinished(req, res, { login: { accountId: user.name } }, { mergeWithLastSubmission: false });
+}
+
+// ---------------------------------------------------------------------------
 // Entry point
 
-const PATH = /^([A-Za-z0-9_-]{1,64})(?:\/(login|consent|abort))?$/;
+const PATH = /^([A-Za-z0-9_-]{1,64})(?:\/(login|consent|abort|upstream))?$/;
 
 async function route(deps: InteractionDeps, req: IncomingMessage, res: ServerResponse, rest: string): Promise<void> {
-  const match = PATH.exec(rest.split('?')[0]!);
+  const path = rest.split('?')[0]!;
+  if (path === UPSTREAM_CALLBACK_REST) return upstreamCallback(deps, req, res);
+  const match = PATH.exec(path);
   if (!match) throw new PageError(404, 'not_found', 'there is no such page');
   const uid = match[1]!;
   const action = match[2] as FormPurpose | undefined;
   const method = req.method ?? 'GET';
+  const { local, oidc } = deps.config.identity.login;
+  if (action === 'upstream' && !oidc) throw new PageError(404, 'not_found', 'there is no such page');
+  // GET UID/upstream is where the browser comes back from the provider (a redirect, not a form; not HEAD, which would finish it).
+  const returning = action === 'upstream' && method === 'GET';
   if (!action && method !== 'GET' && method !== 'HEAD') throw new PageError(405, 'invalid_request', 'use GET for this page', { Allow: 'GET, HEAD' });
-  if (action && method !== 'POST') throw new PageError(405, 'invalid_request', 'this form must be submitted with POST', { Allow: 'POST' });
-  if (action && !fromOwnPage(req.headers, deps.config.issuer)) throw new PageError(403, 'invalid_request', 'the form was submitted from another site');
+  if (action && !returning && method !== 'POST') throw new PageError(405, 'invalid_request', 'this form must be submitted with POST', { Allow: action === 'upstream' ? 'GET, POST' : 'POST' });
+  if (action && !returning && !fromOwnPage(req.headers, deps.config.issuer)) throw new PageError(403, 'invalid_request', 'the form was submitted from another site');
+  if (action === 'login' && !local) throw new PageError(403, 'access_denied', 'signing in with a password is turned off here; use the other sign-in button');
 
   const interaction = await deps.provider.interactionDetails(req, res);
   if (interaction.uid !== uid) throw new PageError(400, 'invalid_request', EXPIRED);
   const step: Step = { deps, req, res, uid, interaction, base: `${issuerPath(deps.config)}${INTERACTION_PREFIX}${uid}` };
 
   if (!action) return showPage(step);
+  if (returning) return finishUpstream(step);
 
   const form = await readForm(req);
   if (!checkCsrfToken(deps.csrfKey, uid, action, form.get('csrf'))) {
@@ -532,12 +662,13 @@ async function route(deps: InteractionDeps, req: IncomingMessage, res: ServerRes
   }
   if (action === 'login') return submitLogin(step, form);
   if (action === 'consent') return submitConsent(step, form);
+  if (action === 'upstream') return startUpstream(step);
   return submitAbort(step);
 }
 
 /**
  * Serves {issuer path}/interaction/REST. `rest` is what follows the prefix:
- * `UID`, `UID/login`, `UID/consent` or `UID/abort`.
+ * `UID`, `UID/login`, `UID/consent`, `UID/abort`, `UID/upstream` or `callback/upstream`.
  */
 export async function handleInteraction(deps: InteractionDeps, req: IncomingMessage, res: ServerResponse, rest: string): Promise<void> {
   // Have the decoy hash ready before the first sign-in, so that one is not slower for an unknown name.

@@ -162,22 +162,38 @@ export interface LoginView {
   username?: string | undefined;
   /** A message shown above the form (wrong name or password, throttled). */
   message?: string | undefined;
+  /** Show the user name and password form (identity.login.local); default true. */
+  password?: boolean | undefined;
+  /** Sign-in at an upstream OpenID provider: a button posting to `action`. */
+  upstream?: { action: string; csrf: string; displayName: string } | undefined;
 }
 
 export function renderLogin(view: LoginView): string {
   const message = view.message ? `<p class="error" role="alert">${escapeHtml(view.message)}</p>` : '';
+  const password = view.password !== false;
+  const upstream = view.upstream
+    ? `<form method="post" action="${escapeHtml(view.upstream.action)}" data-upstream>` +
+      hidden('csrf', view.upstream.csrf) +
+      `<div class="actions"><button type="submit"${password ? '' : ' class="primary-button" autofocus'}>Sign in with ${escapeHtml(view.upstream.displayName)}</button></div>` +
+      `</form>`
+    : '';
+  const local = password
+    ? `<form method="post" action="${escapeHtml(view.action)}">` +
+      hidden('csrf', view.csrf) +
+      `<label for="username">User name</label>` +
+      `<input type="text" id="username" name="username" value="${escapeHtml(view.username ?? '')}" autocomplete="username" autocapitalize="none" spellcheck="false" maxlength="64" required autofocus>` +
+      `<label for="password">Password</label>` +
+      `<input type="password" id="password" name="password" autocomplete="current-password" maxlength="1024" required>` +
+      `<div class="actions"><button type="submit" class="primary-button">Sign in</button></div>` +
+      `</form>`
+    : '';
   const body =
     `<h1>Sign in</h1>` +
     `<p>to continue to <b>${escapeHtml(clientTitle(view.client))}</b></p>` +
     message +
-    `<form method="post" action="${escapeHtml(view.action)}">` +
-    hidden('csrf', view.csrf) +
-    `<label for="username">User name</label>` +
-    `<input type="text" id="username" name="username" value="${escapeHtml(view.username ?? '')}" autocomplete="username" autocapitalize="none" spellcheck="false" maxlength="64" required autofocus>` +
-    `<label for="password">Password</label>` +
-    `<input type="password" id="password" name="password" autocomplete="current-password" maxlength="1024" required>` +
-    `<div class="actions"><button type="submit" class="primary-button">Sign in</button></div>` +
-    `</form>` +
+    upstream +
+    (upstream && local ? `<p class="label">or with a local account</p>` : '') +
+    local +
     `<form method="post" action="${escapeHtml(view.abortAction)}" class="secondary">` +
     hidden('csrf', view.abortCsrf) +
     `<button type="submit" class="link">Cancel</button></form>`;

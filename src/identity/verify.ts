@@ -10,6 +10,7 @@ import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JWK, type JWTP
 import type { ResolvedServer } from '../config/load.ts';
 import type { RevocationList } from './revocations.ts';
 import { SIGNING_ALG } from './keys.ts';
+import { grantsFor, type Grants } from './scopes.ts';
 
 export type AuthReason = 'missing' | 'malformed' | 'invalid' | 'expired' | 'wrong_audience' | 'revoked' | 'insufficient_scope';
 
@@ -42,6 +43,8 @@ export interface Principal {
   audience: string;
   /** First 12 hex digits of the token's SHA-256: names it in logs without revealing it. */
   tokenRef: string;
+  /** What the scopes allow on the audience server (computed once per token). */
+  grants: Grants;
 }
 
 interface CacheEntry {
@@ -90,11 +93,12 @@ export class TokenVerifier {
     const match = BEARER.exec(authorization);
     if (!match?.[1]) throw new AuthError('malformed', 'the Authorization header must be "Bearer <token>"');
     const token = match[1];
-    const hash = createHash('sha256').update(token).digest('hex');
-    const cached = this.cache.get(hash);
+    // Keyed by the token itself: the map lives only in this process's memory, like the request
+    // that carried it, and a hit costs no hashing.
+    const cached = this.cache.get(token);
     if (cached !== undefined) {
       if (now >= cached.until) {
-        this.cache.delete(hash);
+        this.cache.delete(token);
         throw new AuthError('expired', 'the token has expired', { principal: cached.principal });
       }
       if (cached.principal.audience !== server.endpoint) {
@@ -103,13 +107,13 @@ export class TokenVerifier {
       this.checkRevoked(cached.principal);
       return cached.principal;
     }
-    const principal = await this.verifySignature(token, hash, server, now);
+    const principal = await this.verifySignature(token, createHash('sha256').update(token).digest('hex'), server, now);
     this.checkRevoked(principal);
     if (this.cache.size >= CACHE_MAX) {
       const oldest = this.cache.keys().next();
       if (!oldest.done) this.cache.delete(oldest.value);
     }
-    this.cache.set(hash, { principal, until: principal.exp * 1000 });
+    this.cache.set(token, { principal, until: principal.exp * 1000 });
     return principal;
   }
 
@@ -136,10 +140,12 @@ export class TokenVerifier {
     if (typeof clientId !== 'string' || audience.length !== 1 || typeof audience[0] !== 'string') {
       throw new AuthError('invalid', 'the token is not an access token for one MCP server');
     }
+    const scopes = typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : [];
     const principal: Principal = {
       sub: payload.sub!,
       clientId,
-      scopes: typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : [],
+      scopes,
+      grants: grantsFor(server.name, scopes),
       jti: payload.jti!,
       grantId: typeof payload.gid === 'string' ? payload.gid : undefined,
       iat: payload.iat!,

@@ -12,7 +12,7 @@ import type { ResolvedServer } from '../../config/load.ts';
 import { checkPostHeaders, header, readBody } from './common.ts';
 import type { Caller } from '../forward.ts';
 import { AuthError, type Principal } from '../../identity/verify.ts';
-import { grantsFor, missingScope } from '../../identity/scopes.ts';
+import { missingScope } from '../../identity/scopes.ts';
 
 /** The verified caller of one request: null when tokens are not required and none was sent. */
 export interface Access {
@@ -26,7 +26,7 @@ function checkScope(server: ResolvedServer, access: Access | null, parsed: Class
   const { method } = parsed.message;
   const params = parsed.message.params as { name?: unknown } | undefined;
   const tool = method === 'tools/call' && typeof params?.name === 'string' ? params.name : null;
-  const needed = missingScope(server.name, grantsFor(server.name, access.principal.scopes), method, tool);
+  const needed = missingScope(server.name, access.principal.grants, method, tool);
   if (needed !== null) {
     throw new AuthError('insufficient_scope', tool !== null ? `the token does not allow the tool "${tool.slice(0, 128)}"` : `the token does not allow ${method.slice(0, 64)}`, { scope: needed, principal: access.principal });
   }
