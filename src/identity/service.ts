@@ -76,7 +76,7 @@ export class Identity {
         const now = Date.now();
         const { client_secret: _secret, ...rest } = metadata;
         try {
-          await store.createClient({ id: clientId, status: 'active', class: 'interactive', source: 'cimd', owner: null, metadata: rest, secretHash: null, registeredFrom: requestNotes.getStore()?.address ?? null, createdAt: now, updatedAt: now, lastUsedAt: null, decidedBy: null });
+          await store.createClient({ id: clientId, status: 'active', class: 'interactive', source: 'cimd', owner: `domain:${new URL(clientId).host}`, metadata: rest, secretHash: null, registeredFrom: requestNotes.getStore()?.address ?? null, createdAt: now, updatedAt: now, lastUsedAt: null, decidedBy: null });
         } catch {
           // Another request recorded it first.
           return (await store.getClient(clientId))?.status === 'active';

@@ -4,7 +4,8 @@
  * nonce and S256 PKCE, and the code exchange (which checks the ID token's
  * signature, issuer, audience and nonce).
  *
- * The browser goes three steps (routed by interactions.ts):
+ * The browser goes three steps (routed by interactions.ts, handled in
+ * upstream-handlers.ts):
  *
  *   POST /interaction/UID/upstream        start: a sealed cookie, 303 to the provider
  *   GET  /interaction/callback/upstream   the one redirect URI: check state, exchange the code

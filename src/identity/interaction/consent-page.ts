@@ -1,0 +1,130 @@
+/**
+ * The consent page: showing what the client asks for, per MCP server, and
+ * POST UID/consent (decision=allow|deny → consent.granted, success or
+ * denied). Allow saves a new grant holding exactly what the page showed; it
+ * is remembered as consent only once the audit log has it.
+ */
+import type { IdentityEvent, JsonValue } from '../../audit/events.ts';
+import type { AuditLog } from '../../audit/log.ts';
+import type { Store } from '../../store/types.ts';
+import { pageHeaders, renderConsent, type ClientView } from '../pages.ts';
+import { PageError, csrfToken } from './forms.ts';
+import { asksNothing, consentDetails, planConsent, type ConsentPlan } from './consent-plan.ts';
+import { activeUser, clientView, finish, recordOrFail, send, type Step } from './step.ts';
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+const NO_SCOPE = 'no scope for an MCP server was requested';
+
+/** A warning when answers go to another host than the one that vouches for the client (its metadata document). */
+function redirectWarning(client: ClientView, redirectUri: string): string | undefined {
+  if (!client.verifiedHost) return undefined;
+  try {
+    const url = new URL(redirectUri);
+    if ((url.protocol === 'https:' || url.protocol === 'http:') && !LOOPBACK.has(url.hostname) && url.host !== client.verifiedHost) {
+      return `Answers go to ${url.host}, not to ${client.verifiedHost}.`;
+    }
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
+/** GET UID while the consent prompt is pending. */
+export async function showConsent(step: Step, client: ClientView): Promise<void> {
+  const { deps, interaction, uid, base } = step;
+  const plan = planConsent(deps.config, interaction);
+  await activeUser(deps.store, plan.accountId);
+  if (asksNothing(plan)) {
+    // Nothing to ask: send the client its error rather than an empty page.
+    await finish(step, { error: 'invalid_scope', error_description: NO_SCOPE });
+    return;
+  }
+  const html = renderConsent({
+    action: `${base}/consent`,
+    csrf: csrfToken(deps.csrfKey, uid, 'consent'),
+    user: plan.accountId,
+    client,
+    redirectUri: plan.redirectUri,
+    servers: plan.servers.map(({ server, resource, scopes }) => ({ name: server.name, resource, scopes })),
+    oidcScopes: plan.oidcScopes,
+    warning: redirectWarning(client, plan.redirectUri),
+  });
+  send(step.req, step.res, 200, html, pageHeaders([plan.redirectUri]));
+}
+
+// ---------------------------------------------------------------------------
+// POST UID/consent
+
+export async function submitConsent(step: Step, form: Map<string, string>): Promise<void> {
+  const { deps, interaction, res } = step;
+  if (interaction.prompt.name !== 'consent') throw new PageError(400, 'invalid_request', 'this request is not waiting for consent; return to the application and start again');
+  const decision = decisionFrom(form);
+  const plan = planConsent(deps.config, interaction);
+  await activeUser(deps.store, plan.accountId);
+  await clientView(deps.store, plan.clientId);
+  res.setHeader('Cache-Control', 'no-store');
+  if (decision === 'deny') return denyConsent(step, plan);
+  if (asksNothing(plan)) throw new PageError(400, 'invalid_scope', NO_SCOPE);
+  const grant = await saveGrant(step, plan);
+  await recordGrant(deps.audit, plan, grant);
+  await rememberConsent(deps.store, plan);
+  await finish(step, { consent: { grantId: grant.jti } }, true);
+}
+
+function decisionFrom(form: Map<string, string>): 'allow' | 'deny' {
+  const decision = form.get('decision');
+  if (decision !== 'allow' && decision !== 'deny') throw new PageError(400, 'invalid_request', 'the decision must be allow or deny');
+  return decision;
+}
+
+/** consent.granted per MCP server (one without a server when only OpenID scopes were asked). */
+function consentEvents(plan: ConsentPlan, outcome: 'success' | 'denied', grantId?: string): IdentityEvent[] {
+  const granted: Record<string, JsonValue> = grantId ? { grant_id: grantId } : {};
+  if (plan.servers.length === 0) {
+    return [{ type: 'consent.granted', actor: plan.accountId, outcome, data: { client_id: plan.clientId, scopes: plan.oidcScopes, redirect_uri: plan.redirectUri, ...granted } }];
+  }
+  return plan.servers.map((entry) => ({
+    type: 'consent.granted',
+    actor: plan.accountId,
+    server: entry.server.name,
+    outcome,
+    data: { client_id: plan.clientId, resource: entry.resource, scopes: [...entry.scopes, ...plan.oidcScopes], redirect_uri: plan.redirectUri, ...granted },
+  }));
+}
+
+async function denyConsent(step: Step, plan: ConsentPlan): Promise<void> {
+  await recordOrFail(step.deps.audit, consentEvents(plan, 'denied'));
+  await finish(step, { error: 'access_denied', error_description: 'the user denied the request' });
+}
+
+type Grant = InstanceType<Step['deps']['provider']['Grant']>;
+
+/** A new grant holding exactly what the page showed. */
+async function saveGrant(step: Step, plan: ConsentPlan): Promise<Grant> {
+  const { Grant } = step.deps.provider;
+  const grant = new Grant({ accountId: plan.accountId, clientId: plan.clientId });
+  for (const entry of plan.servers) grant.addResourceScope(entry.resource, entry.scopes.join(' '));
+  if (plan.oidcScopes.length > 0) grant.addOIDCScope(plan.oidcScopes.join(' '));
+  const details = consentDetails(step.interaction);
+  if (details.missingOIDCClaims?.length) grant.addOIDCClaims(details.missingOIDCClaims);
+  await grant.save();
+  return grant;
+}
+
+/** consent.granted on record; if it cannot be, the grant goes too (nothing refers to it yet). */
+async function recordGrant(audit: AuditLog, plan: ConsentPlan, grant: Grant): Promise<void> {
+  try {
+    await recordOrFail(audit, consentEvents(plan, 'success', grant.jti));
+  } catch (error) {
+    await grant.destroy().catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Remembered only once it is on record. */
+async function rememberConsent(store: Store, plan: ConsentPlan): Promise<void> {
+  const grantedAt = Date.now();
+  for (const entry of plan.servers) {
+    await store.putConsent({ user: plan.accountId, clientId: plan.clientId, resource: entry.resource, scopes: [...entry.scopes, ...plan.oidcScopes], grantedAt });
+  }
+}
