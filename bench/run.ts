@@ -525,6 +525,9 @@ the rounds (requests/s, p50 and p99 each taken separately). Every process
 its cores, so the load generator itself bounds the direct figure and the
 absolute numbers mean little elsewhere; the ratios are the point.
 
+Where Mandate's time goes, per thread and per step, and what was tried:
+docs/performance.md.
+
 ## How to reproduce
 
 \`\`\`sh
