@@ -132,7 +132,7 @@ export function loadConfig(options: ConfigOptions = {}, env: NodeJS.ProcessEnv =
 
   return {
     ...config,
-    listen: { host, port },
+    listen: { ...config.listen, host, port },
     issuer,
     servers,
     gateway: { ...config.gateway, allowedOrigins },

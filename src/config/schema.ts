@@ -48,8 +48,10 @@ export const configSchema = z
         /** Interface to bind. Default 127.0.0.1 (loopback only). */
         host: z.string().min(1).default('127.0.0.1'),
         port: z.number().int().min(0).max(65535).default(8080),
+        /** Addresses of reverse proxies in front: from them, the client's address is read from X-Forwarded-For (sign-in throttle, registration limits, audit). */
+        trustedProxies: z.array(z.ipv4().or(z.ipv6())).default([]),
       })
-      .default({ host: '127.0.0.1', port: 8080 }),
+      .default({ host: '127.0.0.1', port: 8080, trustedProxies: [] }),
     servers: z.array(serverSchema).default([]),
     gateway: z
       .strictObject({

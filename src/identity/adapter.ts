@@ -6,15 +6,13 @@
  * with their secret hashed; a client that is not active is invisible to the
  * authorization server, so it can obtain nothing.
  */
-import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import type { ClientRecord, Store } from '../store/types.ts';
 import { requestNotes } from './context.ts';
 import { hashSecret, seal, unseal } from './secrets.ts';
 
 /** What the adapter tells the rest of identity about client lifecycle. */
 export interface AdapterHooks {
-  /** A client row was created by registration (DCR). */
-  clientRegistered(client: ClientRecord): void;
   /** A client resolved from its metadata document is about to be used: record it on first sight; false if an admin revoked or rejected it. */
   metadataClientSeen(clientId: string, metadata: Record<string, unknown>): Promise<boolean>;
   /** True if a stored refresh token or code (its payload) is covered by a revocation. */
@@ -66,7 +64,6 @@ class ClientAdapter implements Adapter {
       decidedBy: intake && intake.status === 'active' ? intake.via : null,
     };
     await this.store.createClient(record);
-    this.hooks.clientRegistered(record);
   }
 
   async find(id: string): Promise<AdapterPayload | undefined> {
@@ -154,8 +151,20 @@ class ArtifactAdapter implements Adapter {
     return this.restoreSealed(await this.store.oidcFindByUserCode(this.model, hashSecret(userCode)));
   }
 
+  /**
+   * Single use, atomically: if another request consumed this code or refresh
+   * token first (concurrent reuse), the whole grant is revoked and this request
+   * fails, as a sequential reuse would.
+   */
   async consume(id: string): Promise<void> {
-    await this.store.oidcConsume(this.model, hashSecret(id), Date.now());
+    const key = hashSecret(id);
+    if (await this.store.oidcConsume(this.model, key, Date.now())) return;
+    const grantId = (await this.store.oidcFind(this.model, key))?.payload.grantId;
+    if (typeof grantId === 'string') {
+      await this.hooks.grantRevoked(grantId);
+      for (const model of REVOCABLE) await this.store.oidcRevokeByGrant(model, grantId);
+    }
+    throw new errors.InvalidGrant('grant request is invalid');
   }
 
   async destroy(id: string): Promise<void> {

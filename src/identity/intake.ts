@@ -1,15 +1,16 @@
 /**
  * Client registration intake (RFC 7591), in front of the authorization
  * server's own registration endpoint. Steps, in order:
- *   admit (mode, initial access token) → limitRate → readJson →
- *   applyStatement (trusted software statement) → checkMetadata → forwardable
+ *   admit (mode, initial access token present) → limitRate → readJson →
+ *   applyStatement (trusted software statement) → checkMetadata →
+ *   spendToken (one use of the initial access token) → forwardable
  * A refusal answers with the RFC 7591 error and registers nothing.
  */
 import type { Context, Next } from 'koa';
 import type { Config } from '../config/load.ts';
 import type { ClientClass, ClientStatus, Store } from '../store/types.ts';
 import { requestNotes } from './context.ts';
-import { ROUTES } from './provider.ts';
+import { isRoute, ROUTES } from './routes.ts';
 import { hashSecret } from './secrets.ts';
 import { OAuthRefusal } from './errors.ts';
 import { TOOL_NAME } from './scopes.ts';
@@ -97,17 +98,22 @@ export interface IntakeDeps {
 
 type Rules = Config['identity']['registration'];
 
-/** Step: the deployment's registration mode, and its initial access token. Returns the owner to record. */
-async function admit(ctx: Context, rules: Rules, store: Store): Promise<string | null> {
+const TOKEN_CHALLENGE = { 'www-authenticate': 'Bearer error="invalid_token"' };
+
+/** Step: the deployment's registration mode. Returns the hash of the initial access token the mode needs, or null. */
+function admit(ctx: Context, rules: Rules): string | null {
   if (rules.mode === 'closed') throw new IntakeError(403, 'access_denied', 'client registration is closed here; ask an administrator to register the client');
   if (rules.mode !== 'initial-access-token') return null;
-  const challenge = { 'www-authenticate': 'Bearer error="invalid_token"' };
   const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(ctx.get('authorization'));
-  if (!match?.[1]) throw new IntakeError(401, 'invalid_token', 'registration needs an initial access token (Authorization: Bearer …) from `mandate clients token create`', challenge);
-  if (!(await store.useRegistrationToken(hashSecret(match[1]), Date.now()))) {
-    throw new IntakeError(401, 'invalid_token', 'the initial access token is unknown, expired or used up', challenge);
+  if (!match?.[1]) throw new IntakeError(401, 'invalid_token', 'registration needs an initial access token (Authorization: Bearer …) from `mandate clients token create`', TOKEN_CHALLENGE);
+  return hashSecret(match[1]);
+}
+
+/** Step: spend one use of the initial access token, once everything else checked out (a refused registration costs none). */
+async function spendToken(tokenHash: string, store: Store): Promise<void> {
+  if (!(await store.useRegistrationToken(tokenHash, Date.now()))) {
+    throw new IntakeError(401, 'invalid_token', 'the initial access token is unknown, expired or used up', TOKEN_CHALLENGE);
   }
-  return 'registration-token';
 }
 
 /** Step: at most so many registrations per address per hour. */
@@ -119,6 +125,8 @@ async function limitRate(address: string, rules: Rules, store: Store): Promise<v
 }
 
 const STATEMENT_ALGS = ['ES256', 'ES384', 'PS256', 'RS256', 'EdDSA', 'Ed25519'];
+/** Metadata a registration with a statement may carry only inside the statement. */
+const VOUCHED_ONLY = ['redirect_uris', 'grant_types', 'response_types', 'token_endpoint_auth_method', 'jwks', 'jwks_uri', 'scope'];
 /** Registered claims of the statement itself, not client metadata. */
 const STATEMENT_ONLY = new Set(['iss', 'iat', 'exp', 'nbf', 'jti', 'aud', 'sub']);
 
@@ -147,6 +155,14 @@ async function applyStatement(metadata: Record<string, unknown>, rules: Rules): 
   }
   const { software_statement: _statement, ...plain } = metadata;
   const vouched = Object.fromEntries(Object.entries(claims).filter(([key]) => !STATEMENT_ONLY.has(key)));
+  // A statement ships with the software and may be public: whoever sends it must not add
+  // where codes go or how the client authenticates beyond what the publisher signed.
+  const unvouched = VOUCHED_ONLY.filter((key) => key in plain && !(key in vouched));
+  if (unvouched.length > 0) throw new IntakeError(400, 'invalid_software_statement', `the software statement does not vouch for ${unvouched.join(', ')}; send them inside it or not at all`);
+  const grants = Array.isArray(vouched.grant_types) ? vouched.grant_types : [];
+  if (!('redirect_uris' in vouched) && !grants.includes('client_credentials')) {
+    throw new IntakeError(400, 'invalid_software_statement', 'the software statement must name the redirect_uris (or the client_credentials grant of a machine client)');
+  }
   return { metadata: { ...plain, ...vouched }, publisher: trusted.issuer };
 }
 
@@ -189,18 +205,17 @@ function forwardable(metadata: Record<string, unknown>, clientClass: ClientClass
 export function registrationIntake(deps: IntakeDeps): (ctx: Context, next: Next) => Promise<void> {
   const rules = deps.config.identity.registration;
   return async (ctx, next) => {
-    if (ctx.path !== ROUTES.registration) return next();
+    if (!isRoute(ctx.path, ROUTES.registration)) return next();
     if (ctx.method !== 'POST') throw new IntakeError(405, 'invalid_request', 'registration accepts POST only', { allow: 'POST' });
     const notes = requestNotes.getStore();
-    let owner = await admit(ctx, rules, deps.store);
+    const tokenHash = admit(ctx, rules);
     await limitRate(notes?.address ?? ctx.ip, rules, deps.store);
     let metadata = await readJson(ctx, rules.maxBodyBytes);
     const vouched = await applyStatement(metadata, rules);
-    if (vouched) {
-      metadata = vouched.metadata;
-      owner = `software:${vouched.publisher}`;
-    }
+    if (vouched) metadata = vouched.metadata;
     const clientClass = checkMetadata(metadata, rules);
+    if (tokenHash !== null) await spendToken(tokenHash, deps.store);
+    const owner = vouched ? `software:${vouched.publisher}` : tokenHash !== null ? 'registration-token' : null;
     // A trusted publisher's statement skips approval; so do the stricter and the development modes.
     const status: ClientStatus = rules.mode === 'approval' && !vouched ? 'pending' : 'active';
     if (notes) notes.registration = { status, class: clientClass, owner, via: vouched ? 'software-statement' : rules.mode };

@@ -16,23 +16,20 @@ import { constantEquals, hashSecret, randomToken } from './secrets.ts';
 import { serverForResource, serverScope, toolScopesIn } from './scopes.ts';
 import { guardedFetch } from './ssrf.ts';
 import { hostMatches } from './hosts.ts';
+import { INTERACTION_PREFIX, ROUTES } from './routes.ts';
+import { classify } from './intake.ts';
 import { errorPageHeaders, renderErrorPage } from './pages.ts';
 import { loadExistingGrant } from './consent.ts';
 import { requestNotes } from './context.ts';
 
-export const ROUTES = {
-  authorization: '/oauth/authorize',
-  token: '/oauth/token',
-  registration: '/oauth/register',
-  revocation: '/oauth/revoke',
-  introspection: '/oauth/introspect',
-  jwks: '/oauth/jwks',
-  end_session: '/oauth/logout',
-  userinfo: '/oauth/userinfo',
-  pushed_authorization_request: '/oauth/par',
-} as const;
+function isInteractive(metadata: Record<string, unknown>): boolean {
+  try {
+    return classify(metadata) === 'interactive';
+  } catch {
+    return false;
+  }
+}
 
-export const INTERACTION_PREFIX = '/interaction/';
 
 export interface ProviderDeps {
   config: Config;
@@ -53,7 +50,7 @@ function resourceServer(config: Config, ctx: KoaContextWithOIDC, resource: strin
   const server = serverForResource(config, resource);
   if (!server) throw new errors.InvalidTarget(`resource ${resource} is not an MCP server behind this gateway`);
   const entities = ctx.oidc.entities as Record<string, { scope?: string } | undefined>;
-  const granted = [ctx.oidc.params?.scope as string | undefined, entities.RefreshToken?.scope, entities.AuthorizationCode?.scope, entities.Grant ? undefined : undefined];
+  const granted = [ctx.oidc.params?.scope as string | undefined, entities.RefreshToken?.scope, entities.AuthorizationCode?.scope];
   const tools = new Set(granted.flatMap((scope) => toolScopesIn(server.name, scope)));
   return {
     scope: [serverScope(server.name), ...tools].join(' '),
@@ -178,6 +175,8 @@ export function createProvider(deps: ProviderDeps): Provider {
         allowFetch: (_ctx, clientId) => hostMatches(identity.cimd.allowedDomains, new URL(clientId).hostname),
         allowClient: async (_ctx, client) => {
           if (!hostMatches(identity.cimd.allowedDomains, new URL(client.clientId).hostname)) return false;
+          // A metadata document describes an interactive client only: a user signs in and consents.
+          if (!isInteractive(client.metadata() as Record<string, unknown>)) return false;
           return hooks.metadataClientSeen(client.clientId, client.metadata() as Record<string, unknown>);
         },
         cacheDuration: { min: identity.cimd.cacheMinSeconds, max: identity.cimd.cacheMaxSeconds },

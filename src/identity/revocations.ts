@@ -18,8 +18,25 @@ export interface TokenFacts {
   iat: number;
 }
 
+/** The facts a revocation check needs, from a token's claims or a stored artifact's payload. */
+export function tokenFacts(claims: Record<string, unknown>, names: { grant: string; client: string; sub: string } = { grant: 'gid', client: 'client_id', sub: 'sub' }): TokenFacts {
+  const text = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
+  return {
+    jti: text(claims.jti),
+    grantId: text(claims[names.grant]),
+    clientId: text(claims[names.client]),
+    sub: text(claims[names.sub]),
+    iat: typeof claims.iat === 'number' ? claims.iat : 0,
+  };
+}
+
+interface Entry {
+  revokedAt: number;
+  expiresAt: number;
+}
+
 export class RevocationList {
-  private readonly byKind: Record<RevocationKind, Map<string, number>> = { jti: new Map(), grant: new Map(), client: new Map(), user: new Map() };
+  private readonly byKind: Record<RevocationKind, Map<string, Entry>> = { jti: new Map(), grant: new Map(), client: new Map(), user: new Map() };
   private lastSeq = 0;
   private timer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
@@ -36,7 +53,7 @@ export class RevocationList {
     if (record.seq > this.lastSeq) this.lastSeq = record.seq;
     const map = this.byKind[record.kind];
     const known = map.get(record.value);
-    if (known === undefined || record.revokedAt > known) map.set(record.value, record.revokedAt);
+    if (known === undefined || record.revokedAt > known.revokedAt) map.set(record.value, { revokedAt: record.revokedAt, expiresAt: record.expiresAt });
     this.onRevoked?.(record);
   }
 
@@ -44,12 +61,21 @@ export class RevocationList {
   refresh(): Promise<void> {
     this.refreshing ??= (async () => {
       try {
-        for (const record of await this.store.listRevocations(this.lastSeq, Date.now())) this.apply(record);
+        const now = Date.now();
+        for (const record of await this.store.listRevocations(this.lastSeq, now)) this.apply(record);
+        this.prune(now);
       } finally {
         this.refreshing = null;
       }
     })();
     return this.refreshing;
+  }
+
+  /** Forgets revocations that outlived every token they could cover. */
+  private prune(now: number): void {
+    for (const map of Object.values(this.byKind)) {
+      for (const [value, entry] of map) if (entry.expiresAt <= now) map.delete(value);
+    }
   }
 
   start(pollMs: number, onError: (error: unknown) => void): void {
@@ -75,9 +101,9 @@ export class RevocationList {
     if (token.jti !== undefined && this.byKind.jti.has(token.jti)) return 'jti';
     if (token.grantId !== undefined && this.byKind.grant.has(token.grantId)) return 'grant';
     const client = token.clientId === undefined ? undefined : this.byKind.client.get(token.clientId);
-    if (client !== undefined && issuedMs <= client) return 'client';
+    if (client !== undefined && issuedMs <= client.revokedAt) return 'client';
     const user = token.sub === undefined ? undefined : this.byKind.user.get(token.sub);
-    if (user !== undefined && issuedMs <= user) return 'user';
+    if (user !== undefined && issuedMs <= user.revokedAt) return 'user';
     return null;
   }
 }

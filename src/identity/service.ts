@@ -14,8 +14,9 @@ import { handleInteraction, type InteractionDeps } from './interactions.ts';
 import { createHmac } from 'node:crypto';
 import { loadKeys, publicSigningKeys, type KeyMaterial } from './keys.ts';
 import { registrationIntake } from './intake.ts';
-import { createProvider, INTERACTION_PREFIX } from './provider.ts';
-import { KEEP_MS, RevocationList } from './revocations.ts';
+import { createProvider } from './provider.ts';
+import { INTERACTION_PREFIX } from './routes.ts';
+import { KEEP_MS, RevocationList, tokenFacts } from './revocations.ts';
 import { serverScope } from './scopes.ts';
 import { loadSecretKey } from './secrets.ts';
 import { auditGateStep, errorsStep, evidenceStep, jwtTokensStep } from './steps.ts';
@@ -59,14 +60,8 @@ export class Identity {
     this.revocations = revocations;
 
     const hooks: AdapterHooks = {
-      clientRegistered: () => undefined,
-      isRevoked: (payload) =>
-        revocations.revokedBy({
-          grantId: typeof payload.grantId === 'string' ? payload.grantId : undefined,
-          clientId: typeof payload.clientId === 'string' ? payload.clientId : undefined,
-          sub: typeof payload.accountId === 'string' ? payload.accountId : undefined,
-          iat: typeof payload.iat === 'number' ? payload.iat : 0,
-        }) !== null,
+      // A stored refresh token or code: no jti of an access token; its own field names.
+      isRevoked: (payload) => revocations.revokedBy({ ...tokenFacts(payload, { grant: 'grantId', client: 'clientId', sub: 'accountId' }), jti: undefined }) !== null,
       grantRevoked: async (grantId) => {
         await revocations.revoke('grant', grantId, Date.now() + KEEP_MS.grant);
       },
@@ -87,7 +82,7 @@ export class Identity {
     };
     this.provider = createProvider({ config, store, secret, keys, hooks });
     this.provider.on('server_error', (_ctx: unknown, error: unknown) => log.error({ err: String(error) }, 'authorization server error'));
-    const steps = { config, store, audit, revocations, publicKeys: () => keys.publicKeys };
+    const steps = { config, store, audit, revocations, publicKeys: () => publicSigningKeys(store, secret) };
     // Outermost first: nothing is issued without a writable audit log; every outcome,
     // refusals by Mandate's own steps included, becomes evidence.
     this.provider.use(auditGateStep(audit));
@@ -104,8 +99,11 @@ export class Identity {
   static async start(deps: IdentityDeps): Promise<Identity> {
     const { config, store, log } = deps;
     const secret = loadSecretKey(config.dataDir);
-    const ttl = Math.max(config.identity.accessTokenTtl, 60) * 1000;
-    const keys = await loadKeys(store, secret, { rotateAfterMs: config.identity.keyRotationDays * 86_400_000, retainMs: ttl + 3_600_000 });
+    // A retired key stays published for a whole rotation period (at least a token lifetime and an
+    // hour): another node that has not restarted since may still sign with it.
+    const rotateAfterMs = config.identity.keyRotationDays * 86_400_000;
+    const retainMs = Math.max(rotateAfterMs, config.identity.accessTokenTtl * 1000 + 3_600_000);
+    const keys = await loadKeys(store, secret, { rotateAfterMs, retainMs });
     if (keys.created) {
       await deps.audit.record({ type: 'keys.rotated', outcome: 'success', reason: keys.created.retired.length ? 'the signing key reached its rotation age' : 'first signing key', data: { kid: keys.created.kid, retired: keys.created.retired } });
     }
@@ -149,6 +147,8 @@ export class Identity {
 
   /** The 401/403 answer for a refused request (RFC 6750 §3, RFC 9728 §5.1). */
   challenge(server: ResolvedServer, error: AuthError): Challenge {
+    // The description may carry a client-chosen tool name: only RFC 6750's characters go into the header.
+    const described = headerSafe(error.message);
     const metadata = `resource_metadata="${this.resourceMetadataUrl(server)}"`;
     if (error.reason === 'insufficient_scope') {
       const scope = error.scope ?? serverScope(server.name);
@@ -156,13 +156,13 @@ export class Identity {
         status: 403,
         error: 'insufficient_scope',
         description: error.message,
-        headers: { 'www-authenticate': `Bearer error="insufficient_scope", scope="${scope}", ${metadata}, error_description="${error.message}"` },
+        headers: { 'www-authenticate': `Bearer error="insufficient_scope", scope="${headerSafe(scope)}", ${metadata}, error_description="${described}"` },
       };
     }
     const scope = `scope="${serverScope(server.name)}"`;
     if (error.reason === 'missing') return { status: 401, error: 'invalid_token', description: error.message, headers: { 'www-authenticate': `Bearer ${metadata}, ${scope}` } };
     const code = error.reason === 'malformed' ? 'invalid_request' : 'invalid_token';
-    return { status: error.reason === 'malformed' ? 400 : 401, error: code, description: error.message, headers: { 'www-authenticate': `Bearer error="${code}", error_description="${error.message}", ${metadata}, ${scope}` } };
+    return { status: error.reason === 'malformed' ? 400 : 401, error: code, description: error.message, headers: { 'www-authenticate': `Bearer error="${code}", error_description="${described}", ${metadata}, ${scope}` } };
   }
 
   /** Protected resource metadata for one server (RFC 9728). */
@@ -180,7 +180,7 @@ export class Identity {
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? '/';
     const [path = '/', query] = url.split('?');
-    const address = req.socket.remoteAddress ?? 'unknown';
+    const address = clientAddress(req, this.deps.config.listen.trustedProxies);
     // An https issuer is what browsers reach (through a TLS proxy in front): the request counts as
     // secure, so cookies are Secure and __Host- even though this hop is plain http. No forwarded
     // header is trusted for this.
@@ -208,6 +208,25 @@ export class Identity {
       await this.callback(req, res);
     });
   }
+}
+
+/**
+ * The client's address: the peer, or, when the peer is a trusted proxy, the
+ * nearest X-Forwarded-For entry that is not one (entries further left are the
+ * client's own claims and are not trusted).
+ */
+export function clientAddress(req: IncomingMessage, trusted: readonly string[]): string {
+  const normalize = (address: string): string => address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
+  const peer = normalize(req.socket.remoteAddress ?? 'unknown');
+  if (trusted.length === 0 || !trusted.includes(peer)) return peer;
+  const forwarded = req.headers['x-forwarded-for'];
+  const hops = (Array.isArray(forwarded) ? forwarded.join(',') : (forwarded ?? '')).split(',').map((hop) => normalize(hop.trim())).filter(Boolean);
+  for (let i = hops.length - 1; i >= 0; i -= 1) if (!trusted.includes(hops[i]!)) return hops[i]!;
+  return peer;
+}
+
+function headerSafe(value: string): string {
+  return value.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/g, '?');
 }
 
 function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {

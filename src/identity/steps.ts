@@ -19,8 +19,8 @@ import type { Config } from '../config/load.ts';
 import type { Store } from '../store/types.ts';
 import { requestNotes } from './context.ts';
 import { IntakeError } from './intake.ts';
-import { ROUTES } from './provider.ts';
-import { KEEP_MS, type RevocationList } from './revocations.ts';
+import { isRoute, routeKey, ROUTES } from './routes.ts';
+import { KEEP_MS, tokenFacts, type RevocationList } from './revocations.ts';
 import { serverForResource } from './scopes.ts';
 import { SIGNING_ALG } from './keys.ts';
 
@@ -31,7 +31,8 @@ export interface StepDeps {
   store: Store;
   audit: AuditLog;
   revocations: RevocationList;
-  publicKeys: () => JWK[];
+  /** The published signing keys as stored now (other nodes may have added keys since start). */
+  publicKeys: () => Promise<JWK[]>;
 }
 
 function oauthError(ctx: Context, status: number, error: string, description: string, headers: Record<string, string> = {}): void {
@@ -60,11 +61,11 @@ export function errorsStep(): Step {
   };
 }
 
-const AUDITED = new Set<string>([ROUTES.token, ROUTES.registration, ROUTES.revocation]);
+const AUDITED = new Set<string>([ROUTES.token, ROUTES.registration, ROUTES.revocation].map((route) => route.toLowerCase()));
 
 export function auditGateStep(audit: AuditLog): Step {
   return async (ctx, next) => {
-    if (ctx.method === 'POST' && AUDITED.has(ctx.path)) {
+    if (ctx.method === 'POST' && AUDITED.has(routeKey(ctx.path))) {
       try {
         await audit.ensureWritable();
       } catch {
@@ -80,7 +81,7 @@ export function auditGateStep(audit: AuditLog): Step {
 async function ourAccessToken(deps: StepDeps, token: string): Promise<Record<string, unknown> | null> {
   try {
     decodeProtectedHeader(token);
-    const { payload } = await jwtVerify(token, createLocalJWKSet({ keys: deps.publicKeys() }), { issuer: deps.config.issuer, typ: 'at+jwt', algorithms: [SIGNING_ALG] });
+    const { payload } = await jwtVerify(token, createLocalJWKSet({ keys: await deps.publicKeys() }), { issuer: deps.config.issuer, typ: 'at+jwt', algorithms: [SIGNING_ALG] });
     return payload;
   } catch {
     return null;
@@ -103,15 +104,7 @@ async function introspectJwt(deps: StepDeps, ctx: Context, client: { clientId: s
   ctx.set('cache-control', 'no-store');
   const caller = client.clientAuthMethod === 'none' ? null : await deps.store.getClient(client.clientId);
   const claims = caller?.class === 'machine' ? await ourAccessToken(deps, token) : null;
-  const revoked =
-    claims !== null &&
-    deps.revocations.revokedBy({
-      jti: typeof claims.jti === 'string' ? claims.jti : undefined,
-      grantId: typeof claims.gid === 'string' ? claims.gid : undefined,
-      clientId: typeof claims.client_id === 'string' ? claims.client_id : undefined,
-      sub: typeof claims.sub === 'string' ? claims.sub : undefined,
-      iat: typeof claims.iat === 'number' ? claims.iat : 0,
-    }) !== null;
+  const revoked = claims !== null && deps.revocations.revokedBy(tokenFacts(claims)) !== null;
   if (!claims || revoked) {
     ctx.body = { active: false };
     return;
@@ -128,12 +121,12 @@ async function introspectJwt(deps: StepDeps, ctx: Context, client: { clientId: s
 export function jwtTokensStep(deps: StepDeps): Step {
   return async (ctx, next) => {
     await next();
-    if ((ctx.path !== ROUTES.revocation && ctx.path !== ROUTES.introspection) || ctx.status !== 400) return;
+    if ((!isRoute(ctx.path, ROUTES.revocation) && !isRoute(ctx.path, ROUTES.introspection)) || ctx.status !== 400) return;
     const body = ctx.body as { error?: string } | null;
     const client = ctx.oidc?.client;
     const token = ctx.oidc?.params?.token;
     if (body?.error !== 'unsupported_token_type' || !client || typeof token !== 'string') return;
-    if (ctx.path === ROUTES.revocation) await revokeJwt(deps, ctx, client.clientId, token);
+    if (isRoute(ctx.path, ROUTES.revocation)) await revokeJwt(deps, ctx, client.clientId, token);
     else await introspectJwt(deps, ctx, client, token);
   };
 }
@@ -161,7 +154,7 @@ function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
   const address = notes?.address ?? ctx.ip;
   const clientId = oidc?.client?.clientId ?? (typeof oidc?.params?.client_id === 'string' ? oidc.params.client_id : null);
   const state = ctx.state as Record<string, unknown>;
-  if (ctx.path === ROUTES.registration) {
+  if (isRoute(ctx.path, ROUTES.registration)) {
     const refused = state.refused as { error: string; description: string } | undefined;
     if (ctx.status === 201) {
       const body = ctx.body as Record<string, unknown>;
@@ -177,7 +170,7 @@ function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
     const error = refused?.error ?? (ctx.body as { error?: string } | null)?.error ?? 'error';
     return { type: 'client.registered', outcome: 'denied', reason: refused?.description ?? error, data: { address, error } };
   }
-  if (ctx.path === ROUTES.token && ctx.method === 'POST') {
+  if (isRoute(ctx.path, ROUTES.token) && ctx.method === 'POST') {
     const grantType = typeof oidc?.params?.grant_type === 'string' ? oidc.params.grant_type : 'unknown';
     const entities = (oidc?.entities ?? {}) as Record<string, TokenLike | undefined>;
     const issued = entities.AccessToken ?? entities.ClientCredentials;
@@ -204,7 +197,7 @@ function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
     }
     return { type: 'token.issued', actor: clientId, outcome: 'denied', reason: body?.error_description ?? body?.error ?? 'refused', data: { client_id: clientId, grant_type: grantType, error: body?.error ?? null, address } };
   }
-  if (ctx.path === ROUTES.revocation && ctx.status === 200) {
+  if (isRoute(ctx.path, ROUTES.revocation) && ctx.status === 200) {
     const jwt = state.revokedJwt as { jti: string; sub?: string } | undefined;
     const entities = (oidc?.entities ?? {}) as Record<string, TokenLike | undefined>;
     const opaque = entities.RefreshToken ?? entities.AccessToken ?? entities.ClientCredentials;
@@ -223,13 +216,15 @@ function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
 export function evidenceStep(deps: StepDeps): Step {
   return async (ctx, next) => {
     await next();
-    if (ctx.method !== 'POST' || !AUDITED.has(ctx.path)) return;
+    if (ctx.method !== 'POST' || !AUDITED.has(routeKey(ctx.path))) return;
     const event = evidence(deps, ctx);
     if (!event) return;
     try {
       await deps.audit.record(event);
     } catch {
-      if (ctx.status < 400) oauthError(ctx, 503, 'temporarily_unavailable', 'the audit log cannot be written; retry', { 'retry-after': '5' });
+      // The exchange already happened (a code or refresh token is used up): the answer is withheld,
+      // and a retry with the same code or token would read as reuse. The client must start again.
+      if (ctx.status < 400) oauthError(ctx, 503, 'temporarily_unavailable', 'the audit log cannot be written, so no token is delivered; start a new authorization once the service is back');
       return;
     }
     if (event.type === 'token.issued' && event.outcome === 'success' && typeof event.data?.client_id === 'string') {

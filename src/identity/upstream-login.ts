@@ -25,7 +25,7 @@ import { createHmac } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import * as client from 'openid-client';
 import type { UpstreamOidcConfig } from '../config/identity-schema.ts';
-import { INTERACTION_PREFIX } from './provider.ts';
+import { INTERACTION_PREFIX } from './routes.ts';
 import { constantEquals, seal, unseal } from './secrets.ts';
 import { GROUP_NAME, USER_NAME } from './users.ts';
 

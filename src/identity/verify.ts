@@ -1,9 +1,9 @@
 /**
  * Token checks at the gateway: `verify(header, server)` → Principal, or an
  * AuthError that says why (missing, invalid, expired, wrong audience,
- * revoked). A verified token is cached by its hash until it expires; a cache
- * hit still consults the in-memory revocation list, so revocation is
- * immediate.
+ * revoked). A verified token is cached (in memory, keyed by the token) until
+ * it expires; a cache hit still consults the in-memory revocation list, so
+ * revocation is immediate.
  */
 import { createHash } from 'node:crypto';
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JWK, type JWTPayload } from 'jose';
@@ -65,6 +65,7 @@ export class TokenVerifier {
   /** Reads the current public keys from the store (another node may have rotated). */
   private readonly reloadKeys: (() => Promise<JWK[]>) | null;
   private lastReload = 0;
+  private reloading: Promise<boolean> | null = null;
 
   constructor(issuer: string, publicKeys: JWK[], revocations: RevocationList, options: { clockToleranceS?: number; reloadKeys?: () => Promise<JWK[]> } = {}) {
     this.issuer = issuer;
@@ -75,11 +76,21 @@ export class TokenVerifier {
   }
 
   /** A token signed with a key this node has not seen: reload the key set, at most once a second (an unknown kid costs one store read). */
-  private async refreshKeys(now: number): Promise<boolean> {
-    if (!this.reloadKeys || now - this.lastReload < 1_000) return false;
+  private refreshKeys(now: number): Promise<boolean> {
+    // Requests that arrive while a reload runs wait for it rather than fail.
+    if (this.reloading) return this.reloading;
+    if (!this.reloadKeys || now - this.lastReload < 1_000) return Promise.resolve(false);
+    const reload = this.reloadKeys;
     this.lastReload = now;
-    this.keySet = createLocalJWKSet({ keys: await this.reloadKeys() });
-    return true;
+    this.reloading = (async () => {
+      try {
+        this.keySet = createLocalJWKSet({ keys: await reload() });
+        return true;
+      } finally {
+        this.reloading = null;
+      }
+    })();
+    return this.reloading;
   }
 
   private checkRevoked(principal: Principal): void {

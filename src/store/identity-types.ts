@@ -115,8 +115,11 @@ export interface IdentityStore {
   oidcFind(model: OidcModel, key: string): Promise<OidcRecord | null>;
   oidcFindByUid(model: OidcModel, uid: string): Promise<(OidcRecord & { key: string }) | null>;
   oidcFindByUserCode(model: OidcModel, userCode: string): Promise<(OidcRecord & { key: string }) | null>;
-  /** Marks consumed (keeps the first consumption time). */
-  oidcConsume(model: OidcModel, key: string, at: number): Promise<void>;
+  /**
+   * Marks consumed, atomically: true only for the call that consumed it (the
+   * first consumption time is kept); false if it was already consumed or is absent.
+   */
+  oidcConsume(model: OidcModel, key: string, at: number): Promise<boolean>;
   oidcDestroy(model: OidcModel, key: string): Promise<void>;
   /** Deletes every artifact of this model that belongs to the grant. */
   oidcRevokeByGrant(model: OidcModel, grantId: string): Promise<void>;

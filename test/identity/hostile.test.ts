@@ -651,6 +651,24 @@ describe('registration', () => {
     assert.equal(again.body.client_id, undefined);
     assert.equal(await count(iat), 1);
   });
+
+  it('another spelling of an endpoint path (case, trailing slash) does not get around Mandate\'s steps', async () => {
+    const metadata = JSON.stringify({ redirect_uris: ['https://evil.example/cb'], token_endpoint_auth_method: 'none' });
+    for (const path of ['/OAUTH/REGISTER', '/oauth/register/', '/OAuth/Register//']) {
+      const res = await fetch(`${iat.base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: metadata });
+      assert.notEqual(res.status, 201, path);
+      if (res.status !== 404) assert.equal(((await res.json()) as { error: string }).error, 'invalid_token', path);
+    }
+    assert.equal(await count(iat), 1, 'nothing was registered');
+    // The token endpoint's evidence step sees the spelled-differently path too.
+    const machine = await register(open.base, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' });
+    const auth = { basic: { id: String(machine.body.client_id), secret: String(machine.body.client_secret) } };
+    const issued = await token(open.base, { grant_type: 'client_credentials', resource: open.endpoint('alpha'), scope: 'mcp:alpha' }, auth, '/OAUTH/TOKEN/');
+    assert.equal(issued.status, 200, JSON.stringify(issued.body));
+    const jti = String(jwtClaims(String(issued.body.access_token)).jti);
+    const events = JSON.parse((await open.cli(['audit', 'list', '--json', '--type', 'token.issued'])).stdout) as { data?: { jti?: string } }[];
+    assert.ok(events.some((event) => event.data?.jti === jti), 'the token issued at /OAUTH/TOKEN/ is on record');
+  });
 });
 
 // ---------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import { loadConfig, type Config } from '../../src/config/load.ts';
 import { loadExistingGrant } from '../../src/identity/consent.ts';
 import { handleInteraction, LoginThrottle, type InteractionDeps } from '../../src/identity/interactions.ts';
 import { loadKeys } from '../../src/identity/keys.ts';
-import { createProvider, INTERACTION_PREFIX } from '../../src/identity/provider.ts';
+import { createProvider } from '../../src/identity/provider.ts';
+import { INTERACTION_PREFIX } from '../../src/identity/routes.ts';
 import { hashPassword } from '../../src/identity/users.ts';
 import { openStore } from '../../src/store/open.ts';
 import type { Store } from '../../src/store/types.ts';
@@ -60,7 +61,7 @@ before(async () => {
     store,
     secret,
     keys,
-    hooks: { clientRegistered: () => {}, metadataClientSeen: async () => true, isRevoked: () => false, grantRevoked: async () => {} },
+    hooks: { metadataClientSeen: async () => true, isRevoked: () => false, grantRevoked: async () => {} },
   });
 
   const now = Date.now();

@@ -1,7 +1,8 @@
 /**
  * Software statements (RFC 7591 §2.3) against the real gateway in approval
  * mode: a statement from a trusted publisher makes the client active at once;
- * anything else is refused and registers nothing.
+ * anything else is refused and registers nothing, and whoever presents a
+ * statement cannot add redirect URIs or credentials the publisher did not sign.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -80,6 +81,19 @@ describe('software statements', { timeout: 60_000 }, () => {
       assert.equal(answer.status, 400, name);
       assert.equal(answer.body.error, error, name);
     }
+    assert.equal(await clientCount(), before);
+  });
+
+  it('fields that decide where codes go or how the client authenticates come only from the statement', async () => {
+    const before = await clientCount();
+    const signed = await statement({ client_name: 'Vouched Agent' });
+    const added = await register({ software_statement: signed, redirect_uris: ['http://127.0.0.1:6666/steal'], token_endpoint_auth_method: 'none' });
+    assert.equal(added.status, 400);
+    assert.equal(added.body.error, 'invalid_software_statement');
+    assert.match(String(added.body.error_description), /redirect_uris, token_endpoint_auth_method/);
+    const bare = await register({ software_statement: signed });
+    assert.equal(bare.status, 400, 'a statement naming no redirect URIs vouches for no interactive client');
+    assert.equal(bare.body.error, 'invalid_software_statement');
     assert.equal(await clientCount(), before);
   });
 

@@ -210,15 +210,22 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
         assert.equal(await count('oidc_artifacts'), 1);
       });
 
-      it('consume keeps the first consumption time; consuming a missing artifact is harmless', async () => {
+      it('consume keeps the first consumption time and says who consumed; consuming a missing artifact is harmless', async () => {
         const store = await ready();
         await store.oidcUpsert('AuthorizationCode', 'code', { a: 1 }, null, {});
-        await store.oidcConsume('AuthorizationCode', 'code', T + 5);
-        await store.oidcConsume('AuthorizationCode', 'code', T + 9);
+        assert.equal(await store.oidcConsume('AuthorizationCode', 'code', T + 5), true);
+        assert.equal(await store.oidcConsume('AuthorizationCode', 'code', T + 9), false);
         assert.equal((await store.oidcFind('AuthorizationCode', 'code'))?.consumedAt, T + 5);
-        await store.oidcConsume('AuthorizationCode', 'missing', T);
-        await store.oidcConsume('RefreshToken', 'code', T);
+        assert.equal(await store.oidcConsume('AuthorizationCode', 'missing', T), false);
+        assert.equal(await store.oidcConsume('RefreshToken', 'code', T), false);
         assert.equal(await store.oidcFind('RefreshToken', 'code'), null);
+      });
+
+      it('concurrent consumption of one artifact: exactly one caller consumes it', async () => {
+        const store = await ready();
+        await store.oidcUpsert('RefreshToken', 'rt', { a: 1 }, null, {});
+        const results = await Promise.all(Array.from({ length: 6 }, (_, i) => store.oidcConsume('RefreshToken', 'rt', T + i)));
+        assert.equal(results.filter(Boolean).length, 1);
       });
 
       it('destroy removes one artifact; revokeByGrant removes that model\'s artifacts of that grant only', async () => {

@@ -14,7 +14,7 @@ import type { Logger } from '../../observability/log.ts';
 import type { Store } from '../../store/types.ts';
 import { requestNotes } from '../context.ts';
 import { pageHeaders, renderErrorPage, type ClientView } from '../pages.ts';
-import { INTERACTION_PREFIX } from '../provider.ts';
+import { INTERACTION_PREFIX } from '../routes.ts';
 import { AUDIT_DOWN, PageError } from './forms.ts';
 import type { LoginThrottle } from './throttle.ts';
 

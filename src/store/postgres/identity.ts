@@ -97,12 +97,13 @@ export class PostgresIdentity implements IdentityStore {
     return this.findBy('user_code', model, userCode);
   }
 
-  async oidcConsume(model: OidcModel, key: string, at: number): Promise<void> {
-    await this.db.query(
+  async oidcConsume(model: OidcModel, key: string, at: number): Promise<boolean> {
+    const rows = await this.db.query(
       'consume oidc artifact',
-      'UPDATE oidc_artifacts SET consumed_at = coalesce(consumed_at, $1) WHERE model = $2 AND key = $3',
+      'UPDATE oidc_artifacts SET consumed_at = $1 WHERE model = $2 AND key = $3 AND consumed_at IS NULL RETURNING key',
       [at, model, key],
     );
+    return rows.length === 1;
   }
 
   async oidcDestroy(model: OidcModel, key: string): Promise<void> {

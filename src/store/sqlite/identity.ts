@@ -96,12 +96,13 @@ export class SqliteIdentity implements IdentityStore {
     return this.findBy('user_code', model, userCode);
   }
 
-  async oidcConsume(model: OidcModel, key: string, at: number): Promise<void> {
-    this.db.guard('consume oidc artifact', () =>
+  async oidcConsume(model: OidcModel, key: string, at: number): Promise<boolean> {
+    const result = this.db.guard('consume oidc artifact', () =>
       this.db
-        .stmt('UPDATE oidc_artifacts SET consumed_at = coalesce(consumed_at, ?) WHERE model = ? AND key = ?')
+        .stmt('UPDATE oidc_artifacts SET consumed_at = ? WHERE model = ? AND key = ? AND consumed_at IS NULL')
         .run(at, model, key),
     );
+    return Number(result.changes) === 1;
   }
 
   async oidcDestroy(model: OidcModel, key: string): Promise<void> {
