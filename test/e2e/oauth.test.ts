@@ -17,14 +17,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -495,6 +495,9 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
     let documentUrl: string;
     let documentFetches = 0;
     let dir: string;
+    let machineUrl = '';
+    let machineDocument = '';
+    let machineKey: CryptoKey;
 
     before(async () => {
       dir = tempDir('mandate-cimd-');
@@ -504,6 +507,10 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
       callback = await startCallbackServer();
       let document = '';
       const serve = (req: IncomingMessage, res: ServerResponse): void => {
+        if (req.url === '/machine.json') {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(machineDocument);
+          return;
+        }
         if (req.url !== '/client.json') {
           res.writeHead(404).end();
           return;
@@ -524,6 +531,18 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
       const v6 = createHttpsServer(tls, serve);
       if (await listen(v6, port, '::1').then(() => true, () => false)) documentServerV6 = v6;
       documentUrl = `https://localhost:${port}/client.json`;
+      machineUrl = `https://localhost:${port}/machine.json`;
+      const pair = await generateKeyPair('ES256');
+      machineKey = pair.privateKey;
+      machineDocument = JSON.stringify({
+        client_id: machineUrl,
+        client_name: 'a machine pretending to be a metadata-document client',
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: 'private_key_jwt',
+        jwks: { keys: [{ ...(await exportJWK(pair.publicKey)), alg: 'ES256', use: 'sig', kid: 'm1' }] },
+      });
       document = JSON.stringify({
         client_id: documentUrl,
         client_name: 'CIMD E2E client',
@@ -549,6 +568,37 @@ describe('OAuth end to end: SDK client, Chromium, mandate up', { timeout: 2 * TE
         await new Promise<void>((resolve) => server.close(() => resolve()));
       }
       if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    test('a metadata document describing a machine client (client_credentials) gets no token', { timeout: TEST_TIMEOUT_MS }, async () => {
+      const tokenEndpoint = `${mandate.base}/oauth/token`;
+      const assertion = await new SignJWT({})
+        .setProtectedHeader({ alg: 'ES256', kid: 'm1' })
+        .setIssuer(machineUrl)
+        .setSubject(machineUrl)
+        .setAudience(tokenEndpoint)
+        .setJti(randomUUID())
+        .setIssuedAt()
+        .setExpirationTime('1m')
+        .sign(machineKey);
+      const res = await fetch(tokenEndpoint, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: 'client_credentials',
+          client_id: machineUrl,
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: assertion,
+          resource: mandate.endpoint('everything'),
+          scope: 'mcp:everything',
+        }),
+      });
+      const body = (await res.json()) as Record<string, unknown>;
+      assert.ok(res.status === 400 || res.status === 401, JSON.stringify(body));
+      assert.equal(body.error, 'invalid_client');
+      assert.equal(body.access_token, undefined);
+      const listed = JSON.parse((await mandate.cli(['clients', 'list', '--json'])).stdout) as { id: string }[];
+      assert.ok(!listed.some((client) => client.id === machineUrl), 'not recorded as a client');
     });
 
     test('an https client_id: metadata fetched, verified host on the consent page, token, tools', { timeout: TEST_TIMEOUT_MS }, async () => {
