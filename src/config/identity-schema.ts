@@ -3,6 +3,7 @@
  * token enforcement. Defaults are the safe choice; every relaxation warns.
  */
 import { z } from 'zod';
+import { LOOPBACK_HOSTS } from './loopback.ts';
 
 const seconds = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -78,7 +79,7 @@ const upstreamOidcSchema = z.strictObject({
   issuer: z.string().refine((value) => {
     try {
       const url = new URL(value);
-      return url.protocol === 'https:' || (url.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname));
+      return url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
     } catch {
       return false;
     }

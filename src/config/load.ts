@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { identityWarnings } from './identity-schema.ts';
+import { LOOPBACK_HOSTS } from './loopback.ts';
 import { configSchema, type ParsedConfig, type ServerConfig } from './schema.ts';
 
 export class ConfigError extends Error {
@@ -125,7 +126,7 @@ export function loadConfig(options: ConfigOptions = {}, env: NodeJS.ProcessEnv =
   const warnings: string[] = [];
   if (!configPath) warnings.push('no configuration file (./mandate.yaml or --config): no MCP servers are configured');
   if (allowedOrigins.includes('*')) warnings.push('gateway.allowedOrigins contains "*": any web page may call the gateway from a browser (DNS-rebinding protection is off)');
-  if (issuerUrl.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(issuerUrl.hostname)) {
+  if (issuerUrl.protocol === 'http:' && !LOOPBACK_HOSTS.has(issuerUrl.hostname)) {
     warnings.push(`issuer ${issuer} is plain http on a non-loopback host: use https in production`);
   }
   warnings.push(...identityWarnings(config.identity));

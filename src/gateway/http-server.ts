@@ -4,6 +4,7 @@
  * everything else to the identity plane (discovery, OAuth endpoints, login
  * and consent). One place turns errors into responses.
  */
+import { sendJson } from '../http/json.ts';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { asGatewayError, GatewayError, sendError } from './errors.ts';
 import type { Gateway } from './gateway.ts';
@@ -30,11 +31,6 @@ function mcpPrefix(issuer: string): string {
   return `${new URL(issuer).pathname.replace(/\/$/, '')}/mcp/`;
 }
 
-function sendJson(res: ServerResponse, status: number, value: unknown): void {
-  const body = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
-  res.end(body);
-}
 
 async function ready(deps: HttpDeps, res: ServerResponse, started: boolean): Promise<void> {
   if (!started) {

@@ -14,6 +14,7 @@ import { isRoute, ROUTES } from './routes.ts';
 import { hashSecret } from './secrets.ts';
 import { OAuthRefusal } from './errors.ts';
 import { TOOL_NAME } from './scopes.ts';
+import { LOOPBACK_HOSTS } from '../config/loopback.ts';
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
 
 /** A registration refused: answered as JSON (RFC 7591 §3.2.2). */
@@ -23,7 +24,6 @@ export class IntakeError extends OAuthRefusal {
 
 const AUTH_METHODS = new Set(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']);
 const INTERACTIVE_GRANTS = new Set(['authorization_code', 'refresh_token']);
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 
 async function readJson(ctx: Context, maxBytes: number): Promise<Record<string, unknown>> {
   if (!ctx.is('application/json')) throw new IntakeError(400, 'invalid_client_metadata', 'the registration body must be application/json');

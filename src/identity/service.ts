@@ -3,6 +3,7 @@
  * authorization server (with Mandate's steps) → token verifier. The HTTP
  * front door hands it every path that is not an MCP endpoint or a probe.
  */
+import { sendJson } from '../http/json.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditLog } from '../audit/log.ts';
 import type { Config, ResolvedServer } from '../config/load.ts';
@@ -70,13 +71,15 @@ export class Identity {
         if (known) return known.status === 'active';
         const now = Date.now();
         const { client_secret: _secret, ...rest } = metadata;
+        const address = requestNotes.getStore()?.address ?? null;
+        // On record first: a client is never usable without its registration in the log.
+        await audit.record({ type: 'client.registered', outcome: 'success', reason: 'client ID metadata document on an allowed domain', data: { client_id: clientId, status: 'active', class: 'interactive', source: 'cimd', address } });
         try {
-          await store.createClient({ id: clientId, status: 'active', class: 'interactive', source: 'cimd', owner: `domain:${new URL(clientId).host}`, metadata: rest, secretHash: null, registeredFrom: requestNotes.getStore()?.address ?? null, createdAt: now, updatedAt: now, lastUsedAt: null, decidedBy: null });
+          await store.createClient({ id: clientId, status: 'active', class: 'interactive', source: 'cimd', owner: `domain:${new URL(clientId).host}`, metadata: rest, secretHash: null, registeredFrom: address, createdAt: now, updatedAt: now, lastUsedAt: null, decidedBy: null });
         } catch {
           // Another request recorded it first.
           return (await store.getClient(clientId))?.status === 'active';
         }
-        await audit.record({ type: 'client.registered', outcome: 'success', reason: 'client ID metadata document on an allowed domain', data: { client_id: clientId, status: 'active', class: 'interactive', source: 'cimd', address: requestNotes.getStore()?.address ?? null } });
         return true;
       },
     };
@@ -229,8 +232,3 @@ function headerSafe(value: string): string {
   return value.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/g, '?');
 }
 
-function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
-  const body = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...headers });
-  res.end(body);
-}

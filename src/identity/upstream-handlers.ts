@@ -112,8 +112,9 @@ async function provisionedUser(deps: InteractionDeps, flow: ReturnFlow): Promise
   if (existing) return existing;
   const now = Date.now();
   try {
-    await deps.store.createUser({ name: flow.name, passwordHash: null, groups: flow.groups, disabled: false, createdAt: now, updatedAt: now });
+    // On record first: a user never exists without its addition in the log.
     await recordOrFail(deps.audit, [{ type: 'user.added', actor: flow.name, outcome: 'success', reason: 'first sign-in through the upstream OpenID provider', data: { user: flow.name, groups: flow.groups, via: 'oidc', upstream: deps.config.identity.login.oidc!.issuer } }]);
+    await deps.store.createUser({ name: flow.name, passwordHash: null, groups: flow.groups, disabled: false, createdAt: now, updatedAt: now });
   } catch (error) {
     if (error instanceof PageError) throw error;
     // Created meanwhile by another sign-in (the store refuses a duplicate with a plain Error).

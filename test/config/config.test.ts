@@ -140,7 +140,7 @@ describe('mandate config prints what a configuration resolves to', { timeout: 60
     assert.equal(resolved.servers[1]?.timeoutMs, 1500);
     assert.equal(resolved.gateway.maxBodyBytes, 1024 * 1024);
     assert.deepEqual(resolved.gateway.allowedOrigins, ['https://gw.example.com']);
-    assert.deepEqual(resolved.listen, { host: '127.0.0.1', port: 8080 });
+    assert.deepEqual(resolved.listen, { host: '127.0.0.1', port: 8080, trustedProxies: [] });
   });
 
   it('--json never prints a database password from MANDATE_DATABASE_URL', async () => {

@@ -4,6 +4,7 @@
  * denied). Allow saves a new grant holding exactly what the page showed; it
  * is remembered as consent only once the audit log has it.
  */
+import { LOOPBACK_HOSTS } from '../../config/loopback.ts';
 import type { IdentityEvent, JsonValue } from '../../audit/events.ts';
 import type { AuditLog } from '../../audit/log.ts';
 import type { Store } from '../../store/types.ts';
@@ -12,7 +13,6 @@ import { PageError, csrfToken } from './forms.ts';
 import { asksNothing, consentDetails, planConsent, type ConsentPlan } from './consent-plan.ts';
 import { activeUser, clientView, finish, recordOrFail, send, type Step } from './step.ts';
 
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 const NO_SCOPE = 'no scope for an MCP server was requested';
 
 /** A warning when answers go to another host than the one that vouches for the client (its metadata document). */
@@ -20,7 +20,7 @@ function redirectWarning(client: ClientView, redirectUri: string): string | unde
   if (!client.verifiedHost) return undefined;
   try {
     const url = new URL(redirectUri);
-    if ((url.protocol === 'https:' || url.protocol === 'http:') && !LOOPBACK.has(url.hostname) && url.host !== client.verifiedHost) {
+    if ((url.protocol === 'https:' || url.protocol === 'http:') && !LOOPBACK_HOSTS.has(url.hostname) && url.host !== client.verifiedHost) {
       return `Answers go to ${url.host}, not to ${client.verifiedHost}.`;
     }
   } catch {
