@@ -1,4 +1,5 @@
 /** `mandate consents list | revoke`: what users have allowed clients to do on each MCP server. */
+import { consentKey, KEEP_MS } from '../identity/revocations.ts';
 import type { ConsentRecord } from '../store/types.ts';
 import { UsageError } from './common.ts';
 import { clean, iso, parseText, printJson, printTable, when, withAdmin, type AdminFlags } from './clients.ts';
@@ -46,13 +47,18 @@ export function revokeConsents(flags: ConsentFlags): Promise<number> {
   return withAdmin(flags, async ({ store, recordAll }) => {
     const removed = await store.deleteConsents(filter);
     if (removed.length === 0) throw new UsageError(`no consents for ${describe(filter)} (see \`mandate consents list\`)`);
+    // Withdrawn consent also ends what was granted under it: every token of that user through that client.
+    const now = Date.now();
+    for (const pair of new Set(removed.map((c) => consentKey(c.user, c.clientId)))) {
+      await store.addRevocation({ kind: 'consent', value: pair, revokedAt: now, expiresAt: now + KEEP_MS.consent });
+    }
     await recordAll(
       removed.map((c) => ({ type: 'consent.revoked' as const, data: { user: c.user, client_id: c.clientId, resource: c.resource, scopes: c.scopes } })),
       `${removed.length} consent${removed.length === 1 ? ' was' : 's were'} revoked`,
     );
     if (flags.json) printJson(removed.map(consentView));
     else {
-      process.stdout.write(`revoked ${removed.length} consent${removed.length === 1 ? '' : 's'} for ${describe(filter)}; the user is asked again at the next authorization\n`);
+      process.stdout.write(`revoked ${removed.length} consent${removed.length === 1 ? '' : 's'} for ${describe(filter)}; the user's tokens through the client are refused and the user is asked again at the next authorization\n`);
       printTable(['USER', 'CLIENT', 'RESOURCE', 'SCOPES'], removed.map((c) => [c.user, c.clientId, c.resource, c.scopes.join(' ') || '-']), '');
     }
     return 0;

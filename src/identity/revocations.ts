@@ -6,6 +6,8 @@
  *   grant   every token of one authorization grant (refresh-token reuse, revoked refresh token)
  *   client  every token issued to a client up to the revocation
  *   user    every token issued for a user up to the revocation
+ *   consent every token issued for one user through one client up to the
+ *           revocation (the user's consent to that client was withdrawn)
  */
 import type { RevocationKind, RevocationRecord, Store } from '../store/types.ts';
 
@@ -36,7 +38,7 @@ interface Entry {
 }
 
 export class RevocationList {
-  private readonly byKind: Record<RevocationKind, Map<string, Entry>> = { jti: new Map(), grant: new Map(), client: new Map(), user: new Map() };
+  private readonly byKind: Record<RevocationKind, Map<string, Entry>> = { jti: new Map(), grant: new Map(), client: new Map(), user: new Map(), consent: new Map() };
   private lastSeq = 0;
   private timer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
@@ -104,8 +106,15 @@ export class RevocationList {
     if (client !== undefined && issuedMs <= client.revokedAt) return 'client';
     const user = token.sub === undefined ? undefined : this.byKind.user.get(token.sub);
     if (user !== undefined && issuedMs <= user.revokedAt) return 'user';
+    const consent = token.sub === undefined || token.clientId === undefined ? undefined : this.byKind.consent.get(consentKey(token.sub, token.clientId));
+    if (consent !== undefined && issuedMs <= consent.revokedAt) return 'consent';
     return null;
   }
+}
+
+/** The value of a `consent` revocation. */
+export function consentKey(user: string, clientId: string): string {
+  return `${user}\n${clientId}`;
 }
 
 /** How long a revocation is kept: longer than any token it can cover (access tokens ≤ 1 day, refresh tokens ≤ 365 days). */
@@ -114,4 +123,5 @@ export const KEEP_MS: Record<RevocationKind, number> = {
   grant: 366 * 86_400_000,
   client: 366 * 86_400_000,
   user: 366 * 86_400_000,
+  consent: 366 * 86_400_000,
 };

@@ -94,7 +94,8 @@ export interface KeyRecord {
   expiresAt: number | null;
 }
 
-export type RevocationKind = 'jti' | 'grant' | 'client' | 'user';
+/** `consent`: the value is `USER` + newline + `CLIENT_ID` (one user's tokens through one client). */
+export type RevocationKind = 'jti' | 'grant' | 'client' | 'user' | 'consent';
 
 export interface RevocationRecord {
   /** Store-assigned, increasing; lets nodes fetch only what is new. */

@@ -152,7 +152,7 @@ CREATE TABLE secret_keys (
 ) STRICT;
 CREATE TABLE revocations (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  kind TEXT NOT NULL CHECK (kind IN ('jti', 'grant', 'client', 'user')),
+  kind TEXT NOT NULL CHECK (kind IN ('jti', 'grant', 'client', 'user', 'consent')),
   value TEXT NOT NULL,
   revoked_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL
@@ -228,7 +228,7 @@ CREATE TABLE secret_keys (
 );
 CREATE TABLE revocations (
   seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  kind text NOT NULL CHECK (kind IN ('jti', 'grant', 'client', 'user')),
+  kind text NOT NULL CHECK (kind IN ('jti', 'grant', 'client', 'user', 'consent')),
   value text NOT NULL,
   revoked_at bigint NOT NULL,
   expires_at bigint NOT NULL

@@ -610,7 +610,9 @@ describe('mandate consents', { timeout: 240_000 }, () => {
   it('revoke --user and --client: deletes the matching ones, one consent.revoked each', async () => {
     const events = await newEvents(data, async () => {
       const out = await ok(data, ['consents', 'revoke', '--user', 'alice', '--client', 'app-1', '--actor', 'root-admin']);
-      assert.match(out.stdout, /^revoked 2 consents for user alice and client app-1; the user is asked again/);
+      assert.match(out.stdout, /^revoked 2 consents for user alice and client app-1; the user's tokens through the client are refused and the user is asked again/);
+      const revocations = await withStore(data, (store) => store.listRevocations(0, Date.now()));
+      assert.deepEqual(revocations.filter((r) => r.kind === 'consent').map((r) => r.value), ['alice\napp-1'], 'one consent revocation for the pair');
     });
     assert.deepEqual(events.map((e) => [e.type, e.actor, e.data]), [
       ['consent.revoked', 'root-admin', { user: 'alice', client_id: 'app-1', resource: 'http://127.0.0.1:8080/mcp/files', scopes: ['mcp:files'] }],

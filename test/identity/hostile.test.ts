@@ -512,6 +512,30 @@ describe('gateway enforcement', () => {
     assert.ok(elapsed <= 1500, `refused after ${elapsed} ms (the revocation list is polled every 500 ms)`);
   });
 
+  it('9c. consent withdrawn with `mandate consents revoke`: that user\'s tokens through that client stop; other users\' do not', async () => {
+    // A client of its own: revocations cover tokens issued up to the same second.
+    const client = await publicClient(open);
+    const alice = await tokensFor(open, client, 'beta');
+    const bob = await tokensFor(open, client, 'beta', 'bob', BOB_PASSWORD);
+    const aliceSession = await openSession(open, 'beta', alice.access);
+    const bobSession = await openSession(open, 'beta', bob.access);
+    const withdrawn = await open.cli(['consents', 'revoke', '--user', 'alice', '--client', client]);
+    assert.equal(withdrawn.code, 0, withdrawn.stderr);
+    let status = 0;
+    const start = Date.now();
+    while (Date.now() - start < 3000) {
+      status = (await mcp(open, 'beta', alice.access, { id: 2, method: 'ping' }, aliceSession)).status;
+      if (status === 401) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(status, 401, 'alice\'s access token through that client is refused');
+    assert.equal((await mcp(open, 'beta', bob.access, { id: 3, method: 'ping' }, bobSession)).status, 200, 'bob keeps his');
+    if (alice.refresh) {
+      const refreshed = await token(open.base, { grant_type: 'refresh_token', refresh_token: alice.refresh, client_id: client, resource: open.endpoint('beta') });
+      assert.equal(refreshed.body.error, 'invalid_grant', 'her refresh token is dead too');
+    }
+  });
+
   it('16. a session opened by one caller, used with another valid token: 404', async () => {
     const session = await openSession(open, 'alpha', alphaToken);
     const bob = (await tokensFor(open, clientB, 'alpha', 'bob', BOB_PASSWORD)).access;
