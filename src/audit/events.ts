@@ -31,6 +31,7 @@ export const EVENT_TYPES = [
   'user.added',
   'user.disabled',
   'user.enabled',
+  'user.groups_changed',
   'keys.rotated',
 ] as const;
 

@@ -102,6 +102,7 @@ export async function finishUpstream(step: Step): Promise<void> {
   const data = viaUpstream(deps, clientId, addressOf(req));
   const user = await provisionedUser(deps, flow);
   await refuseUnusable(deps, user, data);
+  await followGroups(deps, user, flow.groups);
   await recordOrFail(deps.audit, [{ type: 'login.succeeded', actor: user.name, outcome: 'success', data: { ...data, groups: flow.groups } }]);
   await finish(step, { login: { accountId: user.name } });
 }
@@ -123,6 +124,14 @@ async function provisionedUser(deps: InteractionDeps, flow: ReturnFlow): Promise
   const user = await deps.store.getUser(flow.name);
   if (!user) throw new PageError(400, 'invalid_request', EXPIRED);
   return user;
+}
+
+/** The provider is the source of an upstream user's groups: each sign-in brings Mandate's copy up to date (user.groups_changed). */
+async function followGroups(deps: InteractionDeps, user: UserRecord, groups: string[]): Promise<void> {
+  const sorted = (list: readonly string[]): string => JSON.stringify([...list].sort());
+  if (sorted(user.groups) === sorted(groups)) return;
+  await recordOrFail(deps.audit, [{ type: 'user.groups_changed', actor: user.name, outcome: 'success', reason: 'the upstream OpenID provider reports other groups', data: { user: user.name, before: user.groups, after: groups, via: 'oidc' } }]);
+  await deps.store.setUserGroups(user.name, groups, Date.now());
 }
 
 /** A disabled account, or a local password account of the same name (never taken over from upstream): login.failed, 403. */

@@ -156,6 +156,8 @@ export interface IdentityStore {
   listUsers(): Promise<UserRecord[]>;
   /** True if the user exists. */
   setUserDisabled(name: string, disabled: boolean, at: number): Promise<boolean>;
+  /** Replaces a user's groups (as an upstream provider reports them); true if the user exists. */
+  setUserGroups(name: string, groups: readonly string[], at: number): Promise<boolean>;
 
   // --- consents ---
   /** Records or widens consent (scopes are merged with any already granted). */

@@ -57,6 +57,8 @@ describe('sign-in through an upstream OpenID provider', { timeout: 4 * TEST_TIME
   const upstreamCodes: string[] = [];
   /** When set, the IdP's redirects to Mandate's callback carry another state (as a swapped or forged answer would). */
   const tamper = { state: false };
+  /** The groups the IdP reports for bob (a test changes them between sign-ins). */
+  const idpGroups: { value: string[] } = { value: ['eng', 'not a group!'] };
 
   before(async () => {
     // The IdP's port first: Mandate's config names it, and the IdP's client names Mandate's callback.
@@ -82,7 +84,7 @@ describe('sign-in through an upstream OpenID provider', { timeout: 4 * TEST_TIME
       claims: { openid: ['sub'], profile: ['preferred_username', 'groups'], email: ['email'] },
       findAccount: (_ctx, sub) => ({
         accountId: sub,
-        claims: () => ({ sub, preferred_username: sub === BAD_CLAIM_LOGIN ? 'Not A Name!' : sub === LOCAL_NAME_LOGIN ? 'carol' : 'bob', groups: ['eng', 'not a group!'], email: 'bob@example.com' }),
+        claims: () => ({ sub, preferred_username: sub === BAD_CLAIM_LOGIN ? 'Not A Name!' : sub === LOCAL_NAME_LOGIN ? 'carol' : 'bob', groups: idpGroups.value, email: 'bob@example.com' }),
       }),
       cookies: { keys: [randomBytes(32).toString('base64url')] },
       features: { devInteractions: { enabled: true } },
@@ -240,6 +242,38 @@ describe('sign-in through an upstream OpenID provider', { timeout: 4 * TEST_TIME
     assert.doesNotMatch(evidence, /eyJ[A-Za-z0-9_-]{20,}\./, 'no JWT is recorded');
     const verify = await mandate.cli(['audit', 'verify']);
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  });
+
+  test('groups follow the provider: a later sign-in with other groups updates them (user.groups_changed)', { timeout: TEST_TIMEOUT_MS }, async () => {
+    idpGroups.value = ['ops', 'eng'];
+    const { context, page } = await newPage();
+    try {
+      const request = authorize();
+      const hit = callback.next();
+      await page.goto(request.url);
+      // As signInUpstream, but the journey ends at the client, not on a Mandate page: consent is remembered.
+      await page.getByRole('button', { name: `Sign in with ${DISPLAY_NAME}` }).click();
+      await page.waitForURL((url) => url.origin === idpIssuer);
+      const loginPage = page.url();
+      await page.locator('input[name="login"]').fill('bob-at-idp');
+      await page.locator('input[name="password"]').fill('anything');
+      await page.getByRole('button', { name: 'Sign-in' }).click();
+      await page.waitForURL((url) => url.href !== loginPage);
+      if (new URL(page.url()).origin === idpIssuer && (await page.getByRole('button', { name: 'Continue' }).count()) > 0) {
+        await page.getByRole('button', { name: 'Continue' }).click();
+      }
+      const answer = await hit;
+      assert.ok(answer.code, 'the client gets a code');
+    } finally {
+      await context.close();
+      idpGroups.value = ['eng', 'not a group!'];
+    }
+    const users = await cliJson<Array<{ name: string; groups: string[] }>>(['users', 'list']);
+    assert.deepEqual(users.find((user) => user.name === 'bob')?.groups, ['ops', 'eng']);
+    const changed = (await auditList()).filter((event) => event.type === 'user.groups_changed' && event.actor === 'bob');
+    assert.equal(changed.length, 1);
+    assert.deepEqual(changed[0]!.data?.before, ['eng']);
+    assert.deepEqual(changed[0]!.data?.after, ['ops', 'eng']);
   });
 
   test('a tampered state is refused: login.failed, no code', { timeout: TEST_TIMEOUT_MS }, async () => {

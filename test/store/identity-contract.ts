@@ -465,6 +465,16 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
         assert.equal(await store.setUserDisabled('nobody', true, T), false);
         assert.equal(await store.getUser('nobody'), null);
       });
+
+      it('setUserGroups replaces the groups and the update time, nothing else; false for an unknown user', async () => {
+        const store = await ready();
+        await store.createUser(user('alice'));
+        assert.equal(await store.setUserGroups('alice', ['eng', 'ops'], T + 3), true);
+        assert.deepEqual(await store.getUser('alice'), user('alice', { groups: ['eng', 'ops'], updatedAt: T + 3 }));
+        assert.equal(await store.setUserGroups('alice', [], T + 4), true);
+        assert.deepEqual((await store.getUser('alice'))?.groups, []);
+        assert.equal(await store.setUserGroups('nobody', ['x'], T), false);
+      });
     });
 
     describe('consents', () => {

@@ -248,6 +248,15 @@ export class PostgresIdentity implements IdentityStore {
     return changed.length === 1;
   }
 
+  async setUserGroups(name: string, groups: readonly string[], at: number): Promise<boolean> {
+    const changed = await this.db.query(
+      'change user groups',
+      'UPDATE users SET groups = $1, updated_at = $2 WHERE name = $3 RETURNING name',
+      [JSON.stringify(groups), at, name],
+    );
+    return changed.length === 1;
+  }
+
   // --- consents ---
 
   async putConsent(consent: ConsentRecord): Promise<void> {

@@ -258,6 +258,13 @@ export class SqliteIdentity implements IdentityStore {
     return Number(result.changes) === 1;
   }
 
+  async setUserGroups(name: string, groups: readonly string[], at: number): Promise<boolean> {
+    const result = this.db.guard('change user groups', () =>
+      this.db.stmt('UPDATE users SET groups = ?, updated_at = ? WHERE name = ?').run(JSON.stringify(groups), at, name),
+    );
+    return Number(result.changes) === 1;
+  }
+
   // --- consents ---
 
   async putConsent(consent: ConsentRecord): Promise<void> {

@@ -145,6 +145,7 @@ export class SqliteStore implements Store {
   getUser(...a: Args<'getUser'>) { return this.identity.getUser(...a); }
   listUsers(...a: Args<'listUsers'>) { return this.identity.listUsers(...a); }
   setUserDisabled(...a: Args<'setUserDisabled'>) { return this.identity.setUserDisabled(...a); }
+  setUserGroups(...a: Args<'setUserGroups'>) { return this.identity.setUserGroups(...a); }
   putConsent(...a: Args<'putConsent'>) { return this.identity.putConsent(...a); }
   getConsent(...a: Args<'getConsent'>) { return this.identity.getConsent(...a); }
   listConsents(...a: Args<'listConsents'>) { return this.identity.listConsents(...a); }
