@@ -28,6 +28,7 @@ export const EVENT_TYPES = [
   'token.reuse_detected',
   'token.revoked',
   'auth.rejected',
+  'authorization.denied',
   'user.added',
   'user.disabled',
   'user.enabled',

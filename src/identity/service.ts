@@ -23,6 +23,7 @@ import { loadSecretKey } from './secrets.ts';
 import { auditGateStep, errorsStep, evidenceStep, jwtTokensStep } from './steps.ts';
 import { AuthError, TokenVerifier, type Principal } from './verify.ts';
 import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
 
 export const PRM_PREFIX = '/.well-known/oauth-protected-resource';
 const AS_METADATA = '/.well-known/oauth-authorization-server';
@@ -85,6 +86,25 @@ export class Identity {
     };
     this.provider = createProvider({ config, store, secret, keys, hooks });
     this.provider.on('server_error', (_ctx: unknown, error: unknown) => log.error({ err: String(error) }, 'authorization server error'));
+    // A refused authorization request issues nothing, but it is evidence (a pending or revoked
+    // client, a missing PKCE, a redirect URI that does not match): on record, without waiting.
+    this.provider.on('authorization.error', (ctx: KoaContextWithOIDC, error: { error?: string; error_description?: string }) => {
+      const params = (ctx.oidc?.params ?? {}) as Record<string, unknown>;
+      const text = (value: unknown): string | null => (typeof value === 'string' ? value.slice(0, 300) : null);
+      const inactive = requestNotes.getStore()?.inactiveClient;
+      audit.emit({
+        type: 'authorization.denied',
+        outcome: 'denied',
+        reason: error.error ?? 'error',
+        data: {
+          client_id: text(params.client_id),
+          redirect_uri: text(params.redirect_uri),
+          resource: text(params.resource),
+          detail: inactive ? `client is ${inactive.status}` : text(error.error_description),
+          address: requestNotes.getStore()?.address ?? null,
+        },
+      });
+    });
     const steps = { config, store, audit, revocations, publicKeys: () => publicSigningKeys(store, secret) };
     // Outermost first: nothing is issued without a writable audit log; every outcome,
     // refusals by Mandate's own steps included, becomes evidence.

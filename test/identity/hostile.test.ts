@@ -706,6 +706,12 @@ describe('approval mode', () => {
     const f = flow(approval, String(interactive.body.client_id), 'alpha');
     const html = await assertErrorPage(await authorize(approval.base, f.params), 400, 'invalid_client');
     assert.match(html, /pending approval/);
+    // The refusal is on record, with the client and why.
+    const denied = JSON.parse((await approval.cli(['audit', 'list', '--json', '--type', 'authorization.denied'])).stdout) as { reason?: string; data?: Record<string, unknown> }[];
+    assert.ok(
+      denied.some((event) => event.reason === 'invalid_client' && event.data?.client_id === interactive.body.client_id && event.data?.detail === 'client is pending'),
+      JSON.stringify(denied),
+    );
 
     const machine = await register(approval.base, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' });
     assert.equal(machine.status, 201, JSON.stringify(machine.body));
