@@ -40,6 +40,11 @@ export interface Config extends Omit<ParsedConfig, 'servers' | 'issuer' | 'gatew
   warnings: string[];
 }
 
+/** The issuer's path without a trailing slash ('' for an origin-only issuer): MCP endpoints and the authorization server live under it. */
+export function issuerPath(issuer: string): string {
+  return new URL(issuer).pathname.replace(/\/$/, '');
+}
+
 export function formatIssues(source: string, error: z.ZodError): string {
   const lines = error.issues.map((issue) => {
     const where = issue.path.length ? issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '') : '(top level)';

@@ -16,7 +16,7 @@ import type { Store } from '../store/types.ts';
 import type { Identity } from '../identity/service.ts';
 import { AuthError, type Principal } from '../identity/verify.ts';
 import type { Caller } from './forward.ts';
-import type { ResolvedServer } from '../config/load.ts';
+import { issuerPath, type ResolvedServer } from '../config/load.ts';
 
 export interface HttpDeps {
   gateway: Gateway;
@@ -28,7 +28,7 @@ export interface HttpDeps {
 
 /** The path prefix of MCP endpoints, from the issuer (which may have a path). */
 function mcpPrefix(issuer: string): string {
-  return `${new URL(issuer).pathname.replace(/\/$/, '')}/mcp/`;
+  return `${issuerPath(issuer)}/mcp/`;
 }
 
 

@@ -24,18 +24,11 @@ export interface AdapterHooks {
 /** Placeholder oidc-provider sees as the secret: the hash (see identity/provider.ts compareClientSecret). */
 export const SECRET_HASH_FIELD = 'client_secret';
 
-function clientClassOf(metadata: Record<string, unknown>): ClientRecord['class'] {
-  const grants = Array.isArray(metadata.grant_types) ? metadata.grant_types : ['authorization_code'];
-  return grants.includes('client_credentials') ? 'machine' : 'interactive';
-}
-
 class ClientAdapter implements Adapter {
   private readonly store: Store;
-  private readonly hooks: AdapterHooks;
 
-  constructor(store: Store, hooks: AdapterHooks) {
+  constructor(store: Store) {
     this.store = store;
-    this.hooks = hooks;
   }
 
   async upsert(id: string, payload: AdapterPayload): Promise<void> {
@@ -49,19 +42,22 @@ class ClientAdapter implements Adapter {
     }
     const notes = requestNotes.getStore();
     const intake = notes?.registration;
+    // Every registration passes the intake (routes.ts matches paths as the router does): a client
+    // without its decision is a bug, and nothing is stored for it.
+    if (!intake) throw new Error('a client registration reached storage without passing the intake');
     const record: ClientRecord = {
       id,
-      status: intake?.status ?? 'pending',
-      class: intake?.class ?? clientClassOf(metadata),
+      status: intake.status,
+      class: intake.class,
       source: 'dcr',
-      owner: intake?.owner ?? null,
+      owner: intake.owner,
       metadata,
       secretHash,
       registeredFrom: notes?.address ?? null,
       createdAt: now,
       updatedAt: now,
       lastUsedAt: null,
-      decidedBy: intake && intake.status === 'active' ? intake.via : null,
+      decidedBy: intake.status === 'active' ? intake.via : null,
     };
     await this.store.createClient(record);
   }
@@ -182,7 +178,7 @@ export function createAdapter(store: Store, hooks: AdapterHooks, secret: Buffer)
   return class MandateAdapter implements Adapter {
     private readonly inner: Adapter;
     constructor(model: string) {
-      this.inner = model === 'Client' ? new ClientAdapter(store, hooks) : new ArtifactAdapter(model, store, hooks, secret);
+      this.inner = model === 'Client' ? new ClientAdapter(store) : new ArtifactAdapter(model, store, hooks, secret);
     }
     upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<undefined | void> {
       return this.inner.upsert(id, payload, expiresIn);

@@ -16,7 +16,7 @@ import { constantEquals, hashSecret, randomToken } from './secrets.ts';
 import { serverForResource, serverScope, toolScopesIn } from './scopes.ts';
 import { guardedFetch } from './ssrf.ts';
 import { hostMatches } from './hosts.ts';
-import { INTERACTION_PREFIX, ROUTES } from './routes.ts';
+import { interactionPath, ROUTES } from './routes.ts';
 import { classify } from './intake.ts';
 import { errorPageHeaders, renderErrorPage } from './pages.ts';
 import { loadExistingGrant } from './consent.ts';
@@ -123,7 +123,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       if (!user || user.disabled) return undefined;
       return { accountId: user.name, claims: () => ({ sub: user.name, name: user.name, groups: user.groups }) };
     },
-    interactions: { url: (_ctx, interaction) => `${new URL(config.issuer).pathname.replace(/\/$/, '')}${INTERACTION_PREFIX}${interaction.uid}` },
+    interactions: { url: (_ctx, interaction) => interactionPath(config, interaction.uid) },
     renderError: (ctx, out) => {
       const shown = { ...(out as unknown as Record<string, string>) };
       const inactive = requestNotes.getStore()?.inactiveClient;

@@ -1,4 +1,6 @@
 /** The authorization server's paths, and how a request path is matched to them. */
+import { issuerPath, type Config } from '../config/load.ts';
+
 export const ROUTES = {
   authorization: '/oauth/authorize',
   token: '/oauth/token',
@@ -12,6 +14,11 @@ export const ROUTES = {
 } as const;
 
 export const INTERACTION_PREFIX = '/interaction/';
+
+/** The path of one interaction's pages (login, consent) under the issuer. */
+export function interactionPath(config: Config, uid: string): string {
+  return `${issuerPath(config.issuer)}${INTERACTION_PREFIX}${uid}`;
+}
 
 /**
  * The route a request path reaches, compared the way the library's router

@@ -6,7 +6,7 @@
 import { sendJson } from '../http/json.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditLog } from '../audit/log.ts';
-import type { Config, ResolvedServer } from '../config/load.ts';
+import { issuerPath, type Config, type ResolvedServer } from '../config/load.ts';
 import type { Logger } from '../observability/log.ts';
 import type { Store } from '../store/types.ts';
 import type { AdapterHooks } from './adapter.ts';
@@ -57,7 +57,7 @@ export class Identity {
   private constructor(deps: IdentityDeps, keys: KeyMaterial, secret: Buffer, revocations: RevocationList) {
     this.deps = deps;
     const { config, store, audit, log } = deps;
-    this.issuerPath = new URL(config.issuer).pathname.replace(/\/$/, '');
+    this.issuerPath = issuerPath(config.issuer);
     this.httpsIssuer = new URL(config.issuer).protocol === 'https:';
     this.revocations = revocations;
 
@@ -105,7 +105,8 @@ export class Identity {
         },
       });
     });
-    const steps = { config, store, audit, revocations, publicKeys: () => publicSigningKeys(store, secret) };
+    this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, { reloadKeys: () => publicSigningKeys(store, secret) });
+    const steps = { config, store, audit, revocations, verifier: this.verifier };
     // Outermost first: nothing is issued without a writable audit log; every outcome,
     // refusals by Mandate's own steps included, becomes evidence.
     this.provider.use(auditGateStep(audit));
@@ -114,7 +115,6 @@ export class Identity {
     this.provider.use(jwtTokensStep(steps));
     this.provider.use(registrationIntake({ config, store }));
     this.callback = this.provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;
-    this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, { reloadKeys: () => publicSigningKeys(store, secret) });
     // One set of interaction deps: the login throttle lives in it. The CSRF key is derived from the shared secret, so every node agrees.
     this.interactions = { provider: this.provider, store, audit, config, log, csrfKey: createHmac('sha256', secret).update('mandate-csrf').digest('base64url') };
   }

@@ -12,7 +12,6 @@
  *   errors     an IntakeError becomes its RFC 7591 answer
  */
 import type { Context, Next } from 'koa';
-import { decodeProtectedHeader, jwtVerify, createLocalJWKSet, type JWK } from 'jose';
 import type { AuditLog } from '../audit/log.ts';
 import type { IdentityEvent } from '../audit/events.ts';
 import type { Config } from '../config/load.ts';
@@ -22,7 +21,7 @@ import { IntakeError } from './intake.ts';
 import { isRoute, routeKey, ROUTES } from './routes.ts';
 import { KEEP_MS, tokenFacts, type RevocationList } from './revocations.ts';
 import { serverForResource } from './scopes.ts';
-import { SIGNING_ALG } from './keys.ts';
+import type { TokenVerifier } from './verify.ts';
 
 type Step = (ctx: Context, next: Next) => Promise<void>;
 
@@ -31,8 +30,8 @@ export interface StepDeps {
   store: Store;
   audit: AuditLog;
   revocations: RevocationList;
-  /** The published signing keys as stored now (other nodes may have added keys since start). */
-  publicKeys: () => Promise<JWK[]>;
+  /** Checks our access tokens (reloading keys another node added since start). */
+  verifier: TokenVerifier;
 }
 
 function oauthError(ctx: Context, status: number, error: string, description: string, headers: Record<string, string> = {}): void {
@@ -77,22 +76,11 @@ export function auditGateStep(audit: AuditLog): Step {
   };
 }
 
-/** Claims of one of our JWT access tokens, or null if it is not one (bad signature, expired, another issuer). */
-async function ourAccessToken(deps: StepDeps, token: string): Promise<Record<string, unknown> | null> {
-  try {
-    decodeProtectedHeader(token);
-    const { payload } = await jwtVerify(token, createLocalJWKSet({ keys: await deps.publicKeys() }), { issuer: deps.config.issuer, typ: 'at+jwt', algorithms: [SIGNING_ALG] });
-    return payload;
-  } catch {
-    return null;
-  }
-}
-
 /** RFC 7009: only the client a token was issued to may revoke it; anything else is still 200 (nothing to say). */
 async function revokeJwt(deps: StepDeps, ctx: Context, clientId: string, token: string): Promise<void> {
   ctx.status = 200;
   ctx.body = '';
-  const claims = await ourAccessToken(deps, token);
+  const claims = await deps.verifier.claimsOf(token);
   if (!claims || claims.client_id !== clientId || typeof claims.jti !== 'string') return;
   await deps.revocations.revoke('jti', claims.jti, Date.now() + KEEP_MS.jti);
   (ctx.state as Record<string, unknown>).revokedJwt = { jti: claims.jti, sub: claims.sub, aud: claims.aud };
@@ -103,7 +91,7 @@ async function introspectJwt(deps: StepDeps, ctx: Context, client: { clientId: s
   ctx.status = 200;
   ctx.set('cache-control', 'no-store');
   const caller = client.clientAuthMethod === 'none' ? null : await deps.store.getClient(client.clientId);
-  const claims = caller?.class === 'machine' ? await ourAccessToken(deps, token) : null;
+  const claims = caller?.class === 'machine' ? await deps.verifier.claimsOf(token) : null;
   const revoked = claims !== null && deps.revocations.revokedBy(tokenFacts(claims)) !== null;
   if (!claims || revoked) {
     ctx.body = { active: false };

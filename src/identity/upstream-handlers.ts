@@ -16,7 +16,8 @@ import type { IdentityEvent, JsonValue } from '../audit/events.ts';
 import type { UpstreamOidcConfig } from '../config/identity-schema.ts';
 import type { UserRecord } from '../store/types.ts';
 import { EXPIRED, PageError } from './interaction/forms.ts';
-import { addressOf, clientIdOf, clientView, finish, interactionPath, recordOrFail, requireLoginPrompt, seeOther, type InteractionDeps, type Step } from './interaction/step.ts';
+import { interactionPath } from './routes.ts';
+import { addressOf, clientIdOf, clientView, finish, recordOrFail, requireLoginPrompt, seeOther, type InteractionDeps, type Step } from './interaction/step.ts';
 import { UpstreamError, beginUpstream, clearFlowCookie, completeUpstream, flowCookie, readFlow, type ReturnFlow, type StartFlow } from './upstream-login.ts';
 
 /** The audit data of a sign-in through the provider. */

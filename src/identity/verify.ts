@@ -128,24 +128,38 @@ export class TokenVerifier {
     return principal;
   }
 
-  private async verifySignature(token: string, hash: string, server: ResolvedServer, now: number, retried = false): Promise<Principal> {
-    let payload: JWTPayload;
+  /** The claims of one of our access tokens (signature, issuer, type, lifetime), or AuthError; an unknown key is looked up once. */
+  private async claims(token: string, now: number, retried = false): Promise<JWTPayload> {
     try {
-      ({ payload } = await jwtVerify(token, this.keySet, {
+      const { payload } = await jwtVerify(token, this.keySet, {
         issuer: this.issuer,
         typ: 'at+jwt',
         algorithms: [SIGNING_ALG],
         requiredClaims: ['exp', 'iat', 'jti', 'sub', 'aud'],
         clockTolerance: this.clockToleranceS,
         currentDate: new Date(now),
-      }));
+      });
+      return payload;
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) throw new AuthError('expired', 'the token has expired');
       if (error instanceof joseErrors.JWKSNoMatchingKey && !retried && (await this.refreshKeys(now).catch(() => false))) {
-        return this.verifySignature(token, hash, server, now, true);
+        return this.claims(token, now, true);
       }
       throw new AuthError('invalid', 'the token is not valid here');
     }
+  }
+
+  /** For revocation and introspection: the claims of a valid access token of ours (any audience, revoked or not), or null. */
+  async claimsOf(token: string, now = Date.now()): Promise<JWTPayload | null> {
+    try {
+      return await this.claims(token, now);
+    } catch {
+      return null;
+    }
+  }
+
+  private async verifySignature(token: string, hash: string, server: ResolvedServer, now: number): Promise<Principal> {
+    const payload = await this.claims(token, now);
     const audience = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
     const clientId = payload.client_id;
     if (typeof clientId !== 'string' || audience.length !== 1 || typeof audience[0] !== 'string') {

@@ -7,7 +7,7 @@
  * database files.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -30,28 +30,38 @@ const transcript: { args: string[]; out: string }[] = [];
 /** Passwords given and tokens created: none may appear anywhere but its own creation output. */
 const secrets: { value: string; allowedIn: CliResult | null }[] = [];
 
-/** `mandate …` with standard input (run.ts leaves it closed). */
-function mandateWith(args: string[], input: string | null, env: Record<string, string> = {}): Promise<CliResult> {
-  const childEnv: Record<string, string> = {};
-  for (const [name, value] of Object.entries(process.env)) if (value !== undefined && !name.startsWith('MANDATE_')) childEnv[name] = value;
-  Object.assign(childEnv, env);
+/** The test's environment without MANDATE_* (no variable may pick a store), plus `extra`. */
+function childEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) if (value !== undefined && !name.startsWith('MANDATE_')) env[name] = value;
+  return Object.assign(env, extra);
+}
+
+/** The child's exit; it is killed after 20 s (then `killed`). */
+function exited(child: ChildProcess): Promise<{ code: number | string; killed: boolean }> {
   return new Promise((resolve) => {
-    const child = spawn(NODE, [MANDATE, ...args], { cwd: ROOT, env: childEnv, stdio: [input === null ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
     let killed = false;
-    child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const timer = setTimeout(() => {
       killed = true;
       child.kill('SIGKILL');
     }, 20_000);
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code: code ?? signal ?? -1, stdout, stderr, killed });
+      resolve({ code: code ?? signal ?? -1, killed });
     });
-    if (input !== null) child.stdin?.end(input);
   });
+}
+
+/** `mandate …` with standard input (run.ts leaves it closed). */
+async function mandateWith(args: string[], input: string | null, env: Record<string, string> = {}): Promise<CliResult> {
+  const child = spawn(NODE, [MANDATE, ...args], { cwd: ROOT, env: childEnv(env), stdio: [input === null ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  if (input !== null) child.stdin?.end(input);
+  const { code, killed } = await exited(child);
+  return { code, stdout, stderr, killed };
 }
 
 const SCRIPT = ['/usr/bin/script', '/bin/script'].find((file) => existsSync(file));
@@ -60,35 +70,24 @@ const SCRIPT = ['/usr/bin/script', '/bin/script'].find((file) => existsSync(file
  * `mandate …` on a pseudo-terminal (util-linux `script`), typing each answer
  * (then Enter) once the prompt before it has appeared.
  */
-function mandateOnTerminal(args: string[], prompts: [RegExp, string][]): Promise<CliResult> {
+async function mandateOnTerminal(args: string[], prompts: [RegExp, string][]): Promise<CliResult> {
   const quote = (value: string) => `'${value.replace(/'/g, `'\\''`)}'`;
-  const env: Record<string, string> = {};
-  for (const [name, value] of Object.entries(process.env)) if (value !== undefined && !name.startsWith('MANDATE_')) env[name] = value;
-  return new Promise((resolve) => {
-    const child = spawn(SCRIPT ?? 'script', ['-qfec', [NODE, MANDATE, ...args].map(quote).join(' '), '/dev/null'], { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let answered = 0;
-    let killed = false;
-    const onOutput = (chunk: Buffer) => {
-      stdout += chunk.toString();
-      const next = prompts[answered];
-      if (next && next[0].test(stdout)) {
-        answered += 1;
-        child.stdin.write(`${next[1]}\r`);
-      }
-    };
-    child.stdout.on('data', onOutput);
-    child.stderr.on('data', onOutput);
-    const timer = setTimeout(() => {
-      killed = true;
-      child.kill('SIGKILL');
-    }, 20_000);
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      transcript.push({ args, out: stdout });
-      resolve({ code: code ?? signal ?? -1, stdout, stderr: '', killed });
-    });
-  });
+  const child = spawn(SCRIPT ?? 'script', ['-qfec', [NODE, MANDATE, ...args].map(quote).join(' '), '/dev/null'], { cwd: ROOT, env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let answered = 0;
+  const onOutput = (chunk: Buffer) => {
+    stdout += chunk.toString();
+    const next = prompts[answered];
+    if (next && next[0].test(stdout)) {
+      answered += 1;
+      child.stdin.write(`${next[1]}\r`);
+    }
+  };
+  child.stdout.on('data', onOutput);
+  child.stderr.on('data', onOutput);
+  const { code, killed } = await exited(child);
+  transcript.push({ args, out: stdout });
+  return { code, stdout, stderr: '', killed };
 }
 
 /** Runs a command against a store and keeps its output for the leak check. */

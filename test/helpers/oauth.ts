@@ -73,19 +73,14 @@ export function pkcePair(): { verifier: string; challenge: string } {
   return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') };
 }
 
-export interface Registered {
+/** An endpoint's answer: the status, the JSON body (or `{ raw }` when it is not JSON), the response. */
+export interface Answer {
   status: number;
   body: Record<string, unknown>;
   response: Response;
 }
 
-/** POST /oauth/register with JSON metadata (or a raw string body). */
-export async function register(base: string, metadata: Record<string, unknown> | string, headers: Record<string, string> = {}): Promise<Registered> {
-  const response = await fetch(`${base}/oauth/register`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: typeof metadata === 'string' ? metadata : JSON.stringify(metadata),
-  });
+async function answerOf(response: Response): Promise<Answer> {
   const text = await response.text();
   let body: Record<string, unknown> = {};
   try {
@@ -94,6 +89,16 @@ export async function register(base: string, metadata: Record<string, unknown> |
     body = { raw: text };
   }
   return { status: response.status, body, response };
+}
+
+/** POST /oauth/register with JSON metadata (or a raw string body). */
+export async function register(base: string, metadata: Record<string, unknown> | string, headers: Record<string, string> = {}): Promise<Answer> {
+  const response = await fetch(`${base}/oauth/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof metadata === 'string' ? metadata : JSON.stringify(metadata),
+  });
+  return answerOf(response);
 }
 
 /** Parameters; an array value repeats the parameter (for duplicate-parameter attacks). */
@@ -215,17 +220,11 @@ export async function authorizationRedirect(base: string, authorizeUrlValue: str
   throw new Error('too many pages');
 }
 
-export interface TokenAnswer {
-  status: number;
-  body: Record<string, unknown>;
-  response: Response;
-}
-
 /** Client authentication at the token endpoint. */
 export type ClientAuth = { basic: { id: string; secret: string } } | { bearer: string } | undefined;
 
 /** POST /oauth/token (form-encoded; an array value repeats the parameter). */
-export async function token(base: string, params: Params, auth?: ClientAuth, path = '/oauth/token'): Promise<TokenAnswer> {
+export async function token(base: string, params: Params, auth?: ClientAuth, path = '/oauth/token'): Promise<Answer> {
   const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
   if (auth && 'basic' in auth) {
     const { id, secret } = auth.basic;
@@ -234,18 +233,11 @@ export async function token(base: string, params: Params, auth?: ClientAuth, pat
     headers.authorization = `Bearer ${auth.bearer}`;
   }
   const response = await fetch(`${base}${path}`, { method: 'POST', headers, body: encode(params) });
-  const text = await response.text();
-  let body: Record<string, unknown> = {};
-  try {
-    body = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    body = { raw: text };
-  }
-  return { status: response.status, body, response };
+  return answerOf(response);
 }
 
 /** POST /oauth/revoke (RFC 7009). */
-export function revoke(base: string, params: Params, auth?: ClientAuth): Promise<TokenAnswer> {
+export function revoke(base: string, params: Params, auth?: ClientAuth): Promise<Answer> {
   return token(base, params, auth, '/oauth/revoke');
 }
 

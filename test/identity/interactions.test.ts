@@ -14,7 +14,6 @@ import type Provider from 'oidc-provider';
 import { AuditLog } from '../../src/audit/log.ts';
 import type { IdentityEvent } from '../../src/audit/events.ts';
 import { loadConfig, type Config } from '../../src/config/load.ts';
-import { loadExistingGrant } from '../../src/identity/consent.ts';
 import { handleInteraction, LoginThrottle, type InteractionDeps } from '../../src/identity/interactions.ts';
 import { loadKeys } from '../../src/identity/keys.ts';
 import { createProvider } from '../../src/identity/provider.ts';

@@ -94,22 +94,46 @@ async function runWorkers(
   await Promise.all(runs);
 }
 
+export interface FreshStores {
+  /** A store on this test's database (closed after the test). */
+  open(): Promise<Store>;
+  /** The same, migrated. */
+  ready(): Promise<Store>;
+  /** How this test's database is addressed (for other processes). */
+  options(): OpenStoreOptions;
+}
+
+/**
+ * Called inside a describe: every test gets a fresh, empty database from the
+ * harness; its stores are closed and the database dropped after the test.
+ */
+export function freshStores(harness: StoreHarness): FreshStores {
+  let options: OpenStoreOptions;
+  let opened: Store[] = [];
+  beforeEach(async () => {
+    options = await harness.fresh();
+  });
+  afterEach(async () => {
+    await Promise.all(opened.map((s) => s.close()));
+    opened = [];
+    await harness.cleanup();
+  });
+  const open = async (): Promise<Store> => {
+    const store = await openStore(options);
+    opened.push(store);
+    return store;
+  };
+  const ready = async (): Promise<Store> => {
+    const store = await open();
+    await store.migrate();
+    return store;
+  };
+  return { open, ready, options: () => options };
+}
+
 export function runStoreContract(label: string, harness: StoreHarness): void {
   describe(`Store contract: ${label}`, () => {
-    let options: OpenStoreOptions;
-    let opened: Store[] = [];
-
-    /** A store on this test's database (closed after the test). */
-    async function open(): Promise<Store> {
-      const store = await openStore(options);
-      opened.push(store);
-      return store;
-    }
-    async function ready(): Promise<Store> {
-      const store = await open();
-      await store.migrate();
-      return store;
-    }
+    const { open, ready, options } = freshStores(harness);
     /** Five events, seq 1..5; returns them as appended. */
     async function seeded(): Promise<{ store: Store; records: AuditRecord[] }> {
       const store = await ready();
@@ -120,15 +144,6 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
       await harness.exec(harness.dropTriggersSql);
       for (const statement of statements) await harness.exec(statement);
     }
-
-    beforeEach(async () => {
-      options = await harness.fresh();
-    });
-    afterEach(async () => {
-      await Promise.all(opened.map((s) => s.close()));
-      opened = [];
-      await harness.cleanup();
-    });
 
     describe('migrations', () => {
       it('applies every migration once and reports them; rerunning changes nothing', async () => {
@@ -215,7 +230,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
       });
 
       it('separate processes migrating and appending at once share one serial chain', async () => {
-        await runWorkers(options, { workers: 3, batches: 15, batchSize: 2 });
+        await runWorkers(options(), { workers: 3, batches: 15, batchSize: 2 });
         const store = await open();
         assert.deepEqual((await store.migrations()).map((m) => m.version), MIGRATIONS.map((m) => m.version));
         const rows = await harness.rows('SELECT CAST(count(*) AS integer) AS n FROM schema_migrations');

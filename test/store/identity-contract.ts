@@ -4,12 +4,11 @@
  * (contract.ts): a fresh database per test and raw SQL access to it.
  */
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { ClientRecord, KeyRecord, RegistrationTokenRecord, UserRecord } from '../../src/store/identity-types.ts';
 import { MIGRATIONS } from '../../src/store/migrations.ts';
-import { openStore } from '../../src/store/open.ts';
-import { StoreUnavailableError, type OpenStoreOptions, type Store } from '../../src/store/types.ts';
-import type { StoreHarness } from './contract.ts';
+import { StoreUnavailableError, type Store } from '../../src/store/types.ts';
+import { freshStores, type StoreHarness } from './contract.ts';
 
 const T = Date.parse('2025-06-01T00:00:00.000Z');
 const MIN = 60_000;
@@ -56,19 +55,7 @@ const PAYLOAD = {
 
 export function runIdentityContract(label: string, harness: StoreHarness): void {
   describe(`Identity store contract: ${label}`, () => {
-    let options: OpenStoreOptions;
-    let opened: Store[] = [];
-
-    async function open(): Promise<Store> {
-      const store = await openStore(options);
-      opened.push(store);
-      return store;
-    }
-    async function ready(): Promise<Store> {
-      const store = await open();
-      await store.migrate();
-      return store;
-    }
+    const { open, ready } = freshStores(harness);
     /** Opens each store's connections up front, so concurrent calls really overlap (PostgreSQL pools connect lazily). */
     async function warm(...stores: Store[]): Promise<void> {
       await Promise.all(stores.flatMap((s) => Array.from({ length: 5 }, () => s.ping())));
@@ -77,15 +64,6 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
       const rows = await harness.rows(`SELECT CAST(count(*) AS integer) AS n FROM ${table}`);
       return Number(rows[0]?.n);
     }
-
-    beforeEach(async () => {
-      options = await harness.fresh();
-    });
-    afterEach(async () => {
-      await Promise.all(opened.map((s) => s.close()));
-      opened = [];
-      await harness.cleanup();
-    });
 
     describe('schema', () => {
       it('migration 2 is "identity"; a database at version 1 with audit events upgrades and keeps them', async () => {

@@ -14,7 +14,6 @@ import type { Logger } from '../../observability/log.ts';
 import type { Store } from '../../store/types.ts';
 import { requestNotes } from '../context.ts';
 import { pageHeaders, renderErrorPage, type ClientView } from '../pages.ts';
-import { INTERACTION_PREFIX } from '../routes.ts';
 import { AUDIT_DOWN, PageError } from './forms.ts';
 import type { LoginThrottle } from './throttle.ts';
 
@@ -47,10 +46,8 @@ export interface Step {
 // Paths and request facts
 
 /** The issuer's path without a trailing slash ('' at the root). */
-export const issuerPath = (config: Config): string => new URL(config.issuer).pathname.replace(/\/$/, '');
 
 /** {issuer path}/interaction/UID */
-export const interactionPath = (config: Config, uid: string): string => `${issuerPath(config)}${INTERACTION_PREFIX}${uid}`;
 
 export function addressOf(req: IncomingMessage): string {
   return requestNotes.getStore()?.address ?? req.socket.remoteAddress ?? 'unknown';
