@@ -15,3 +15,13 @@ export interface RequestNotes {
 }
 
 export const requestNotes = new AsyncLocalStorage<RequestNotes>();
+
+/**
+ * A client that exists but is not active reads as unknown to the
+ * authorization server (invalid_client); this says why, for the answer.
+ */
+export function inactiveClientReason(): string | null {
+  const inactive = requestNotes.getStore()?.inactiveClient;
+  if (!inactive) return null;
+  return inactive.status === 'pending' ? 'this client is pending approval by an administrator' : `this client is ${inactive.status}`;
+}

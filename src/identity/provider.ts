@@ -20,7 +20,7 @@ import { interactionPath, ROUTES } from './routes.ts';
 import { classify } from './intake.ts';
 import { errorPageHeaders, renderErrorPage } from './pages.ts';
 import { loadExistingGrant } from './consent.ts';
-import { requestNotes } from './context.ts';
+import { inactiveClientReason } from './context.ts';
 
 function isInteractive(metadata: Record<string, unknown>): boolean {
   try {
@@ -126,10 +126,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     interactions: { url: (_ctx, interaction) => interactionPath(config, interaction.uid) },
     renderError: (ctx, out) => {
       const shown = { ...(out as unknown as Record<string, string>) };
-      const inactive = requestNotes.getStore()?.inactiveClient;
-      if (inactive && shown.error === 'invalid_client') {
-        shown.error_description = inactive.status === 'pending' ? 'this client is pending approval by an administrator' : `this client is ${inactive.status}`;
-      }
+      const reason = inactiveClientReason();
+      if (reason !== null && shown.error === 'invalid_client') shown.error_description = reason;
       ctx.set(errorPageHeaders());
       ctx.type = 'html';
       ctx.body = renderErrorPage(shown);

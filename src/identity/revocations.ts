@@ -42,8 +42,6 @@ export class RevocationList {
   private lastSeq = 0;
   private timer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
-  /** Called with each revocation newly learned (from here or from the store). */
-  onRevoked: ((revocation: RevocationRecord) => void) | null = null;
 
   private readonly store: Store;
 
@@ -56,7 +54,6 @@ export class RevocationList {
     const map = this.byKind[record.kind];
     const known = map.get(record.value);
     if (known === undefined || record.revokedAt > known.revokedAt) map.set(record.value, { revokedAt: record.revokedAt, expiresAt: record.expiresAt });
-    this.onRevoked?.(record);
   }
 
   /** Fetches revocations recorded since the last refresh. */

@@ -16,7 +16,7 @@ import type { AuditLog } from '../audit/log.ts';
 import type { IdentityEvent } from '../audit/events.ts';
 import type { Config } from '../config/load.ts';
 import type { Store } from '../store/types.ts';
-import { requestNotes } from './context.ts';
+import { inactiveClientReason, requestNotes } from './context.ts';
 import { IntakeError } from './intake.ts';
 import { isRoute, routeKey, ROUTES } from './routes.ts';
 import { KEEP_MS, tokenFacts, type RevocationList } from './revocations.ts';
@@ -51,12 +51,9 @@ export function errorsStep(): Step {
       const notes = requestNotes.getStore();
       (ctx.state as Record<string, unknown>).refused = { error: error.error, description: error.message, address: notes?.address ?? null };
     }
-    // A client that exists but is not active reads as unknown to the library; say why.
-    const inactive = requestNotes.getStore()?.inactiveClient;
+    const reason = inactiveClientReason();
     const body = ctx.body as Record<string, unknown> | null;
-    if (inactive && body && typeof body === 'object' && body.error === 'invalid_client') {
-      body.error_description = inactive.status === 'pending' ? 'the client is pending approval by an administrator' : `the client is ${inactive.status}`;
-    }
+    if (reason !== null && body && typeof body === 'object' && body.error === 'invalid_client') body.error_description = reason;
   };
 }
 
