@@ -57,6 +57,22 @@ describe('identity configuration', () => {
     assert.deepEqual(load('identity:\n  registration: {}\n  cimd: {}\n').identity, none);
   });
 
+  it('upstream sign-in and trusted proxies: good values are taken, with their defaults', () => {
+    const config = load('listen:\n  trustedProxies: [10.0.0.2, "::1"]\nidentity:\n  login:\n    local: false\n    oidc:\n      issuer: https://idp.example.com\n      clientId: mandate\n');
+    assert.deepEqual(config.listen.trustedProxies, ['10.0.0.2', '::1']);
+    assert.equal(config.identity.login.local, false);
+    assert.deepEqual(config.identity.login.oidc, {
+      issuer: 'https://idp.example.com',
+      clientId: 'mandate',
+      clientSecretEnv: 'MANDATE_OIDC_CLIENT_SECRET',
+      scopes: ['openid', 'profile', 'email'],
+      usernameClaim: 'preferred_username',
+      groupsClaim: 'groups',
+      displayName: 'single sign-on',
+    });
+    assert.equal(load('identity:\n  login:\n    oidc:\n      issuer: http://127.0.0.1:9000\n      clientId: m\n').identity.login.oidc?.issuer, 'http://127.0.0.1:9000', 'http on loopback, for development');
+  });
+
   it('partial sections keep the other defaults', () => {
     const identity = load('identity:\n  registration:\n    maxPerAddressPerHour: 5\n  cimd:\n    timeoutMs: 1000\n').identity;
     assert.equal(identity.registration.maxPerAddressPerHour, 5);
@@ -130,6 +146,17 @@ describe('identity configuration', () => {
       { name: 'an unknown key under identity', yaml: 'identity:\n  requireTokens: false\n', field: /identity: Unrecognized key.*"requireTokens"/ },
       { name: 'an unknown key under registration', yaml: 'identity:\n  registration:\n    mod: open\n', field: /identity\.registration: Unrecognized key.*"mod"/ },
       { name: 'an unknown key under cimd', yaml: 'identity:\n  cimd:\n    enable: false\n', field: /identity\.cimd: Unrecognized key.*"enable"/ },
+      { name: 'nobody can sign in', yaml: 'identity:\n  login:\n    local: false\n', field: /identity\.login: enable local users or configure oidc/ },
+      { name: 'an upstream issuer over plain http on a public host', yaml: 'identity:\n  login:\n    oidc:\n      issuer: http://idp.example.com\n      clientId: mandate\n', field: /identity\.login\.oidc\.issuer: must be an https URL/ },
+      { name: 'an upstream provider without a client id', yaml: 'identity:\n  login:\n    oidc:\n      issuer: https://idp.example.com\n', field: /identity\.login\.oidc\.clientId:/ },
+      { name: 'a client secret variable name that is not one', yaml: 'identity:\n  login:\n    oidc:\n      issuer: https://idp.example.com\n      clientId: m\n      clientSecretEnv: "my secret"\n', field: /identity\.login\.oidc\.clientSecretEnv:/ },
+      {
+        name: 'a software statement publisher given a private key',
+        yaml: 'identity:\n  registration:\n    softwareStatementIssuers:\n      - issuer: https://pub.example\n        jwks: { keys: [{ kty: EC, crv: P-256, x: a, y: b, d: c }] }\n',
+        field: /identity\.registration\.softwareStatementIssuers\[0\]\.jwks\.keys: public keys only/,
+      },
+      { name: 'a software statement publisher without keys', yaml: 'identity:\n  registration:\n    softwareStatementIssuers:\n      - issuer: https://pub.example\n        jwks: { keys: [] }\n', field: /identity\.registration\.softwareStatementIssuers\[0\]\.jwks\.keys:/ },
+      { name: 'a trusted proxy that is not an IP address', yaml: 'listen:\n  trustedProxies: [proxy.internal]\n', field: /listen\.trustedProxies\[0\]:/ },
     ];
     for (const { name, yaml, field } of cases) {
       it(name, () => {
