@@ -32,6 +32,17 @@ export function sessionHandle(id: string): string {
   return createHash('sha256').update(id).digest('hex').slice(0, 16);
 }
 
+/**
+ * `initialize` may have to wait for the server to start (a new stdio process
+ * loading its code, a cold HTTP server): it gets at least this long, however
+ * short the server's own timeout is.
+ */
+const START_ALLOWANCE_MS = 30_000;
+
+function idleTimeout(message: JsonRpcRequest, configured: number): number {
+  return message.method === 'initialize' ? Math.max(configured, START_ALLOWANCE_MS) : configured;
+}
+
 export class Session {
   readonly id = randomBytes(32).toString('base64url');
   readonly handle = sessionHandle(this.id);
@@ -179,7 +190,7 @@ export class Session {
         caller: this.caller,
         upstream: this.upstream,
         channel: this.channel(res),
-        idleTimeoutMs: this.server.timeoutMs ?? this.deps.gateway.upstreamTimeoutMs,
+        idleTimeoutMs: idleTimeout(message, this.server.timeoutMs ?? this.deps.gateway.upstreamTimeoutMs),
         maxDurationMs: this.deps.gateway.maxRequestMs,
         session: this.handle,
         protocol: this.protocolVersion,

@@ -34,7 +34,8 @@ describe('upstream faults', { timeout: 180_000 }, () => {
       servers: [
         { name: 'down', url: `http://127.0.0.1:${downPort}/mcp` },
         { name: 'healthy', url: healthy.url },
-        { name: 'slow', command: NODE, args: [SLOW], timeoutMs: 500 },
+        // Starts slower than its timeout: initialize gets the start-up allowance, calls do not.
+        { name: 'slow', command: NODE, args: [SLOW], timeoutMs: 500, env: { START_DELAY_MS: '800' } },
         { name: 'patient', command: NODE, args: [SLOW], env: { MARK_FILE: markFile } },
         { name: 'crashy', command: NODE, args: [CRASHY], env: { STARTS_FILE: startsFile } },
         { name: 'missing', command: '/nonexistent/bin/mcp-tool' },
@@ -120,8 +121,8 @@ describe('upstream faults', { timeout: 180_000 }, () => {
     });
   });
 
-  describe('(b) a slow upstream (timeoutMs 500)', () => {
-    it('a call slower than the timeout gets -32001 naming the server; audit says error/upstream_timeout; the session keeps working', async () => {
+  describe('(b) a slow upstream (timeoutMs 500, starts in over 800 ms)', () => {
+    it('initialize waits for the slow start; a call slower than the timeout gets -32001 naming the server; audit says error/upstream_timeout; the session keeps working', async () => {
       const session = await openSession(mandate.endpoint('slow'));
       const started = Date.now();
       const answer = await session.call('tools/call', { name: 'sleep', arguments: { ms: 3000 } }, 'too-slow');
