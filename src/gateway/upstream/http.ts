@@ -7,7 +7,8 @@
 import { Pool, type Dispatcher } from 'undici';
 import { classify, errorResponse, idKey, parseMessage, upstreamStatus, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
 import { GatewayError } from '../errors.ts';
-import { SseParser } from '../sse.ts';
+import { SseParser, type SseEvent } from '../sse.ts';
+import { exchange, headerValue, type Headers, type ResponseReader } from './exchange.ts';
 import type { RequestOptions, Upstream, UpstreamHooks } from './types.ts';
 
 export interface HttpUpstreamOptions {
@@ -41,11 +42,6 @@ function feed(body: Body, parser: SseParser, onError: (error: Error) => void): v
   });
 }
 
-function headerValue(answer: Answer, name: string): string {
-  const value = answer.headers[name];
-  return Array.isArray(value) ? (value[0] ?? '') : (value ?? '');
-}
-
 export class HttpUpstream implements Upstream {
   readonly transport = 'http' as const;
   protocolVersion: string | null = null;
@@ -62,15 +58,15 @@ export class HttpUpstream implements Upstream {
     this.path = `${options.url.pathname}${options.url.search}`;
   }
 
-  private unavailable(detail: string, cause?: unknown): GatewayError {
+  unavailable(detail: string, cause?: unknown): GatewayError {
     return new GatewayError('upstream_unavailable', `upstream server "${this.options.server}" is unavailable`, { detail, cause });
   }
 
-  private protocolError(detail: string): GatewayError {
+  protocolError(detail: string): GatewayError {
     return new GatewayError('upstream_protocol', `upstream server "${this.options.server}" sent an invalid message`, { detail });
   }
 
-  private expired(detail: string): GatewayError {
+  expired(detail: string): GatewayError {
     return new GatewayError('upstream_session_expired', `upstream server "${this.options.server}" ended the session; start a new one`, { detail });
   }
 
@@ -91,123 +87,42 @@ export class HttpUpstream implements Upstream {
     }
   }
 
-  private readBody(body: Body, limit: number): Promise<string> {
+  request(message: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
     return new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      body.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > limit) {
-          body.destroy();
-          reject(this.protocolError(`response body exceeds ${limit} bytes`));
-          return;
-        }
-        chunks.push(chunk);
-      });
-      body.once('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8')));
-      body.once('error', (error) => reject(this.unavailable(`response stream failed: ${error.message}`, error)));
+      const reader = new AnswerReader(this, message, options, resolve, reject);
+      const headers = this.headers({ 'content-type': 'application/json', ...options.headers });
+      exchange(this.options.pool, { path: this.path, method: 'POST', headers, body: JSON.stringify(message) }, reader, options.signal);
     });
   }
 
-  /** An error status: a JSON-RPC error body is relayed (it is the upstream's answer); anything else is masked. */
-  private async errorStatus(answer: Answer, message: JsonRpcRequest): Promise<JsonRpcResponse> {
-    const status = answer.statusCode;
-    if (status === 404 && this.sessionId) {
-      answer.body.resume();
-      throw this.expired('HTTP 404 on a session request');
-    }
-    const text = await this.readBody(answer.body, ERROR_BODY_LIMIT).catch(() => '');
-    if (status >= 400 && status < 500) {
-      try {
-        const parsed = parseMessage(text);
-        if (parsed.kind === 'response' && 'error' in parsed.message) {
-          const { code, message: text2, data } = parsed.message.error;
-          const relayed = errorResponse(message.id, code, text2, data);
-          upstreamStatus.set(relayed, status);
-          return relayed;
-        }
-      } catch {
-        // not a JSON-RPC error: masked below
-      }
-    }
-    throw this.unavailable(`HTTP ${status} from upstream`);
+  /** Notes what an answer tells about the session: its id (initialize) and the agreed version. */
+  noteSession(request: JsonRpcRequest, headers: Headers): void {
+    if (request.method !== 'initialize') return;
+    const sid = headerValue(headers, 'mcp-session-id');
+    if (sid.length > 0) this.sessionId = sid;
   }
 
-  async request(message: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
-    const body = JSON.stringify(message);
-    const answer = await this.open('POST', this.headers({ 'content-type': 'application/json', ...options.headers }), body, options.signal);
-    if (message.method === 'initialize') {
-      const sid = headerValue(answer, 'mcp-session-id');
-      if (sid.length > 0) this.sessionId = sid;
-    }
-    const status = answer.statusCode;
-    if (status < 200 || status >= 300) return this.errorStatus(answer, message);
-    const type = headerValue(answer, 'content-type').toLowerCase();
-    if (type.startsWith('application/json')) {
-      const parsed = this.parse(await this.readBody(answer.body, this.options.maxMessageBytes));
-      if (parsed.kind !== 'response' || idKey(parsed.message.id ?? '') !== idKey(message.id)) {
-        throw this.protocolError('JSON answer is not the response to the request');
-      }
-      return this.keepVersion(message, parsed.message);
-    }
-    if (type.startsWith('text/event-stream')) return this.keepVersion(message, await this.streamResponse(answer.body, message, options));
-    answer.body.resume();
-    throw this.protocolError(`unexpected answer: HTTP ${status} ${type || 'without content type'}`);
+  get maxMessageBytes(): number {
+    return this.options.maxMessageBytes;
   }
 
-  private keepVersion(request: JsonRpcRequest, response: JsonRpcResponse): JsonRpcResponse {
+  get hasSession(): boolean {
+    return this.sessionId !== null;
+  }
+
+  keepVersion(request: JsonRpcRequest, response: JsonRpcResponse): JsonRpcResponse {
     if (request.method === 'initialize' && 'result' in response && typeof response.result.protocolVersion === 'string') {
       this.protocolVersion = response.result.protocolVersion;
     }
     return response;
   }
 
-  private parse(text: string) {
+  parse(text: string) {
     try {
       return parseMessage(text);
     } catch (error) {
       throw this.protocolError(`unparseable message: ${(error as Error).message}`);
     }
-  }
-
-  private streamResponse(body: Body, request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
-    const key = idKey(request.id);
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const fail = (error: unknown) => {
-        if (settled) return;
-        settled = true;
-        body.destroy();
-        reject(error);
-      };
-      const parser = new SseParser((event) => {
-        if (settled) return;
-        let parsed;
-        try {
-          parsed = classify(JSON.parse(event.data));
-        } catch (error) {
-          if (event.data === '') return; // a primer event
-          fail(this.protocolError(`unparseable event: ${(error as Error).message}`));
-          return;
-        }
-        if (parsed.kind === 'response') {
-          if (parsed.message.id !== null && idKey(parsed.message.id) === key) {
-            settled = true;
-            resolve(parsed.message);
-            body.resume();
-          } else {
-            fail(this.protocolError('a response on the stream answers another request'));
-          }
-          return;
-        }
-        options.onMessage(parsed.message);
-      }, this.options.maxMessageBytes);
-      feed(body, parser, (error) => fail(this.protocolError(error.message)));
-      body.once('end', () => fail(this.unavailable('stream ended before the response')));
-      body.once('error', (error) => fail(options.signal.aborted ? options.signal.reason : this.unavailable(`stream failed: ${error.message}`, error)));
-      body.once('close', () => fail(options.signal.aborted ? options.signal.reason : this.unavailable('connection closed before the response')));
-      options.signal.addEventListener('abort', () => fail(options.signal.reason), { once: true });
-    });
   }
 
   async send(message: JsonRpcNotification | JsonRpcResponse): Promise<void> {
@@ -242,7 +157,7 @@ export class HttpUpstream implements Upstream {
       this.options.hooks.onClosed(this.expired('HTTP 404 on the GET stream'));
       return;
     }
-    if (status !== 200 || !headerValue(answer, 'content-type').startsWith('text/event-stream')) {
+    if (status !== 200 || !headerValue(answer.headers, 'content-type').startsWith('text/event-stream')) {
       answer.body.resume();
       this.retryListen(controller, this.unavailable(`GET stream answered HTTP ${status}`));
       return;
@@ -292,5 +207,147 @@ export class HttpUpstream implements Upstream {
     } catch {
       // best effort: the upstream will expire the session itself
     }
+  }
+}
+
+/**
+ * Reads the answer to one POSTed request: a JSON body, an SSE stream (related
+ * messages are passed on until the response), or an error status (a JSON-RPC
+ * error body is relayed, anything else is masked).
+ */
+class AnswerReader implements ResponseReader {
+  private mode: 'json' | 'sse' | 'error' = 'json';
+  private status = 0;
+  private body = '';
+  private parser: SseParser | null = null;
+  private settled = false;
+  private readonly upstream: HttpUpstream;
+  private readonly request: JsonRpcRequest;
+  private readonly options: RequestOptions;
+  private readonly resolve: (response: JsonRpcResponse) => void;
+  private readonly reject: (error: unknown) => void;
+
+  constructor(upstream: HttpUpstream, request: JsonRpcRequest, options: RequestOptions, resolve: (response: JsonRpcResponse) => void, reject: (error: unknown) => void) {
+    this.upstream = upstream;
+    this.request = request;
+    this.options = options;
+    this.resolve = resolve;
+    this.reject = reject;
+  }
+
+  private succeed(response: JsonRpcResponse): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.resolve(this.upstream.keepVersion(this.request, response));
+  }
+
+  private refuse(error: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.reject(error);
+  }
+
+  start(status: number, headers: Headers): number | null {
+    this.upstream.noteSession(this.request, headers);
+    this.status = status;
+    if (status < 200 || status >= 300) {
+      if (status === 404 && this.upstream.hasSession) {
+        this.refuse(this.upstream.expired('HTTP 404 on a session request'));
+        return null;
+      }
+      this.mode = 'error';
+      return ERROR_BODY_LIMIT;
+    }
+    const type = headerValue(headers, 'content-type').toLowerCase();
+    if (type.startsWith('application/json')) return this.upstream.maxMessageBytes;
+    if (type.startsWith('text/event-stream')) {
+      this.mode = 'sse';
+      this.parser = new SseParser((event) => this.onEvent(event), this.upstream.maxMessageBytes);
+      return Number.POSITIVE_INFINITY; // the parser bounds each event
+    }
+    this.refuse(this.upstream.protocolError(`unexpected answer: HTTP ${status} ${type || 'without content type'}`));
+    return null;
+  }
+
+  text(chunk: string): void {
+    if (this.settled) return; // the rest of a stream after its response
+    if (this.parser) {
+      try {
+        this.parser.push(chunk);
+      } catch (error) {
+        this.refuse(this.upstream.protocolError((error as Error).message));
+        throw error; // stops the exchange
+      }
+    } else this.body += chunk;
+  }
+
+  end(): void {
+    if (this.mode === 'sse') this.refuse(this.upstream.unavailable('stream ended before the response'));
+    else if (this.mode === 'error') this.errorStatus();
+    else {
+      let parsed;
+      try {
+        parsed = this.upstream.parse(this.body);
+      } catch (error) {
+        this.refuse(error);
+        return;
+      }
+      if (parsed.kind !== 'response' || idKey(parsed.message.id ?? '') !== idKey(this.request.id)) {
+        this.refuse(this.upstream.protocolError('JSON answer is not the response to the request'));
+        return;
+      }
+      this.succeed(parsed.message);
+    }
+  }
+
+  fail(error: Error, kind: 'transport' | 'aborted' | 'too_large' | 'reader'): void {
+    if (kind === 'aborted') this.refuse(error);
+    else if (this.mode === 'error') {
+      this.body = '';
+      this.errorStatus();
+    } else if (kind === 'too_large') this.refuse(this.upstream.protocolError(error.message));
+    else if (kind === 'reader') this.refuse(error);
+    else if (this.status === 0) {
+      const code = (error as { code?: string }).code;
+      this.refuse(this.upstream.unavailable(`POST failed: ${code ?? error.message}`, error));
+    } else this.refuse(this.upstream.unavailable(`${this.mode === 'sse' ? 'stream' : 'response stream'} failed: ${error.message}`, error));
+  }
+
+  /** An error status: a JSON-RPC error body is relayed (it is the upstream's answer); anything else is masked. */
+  private errorStatus(): void {
+    const status = this.status;
+    if (status >= 400 && status < 500) {
+      try {
+        const parsed = parseMessage(this.body);
+        if (parsed.kind === 'response' && 'error' in parsed.message) {
+          const { code, message, data } = parsed.message.error;
+          const relayed = errorResponse(this.request.id, code, message, data);
+          upstreamStatus.set(relayed, status);
+          this.succeed(relayed);
+          return;
+        }
+      } catch {
+        // not a JSON-RPC error: masked below
+      }
+    }
+    this.refuse(this.upstream.unavailable(`HTTP ${status} from upstream`));
+  }
+
+  private onEvent(event: SseEvent): void {
+    if (this.settled) return;
+    let parsed;
+    try {
+      parsed = classify(JSON.parse(event.data));
+    } catch (error) {
+      if (event.data === '') return; // a primer event
+      this.refuse(this.upstream.protocolError(`unparseable event: ${(error as Error).message}`));
+      return;
+    }
+    if (parsed.kind === 'response') {
+      if (parsed.message.id !== null && idKey(parsed.message.id) === idKey(this.request.id)) this.succeed(parsed.message);
+      else this.refuse(this.upstream.protocolError('a response on the stream answers another request'));
+      return;
+    }
+    this.options.onMessage(parsed.message);
   }
 }
