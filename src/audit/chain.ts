@@ -3,7 +3,7 @@
  * transaction (it alone knows the current head), and verification walks the
  * records in order.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import type { AuditRecord, TimedEvent } from './events.ts';
 
@@ -16,7 +16,7 @@ export interface ChainHead {
 }
 
 export function hashRecord(prevHash: string, body: string): string {
-  return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
+  return hash('sha256', `${prevHash}\n${body}`, 'hex');
 }
 
 function canonical(value: unknown): string {

@@ -6,10 +6,19 @@
 import type { Store } from '../store/types.ts';
 import type { AuditRecord, IdentityEvent, TimedEvent } from './events.ts';
 
-interface Queued {
-  event: TimedEvent;
+/** Events that will share one transaction, and the promise they all wait on. */
+interface Batch {
+  events: TimedEvent[];
+  done: Promise<void>;
   resolve: () => void;
   reject: (error: unknown) => void;
+}
+
+function newBatch(): Batch {
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  // A batch nobody waits on (every event emitted) must not be an unhandled rejection.
+  promise.catch(() => undefined);
+  return { events: [], done: promise, resolve, reject };
 }
 
 export type AuditListener = (record: AuditRecord) => void;
@@ -17,7 +26,8 @@ export type AuditListener = (record: AuditRecord) => void;
 const MAX_BATCH = 512;
 
 export class AuditLog {
-  private queue: Queued[] = [];
+  /** Batches waiting to be written, oldest first; only the last one still takes events. */
+  private readonly waiting: Batch[] = [];
   private flushing: Promise<void> | null = null;
   private scheduled = false;
   private lastFailure: { at: number; error: unknown } | null = null;
@@ -65,10 +75,14 @@ export class AuditLog {
 
   /** Resolves once the event is durable; rejects (StoreUnavailableError) if it could not be written. */
   record(event: IdentityEvent): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ event: { ...event, time: this.now().toISOString() }, resolve, reject });
-      this.schedule();
-    });
+    let batch = this.waiting.at(-1);
+    if (batch === undefined || batch.events.length >= MAX_BATCH) {
+      batch = newBatch();
+      this.waiting.push(batch);
+    }
+    batch.events.push({ ...event, time: this.now().toISOString() });
+    this.schedule();
+    return batch.done;
   }
 
   /** Records without waiting; a lost event is reported through onLost. */
@@ -78,7 +92,7 @@ export class AuditLog {
 
   /** Waits until everything reported so far was written (or failed). */
   async flush(): Promise<void> {
-    while (this.queue.length > 0 || this.flushing) {
+    while (this.waiting.length > 0 || this.flushing) {
       if (this.flushing) await this.flushing;
       else await this.write();
     }
@@ -95,24 +109,24 @@ export class AuditLog {
 
   private write(): Promise<void> {
     if (this.flushing) return this.flushing;
-    const batch = this.queue.splice(0, MAX_BATCH);
-    if (batch.length === 0) return Promise.resolve();
+    const batch = this.waiting.shift();
+    if (batch === undefined) return Promise.resolve();
     this.flushing = this.store
-      .appendAudit(batch.map((entry) => entry.event))
+      .appendAudit(batch.events)
       .then(
         (records) => {
           this.lastFailure = null;
-          for (const entry of batch) entry.resolve();
+          batch.resolve();
           for (const record of records) for (const listener of this.listeners) listener(record);
         },
         (error: unknown) => {
           this.lastFailure = { at: Date.now(), error };
-          for (const entry of batch) entry.reject(error);
+          batch.reject(error);
         },
       )
       .finally(() => {
         this.flushing = null;
-        if (this.queue.length > 0) this.schedule();
+        if (this.waiting.length > 0) this.schedule();
       });
     return this.flushing;
   }

@@ -44,6 +44,7 @@ export class Metrics {
   readonly auditLost: Counter;
   private readonly requestChildren: ChildCache<{ inc(): void }>;
   private readonly latencyChildren: ChildCache<{ observe(value: number): void }>;
+  private readonly auditChildren: ChildCache<{ inc(): void }>;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'mandate_process_' });
@@ -85,6 +86,7 @@ export class Metrics {
     });
     this.requestChildren = new ChildCache((v) => this.requests.labels(...(v as [string, string, string])));
     this.latencyChildren = new ChildCache((v) => this.upstreamLatency.labels(...(v as [string, string])));
+    this.auditChildren = new ChildCache((v) => this.auditEvents.labels(v[0] as string));
   }
 
   /** One forwarded request: its latency and outcome (the hot path). */
@@ -92,5 +94,10 @@ export class Metrics {
     const label = methodLabel(method);
     this.latencyChildren.get(server, label).observe(seconds);
     this.requestChildren.get(server, label, outcome).inc();
+  }
+
+  /** One event written to the audit log (types are a closed set). */
+  auditEvent(type: string): void {
+    this.auditChildren.get(type).inc();
   }
 }
