@@ -597,27 +597,9 @@ ${WHERE_THE_TIME_GOES}`;
 /** What profiling found (CPU per request read from /proc, V8 CPU profiles); kept by hand. */
 const WHERE_THE_TIME_GOES = `## Where the time goes
 
-Measured on this machine on 2026-11-22 by reading each process's user and
-system CPU time around a 5 s load run (less noisy than requests/s) and with
-V8 CPU profiles (\`node --cpu-prof\`):
-
-| step | CPU per request |
-| --- | ---: |
-| bare hop, whole process | ~100 µs |
-| Mandate, whole process (all threads) | ~125–150 µs |
-| of which the audit write (event, seal, SQLite transaction, thread hand-off; measured with \`process\`) | ~20–30 µs |
-| node:http's client for the upstream request (replaced) | ~40 µs |
-| undici's pool for the same request (in use) | ~31 µs |
-| one SQLite commit with fsync (\`audit.durability: power\`, the default), one event | ~175 µs |
-| one SQLite commit without fsync (\`process\`), one event | ~60 µs |
-| the same per event in a batch of 32 (\`power\`) | ~21 µs |
-
-What moved the ratio from 0.54× to 0.74–0.78×: SQLite appends in a writer
-thread (a commit, fsync included, no longer blocks the event loop, and
-batches grow while one is in flight), the undici pool for upstream requests,
-cached metric children, and one timer per request. With
-\`--durability process\` (no fsync per commit) runs on 2026-11-22 measured
-0.79–0.80×; with the default \`power\`, 0.74–0.78×.
+Per-thread CPU per request, profiles, garbage collection, what changed the
+ratio and what was tried without effect, each figure with its machine and
+date: docs/performance.md. This command does not rewrite that page.
 `;
 
 // ---------------------------------------------------------------- main
