@@ -2,13 +2,16 @@
  * One POST to an upstream through undici's handler interface, without the
  * response stream and promise layers of `pool.request`: body chunks arrive
  * in callbacks and go straight to the part that reads them. This is the
- * gateway's hot path (docs/performance.md measured about 18 µs of CPU less
- * per request than `pool.request`).
+ * gateway's hot path; docs/performance.md has what it saved, and why the
+ * handler lets go of everything once it is done.
  */
 import type { Dispatcher, Pool } from 'undici';
 import { StringDecoder } from 'node:string_decoder';
 
 export type Headers = Record<string, string | string[] | undefined>;
+
+/** Why an exchange failed: the transport, the caller's abort, a body over its limit, or the reader itself. */
+export type FailureKind = 'transport' | 'aborted' | 'too_large' | 'reader';
 
 /** What reads a response: told its start, fed its body, told its end or failure. */
 export interface ResponseReader {
@@ -23,7 +26,7 @@ export interface ResponseReader {
   /** The body ended. */
   end(): void;
   /** The exchange failed: transport error, abort (with the signal's reason), or the body exceeded its limit. */
-  fail(error: Error, kind: 'transport' | 'aborted' | 'too_large' | 'reader'): void;
+  fail(error: Error, kind: FailureKind): void;
 }
 
 export function headerValue(headers: Headers, name: string): string {
@@ -72,7 +75,7 @@ class Handler implements Dispatcher.DispatchHandler {
   }
 
   /** Stops the exchange and reports `error` (once). */
-  private abort(error: Error, kind: 'aborted' | 'too_large' | 'reader'): void {
+  private abort(error: Error, kind: Exclude<FailureKind, 'transport'>): void {
     if (this.done) return;
     const controller = this.controller;
     const reader = this.finish();

@@ -8,7 +8,7 @@ import { Pool, type Dispatcher } from 'undici';
 import { classify, errorResponse, idKey, parseMessage, upstreamStatus, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
 import { GatewayError } from '../errors.ts';
 import { SseParser, type SseEvent } from '../sse.ts';
-import { exchange, headerValue, type Headers, type ResponseReader } from './exchange.ts';
+import { exchange, headerValue, type FailureKind, type Headers, type ResponseReader } from './exchange.ts';
 import type { RequestOptions, Upstream, UpstreamHooks } from './types.ts';
 
 export interface HttpUpstreamOptions {
@@ -95,7 +95,7 @@ export class HttpUpstream implements Upstream {
     });
   }
 
-  /** Notes what an answer tells about the session: its id (initialize) and the agreed version. */
+  /** Keeps the session id an upstream gives in its answer to initialize. */
   noteSession(request: JsonRpcRequest, headers: Headers): void {
     if (request.method !== 'initialize') return;
     const sid = headerValue(headers, 'mcp-session-id');
@@ -300,7 +300,7 @@ class AnswerReader implements ResponseReader {
     }
   }
 
-  fail(error: Error, kind: 'transport' | 'aborted' | 'too_large' | 'reader'): void {
+  fail(error: Error, kind: FailureKind): void {
     if (kind === 'aborted') this.refuse(error);
     else if (this.mode === 'error') {
       this.body = '';
