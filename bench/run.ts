@@ -5,12 +5,15 @@
  *   - bench/upstream.ts  trivial MCP server (the baseline),
  *   - bench/bare-hop.ts  plain HTTP forwarder in front of it,
  *   - Mandate            `bin/mandate.js up` with one server `bench` in front of it,
+ *   - baseline           (with --baseline-bin) another build of Mandate, set up
+ *                        the same way: the cost of a change, measured in the same run,
  * then runs bench/load.ts (also a child process) against each target in
  * interleaved rounds, takes the median of the rounds per target, prints a
  * table and rewrites docs/benchmarks.md.
  *
  * Options (flags win over environment variables):
- *   --only direct,hop,mandate   BENCH_ONLY         targets to run (default: all three)
+ *   --only direct,hop,mandate   BENCH_ONLY         targets to run (default: all three, and
+ *                                                  baseline with --baseline-bin)
  *   --concurrency N             BENCH_CONCURRENCY  request loops (default 32)
  *   --duration S                BENCH_DURATION     measured seconds per run (default 5)
  *   --warmup S                  BENCH_WARMUP       warm-up seconds per run (default 1)
@@ -18,19 +21,20 @@
  *   --ready-timeout S                              wait for Mandate's /readyz (default 30)
  *   --mandate-header 'N: v'                        extra request header for Mandate (repeatable)
  *   --mandate-bin PATH                             Mandate entry point (default bin/mandate.js)
+ *   --baseline-bin PATH                            another build's entry point, measured as `baseline`
  *   --no-docs                                      do not rewrite docs/benchmarks.md
  *   --keep-tmp                                     keep the temp dir (config, data, logs)
  *
  * Exit code: 0 when every run completed without errors, 1 otherwise.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem, type as osType } from 'node:os';
-import { join, resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -43,13 +47,16 @@ const DOCS_FILE = join(ROOT, 'docs', 'benchmarks.md');
 const TARGET_RATIO = 0.7;
 const PAUSE_BETWEEN_RUNS_MS = 500;
 
-type Target = 'direct' | 'hop' | 'mandate';
-const ALL_TARGETS: readonly Target[] = ['direct', 'hop', 'mandate'];
+type Target = 'direct' | 'hop' | 'mandate' | 'baseline';
+const ALL_TARGETS: readonly Target[] = ['direct', 'hop', 'mandate', 'baseline'];
 const TARGET_NAMES: Record<Target, string> = {
   direct: 'direct (upstream)',
   hop: 'bare hop',
   mandate: 'Mandate',
+  baseline: 'Mandate, baseline build',
 };
+/** The targets that are a Mandate process (started with `up`, called at /mcp/bench). */
+const GATEWAYS: readonly Target[] = ['mandate', 'baseline'];
 
 // ---------------------------------------------------------------- options
 
@@ -77,6 +84,8 @@ interface Options {
   readyTimeoutS: number;
   mandateHeaders: string[];
   mandateBin: string;
+  /** Another build's entry point (the `baseline` target); null: not measured. */
+  baselineBin: string | null;
   writeDocs: boolean;
   keepTmp: boolean;
   /** Mandate's audit.durability; null: its default. */
@@ -94,6 +103,7 @@ function parseOptions(): Options {
       'ready-timeout': { type: 'string' },
       'mandate-header': { type: 'string', multiple: true },
       'mandate-bin': { type: 'string' },
+      'baseline-bin': { type: 'string' },
       'no-docs': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       durability: { type: 'string' },
@@ -103,16 +113,19 @@ function parseOptions(): Options {
   if (durability !== undefined && durability !== 'process' && durability !== 'power') {
     throw new UsageError(`--durability: '${durability}' is not process or power`);
   }
+  const baselineBin = values['baseline-bin'] === undefined ? null : resolvePath(values['baseline-bin']);
+  const available = ALL_TARGETS.filter((t) => t !== 'baseline' || baselineBin !== null);
   const only = option(values.only, 'BENCH_ONLY');
-  let targets: Target[] = [...ALL_TARGETS];
+  let targets: Target[] = [...available];
   if (only !== undefined && only.trim() !== '') {
     const wanted = new Set(only.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== ''));
     for (const w of wanted) {
+      if (w === 'baseline' && baselineBin === null) throw new UsageError('--only: the baseline target needs --baseline-bin PATH');
       if (!(ALL_TARGETS as readonly string[]).includes(w)) {
         throw new UsageError(`--only: unknown target '${w}' (expected a comma list of ${ALL_TARGETS.join(', ')})`);
       }
     }
-    targets = ALL_TARGETS.filter((t) => wanted.has(t));
+    targets = available.filter((t) => wanted.has(t));
   }
   if (targets.length === 0) throw new UsageError('--only selects no target');
   return {
@@ -124,6 +137,7 @@ function parseOptions(): Options {
     readyTimeoutS: bounded(values['ready-timeout'], 'ready-timeout', 30, 1, 300, false),
     mandateHeaders: values['mandate-header'] ?? [],
     mandateBin: values['mandate-bin'] === undefined ? MANDATE_BIN : resolvePath(values['mandate-bin']),
+    baselineBin,
     writeDocs: !values['no-docs'],
     keepTmp: values['keep-tmp'],
     durability: durability ?? null,
@@ -265,13 +279,24 @@ async function machineToken(port: number): Promise<string> {
   return ((await issued.json()) as { access_token: string }).access_token;
 }
 
-async function startMandate(bin: string, upstreamPort: number, tmp: string, readyTimeoutS: number, durability: Options['durability']): Promise<{ child: ChildProcess; port: number }> {
+interface GatewaySetup {
+  /** Names its config, data directory and logs in the temp dir. */
+  name: string;
+  bin: string;
+  /** With the identity section (tokens required); false for a build from before authentication. */
+  identity: boolean;
+}
+
+async function startMandate(setup: GatewaySetup, upstreamPort: number, tmp: string, readyTimeoutS: number, durability: Options['durability']): Promise<{ child: ChildProcess; port: number }> {
+  const { bin, name } = setup;
   if (!existsSync(bin)) {
-    throw new Error(`${bin} does not exist: Mandate is not built yet. Run with --only direct,hop to measure the baselines only.`);
+    throw new UsageError(
+      bin === MANDATE_BIN ? `${bin} does not exist: Mandate is not built yet. Run with --only direct,hop to measure the baselines only.` : `${bin} does not exist (--${name === 'mandate' ? 'mandate' : 'baseline'}-bin)`,
+    );
   }
   const port = await freePort();
-  const config = join(tmp, 'mandate.yaml');
-  const data = join(tmp, 'data');
+  const config = join(tmp, `${name}.yaml`);
+  const data = join(tmp, `${name}-data`);
   await mkdir(data, { recursive: true });
   await writeFile(
     config,
@@ -282,15 +307,12 @@ async function startMandate(bin: string, upstreamPort: number, tmp: string, read
       `    url: http://127.0.0.1:${upstreamPort}/mcp`,
       ...(durability ? ['audit:', `  durability: ${durability}`] : []),
       // Authentication stays on: the load carries a client-credentials token.
-      'identity:',
-      '  accessTokenTtl: 7200',
-      '  registration:',
-      '    mode: open',
+      ...(setup.identity ? ['identity:', '  accessTokenTtl: 7200', '  registration:', '    mode: open'] : []),
       '',
     ].join('\n'),
   );
-  const outLog = join(tmp, 'mandate.stdout.log');
-  const errLog = join(tmp, 'mandate.stderr.log');
+  const outLog = join(tmp, `${name}.stdout.log`);
+  const errLog = join(tmp, `${name}.stderr.log`);
   const outFd = openSync(outLog, 'w');
   const errFd = openSync(errLog, 'w');
   const child = track(
@@ -313,17 +335,68 @@ async function startMandate(bin: string, upstreamPort: number, tmp: string, read
     if (lastStatus === 200) return { child, port };
     await sleep(150);
   }
+  const exited = spawnError === undefined && !alive(child);
   const why =
     spawnError !== undefined
       ? `could not be spawned (${spawnError.message})`
-      : !alive(child)
+      : exited
         ? `exited (${child.exitCode ?? child.signalCode}) before /readyz answered 200`
         : `did not answer 200 on /readyz within ${readyTimeoutS} s (last status: ${lastStatus === 0 ? 'no answer' : lastStatus})`;
   await stopChild(child);
-  throw new Error(
-    `Mandate ${why}.\nCommand: ${NODE} ${bin} up --config ${config} --port ${port} --data ${data}\n` +
-      `--- Mandate stderr (tail) ---\n${tail(errLog) || '(empty)'}\n--- Mandate stdout (tail) ---\n${tail(outLog) || '(empty)'}`,
+  const stderr = tail(errLog);
+  throw new StartError(
+    `Mandate (${bin}) ${why}.\nCommand: ${NODE} ${bin} up --config ${config} --port ${port} --data ${data}\n` +
+      `--- Mandate stderr (tail) ---\n${stderr || '(empty)'}\n--- Mandate stdout (tail) ---\n${tail(outLog) || '(empty)'}`,
+    exited ? stderr : null,
   );
+}
+
+class StartError extends Error {
+  /** What the process printed before it exited; null if it did not exit by itself. */
+  readonly exitedWith: string | null;
+  constructor(message: string, exitedWith: string | null) {
+    super(message);
+    this.exitedWith = exitedWith;
+  }
+}
+
+/** Names a build by the commit of its checkout (the report names no local path). */
+function buildName(bin: string): string {
+  try {
+    const commit = execFileSync('git', ['-C', dirname(bin), 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['-C', dirname(bin), 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return `commit ${commit}${dirty === '' ? '' : ' with uncommitted changes'}`;
+  } catch {
+    return 'a build outside a git checkout';
+  }
+}
+
+/** How each gateway target was set up, for the report. */
+const gatewayNotes = new Map<Target, string>();
+
+/**
+ * Starts one gateway target and returns its URL and request headers. A
+ * baseline build from before authentication refuses the identity section; it
+ * is then started without it and called without a token (and the report says so).
+ */
+async function startGateway(target: Target, opts: Options, upstreamPort: number, dir: string): Promise<{ url: string; headers: string[] }> {
+  const bin = target === 'baseline' ? opts.baselineBin : opts.mandateBin;
+  if (bin === null) throw new UsageError('the baseline target needs --baseline-bin PATH');
+  let identity = true;
+  let started: { child: ChildProcess; port: number };
+  try {
+    started = await startMandate({ name: target, bin, identity }, upstreamPort, dir, opts.readyTimeoutS, opts.durability);
+  } catch (error) {
+    if (!(target === 'baseline' && error instanceof StartError && error.exitedWith?.includes('identity'))) throw error;
+    identity = false;
+    started = await startMandate({ name: `${target}-without-identity`, bin, identity }, upstreamPort, dir, opts.readyTimeoutS, opts.durability);
+  }
+  const headers = [...opts.mandateHeaders];
+  if (identity) headers.push(`Authorization: Bearer ${await machineToken(started.port)}`);
+  const build = buildName(bin);
+  gatewayNotes.set(target, identity ? `${build}, with a client-credentials token on every request` : `${build}, a build without authentication (it refused the identity section), called without a token`);
+  console.log(`bench: ${TARGET_NAMES[target]} ready on port ${started.port} (${identity ? 'requests carry an access token' : 'no authentication in this build'})`);
+  return { url: `http://127.0.0.1:${started.port}/mcp/bench`, headers };
 }
 
 // ---------------------------------------------------------------- load runs
@@ -438,6 +511,24 @@ function ratio(a: Summary | undefined, b: Summary | undefined): number | null {
   return a.rps / b.rps;
 }
 
+/**
+ * The ratio round by round (the two targets ran next to each other, so a slow
+ * phase of the machine touches both), and the median of those.
+ */
+function pairedRatios(a: Summary | undefined, b: Summary | undefined): { rounds: number[]; median: number } | null {
+  if (a === undefined || b === undefined) return null;
+  const rounds = a.roundsRps.flatMap((rps, i) => {
+    const other = b.roundsRps[i];
+    return other !== undefined && other > 0 ? [rps / other] : [];
+  });
+  const m = median(rounds);
+  return m === null ? null : { rounds, median: m };
+}
+
+function fmtPaired(p: ReturnType<typeof pairedRatios>): string {
+  return p === null ? 'n/a' : `${fmtRatio(p.median)} (${p.rounds.map((r) => r.toFixed(2)).join(' / ')})`;
+}
+
 function padTable(rows: string[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ')).join('\n');
@@ -467,7 +558,8 @@ function renderDocs(summaries: Map<Target, Summary>, opts: Options, m: Machine, 
   const direct = summaries.get('direct');
   const hop = summaries.get('hop');
   const mandate = summaries.get('mandate');
-  const rows = ALL_TARGETS.map((t) => {
+  const baseline = summaries.get('baseline');
+  const rows = ALL_TARGETS.filter((t) => t !== 'baseline' || baseline !== undefined).map((t) => {
     const s = summaries.get(t);
     if (s === undefined) return `| ${TARGET_NAMES[t]} | not measured in this run | | | | |`;
     return `| ${TARGET_NAMES[t]} | ${fmtRps(s.rps)} | ${fmtMs(s.p50Ms)} | ${fmtMs(s.p99Ms)} | ${s.errors}${s.errors > 0 ? ` (${Object.entries(s.errorKinds).map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''} | ${s.roundsRps.map(fmtRps).join(' / ')} |`;
@@ -491,7 +583,7 @@ from one run on the machine described; they are only comparable with each other.
 ## What is measured
 
 A client calls MCP \`tools/call\` (tool \`echo\`, a 13-character message) over
-Streamable HTTP, against three targets measured in the same run:
+Streamable HTTP, against ${baseline === undefined ? 'three' : 'four'} targets measured in the same run:
 
 1. **direct**: a trivial MCP server (bench/upstream.ts: raw \`node:http\`, no SDK,
    answers \`application/json\` immediately). This is the baseline.
@@ -504,7 +596,10 @@ Streamable HTTP, against three targets measured in the same run:
    request (verified, audience-checked and revocation-checked by the gateway), with ${opts.durability === null ? 'its default settings (audit.durability: power, an fsync per commit)' : `its default settings except \`audit.durability: ${opts.durability}\``}. Every
    request is parsed in both directions and its \`mcp.request\` event is
    committed to the SQLite audit log before the answer is sent.
-
+${baseline === undefined ? '' : `4. **Mandate, baseline build**: another build of Mandate (\`--baseline-bin\`), set up
+   the same way: ${gatewayNotes.get('baseline') ?? 'as above'}. Mandate / baseline
+   is what the change between the two builds costs, measured in the same run.
+`}
 The load generator (bench/load.ts, its own process) first acts as a client:
 \`initialize\`, then \`notifications/initialized\`, keeping the \`Mcp-Session-Id\` it
 is given. Then ${opts.concurrency} request loops share a keep-alive agent; each
@@ -535,7 +630,13 @@ npm run bench                                 # all three targets
 npm run bench -- --only direct,hop            # without Mandate
 npm run bench -- --concurrency 64 --duration 10 --rounds 5
 BENCH_CONCURRENCY=16 BENCH_DURATION=3 npm run bench
+# against an earlier build, in the same run (a second checkout with its own npm ci)
+git worktree add ../mandate-before <commit> && (cd ../mandate-before && npm ci)
+npm run bench -- --baseline-bin ../mandate-before/bin/mandate.js --rounds 5
 \`\`\`
+
+On a noisy machine a ratio between two runs minutes apart means little; a
+change is judged by \`Mandate / baseline build\` within one run.
 
 | flag | environment | default | meaning |
 | --- | --- | --- | --- |
@@ -545,8 +646,9 @@ BENCH_CONCURRENCY=16 BENCH_DURATION=3 npm run bench
 | \`--warmup\` | \`BENCH_WARMUP\` | 1 | warm-up seconds per run |
 | \`--rounds\` | \`BENCH_ROUNDS\` | 3 | interleaved rounds |
 | \`--ready-timeout\` | | 30 | seconds to wait for Mandate's \`/readyz\` |
-| \`--mandate-header 'Name: value'\` | | | extra request header for Mandate (repeatable) |
+| \`--mandate-header 'Name: value'\` | | | extra request header for both Mandate targets (repeatable) |
 | \`--mandate-bin\` | | \`bin/mandate.js\` | Mandate entry point to start with \`up\` |
+| \`--baseline-bin\` | | | another build's entry point, measured as a fourth target (a build without authentication is called without a token) |
 | \`--durability\` | \`BENCH_DURABILITY\` | Mandate's default | Mandate's \`audit.durability\` (\`process\` or \`power\`) |
 | \`--no-docs\` | | | do not rewrite this page |
 | \`--keep-tmp\` | | | keep the temp dir (Mandate config, data, logs) |
@@ -579,11 +681,15 @@ Run of ${date}: concurrency ${opts.concurrency}, ${opts.warmupS} s warm-up + ${o
 | --- | ---: | ---: | ---: | --- | --- |
 ${rows.join('\n')}
 
-| ratio (requests/s) | value |
-| --- | ---: |
-| bare hop / direct | ${fmtRatio(ratio(hop, direct))} |
-| Mandate / bare hop | ${mandate === undefined ? 'not measured' : fmtRatio(mh)} |
-| Mandate / direct | ${mandate === undefined ? 'not measured' : fmtRatio(ratio(mandate, direct))} |
+| ratio (requests/s) | of the medians | median of the per-round ratios (each round) |
+| --- | ---: | --- |
+| bare hop / direct | ${fmtRatio(ratio(hop, direct))} | ${fmtPaired(pairedRatios(hop, direct))} |
+| Mandate / bare hop | ${mandate === undefined ? 'not measured' : fmtRatio(mh)} | ${fmtPaired(pairedRatios(mandate, hop))} |
+| Mandate / direct | ${mandate === undefined ? 'not measured' : fmtRatio(ratio(mandate, direct))} | ${fmtPaired(pairedRatios(mandate, direct))} |
+${baseline === undefined ? '' : `| baseline build / bare hop | ${fmtRatio(ratio(baseline, hop))} | ${fmtPaired(pairedRatios(baseline, hop))} |\n| Mandate / baseline build | ${mandate === undefined ? 'not measured' : fmtRatio(ratio(mandate, baseline))} | ${fmtPaired(pairedRatios(mandate, baseline))} |\n`}
+The target is judged on the ratio of the medians. The per-round ratios show
+how far the machine's noise moves it: within a round the targets run one
+after the other, so a slow phase of the machine touches them alike.
 ${sse}
 ## Against the target
 
@@ -641,12 +747,13 @@ async function main(): Promise<number> {
 
   const upstream = await startListener('upstream', join(BENCH, 'upstream.ts'), ['--port', '0'], tmp);
   const urls = new Map<Target, string>();
+  const headers = new Map<Target, string[]>();
   urls.set('direct', `http://127.0.0.1:${upstream.port}/mcp`);
-  if (opts.targets.includes('mandate')) {
-    const mandate = await startMandate(opts.mandateBin, upstream.port, tmp, opts.readyTimeoutS, opts.durability);
-    urls.set('mandate', `http://127.0.0.1:${mandate.port}/mcp/bench`);
-    opts.mandateHeaders.push(`Authorization: Bearer ${await machineToken(mandate.port)}`);
-    console.log(`bench: Mandate ready on port ${mandate.port} (requests carry an access token)`);
+  for (const target of GATEWAYS) {
+    if (!opts.targets.includes(target)) continue;
+    const gateway = await startGateway(target, opts, upstream.port, tmp);
+    urls.set(target, gateway.url);
+    headers.set(target, gateway.headers);
   }
   if (opts.targets.includes('hop')) {
     const hop = await startListener('bare-hop', join(BENCH, 'bare-hop.ts'), ['--port', '0', '--target', `http://127.0.0.1:${upstream.port}`], tmp);
@@ -660,10 +767,10 @@ async function main(): Promise<number> {
       const url = urls.get(target);
       if (url === undefined) continue;
       await sleep(PAUSE_BETWEEN_RUNS_MS);
-      const r = await runLoad(url, target, opts, target === 'mandate' ? opts.mandateHeaders : []);
+      const r = await runLoad(url, target, opts, headers.get(target) ?? []);
       results.get(target)?.push(r);
       console.log(
-        `  round ${round + 1}/${opts.rounds} ${target.padEnd(7)} ${fmtRps(r.rps).padStart(8)} req/s  p50 ${fmtMs(r.p50Ms)} ms  p99 ${fmtMs(r.p99Ms)} ms  errors ${r.errors}`,
+        `  round ${round + 1}/${opts.rounds} ${target.padEnd(8)} ${fmtRps(r.rps).padStart(8)} req/s  p50 ${fmtMs(r.p50Ms)} ms  p99 ${fmtMs(r.p99Ms)} ms  errors ${r.errors}`,
       );
     }
   }
@@ -683,6 +790,14 @@ async function main(): Promise<number> {
   const mh = ratio(summaries.get('mandate'), summaries.get('hop'));
   if (hd !== null) console.log(`bare hop / direct:  ${fmtRatio(hd)}`);
   if (mh !== null) console.log(`Mandate / bare hop: ${fmtRatio(mh)} (target ≥ ${TARGET_RATIO}×: ${mh >= TARGET_RATIO ? 'met' : 'NOT met'})`);
+  const bh = ratio(summaries.get('baseline'), summaries.get('hop'));
+  const mb = ratio(summaries.get('mandate'), summaries.get('baseline'));
+  if (bh !== null) console.log(`baseline / bare hop: ${fmtRatio(bh)}`);
+  if (mb !== null) console.log(`Mandate / baseline: ${fmtRatio(mb)}`);
+  for (const [a, b] of [['mandate', 'hop'], ['baseline', 'hop'], ['mandate', 'baseline']] as const) {
+    const paired = pairedRatios(summaries.get(a), summaries.get(b));
+    if (paired !== null) console.log(`${a} / ${b}, per round: ${fmtPaired(paired)}`);
+  }
   if (!opts.targets.includes('mandate')) console.log('Mandate: not measured in this run');
 
   const anyErrors = [...summaries.values()].some((s) => s.errors > 0);
