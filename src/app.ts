@@ -42,7 +42,7 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
     throw error;
   }
   const audit = new AuditLog(store);
-  audit.subscribe((record) => metrics.auditEvent(record.type));
+  audit.subscribe((event) => metrics.auditEvent(event.type));
   audit.onLost = (event, error) => {
     metrics.auditLost.inc();
     log.error({ type: event.type, err: String(error) }, 'an identity event could not be written to the audit log');

@@ -4,7 +4,7 @@
  * transaction), and `record` resolves only once its event is durable.
  */
 import type { Store } from '../store/types.ts';
-import type { AuditRecord, IdentityEvent, TimedEvent } from './events.ts';
+import type { IdentityEvent, TimedEvent } from './events.ts';
 
 /** Events that will share one transaction, and the promise they all wait on. */
 interface Batch {
@@ -21,7 +21,8 @@ function newBatch(): Batch {
   return { events: [], done: promise, resolve, reject };
 }
 
-export type AuditListener = (record: AuditRecord) => void;
+/** Told of each event once it is durable. */
+export type AuditListener = (event: TimedEvent) => void;
 
 const MAX_BATCH = 512;
 
@@ -112,12 +113,12 @@ export class AuditLog {
     const batch = this.waiting.shift();
     if (batch === undefined) return Promise.resolve();
     this.flushing = this.store
-      .appendAudit(batch.events)
+      .recordAudit(batch.events)
       .then(
-        (records) => {
+        () => {
           this.lastFailure = null;
           batch.resolve();
-          for (const record of records) for (const listener of this.listeners) listener(record);
+          for (const event of batch.events) for (const listener of this.listeners) listener(event);
         },
         (error: unknown) => {
           this.lastFailure = { at: Date.now(), error };

@@ -54,6 +54,12 @@ export interface Store extends IdentityStore {
    * StoreUnavailableError if they are not.
    */
   appendAudit(events: readonly TimedEvent[]): Promise<AuditRecord[]>;
+  /**
+   * The same append, resolving with nothing once the records are durable: the
+   * audit log's path, which needs no sealed record back (for SQLite, the
+   * writer thread then sends no copy of them to the main thread).
+   */
+  recordAudit(events: readonly TimedEvent[]): Promise<void>;
   /** Records in seq order. */
   listAudit(query?: AuditQuery): Promise<AuditRecord[]>;
   /** The last record's seq and hash, or null for an empty log. */

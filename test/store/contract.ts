@@ -193,6 +193,20 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
         assert.deepEqual(await verify(store), { ok: true, count: 3, head: { seq: 3, hash: second[0]!.hash } });
       });
 
+      it('recordAudit appends like appendAudit, resolving with nothing; the chain runs on across both', async () => {
+        const store = await ready();
+        await store.appendAudit([event('gateway.started', at(0))]);
+        assert.equal(await store.recordAudit([event('mcp.request', at(1), { data: { i: 1 } }), event('auth.rejected', at(2))]), undefined);
+        await store.recordAudit([]);
+        const [last] = await store.appendAudit([event('mcp.request', at(3))]);
+        const listed = await store.listAudit();
+        assert.deepEqual(seqs(listed), [1, 2, 3, 4]);
+        assert.deepEqual(listed.map((r) => r.type), ['gateway.started', 'mcp.request', 'auth.rejected', 'mcp.request']);
+        assert.deepEqual(JSON.parse(listed[1]!.body).data, { i: 1 });
+        assert.equal(last?.prevHash, listed[2]?.hash);
+        assert.deepEqual(await verify(store), { ok: true, count: 4, head: { seq: 4, hash: last!.hash } });
+      });
+
       it('a second store on the same database continues the same chain', async () => {
         const a = await ready();
         await a.appendAudit([event()]);
@@ -249,6 +263,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
           store.appendAudit([event(), event('upstream.error'), event()]),
           StoreUnavailableError,
         );
+        await assert.rejects(store.recordAudit([event('upstream.error')]), StoreUnavailableError);
         assert.deepEqual(seqs(await store.listAudit()), [1]);
         const [next] = await store.appendAudit([event()]);
         assert.equal(next?.seq, 2);
@@ -259,6 +274,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
         const store = await ready();
         const bad = event('mcp.request', at(0), { data: { big: 1n as never } });
         await assert.rejects(store.appendAudit([event(), bad]), TypeError);
+        await assert.rejects(store.recordAudit([event(), bad]), TypeError);
         assert.equal(await store.auditHead(), null);
         assert.deepEqual(seqs(await store.appendAudit([event()])), [1]);
       });
@@ -268,6 +284,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
         await store.close();
         await assert.rejects(store.ping(), StoreUnavailableError);
         await assert.rejects(store.appendAudit([event()]), StoreUnavailableError);
+        await assert.rejects(store.recordAudit([event()]), StoreUnavailableError);
         await store.close();
       });
     });

@@ -121,6 +121,10 @@ export class PostgresStore implements Store {
     await this.query('ping', 'SELECT 1');
   }
 
+  async recordAudit(events: readonly TimedEvent[]): Promise<void> {
+    await this.appendAudit(events);
+  }
+
   async appendAudit(events: readonly TimedEvent[]): Promise<AuditRecord[]> {
     if (events.length === 0) return [];
     return this.transaction('append audit events', async (client) => {

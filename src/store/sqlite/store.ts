@@ -91,6 +91,12 @@ export class SqliteStore implements Store {
     return this.writer.append(events);
   }
 
+  async recordAudit(events: readonly TimedEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    if (!this.db.isOpen) throw this.unavailable('append audit events', new Error('the store is closed'));
+    await this.writer.record(events);
+  }
+
   async listAudit(query?: AuditQuery): Promise<AuditRecord[]> {
     const filter = normalizeQuery(query);
     if (matchesNothing(filter)) return [];

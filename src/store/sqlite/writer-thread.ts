@@ -7,6 +7,8 @@ import type { Durability } from '../types.ts';
 interface Job {
   id: number;
   events: TimedEvent[];
+  /** Send the sealed records back (else only that they are durable). */
+  records: boolean;
 }
 
 const port = parentPort;
@@ -23,7 +25,8 @@ port.on('message', (job: Job | 'close') => {
   }
   try {
     appender ??= new Appender(db);
-    port.postMessage({ id: job.id, records: appender.append(job.events) });
+    const records = appender.append(job.events);
+    port.postMessage({ id: job.id, records: job.records ? records : true });
   } catch (error) {
     const typeError = error instanceof TypeError || error instanceof RangeError;
     port.postMessage({ id: job.id, error: error instanceof Error ? error.message : String(error), typeError });

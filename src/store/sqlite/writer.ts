@@ -3,21 +3,31 @@
  * thread and resolve when their transaction has committed; while one commit
  * is being fsynced, the audit log gathers the next batch.
  */
+import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import type { AuditRecord, TimedEvent } from '../../audit/events.ts';
 import { StoreUnavailableError, type Durability } from '../types.ts';
 
 interface Reply {
   id: number;
-  records?: AuditRecord[];
+  /** The sealed records, when they were asked for; true when only durability was. */
+  records?: AuditRecord[] | true;
   error?: string;
   typeError?: boolean;
 }
 
+interface Pending {
+  resolve: (records: AuditRecord[] | true) => void;
+  reject: (error: Error) => void;
+}
+
+/** The writer thread's smallest young-generation semi-space, MB. */
+const WRITER_SEMI_SPACE_MB = 8;
+
 export class SqliteWriter {
   private worker: Worker | null = null;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (records: AuditRecord[]) => void; reject: (error: Error) => void }>();
+  private readonly pending = new Map<number, Pending>();
   private readonly file: string;
   private readonly description: string;
   private readonly durability: Durability;
@@ -29,6 +39,13 @@ export class SqliteWriter {
   }
 
   private start(): Worker {
+    // The thread's young generation would otherwise stay at V8's smallest and be
+    // collected every few batches, waking V8's helper threads each time
+    // (docs/performance.md). V8 sizes an isolate's heap from its flags when the
+    // isolate is created, so this sizes the writer's; the flag is process-wide,
+    // and at most keeps the main thread's young generation (which grows past
+    // this under load anyway) from shrinking below the same size.
+    setFlagsFromString(`--min-semi-space-size=${WRITER_SEMI_SPACE_MB}`);
     const worker = new Worker(new URL('./writer-thread.ts', import.meta.url), { workerData: { file: this.file, durability: this.durability }, execArgv: [] });
     worker.unref();
     worker.on('message', (reply: Reply) => {
@@ -51,14 +68,24 @@ export class SqliteWriter {
     return worker;
   }
 
+  /** Resolves with the sealed records once they are durable. */
   append(events: readonly TimedEvent[]): Promise<AuditRecord[]> {
+    return this.post(events, true) as Promise<AuditRecord[]>;
+  }
+
+  /** Resolves once the events are durable; no copy of the records comes back. */
+  async record(events: readonly TimedEvent[]): Promise<void> {
+    await this.post(events, false);
+  }
+
+  private post(events: readonly TimedEvent[], records: boolean): Promise<AuditRecord[] | true> {
     this.worker ??= this.start();
     const worker = this.worker;
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       worker.ref();
-      worker.postMessage({ id, events });
+      worker.postMessage({ id, events, records });
     });
   }
 
