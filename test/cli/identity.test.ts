@@ -37,7 +37,7 @@ function childEnv(extra: Record<string, string> = {}): Record<string, string> {
   return Object.assign(env, extra);
 }
 
-/** The child's exit; it is killed after 20 s (then `killed`). */
+/** The child's exit, once its output is read; it is killed after 20 s (then `killed`). */
 function exited(child: ChildProcess): Promise<{ code: number | string; killed: boolean }> {
   return new Promise((resolve) => {
     let killed = false;
@@ -45,7 +45,7 @@ function exited(child: ChildProcess): Promise<{ code: number | string; killed: b
       killed = true;
       child.kill('SIGKILL');
     }, 20_000);
-    child.once('exit', (code, signal) => {
+    child.once('close', (code, signal) => {
       clearTimeout(timer);
       resolve({ code: code ?? signal ?? -1, killed });
     });

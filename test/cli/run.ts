@@ -38,7 +38,8 @@ export function mandate(
       killed = true;
       child.kill('SIGKILL');
     }, options.timeoutMs ?? 20_000);
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': at 'exit' the child's output may still be in the pipe, unread.
+    child.once('close', (code, signal) => {
       clearTimeout(timer);
       resolve({ code: code ?? signal ?? -1, stdout, stderr, killed });
     });

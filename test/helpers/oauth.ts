@@ -258,7 +258,7 @@ export function addUser(name: string, password: string, storeArgs: string[]): Pr
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.once('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.once('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
     child.stdin.end(`${password}\n`);
   });
 }

@@ -126,7 +126,8 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.once('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    // 'close', not 'exit': at 'exit' the child's output may still be in the pipe, unread.
+    child.once('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
 }
 
