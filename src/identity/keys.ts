@@ -11,7 +11,7 @@ import { seal, unseal } from './secrets.ts';
 export const SIGNING_ALG = 'ES256';
 
 export interface KeyRingOptions {
-  /** A signing key older than this is replaced at start, ms. */
+  /** A signing key older than this is replaced (at start, or on a check while running), ms. */
   rotateAfterMs: number;
   /** How long a retired signing key stays published: the longest token lifetime plus clock tolerance, ms. */
   retainMs: number;

@@ -13,7 +13,8 @@ import type { AdapterHooks } from './adapter.ts';
 import { requestNotes } from './context.ts';
 import { handleInteraction, type InteractionDeps } from './interactions.ts';
 import { createHmac } from 'node:crypto';
-import { loadKeys, publicSigningKeys, type KeyMaterial } from './keys.ts';
+import { loadKeys, publicSigningKeys, type KeyMaterial, type KeyRingOptions } from './keys.ts';
+import { LoginThrottle } from './interaction/throttle.ts';
 import { registrationIntake } from './intake.ts';
 import { createProvider } from './provider.ts';
 import { INTERACTION_PREFIX } from './routes.ts';
@@ -43,25 +44,38 @@ export interface Challenge {
   description: string;
 }
 
+/** How often a running gateway looks for a due key rotation (and purges expired rows), ms. */
+const HOUSEKEEPING_MS = 10 * 60_000;
+
+/** Names a key set: the signing keys in order, the active one first. */
+const keySetName = (keys: KeyMaterial): string => keys.signing.map((k) => k.kid).join(' ');
+
 export class Identity {
-  readonly provider: Provider;
   readonly verifier: TokenVerifier;
   readonly revocations: RevocationList;
   private readonly deps: IdentityDeps;
   private readonly issuerPath: string;
   private readonly httpsIssuer: boolean;
-  private readonly callback: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+  private readonly secret: Buffer;
+  private readonly keyOptions: KeyRingOptions;
+  private readonly hooks: AdapterHooks;
+  /** The authorization server for the current key set; rebuilt when the keys change. */
+  private callback!: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
   private readonly interactions: InteractionDeps;
+  private keySet = '';
+  private checking: Promise<boolean> | null = null;
   private purgeTimer: NodeJS.Timeout | null = null;
 
-  private constructor(deps: IdentityDeps, keys: KeyMaterial, secret: Buffer, revocations: RevocationList) {
+  private constructor(deps: IdentityDeps, keys: KeyMaterial, secret: Buffer, keyOptions: KeyRingOptions, revocations: RevocationList) {
     this.deps = deps;
     const { config, store, audit, log } = deps;
     this.issuerPath = issuerPath(config.issuer);
     this.httpsIssuer = new URL(config.issuer).protocol === 'https:';
     this.revocations = revocations;
+    this.secret = secret;
+    this.keyOptions = keyOptions;
 
-    const hooks: AdapterHooks = {
+    this.hooks = {
       // A stored refresh token or code: no jti of an access token; its own field names.
       isRevoked: (payload) => revocations.revokedBy({ ...tokenFacts(payload, { grant: 'grantId', client: 'clientId', sub: 'accountId' }), jti: undefined }) !== null,
       grantRevoked: async (grantId) => {
@@ -84,11 +98,26 @@ export class Identity {
         return true;
       },
     };
-    this.provider = createProvider({ config, store, secret, keys, hooks });
-    this.provider.on('server_error', (_ctx: unknown, error: unknown) => log.error({ err: String(error) }, 'authorization server error'));
+    this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, { reloadKeys: () => publicSigningKeys(store, secret) });
+    // One set of interaction deps, kept across key changes: the login throttle lives in it. The CSRF
+    // key is derived from the shared secret, so every node agrees.
+    this.interactions = { provider: null as unknown as Provider, store, audit, config, log, throttle: new LoginThrottle(), csrfKey: createHmac('sha256', secret).update('mandate-csrf').digest('base64url') };
+    this.mount(keys);
+  }
+
+  /**
+   * Builds the authorization server for a key set and sends new requests to it.
+   * Requests already inside the previous one finish there; everything they
+   * share (grants, interactions, sessions, cookie keys) lives in the store, as
+   * between two nodes.
+   */
+  private mount(keys: KeyMaterial): void {
+    const { config, store, audit, log } = this.deps;
+    const provider = createProvider({ config, store, secret: this.secret, keys, hooks: this.hooks });
+    provider.on('server_error', (_ctx: unknown, error: unknown) => log.error({ err: String(error) }, 'authorization server error'));
     // A refused authorization request issues nothing, but it is evidence (a pending or revoked
     // client, a missing PKCE, a redirect URI that does not match): on record, without waiting.
-    this.provider.on('authorization.error', (ctx: KoaContextWithOIDC, error: { error?: string; error_description?: string }) => {
+    provider.on('authorization.error', (ctx: KoaContextWithOIDC, error: { error?: string; error_description?: string }) => {
       const params = (ctx.oidc?.params ?? {}) as Record<string, unknown>;
       const text = (value: unknown): string | null => (typeof value === 'string' ? value.slice(0, 300) : null);
       const inactive = requestNotes.getStore()?.inactiveClient;
@@ -105,40 +134,66 @@ export class Identity {
         },
       });
     });
-    this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, { reloadKeys: () => publicSigningKeys(store, secret) });
-    const steps = { config, store, audit, revocations, verifier: this.verifier };
+    const steps = { config, store, audit, revocations: this.revocations, verifier: this.verifier };
     // Outermost first: nothing is issued without a writable audit log; every outcome,
     // refusals by Mandate's own steps included, becomes evidence.
-    this.provider.use(auditGateStep(audit));
-    this.provider.use(evidenceStep(steps));
-    this.provider.use(errorsStep());
-    this.provider.use(jwtTokensStep(steps));
-    this.provider.use(registrationIntake({ config, store }));
-    this.callback = this.provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;
-    // One set of interaction deps: the login throttle lives in it. The CSRF key is derived from the shared secret, so every node agrees.
-    this.interactions = { provider: this.provider, store, audit, config, log, csrfKey: createHmac('sha256', secret).update('mandate-csrf').digest('base64url') };
+    provider.use(auditGateStep(audit));
+    provider.use(evidenceStep(steps));
+    provider.use(errorsStep());
+    provider.use(jwtTokensStep(steps));
+    provider.use(registrationIntake({ config, store }));
+    this.callback = provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+    this.interactions.provider = provider;
+    this.keySet = keySetName(keys);
+  }
+
+  /** The key this node signs new tokens with. */
+  get signingKid(): string {
+    return this.keySet.split(' ')[0] ?? '';
+  }
+
+  /**
+   * Rotates the signing key once it has reached `identity.keyRotationDays`,
+   * and follows a rotation by another node or the end of a retired key's
+   * publication, by rebuilding the authorization server with the stored keys.
+   * Resolves true if the key set changed. Runs on the housekeeping timer.
+   */
+  checkKeys(now = Date.now()): Promise<boolean> {
+    this.checking ??= (async () => {
+      try {
+        const keys = await loadKeys(this.deps.store, this.secret, this.keyOptions, now);
+        if (keys.created) await this.deps.audit.record(rotatedEvent(keys.created));
+        if (keySetName(keys) === this.keySet) return false;
+        this.mount(keys);
+        this.verifier.useKeys(keys.publicKeys);
+        this.deps.log.info({ kid: this.signingKid }, 'signing keys changed: new tokens are signed with the newest key');
+        return true;
+      } finally {
+        this.checking = null;
+      }
+    })();
+    return this.checking;
   }
 
   static async start(deps: IdentityDeps): Promise<Identity> {
     const { config, store, log } = deps;
     const secret = loadSecretKey(config.dataDir);
     // A retired key stays published for a whole rotation period (at least a token lifetime and an
-    // hour): another node that has not restarted since may still sign with it.
+    // hour): another node that has not checked its keys since may still sign with it.
     const rotateAfterMs = config.identity.keyRotationDays * 86_400_000;
     const retainMs = Math.max(rotateAfterMs, config.identity.accessTokenTtl * 1000 + 3_600_000);
-    const keys = await loadKeys(store, secret, { rotateAfterMs, retainMs });
-    if (keys.created) {
-      await deps.audit.record({ type: 'keys.rotated', outcome: 'success', reason: keys.created.retired.length ? 'the signing key reached its rotation age' : 'first signing key', data: { kid: keys.created.kid, retired: keys.created.retired } });
-    }
+    const keyOptions = { rotateAfterMs, retainMs };
+    const keys = await loadKeys(store, secret, keyOptions);
+    if (keys.created) await deps.audit.record(rotatedEvent(keys.created));
     const revocations = new RevocationList(store);
     await revocations.refresh();
     revocations.start(500, (error) => log.warn({ err: String(error) }, 'could not refresh the revocation list'));
-    const identity = new Identity(deps, keys, secret, revocations);
-    identity.schedulePurge();
+    const identity = new Identity(deps, keys, secret, keyOptions, revocations);
+    identity.scheduleHousekeeping();
     return identity;
   }
 
-  private schedulePurge(): void {
+  private scheduleHousekeeping(): void {
     const { store, audit, config, log } = this.deps;
     const purge = async () => {
       const now = Date.now();
@@ -146,7 +201,10 @@ export class Identity {
       const expired = await store.expireUnusedClients(now - config.identity.registration.unusedClientTtlHours * 3_600_000);
       for (const id of expired) audit.emit({ type: 'client.expired', outcome: 'success', reason: 'registered but never used', data: { client_id: id } });
     };
-    this.purgeTimer = setInterval(() => void purge().catch((error) => log.warn({ err: String(error) }, 'identity purge failed')), 10 * 60_000);
+    this.purgeTimer = setInterval(() => {
+      void purge().catch((error) => log.warn({ err: String(error) }, 'identity purge failed'));
+      void this.checkKeys().catch((error) => log.error({ err: String(error) }, 'could not check the signing keys; new tokens are still signed with the current key'));
+    }, HOUSEKEEPING_MS);
     this.purgeTimer.unref();
   }
 
@@ -252,3 +310,11 @@ function headerSafe(value: string): string {
   return value.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/g, '?');
 }
 
+function rotatedEvent(created: NonNullable<KeyMaterial['created']>) {
+  return {
+    type: 'keys.rotated' as const,
+    outcome: 'success' as const,
+    reason: created.retired.length ? 'the signing key reached its rotation age' : 'first signing key',
+    data: { kid: created.kid, retired: created.retired },
+  };
+}

@@ -75,6 +75,11 @@ export class TokenVerifier {
     this.keySet = createLocalJWKSet({ keys: publicKeys });
   }
 
+  /** Verifies with these public keys from now on (this node's key set changed). */
+  useKeys(publicKeys: JWK[]): void {
+    this.keySet = createLocalJWKSet({ keys: publicKeys });
+  }
+
   /** A token signed with a key this node has not seen: reload the key set, at most once a second (an unknown kid costs one store read). */
   private refreshKeys(now: number): Promise<boolean> {
     // Requests that arrive while a reload runs wait for it rather than fail.
