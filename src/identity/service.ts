@@ -23,7 +23,6 @@ import { serverScope } from './scopes.ts';
 import { loadSecretKey } from './secrets.ts';
 import { auditGateStep, errorsStep, evidenceStep, jwtTokensStep } from './steps.ts';
 import { AuthError, TokenVerifier, type Principal } from './verify.ts';
-import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 export const PRM_PREFIX = '/.well-known/oauth-protected-resource';
@@ -61,14 +60,19 @@ export class Identity {
   private readonly hooks: AdapterHooks;
   /** The authorization server for the current key set; rebuilt when the keys change. */
   private callback!: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
-  private readonly interactions: InteractionDeps;
+  /** What the sign-in and consent pages need; rebuilt with the authorization server. */
+  private interactions!: InteractionDeps;
+  /** Failed-login counters, kept across rebuilds. */
+  private readonly throttle = new LoginThrottle();
+  /** Derived from the shared secret, so every node agrees. */
+  private readonly csrfKey: string;
   private keySet = '';
   private checking: Promise<boolean> | null = null;
   private purgeTimer: NodeJS.Timeout | null = null;
 
   private constructor(deps: IdentityDeps, keys: KeyMaterial, secret: Buffer, keyOptions: KeyRingOptions, revocations: RevocationList) {
     this.deps = deps;
-    const { config, store, audit, log } = deps;
+    const { config, store, audit } = deps;
     this.issuerPath = issuerPath(config.issuer);
     this.httpsIssuer = new URL(config.issuer).protocol === 'https:';
     this.revocations = revocations;
@@ -99,9 +103,7 @@ export class Identity {
       },
     };
     this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, { reloadKeys: () => publicSigningKeys(store, secret) });
-    // One set of interaction deps, kept across key changes: the login throttle lives in it. The CSRF
-    // key is derived from the shared secret, so every node agrees.
-    this.interactions = { provider: null as unknown as Provider, store, audit, config, log, throttle: new LoginThrottle(), csrfKey: createHmac('sha256', secret).update('mandate-csrf').digest('base64url') };
+    this.csrfKey = createHmac('sha256', secret).update('mandate-csrf').digest('base64url');
     this.mount(keys);
   }
 
@@ -143,7 +145,7 @@ export class Identity {
     provider.use(jwtTokensStep(steps));
     provider.use(registrationIntake({ config, store }));
     this.callback = provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;
-    this.interactions.provider = provider;
+    this.interactions = { provider, store, audit, config, log, throttle: this.throttle, csrfKey: this.csrfKey };
     this.keySet = keySetName(keys);
   }
 

@@ -223,6 +223,8 @@ class AnswerReader implements ResponseReader {
   private settled = false;
   private readonly upstream: HttpUpstream;
   private readonly request: JsonRpcRequest;
+  /** The request's id as responses are matched to it. */
+  private readonly key: string;
   private readonly options: RequestOptions;
   private readonly resolve: (response: JsonRpcResponse) => void;
   private readonly reject: (error: unknown) => void;
@@ -230,6 +232,7 @@ class AnswerReader implements ResponseReader {
   constructor(upstream: HttpUpstream, request: JsonRpcRequest, options: RequestOptions, resolve: (response: JsonRpcResponse) => void, reject: (error: unknown) => void) {
     this.upstream = upstream;
     this.request = request;
+    this.key = idKey(request.id);
     this.options = options;
     this.resolve = resolve;
     this.reject = reject;
@@ -292,7 +295,7 @@ class AnswerReader implements ResponseReader {
         this.refuse(error);
         return;
       }
-      if (parsed.kind !== 'response' || idKey(parsed.message.id ?? '') !== idKey(this.request.id)) {
+      if (parsed.kind !== 'response' || idKey(parsed.message.id ?? '') !== this.key) {
         this.refuse(this.upstream.protocolError('JSON answer is not the response to the request'));
         return;
       }
@@ -344,7 +347,7 @@ class AnswerReader implements ResponseReader {
       return;
     }
     if (parsed.kind === 'response') {
-      if (parsed.message.id !== null && idKey(parsed.message.id) === idKey(this.request.id)) this.succeed(parsed.message);
+      if (parsed.message.id !== null && idKey(parsed.message.id) === this.key) this.succeed(parsed.message);
       else this.refuse(this.upstream.protocolError('a response on the stream answers another request'));
       return;
     }

@@ -87,14 +87,18 @@ export class SqliteStore implements Store {
   /** Appends run in the writer thread (its own connection), so fsync never blocks this one. */
   async appendAudit(events: readonly TimedEvent[]): Promise<AuditRecord[]> {
     if (events.length === 0) return [];
-    if (!this.db.isOpen) throw this.unavailable('append audit events', new Error('the store is closed'));
-    return this.writer.append(events);
+    return this.openWriter().append(events);
   }
 
   async recordAudit(events: readonly TimedEvent[]): Promise<void> {
     if (events.length === 0) return;
+    await this.openWriter().record(events);
+  }
+
+  /** The writer thread, unless the store is closed. */
+  private openWriter(): SqliteWriter {
     if (!this.db.isOpen) throw this.unavailable('append audit events', new Error('the store is closed'));
-    await this.writer.record(events);
+    return this.writer;
   }
 
   async listAudit(query?: AuditQuery): Promise<AuditRecord[]> {
