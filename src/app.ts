@@ -1,13 +1,23 @@
 /**
- * The composition root: configuration → store → audit → identity → gateway → HTTP.
+ * The composition root: configuration → store → audit → server registry →
+ * identity → gateway → HTTP, plus live reconfiguration (`reload`, reached by
+ * SIGHUP and through the control socket) and the evidence of a crashed run.
  */
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { JsonValue } from './audit/events.ts';
 import { AuditLog } from './audit/log.ts';
-import type { Config } from './config/load.ts';
+import { beginRun, endRun, recoverCrashedRuns, type RunMarker } from './audit/recovery.ts';
+import { RefusalSummaries } from './audit/summary.ts';
+import { diffConfig } from './config/diff.ts';
+import { ConfigError, type Config } from './config/load.ts';
+import { openControlSocket, type ControlSocket } from './control/socket.ts';
+import type { CredentialHook } from './gateway/credentials.ts';
+import type { FilterChain } from './gateway/delivery.ts';
 import { Gateway } from './gateway/gateway.ts';
-import { Identity } from './identity/service.ts';
 import { createHttpServer } from './gateway/http-server.ts';
+import { ServerRegistry, type ServerChange } from './gateway/registry.ts';
+import { Identity } from './identity/service.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import { Metrics } from './observability/metrics.ts';
 import { openStore } from './store/open.ts';
@@ -16,21 +26,63 @@ import { VERSION } from './version.ts';
 
 export { VERSION };
 
+/** What a reload did: the new configuration is in force, or it was refused and the running one stays. */
+export type ReloadOutcome =
+  | {
+      ok: true;
+      source: string | null;
+      sha256: string | null;
+      servers: Omit<ServerChange, 'generation'>;
+      /** Other settings that changed and apply now. */
+      applied: string[];
+      /** Settings that changed but keep their running value until a restart. */
+      restartRequired: string[];
+      warnings: string[];
+    }
+  | { ok: false; source: string | null; error: string };
+
 export interface App {
   config: Config;
   store: Store;
   audit: AuditLog;
+  registry: ServerRegistry;
   gateway: Gateway;
   identity: Identity;
   server: http.Server;
   log: Logger;
   metrics: Metrics;
+  /** This run's marker (its id names it in the log). */
+  run: RunMarker;
   /** The port actually bound (useful with port 0). */
   port: number;
+  /** Re-reads the configuration (as at start) and applies what can change while running. */
+  reload(): Promise<ReloadOutcome>;
   stop(): Promise<void>;
 }
 
-export async function startApp(config: Config, options: { log?: Logger } = {}): Promise<App> {
+export interface AppOptions {
+  log?: Logger;
+  /** Reads the configuration again, with the same flags and environment as at start (reload). */
+  load?: () => Config;
+  /** The delivery seam's filters (default: none). */
+  filters?: FilterChain;
+  /** The upstream credential hook (default: no credential). */
+  credentials?: CredentialHook;
+  /** Listen on the data directory's control socket for `mandate reload` (default true). */
+  controlSocket?: boolean;
+}
+
+function summaryOf(config: Config): { [key: string]: JsonValue } {
+  return {
+    source: config.configPath,
+    sha256: config.configHash,
+    issuer: config.issuer,
+    servers: config.servers.map((s) => ({ name: s.name, transport: s.transport })),
+    warnings: config.warnings,
+  };
+}
+
+export async function startApp(config: Config, options: AppOptions = {}): Promise<App> {
   const log = options.log ?? createLogger(config.log.level);
   for (const warning of config.warnings) log.warn(warning);
   const metrics = new Metrics();
@@ -47,35 +99,94 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
     metrics.auditLost.inc();
     log.error({ type: event.type, err: String(error) }, 'an identity event could not be written to the audit log');
   };
-
-  await audit.record({
-    type: 'config.loaded',
-    outcome: 'success',
-    data: {
-      source: config.configPath,
-      issuer: config.issuer,
-      servers: config.servers.map((s) => ({ name: s.name, transport: s.transport })),
-      warnings: config.warnings,
-    },
-  });
+  const run = beginRun(config.dataDir);
+  let current = config;
 
   let identity: Identity;
+  const registry = new ServerRegistry(config.servers);
   try {
-    identity = await Identity.start({ config, store, audit, log });
+    await recoverCrashedRuns(config.dataDir, store, audit, run);
+    await audit.record({ type: 'config.loaded', outcome: 'success', data: { ...summaryOf(config), run: run.run } });
+    identity = await Identity.start({ config, store, audit, log, registry });
   } catch (error) {
     await audit.flush();
+    endRun(config.dataDir, run);
     await store.close();
     throw error;
   }
-  const gateway = new Gateway(config, { audit, metrics, log });
+  const refusals = new RefusalSummaries(audit, config.audit.summaryIntervalSeconds * 1000);
+  const gateway = new Gateway(config.gateway, {
+    audit,
+    metrics,
+    log,
+    registry,
+    run: run.run,
+    auth: identity,
+    refusals,
+    filters: options.filters,
+    credentials: options.credentials,
+  });
   let markStarted!: () => void;
   let markFailed!: (error: unknown) => void;
   const started = new Promise<void>((resolve, reject) => {
     markStarted = resolve;
     markFailed = reject;
   });
-  const server = createHttpServer({ gateway, store, identity, started });
+  const trustedProxies = config.listen.trustedProxies;
+  const server = createHttpServer({ gateway, store, identity, started, issuer: config.issuer, trustedProxies: () => trustedProxies });
+
+  let reloading: Promise<ReloadOutcome> | null = null;
+  const reload = (): Promise<ReloadOutcome> => {
+    reloading ??= (async () => {
+      try {
+        return await applyReload();
+      } finally {
+        reloading = null;
+      }
+    })();
+    return reloading;
+  };
+  const applyReload = async (): Promise<ReloadOutcome> => {
+    const source = current.configPath;
+    if (options.load === undefined) return { ok: false, source, error: 'this gateway was started without a configuration loader: nothing to re-read' };
+    let next: Config;
+    try {
+      next = options.load();
+    } catch (error) {
+      const message = error instanceof ConfigError ? error.message : `cannot load the configuration: ${error instanceof Error ? error.message : String(error)}`;
+      log.error({ source }, `configuration refused; the running configuration stays:\n${message}`);
+      await audit.record({ type: 'config.rejected', outcome: 'failure', reason: message.split('\n')[0] ?? 'invalid configuration', data: { source, errors: message.split('\n').slice(1).map((line) => line.trim()), run: run.run } }).catch(() => undefined);
+      return { ok: false, source, error: message };
+    }
+    const diff = diffConfig(current, next);
+    // Recorded before it applies: a configuration is never in force without its record.
+    const serversBefore = new ServerRegistry(registry.list());
+    const preview = serversBefore.replace(next.servers);
+    const changed = { added: preview.added, removed: preview.removed, changed: preview.changed };
+    try {
+      await audit.record({
+        type: 'config.loaded',
+        outcome: 'success',
+        reason: 'reload',
+        data: { ...summaryOf(next), changes: { servers: changed, applied: diff.applied, restartRequired: diff.restartRequired }, run: run.run },
+      });
+    } catch (error) {
+      return { ok: false, source, error: `the audit log cannot be written, so nothing was changed: ${error instanceof Error ? error.message : String(error)}` };
+    }
+    gateway.settings = next.gateway;
+    refusals.interval = next.audit.summaryIntervalSeconds * 1000;
+    log.level = next.log.level;
+    registry.replace(next.servers);
+    // What needs a restart keeps its running value.
+    current = { ...next, issuer: current.issuer, listen: current.listen, dataDir: current.dataDir, databaseUrl: current.databaseUrl, audit: { ...next.audit, durability: current.audit.durability }, identity: current.identity };
+    for (const warning of next.warnings) log.warn(warning);
+    if (diff.restartRequired.length > 0) log.warn({ settings: diff.restartRequired }, 'these settings changed but need a restart to take effect');
+    log.info({ servers: changed, applied: diff.applied }, 'configuration reloaded');
+    return { ok: true, source, sha256: next.configHash, servers: changed, applied: diff.applied, restartRequired: diff.restartRequired, warnings: next.warnings };
+  };
+
   let port: number;
+  let control: ControlSocket | null = null;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -85,39 +196,66 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
       });
     });
     port = (server.address() as AddressInfo).port;
+    if (options.controlSocket !== false) {
+      control = await openControlSocket(config.dataDir, { reload }, (error) => log.error({ err: String(error) }, 'control request failed'));
+      if (control === null) log.warn({ dataDir: config.dataDir }, 'another gateway answers on this data directory\'s control socket: `mandate reload` reaches that one');
+    }
     await audit.record({
       type: 'gateway.started',
       outcome: 'success',
-      data: { version: VERSION, store: store.kind, listen: `${config.listen.host}:${port}`, pid: process.pid },
+      data: { version: VERSION, store: store.kind, listen: `${config.listen.host}:${port}`, pid: process.pid, run: run.run },
     });
   } catch (error) {
     // Not listening, or the start could not be recorded: nothing is served.
     markFailed(error);
     server.close();
     server.closeAllConnections();
+    await control?.close();
     identity.stop();
+    refusals.stop();
     await gateway.shutdown();
+    await audit.flush();
+    endRun(config.dataDir, run);
     await store.close();
     throw error;
   }
   markStarted();
-  log.info({ listen: `${config.listen.host}:${port}`, store: store.description, servers: config.servers.length }, 'mandate gateway started');
+  log.info({ listen: `${config.listen.host}:${port}`, store: store.description, servers: registry.size, run: run.run }, 'mandate gateway started');
 
   let stopping: Promise<void> | null = null;
   const stop = () => {
     stopping ??= (async () => {
       server.close();
       server.closeIdleConnections();
+      await control?.close();
       await gateway.shutdown();
       identity.stop();
+      refusals.stop();
       server.closeAllConnections();
-      await audit.record({ type: 'gateway.stopped', outcome: 'success', data: { pid: process.pid } }).catch(() => undefined);
+      await audit.record({ type: 'gateway.stopped', outcome: 'success', data: { pid: process.pid, run: run.run } }).catch(() => undefined);
       await audit.flush();
+      endRun(config.dataDir, run);
       await store.close();
       log.info('mandate gateway stopped');
       log.flush();
     })();
     return stopping;
   };
-  return { config, store, audit, gateway, identity, server, log, metrics, port, stop };
+  return {
+    get config() {
+      return current;
+    },
+    store,
+    audit,
+    registry,
+    gateway,
+    identity,
+    server,
+    log,
+    metrics,
+    run,
+    port,
+    reload,
+    stop,
+  };
 }

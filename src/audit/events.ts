@@ -8,7 +8,9 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 export const EVENT_TYPES = [
   'gateway.started',
   'gateway.stopped',
+  'gateway.recovered',
   'config.loaded',
+  'config.rejected',
   'session.opened',
   'session.closed',
   'mcp.request',
@@ -28,6 +30,7 @@ export const EVENT_TYPES = [
   'token.reuse_detected',
   'token.revoked',
   'auth.rejected',
+  'limit.exceeded',
   'authorization.denied',
   'user.added',
   'user.disabled',

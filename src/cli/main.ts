@@ -50,6 +50,13 @@ storeOptions(
 ).action((flags) => run(async () => (await import('./up.ts')).up(flags)));
 
 program
+  .command('reload')
+  .description('make the gateway serving a data directory re-read its configuration file; exit 0 once it is in force, 1 if it was refused')
+  .option('--data <dir>', 'data directory of the gateway (env MANDATE_DATA; default ./.mandate)')
+  .option('--json', 'print the outcome as JSON')
+  .action((flags: { data?: string; json?: boolean }) => run(async () => (await import('./reload.ts')).reload(flags)));
+
+program
   .command('config')
   .description('check a configuration file and print what it resolves to')
   .option('--config <file>', 'configuration file (default ./mandate.yaml)')

@@ -27,8 +27,19 @@ export async function up(options: ConfigOptions): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // SIGHUP re-reads the configuration file (as `mandate reload` does); the outcome is logged and recorded.
+  process.on('SIGHUP', () => {
+    if (!app) return;
+    app.reload().then(
+      (outcome) => {
+        if (outcome.ok) process.stderr.write(`mandate: configuration reloaded (${outcome.sha256 ?? 'no file'})\n`);
+        else process.stderr.write(`mandate: configuration refused, the running one stays:\n${outcome.error}\n`);
+      },
+      (error: unknown) => process.stderr.write(`mandate: reload failed: ${String(error)}\n`),
+    );
+  });
 
-  app = await startApp(config);
+  app = await startApp(config, { load: () => loadConfig(options) });
   const base = `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${app.port}`;
   process.stdout.write(`Mandate is listening on ${base} (store: ${app.store.description})\n`);
   for (const server of config.servers) process.stdout.write(`  ${server.name.padEnd(16)} ${server.endpoint}  (${server.transport})\n`);

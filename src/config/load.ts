@@ -2,6 +2,7 @@
  * Loads and checks the configuration: flags over environment over file over
  * defaults. A bad value stops start-up with a message naming the field.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
@@ -34,6 +35,8 @@ export interface Config extends Omit<ParsedConfig, 'servers' | 'issuer' | 'gatew
   servers: ResolvedServer[];
   gateway: ParsedConfig['gateway'] & { allowedOrigins: string[] };
   configPath: string | null;
+  /** SHA-256 (hex) of the configuration file as read, or null without a file. */
+  configHash: string | null;
   dataDir: string;
   databaseUrl: string | null;
   /** Insecure or surprising settings worth a warning at start. */
@@ -61,18 +64,18 @@ function parsePort(value: string | number, source: string): number {
   return port;
 }
 
-function readFile(file: string): unknown {
-  let text: string;
+function readFile(file: string): { value: unknown; hash: string } {
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, 'utf8');
+    bytes = readFileSync(file);
   } catch (error) {
     throw new ConfigError(`${file}: cannot read configuration file (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  const doc = parseDocument(bytes.toString('utf8'), { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(`${file}: not valid YAML\n  ${doc.errors.map((e) => e.message.split('\n')[0]).join('\n  ')}`);
   }
-  return doc.toJS() ?? {};
+  return { value: doc.toJS() ?? {}, hash: createHash('sha256').update(bytes).digest('hex') };
 }
 
 function locateConfig(options: ConfigOptions, env: NodeJS.ProcessEnv, cwd: string): string | null {
@@ -84,7 +87,8 @@ function locateConfig(options: ConfigOptions, env: NodeJS.ProcessEnv, cwd: strin
 
 export function loadConfig(options: ConfigOptions = {}, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
   const configPath = locateConfig(options, env, cwd);
-  const raw = configPath ? readFile(configPath) : {};
+  const file = configPath ? readFile(configPath) : null;
+  const raw = file?.value ?? {};
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(`${configPath}: the top level must be a mapping (key: value)`);
   }
@@ -143,6 +147,7 @@ export function loadConfig(options: ConfigOptions = {}, env: NodeJS.ProcessEnv =
     servers,
     gateway: { ...config.gateway, allowedOrigins },
     configPath,
+    configHash: file?.hash ?? null,
     dataDir,
     databaseUrl,
     warnings,

@@ -39,6 +39,35 @@ const serverSchema = z
     }
   });
 
+/** A token bucket: `perSecond` sustained (0: no limit), `burst` at once. */
+const rateSchema = z
+  .strictObject({
+    perSecond: z.number().min(0).max(1_000_000),
+    burst: z.number().int().min(1).max(1_000_000),
+  })
+  .refine((rate) => rate.perSecond === 0 || rate.burst >= 1, 'burst must be at least 1');
+
+const LIMIT_DEFAULTS = {
+  sessionsPerPrincipal: 20,
+  stdioProcesses: 100,
+  principalRate: { perSecond: 0, burst: 1 },
+  addressRate: { perSecond: 10, burst: 50 },
+};
+
+/** Per-principal and per-node limits (docs/configuration.md). */
+const limitsSchema = z
+  .strictObject({
+    /** Open sessions one principal (a user, or a machine client) may hold on this node. */
+    sessionsPerPrincipal: z.number().int().min(1).max(100_000).default(LIMIT_DEFAULTS.sessionsPerPrincipal),
+    /** stdio server processes this node runs at once (one per session). */
+    stdioProcesses: z.number().int().min(1).max(100_000).default(LIMIT_DEFAULTS.stdioProcesses),
+    /** Requests per verified principal; off (perSecond 0) by default. */
+    principalRate: rateSchema.default(LIMIT_DEFAULTS.principalRate),
+    /** Requests without a valid token, per network address. */
+    addressRate: rateSchema.default(LIMIT_DEFAULTS.addressRate),
+  })
+  .default(LIMIT_DEFAULTS);
+
 export const configSchema = z
   .strictObject({
     /** Public base URL of the gateway; MCP endpoints are {issuer}/mcp/NAME. Default http://localhost:{port}. */
@@ -71,6 +100,9 @@ export const configSchema = z
         maxSessions: z.number().int().min(1).default(1000),
         /** Server-to-client messages kept per session for Last-Event-ID resumption. */
         resumeBufferEvents: z.number().int().min(0).max(100_000).default(200),
+        /** Deepest nesting of arrays and objects in a client message; deeper is an invalid request. */
+        maxJsonDepth: z.number().int().min(8).max(1000).default(64),
+        limits: limitsSchema,
       })
       .default({
         maxBodyBytes: 1024 * 1024,
@@ -80,13 +112,17 @@ export const configSchema = z
         sessionIdleMs: 30 * 60_000,
         maxSessions: 1000,
         resumeBufferEvents: 200,
+        maxJsonDepth: 64,
+        limits: LIMIT_DEFAULTS,
       }),
     audit: z
       .strictObject({
         /** SQLite: `power` (default) survives power loss (fsync per commit); `process` only a gateway crash (kill -9), for more throughput. */
         durability: z.enum(['process', 'power']).default('power'),
+        /** Repeated refusals (no valid token, over a limit) are recorded once, then counted: one summary event per kind per interval. */
+        summaryIntervalSeconds: z.number().int().min(1).max(86_400).default(60),
       })
-      .default({ durability: 'power' }),
+      .default({ durability: 'power', summaryIntervalSeconds: 60 }),
     identity: identitySchema,
     log: z
       .strictObject({

@@ -1,7 +1,11 @@
 /**
  * Typed gateway errors, mapped to wire codes in one place. The client gets
  * the public message; the private detail goes to the audit log and metrics.
+ * An unexpected error becomes "internal gateway error" with a correlation id
+ * that the client's error carries and the operational log records with the
+ * detail, so one can be found from the other.
  */
+import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { errorResponse, RpcCode, type RequestId } from './jsonrpc.ts';
 
@@ -27,10 +31,25 @@ export type ErrorKind =
   | 'upstream_protocol'
   | 'upstream_crashed'
   | 'upstream_session_expired'
+  | 'upstream_auth'
+  | 'principal_limit'
+  | 'process_limit'
+  | 'rate_limited'
+  | 'refused'
+  | 'unauthorized'
+  | 'invalid_params'
+  | 'token_missing'
+  | 'token_malformed'
+  | 'token_invalid'
+  | 'insufficient_scope'
   | 'audit_unavailable'
   | 'internal';
 
-const WIRE: Record<ErrorKind, { status: number; code: number }> = {
+/**
+ * Each kind's HTTP status and JSON-RPC code; an `oauth` error code means the
+ * answer is an OAuth error body (RFC 6750: a refused token), not JSON-RPC.
+ */
+const WIRE: Record<ErrorKind, { status: number; code: number; oauth?: string }> = {
   parse: { status: 400, code: RpcCode.ParseError },
   invalid_request: { status: 400, code: RpcCode.InvalidRequest },
   origin: { status: 403, code: RpcCode.InvalidRequest },
@@ -52,6 +71,17 @@ const WIRE: Record<ErrorKind, { status: number; code: number }> = {
   upstream_protocol: { status: 502, code: RpcCode.UpstreamUnavailable },
   upstream_crashed: { status: 502, code: RpcCode.UpstreamUnavailable },
   upstream_session_expired: { status: 502, code: RpcCode.UpstreamUnavailable },
+  upstream_auth: { status: 502, code: RpcCode.UpstreamUnavailable },
+  principal_limit: { status: 429, code: RpcCode.UpstreamUnavailable },
+  process_limit: { status: 429, code: RpcCode.UpstreamUnavailable },
+  rate_limited: { status: 429, code: RpcCode.UpstreamUnavailable },
+  refused: { status: 403, code: RpcCode.InvalidRequest },
+  unauthorized: { status: 401, code: RpcCode.InvalidRequest },
+  invalid_params: { status: 400, code: RpcCode.InvalidParams },
+  token_missing: { status: 401, code: RpcCode.InvalidRequest, oauth: 'invalid_token' },
+  token_malformed: { status: 400, code: RpcCode.InvalidRequest, oauth: 'invalid_request' },
+  token_invalid: { status: 401, code: RpcCode.InvalidRequest, oauth: 'invalid_token' },
+  insufficient_scope: { status: 403, code: RpcCode.InvalidRequest, oauth: 'insufficient_scope' },
   audit_unavailable: { status: 503, code: RpcCode.InternalError },
   internal: { status: 500, code: RpcCode.InternalError },
 };
@@ -63,15 +93,21 @@ export class GatewayError extends Error {
   readonly detail: string | undefined;
   readonly data: unknown;
   readonly headers: Record<string, string>;
+  /** The HTTP status an upstream gave, where it decides what happens next (401/403: a credential refused). */
+  readonly upstreamStatus: number | undefined;
+  /** Already counted in the metrics where it was raised (with more detail than its kind). */
+  readonly counted: boolean;
   /** The id of the request this error answers, once known. */
   requestId: RequestId | null = null;
 
-  constructor(kind: ErrorKind, publicMessage: string, options: { detail?: string; data?: unknown; headers?: Record<string, string>; cause?: unknown } = {}) {
+  constructor(kind: ErrorKind, publicMessage: string, options: { detail?: string; data?: unknown; headers?: Record<string, string>; cause?: unknown; upstreamStatus?: number; counted?: boolean } = {}) {
     super(publicMessage, { cause: options.cause });
     this.kind = kind;
     this.detail = options.detail;
     this.data = options.data;
     this.headers = options.headers ?? {};
+    this.upstreamStatus = options.upstreamStatus;
+    this.counted = options.counted ?? false;
   }
 
   get status(): number {
@@ -87,20 +123,42 @@ export class GatewayError extends Error {
   }
 }
 
-/** Anything thrown that is not a GatewayError becomes a generic internal error: no stack trace leaves. */
+/** Names one internal error in the client's answer and in the operational log. */
+export function correlationId(): string {
+  return randomBytes(8).toString('hex');
+}
+
+/**
+ * Anything thrown that is not a GatewayError becomes a generic internal error:
+ * no stack trace leaves, and its correlation id is in `data.correlationId`.
+ * Whoever turns one into an answer logs it with `logInternal`.
+ */
 export function asGatewayError(error: unknown): GatewayError {
   if (error instanceof GatewayError) return error;
   const detail = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-  return new GatewayError('internal', 'internal gateway error', { detail, cause: error });
+  return new GatewayError('internal', 'internal gateway error', { detail, cause: error, data: { correlationId: correlationId() } });
 }
 
-/** Writes an HTTP error with a JSON-RPC error body, if the response is still open. */
+/** The log line of an internal error: its correlation id and its private detail (never sent). */
+export function logInternal(log: { error(obj: object, msg: string): void }, error: GatewayError, where: string): void {
+  if (error.kind !== 'internal') return;
+  const data = error.data as { correlationId?: string } | undefined;
+  const cause = error.cause instanceof Error ? error.cause.stack : undefined;
+  log.error({ correlationId: data?.correlationId ?? null, err: error.detail ?? error.message, stack: cause }, `internal error ${where}`);
+}
+
+/**
+ * Writes an error answer, if the response is still open: a JSON-RPC error
+ * body, or for a refused token an OAuth error body (with its challenge in
+ * the error's headers). The one place an error becomes an HTTP answer.
+ */
 export function sendError(res: ServerResponse, error: GatewayError, headers: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed) {
     if (!res.writableEnded) res.end();
     return;
   }
-  const body = JSON.stringify(error.toResponse(error.requestId));
+  const oauth = WIRE[error.kind].oauth;
+  const body = JSON.stringify(oauth === undefined ? error.toResponse(error.requestId) : { error: oauth, error_description: error.message });
   res.writeHead(error.status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
@@ -109,4 +167,9 @@ export function sendError(res: ServerResponse, error: GatewayError, headers: Rec
     ...headers,
   });
   res.end(body);
+}
+
+/** The gateway stopped delivering to a token's holder: its token was revoked or has expired. */
+export function tokenEnded(reason: 'revoked' | 'expired'): GatewayError {
+  return new GatewayError('unauthorized', reason === 'revoked' ? 'the token of this request was revoked' : 'the token of this request has expired');
 }

@@ -1,19 +1,25 @@
 /**
- * One client request through one upstream: forward, relay what comes back,
- * enforce timeouts, and record the event durably before answering. If the
- * record cannot be written the client gets an error, not the result.
+ * One client request through one upstream: forward, pass what comes back
+ * through the delivery seam (delivery.ts) to the client, enforce timeouts,
+ * and record the event durably before answering. If the record cannot be
+ * written the client gets an error, not the result.
  */
-import { asGatewayError, GatewayError } from './errors.ts';
-import { errorResponse, isFailure, notificationCancelled, RpcCode, targetName, upstreamStatus, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
+import { asGatewayError, GatewayError, logInternal, tokenEnded } from './errors.ts';
+import { errorResponse, idKey, isFailure, notificationCancelled, RpcCode, targetName, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
+import type { Delivery, FilterChain } from './delivery.ts';
+import type { RegisteredServer } from './registry.ts';
 import type { ResponseChannel } from './stream.ts';
 import type { Upstream } from './upstream/types.ts';
 import type { AuditLog } from '../audit/log.ts';
 import type { IdentityEvent, Outcome } from '../audit/events.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import type { Logger } from '../observability/log.ts';
+import type { Principal } from '../identity/verify.ts';
 
 export interface ForwardDeps {
   audit: AuditLog;
   metrics: Metrics;
+  log: Logger;
 }
 
 /** Who is calling, as the audit log names them (from the verified token). */
@@ -28,10 +34,13 @@ export interface Caller {
 }
 
 export interface ForwardContext {
-  server: string;
+  server: RegisteredServer;
+  principal: Principal | null;
   caller: Caller | null;
   upstream: Upstream;
   channel: ResponseChannel;
+  /** The delivery seam every message toward the client passes. */
+  filters: FilterChain;
   /** Idle timeout (reset by every related message) and hard cap, ms. */
   idleTimeoutMs: number;
   maxDurationMs: number;
@@ -39,19 +48,29 @@ export interface ForwardContext {
   session: string | null;
   protocol: string | null;
   headers?: Record<string, string>;
-  /** A related message arrived (the session notes server requests). */
+  /** A related message was delivered (the session notes server requests). */
   onRelated?: (message: JsonRpcMessage) => void;
+  /** A server-to-client request the filters withheld: answer the upstream so it does not wait. */
+  onWithheld?: (request: JsonRpcRequest) => void;
   /** Builds the identity event; default `mcp.request`. */
   event?: (response: JsonRpcResponse | null, outcome: Outcome, base: IdentityEvent) => IdentityEvent;
   /** Last look at the response before it is written (the session's initialize hook). */
   beforeAnswer?: (response: JsonRpcResponse, channel: ResponseChannel) => Promise<JsonRpcResponse> | JsonRpcResponse;
-  /** Whether to tell the upstream about a timeout with notifications/cancelled (legacy only). */
+  /** Whether to tell the upstream with notifications/cancelled when the gateway stops waiting (legacy only). */
   notifyCancel: boolean;
 }
 
+/** Where the gateway stopped waiting of its own accord: a timeout, or a message the filters refused. */
+const STOPPED_BY_GATEWAY = new Set(['upstream_timeout', 'upstream_protocol', 'refused', 'unauthorized']);
+
+
 export interface Exchange {
+  /** Whose token this request came with. */
+  readonly principal: Principal | null;
   /** The client cancelled: stop waiting, answer nothing. */
   cancel(): void;
+  /** The gateway stops the request: the client is answered with `error`, the upstream told to cancel. */
+  stop(error: GatewayError): void;
   readonly done: Promise<void>;
 }
 
@@ -63,28 +82,77 @@ function timeoutError(server: string, detail: string): GatewayError {
   return new GatewayError('upstream_timeout', `upstream server "${server}" did not answer in time`, { detail });
 }
 
+/** Milliseconds until `at`, within what setTimeout accepts (it re-checks after a cap). */
+function delay(at: number, now: number): number {
+  return Math.max(0, Math.min(at - now, 2_000_000_000));
+}
+
+function withheld(server: string, by: string): GatewayError {
+  return new GatewayError('refused', `the answer from upstream server "${server}" was withheld by the gateway`, { detail: `dropped by filter ${by}` });
+}
+
+/** The final response after the filters: what passed (still a response to this request), or the refusal. */
+function filterResponse(response: JsonRpcResponse, request: JsonRpcRequest, ctx: ForwardContext, delivery: Delivery): JsonRpcResponse | GatewayError {
+  const outcome = ctx.filters.apply(response, delivery);
+  if (outcome.action === 'drop') return withheld(ctx.server.name, outcome.by);
+  if (outcome.action === 'refuse') return outcome.error;
+  const passed = outcome.message;
+  if (!('id' in passed) || 'method' in passed || passed.id === null || idKey(passed.id) !== idKey(request.id)) {
+    return new GatewayError('upstream_protocol', `upstream server "${ctx.server.name}" sent a message the gateway could not check`, { detail: 'a filter turned the response into another message' });
+  }
+  return passed;
+}
+
 export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps: ForwardDeps): Exchange {
   const controller = new AbortController();
   const started = performance.now();
+  const name = ctx.server.name;
+  const delivery = (route: 'response' | 'related'): Delivery => ({ server: ctx.server, principal: ctx.principal, session: ctx.session, request: message, route });
+  const related = ctx.filters.size === 0 ? null : delivery('related');
   const timed = !NO_TIMEOUT_METHODS.has(message.method);
-  // One timer serves both limits: the idle deadline moves with every related
-  // message, the hard deadline does not; the timer re-arms itself as needed.
-  const hardAt = Date.now() + ctx.maxDurationMs;
-  let idleAt = Date.now() + ctx.idleTimeoutMs;
+  // One timer serves every limit: the idle deadline moves with every related
+  // message, the hard deadline and the token's expiry do not; the timer
+  // re-arms itself as needed. A request without a timeout still ends with its token.
+  const now0 = Date.now();
+  const hardAt = timed ? now0 + ctx.maxDurationMs : Number.POSITIVE_INFINITY;
+  const expiresAt = ctx.principal === null ? Number.POSITIVE_INFINITY : ctx.principal.exp * 1000;
+  let idleAt = timed ? now0 + ctx.idleTimeoutMs : Number.POSITIVE_INFINITY;
   let timer: NodeJS.Timeout | null = null;
   const check = () => {
     const now = Date.now();
-    if (now >= hardAt) controller.abort(timeoutError(ctx.server, `longer than ${ctx.maxDurationMs} ms`));
-    else if (now >= idleAt) controller.abort(timeoutError(ctx.server, `no message for ${ctx.idleTimeoutMs} ms`));
-    else timer = setTimeout(check, Math.min(idleAt, hardAt) - now);
+    if (now >= expiresAt) controller.abort(tokenEnded('expired'));
+    else if (now >= hardAt) controller.abort(timeoutError(name, `longer than ${ctx.maxDurationMs} ms`));
+    else if (now >= idleAt) controller.abort(timeoutError(name, `no message for ${ctx.idleTimeoutMs} ms`));
+    else timer = setTimeout(check, delay(Math.min(idleAt, hardAt, expiresAt), now));
   };
-  if (timed) timer = setTimeout(check, Math.min(ctx.idleTimeoutMs, ctx.maxDurationMs));
-  const arm = () => {
-    idleAt = Date.now() + ctx.idleTimeoutMs;
+  if (Math.min(idleAt, hardAt, expiresAt) !== Number.POSITIVE_INFINITY) timer = setTimeout(check, delay(Math.min(idleAt, hardAt, expiresAt), now0));
+  const arm = timed
+    ? () => {
+        idleAt = Date.now() + ctx.idleTimeoutMs;
+      }
+    : () => undefined;
+
+  /** A message related to the request: through the filters, then to the client. */
+  const onMessage = (message: JsonRpcMessage): void => {
+    arm();
+    if (related === null) {
+      ctx.onRelated?.(message);
+      ctx.channel.message(message);
+      return;
+    }
+    const outcome = ctx.filters.apply(message, related);
+    if (outcome.action === 'pass') {
+      ctx.onRelated?.(outcome.message);
+      ctx.channel.message(outcome.message);
+      return;
+    }
+    if ('id' in message && 'method' in message) ctx.onWithheld?.(message);
+    if (outcome.action === 'refuse') controller.abort(outcome.error);
   };
 
   const done = (async () => {
     let response: JsonRpcResponse | null = null;
+    let status = 200;
     let outcome: Outcome;
     let failure: GatewayError | null = null;
     try {
@@ -93,40 +161,38 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
       } catch (error) {
         throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the request was refused', { detail: String(error), cause: error });
       }
-      response = await ctx.upstream.request(message, {
-        signal: controller.signal,
-        headers: ctx.headers,
-        onMessage: (related) => {
-          arm();
-          ctx.onRelated?.(related);
-          ctx.channel.message(related);
-        },
-      });
+      const answer = await ctx.upstream.request(message, { signal: controller.signal, headers: ctx.headers, principal: ctx.principal, onMessage });
+      const passed = ctx.filters.size === 0 ? answer.message : filterResponse(answer.message, message, ctx, delivery('response'));
+      if (passed instanceof GatewayError) throw passed;
+      response = passed;
+      if (passed === answer.message) status = answer.status;
       outcome = isFailure(response) ? 'failure' : 'success';
     } catch (error) {
       if (error instanceof Cancelled) {
         outcome = 'cancelled';
       } else {
         failure = asGatewayError(error);
-        outcome = 'error';
+        logInternal(deps.log, failure, `forwarding ${message.method.slice(0, 64)} to "${name}"`);
+        outcome = failure.kind === 'refused' || failure.kind === 'unauthorized' ? 'denied' : 'error';
         response = failure.toResponse(message.id);
-        deps.metrics.errors.inc({ server: ctx.server, kind: failure.kind });
+        status = 200;
+        deps.metrics.errors.inc({ server: name, kind: failure.kind });
         if (failure.kind.startsWith('upstream_')) deps.audit.emit({
           type: 'upstream.error',
-          server: ctx.server,
+          server: name,
           outcome: 'error',
           reason: failure.kind,
           data: { method: message.method, detail: failure.detail ?? failure.message, session: ctx.session },
         });
-        if (failure.kind === 'upstream_timeout' && ctx.notifyCancel) {
-          ctx.upstream.send(notificationCancelled(message.id, 'timed out at the gateway')).catch(() => undefined);
+        if (STOPPED_BY_GATEWAY.has(failure.kind) && ctx.notifyCancel && controller.signal.aborted) {
+          ctx.upstream.send(notificationCancelled(message.id, failure.kind === 'upstream_timeout' ? 'timed out at the gateway' : 'refused at the gateway')).catch(() => undefined);
         }
       }
     } finally {
       if (timer) clearTimeout(timer);
     }
     const seconds = (performance.now() - started) / 1000;
-    deps.metrics.request(ctx.server, message.method, outcome, seconds);
+    deps.metrics.request(name, message.method, outcome, seconds);
 
     if (response && ctx.beforeAnswer && outcome !== 'cancelled') {
       try {
@@ -134,15 +200,17 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         if (isFailure(response) && outcome === 'success') outcome = 'failure';
       } catch (error) {
         failure = asGatewayError(error);
+        logInternal(deps.log, failure, `answering ${message.method.slice(0, 64)} from "${name}"`);
         outcome = 'error';
         response = failure.toResponse(message.id);
+        status = 200;
       }
     }
 
     const base: IdentityEvent = {
       type: 'mcp.request',
       actor: ctx.caller?.actor ?? null,
-      server: ctx.server,
+      server: name,
       tool: targetName(message.method, message.params),
       outcome,
       reason: failure?.kind ?? null,
@@ -159,16 +227,19 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
     try {
       await deps.audit.record(ctx.event ? ctx.event(response, outcome, base) : base);
     } catch {
-      deps.metrics.errors.inc({ server: ctx.server, kind: 'audit_unavailable' });
+      deps.metrics.errors.inc({ server: name, kind: 'audit_unavailable' });
       if (outcome === 'cancelled') return;
       response = errorResponse(message.id, RpcCode.InternalError, 'the audit log is unavailable: the request was refused');
+      status = 200;
     }
     if (outcome === 'cancelled' || !response) ctx.channel.abandon();
-    else ctx.channel.final(response, upstreamStatus.get(response));
+    else ctx.channel.final(response, status);
   })();
 
   return {
+    principal: ctx.principal,
     cancel: () => controller.abort(new Cancelled('cancelled by the client')),
+    stop: (error) => controller.abort(error),
     done,
   };
 }

@@ -1,116 +1,291 @@
 /**
- * The gateway's state on one node: configured servers, open sessions, and the
- * shared upstream connections for stateless (2026-07-28) traffic.
+ * The gateway's state on one node: the server registry it routes by, open
+ * sessions, upstream connection pools and protocol probes (each keyed on a
+ * server's name and generation, so a changed server never reuses its old
+ * definition's), the per-principal and per-node limits, the delivery seam's
+ * filters and the upstream credential hook.
  */
 import type { Pool } from 'undici';
-import type { Config, ResolvedServer } from '../config/load.ts';
-import type { Logger } from '../observability/log.ts';
-import { GatewayError } from './errors.ts';
-import type { Caller, ForwardDeps } from './forward.ts';
-import { Session, type SessionDeps } from './session.ts';
+import type { RefusalSummaries } from '../audit/summary.ts';
+import type { Config } from '../config/load.ts';
+import type { AuthError, AuthReason, Principal } from '../identity/verify.ts';
+import type { RequestContext } from './context.ts';
+import { NO_CREDENTIALS, type CredentialHook } from './credentials.ts';
+import { NO_FILTERS, type FilterChain } from './delivery.ts';
+import { GatewayError, type ErrorKind } from './errors.ts';
+import type { ForwardDeps } from './forward.ts';
+import { TokenBuckets } from './limits.ts';
+import type { RegisteredServer, ServerChange, ServerRegistry } from './registry.ts';
+import { Session, type Access, type SessionDeps } from './session.ts';
 import { createPool, HttpUpstream } from './upstream/http.ts';
 import { StdioUpstream } from './upstream/stdio.ts';
 import type { Upstream, UpstreamHooks } from './upstream/types.ts';
 
 const SWEEP_MS = 30_000;
 
-export interface GatewayDeps extends ForwardDeps {
-  log: Logger;
+/** What the gateway asks of the identity plane. */
+export interface Authenticator {
+  /** The verified caller, null when tokens are not required and none was sent; throws AuthError. */
+  authenticate(authorization: string | undefined, server: RegisteredServer): Promise<Principal | null>;
+  /** The headers of the answer to a refused token (the WWW-Authenticate challenge, RFC 6750 and RFC 9728). */
+  challenge(server: RegisteredServer, error: AuthError): Record<string, string>;
+  /** Whether a revocation now covers this token. */
+  isRevoked(principal: Principal): boolean;
+  /** Calls `listener` whenever new revocations were applied on this node; returns the unsubscribe. */
+  onRevocation(listener: () => void): () => void;
 }
 
+export interface GatewayDeps extends ForwardDeps {
+  registry: ServerRegistry;
+  /** This run's id (session events name it, so a crashed run's sessions can be closed in the log). */
+  run: string;
+  auth: Authenticator;
+  /** Counted summaries of repeated refusals (unauthenticated requests, limits). */
+  refusals: RefusalSummaries;
+  filters?: FilterChain;
+  credentials?: CredentialHook;
+}
+
+/** How a refused token is answered, by the reason it was refused. */
+const TOKEN_KINDS: Record<AuthReason, ErrorKind> = {
+  missing: 'token_missing',
+  malformed: 'token_malformed',
+  invalid: 'token_invalid',
+  expired: 'token_invalid',
+  wrong_audience: 'token_invalid',
+  revoked: 'token_invalid',
+  insufficient_scope: 'insufficient_scope',
+};
+
+const LIMIT_KINDS: ReadonlySet<ErrorKind> = new Set(['session_limit', 'principal_limit', 'process_limit', 'rate_limited']);
+
+type HttpServer = RegisteredServer & { url: string };
+
+/** The key of what belongs to one definition of a server. */
+const keyOf = (server: RegisteredServer): string => `${server.name}#${server.generation}`;
+
+/** Limits count by subject: the user, or the machine client. */
+export const principalKey = (principal: Principal | null): string | null => principal?.sub ?? null;
+
 export class Gateway {
-  readonly config: Config;
+  /** The gateway settings in force; replaced on reload. */
+  settings: Config['gateway'];
   readonly deps: GatewayDeps;
-  readonly servers: Map<string, ResolvedServer>;
+  readonly registry: ServerRegistry;
+  readonly auth: Authenticator;
+  readonly filters: FilterChain;
+  readonly credentials: CredentialHook;
+  /** Requests without a valid token, per network address. */
+  private readonly addressRate = new TokenBuckets(() => this.settings.limits.addressRate);
+  /** Requests per verified principal. */
+  private readonly principalRate = new TokenBuckets(() => this.settings.limits.principalRate);
   private readonly sessions = new Map<string, Session>();
+  private readonly perPrincipal = new Map<string, number>();
+  private stdioProcesses = 0;
   private readonly pools = new Map<string, Pool>();
   private readonly stateless = new Map<string, HttpUpstream>();
-  /** Which protocol era each HTTP server speaks, as last probed (endpoint/stateless.ts). */
+  /** Which protocol era each HTTP server definition speaks, as last probed (endpoint/stateless.ts). */
   readonly eras = new Map<string, { era: 'modern' | 'legacy'; until: number }>();
   private readonly sessionDeps: SessionDeps;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly unsubscribe: () => void;
 
-  constructor(config: Config, deps: GatewayDeps) {
-    this.config = config;
+  constructor(settings: Config['gateway'], deps: GatewayDeps) {
+    this.settings = settings;
     this.deps = deps;
-    this.servers = new Map(config.servers.map((server) => [server.name, server]));
-    this.sessionDeps = { ...deps, gateway: config.gateway, createUpstream: (server, hooks) => this.createUpstream(server, hooks) };
+    this.registry = deps.registry;
+    this.auth = deps.auth;
+    this.filters = deps.filters ?? NO_FILTERS;
+    this.credentials = deps.credentials ?? NO_CREDENTIALS;
+    this.sessionDeps = {
+      ...deps,
+      settings: () => this.settings,
+      filters: () => this.filters,
+      createUpstream: (server, hooks, principal) => this.createUpstream(server, hooks, principal),
+    };
+    const unregister = this.registry.onChange((change, previous) => this.serversChanged(change, previous));
+    const unrevoke = this.auth.onRevocation(() => this.endRevoked((principal) => this.auth.isRevoked(principal)));
+    this.unsubscribe = () => {
+      unregister();
+      unrevoke();
+    };
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();
   }
 
-  private pool(server: ResolvedServer & { url: string }): Pool {
-    let pool = this.pools.get(server.name);
+  eraKey(server: RegisteredServer): string {
+    return keyOf(server);
+  }
+
+  private pool(server: HttpServer): Pool {
+    const key = keyOf(server);
+    let pool = this.pools.get(key);
     if (!pool) {
       pool = createPool(new URL(server.url));
-      this.pools.set(server.name, pool);
+      this.pools.set(key, pool);
     }
     return pool;
   }
 
-  createUpstream(server: ResolvedServer, hooks: UpstreamHooks): Upstream {
+  createUpstream(server: RegisteredServer, hooks: UpstreamHooks, principal: Principal | null): Upstream {
+    const maxMessageBytes = this.settings.maxUpstreamMessageBytes;
     if (server.url !== undefined) {
-      return new HttpUpstream({
-        server: server.name,
-        url: new URL(server.url),
-        pool: this.pool(server as ResolvedServer & { url: string }),
-        maxMessageBytes: this.config.gateway.maxUpstreamMessageBytes,
-        hooks,
-      });
+      const http = server as HttpServer;
+      return new HttpUpstream({ server: http, pool: this.pool(http), maxMessageBytes, hooks, credentials: this.credentials, principal });
     }
     return new StdioUpstream({
-      server: server.name,
-      command: server.command ?? '',
-      args: server.args,
-      env: server.env,
-      cwd: server.cwd ?? process.cwd(),
-      maxMessageBytes: this.config.gateway.maxUpstreamMessageBytes,
+      server,
+      maxMessageBytes,
       hooks,
+      credentials: this.credentials,
+      principal,
+      onProcess: (change) => {
+        this.stdioProcesses += change;
+      },
     });
   }
 
-  server(name: string): ResolvedServer {
-    const server = this.servers.get(name);
+  /**
+   * The answer to a refused token: recorded (flood-proof: one event per kind
+   * and address per interval, then a count), with the challenge the client
+   * needs. Requests without a valid token are rate-limited per address.
+   */
+  refuseToken(ctx: RequestContext, error: AuthError): GatewayError {
+    const { server } = ctx;
+    if (error.reason !== 'insufficient_scope' && !this.addressRate.take(ctx.address)) {
+      return this.limited(ctx, 'gateway.limits.addressRate', this.addressRate.retryAfter(ctx.address));
+    }
+    const known = error.principal;
+    // One kind per source, reason and server, and per token holder where the token names one: a
+    // flood of requests without a valid token is counted, each holder's refusal is still on record.
+    const holder = known ? `${known.sub}\n${known.clientId}` : '';
+    this.deps.refusals.record(`auth.rejected\n${ctx.address}\n${error.reason}\n${server.name}\n${holder}`, {
+      type: 'auth.rejected',
+      actor: known?.sub ?? null,
+      server: server.name,
+      outcome: 'denied',
+      reason: error.reason,
+      data: {
+        detail: error.message,
+        method: ctx.req.method ?? null,
+        address: ctx.address,
+        ...(known ? { client_id: known.clientId, token: known.tokenRef } : {}),
+        ...(error.scope ? { scope: error.scope } : {}),
+      },
+    });
+    this.deps.metrics.errors.inc({ server: server.name, kind: `auth_${error.reason}` });
+    return new GatewayError(TOKEN_KINDS[error.reason], error.message, { headers: this.auth.challenge(server, error), counted: true });
+  }
+
+  /** A verified principal over its request rate is refused (429). */
+  limitPrincipal(ctx: RequestContext, principal: Principal): void {
+    if (!this.principalRate.take(principal.sub)) throw this.limited(ctx, 'gateway.limits.principalRate', this.principalRate.retryAfter(principal.sub), principal);
+  }
+
+  /** A request refused by a rate limit: recorded as a counted summary, answered with 429. */
+  private limited(ctx: RequestContext, limit: string, retryAfter: number, principal: Principal | null = null): GatewayError {
+    const error = new GatewayError('rate_limited', `too many requests (${limit}); try again in ${retryAfter} s`, {
+      headers: { 'retry-after': String(retryAfter) },
+      data: { limit },
+      counted: true,
+    });
+    this.recordLimit(ctx, error, principal);
+    return error;
+  }
+
+  private recordLimit(ctx: RequestContext, error: GatewayError, principal: Principal | null): void {
+    const limit = (error.data as { limit?: string } | undefined)?.limit ?? error.kind;
+    const who = principal?.sub ?? ctx.address;
+    this.deps.refusals.record(`limit.exceeded\n${who}\n${limit}`, {
+      type: 'limit.exceeded',
+      actor: principal?.sub ?? null,
+      server: ctx.server.name,
+      outcome: 'denied',
+      reason: limit,
+      data: { address: ctx.address, method: ctx.req.method ?? null, ...(principal ? { client_id: principal.clientId } : {}) },
+    });
+    this.deps.metrics.errors.inc({ server: ctx.server.name, kind: error.kind });
+  }
+
+  /** Opens the session a request's initialize asks for; a refusal by a limit is recorded. */
+  openSessionFor(ctx: RequestContext): Session {
+    try {
+      return this.openSession(ctx.server, ctx.access);
+    } catch (error) {
+      if (!(error instanceof GatewayError) || !LIMIT_KINDS.has(error.kind)) throw error;
+      this.recordLimit(ctx, error, ctx.principal);
+      throw new GatewayError(error.kind, error.message, { headers: error.headers, data: error.data, counted: true });
+    }
+  }
+
+  /** The registered server of this name, or 404. */
+  server(name: string): RegisteredServer {
+    const server = this.registry.get(name);
     if (!server) throw new GatewayError('unknown_server', `no MCP server named "${name.slice(0, 64)}" is configured`);
     return server;
   }
 
-  /** A new session whose initialize is about to be forwarded. */
-  openSession(server: ResolvedServer, caller: Caller | null): Session {
-    if (this.sessions.size >= this.config.gateway.maxSessions) {
+  /** A new session whose initialize is about to be forwarded; refused (nothing started) beyond a limit. */
+  openSession(server: RegisteredServer, access: Access | null): Session {
+    const { maxSessions, limits } = this.settings;
+    if (this.sessions.size >= maxSessions) {
       throw new GatewayError('session_limit', 'the gateway has too many open sessions; try again later', { headers: { 'retry-after': '5' } });
     }
-    const session = new Session(server, this.sessionDeps, caller);
-    session.onClose = (closed) => this.sessions.delete(closed.id);
+    const key = principalKey(access?.principal ?? null);
+    const held = key === null ? 0 : (this.perPrincipal.get(key) ?? 0);
+    if (key !== null && held >= limits.sessionsPerPrincipal) {
+      throw new GatewayError('principal_limit', `too many open sessions for this principal (gateway.limits.sessionsPerPrincipal is ${limits.sessionsPerPrincipal}): end one first`, {
+        headers: { 'retry-after': '30' },
+        data: { limit: 'gateway.limits.sessionsPerPrincipal', value: limits.sessionsPerPrincipal },
+      });
+    }
+    if (server.command !== undefined && this.stdioProcesses >= limits.stdioProcesses) {
+      throw new GatewayError('process_limit', `too many server processes on this gateway node (gateway.limits.stdioProcesses is ${limits.stdioProcesses}); try again later`, {
+        headers: { 'retry-after': '30' },
+        data: { limit: 'gateway.limits.stdioProcesses', value: limits.stdioProcesses },
+      });
+    }
+    const session = new Session(server, this.sessionDeps, access);
+    if (key !== null) this.perPrincipal.set(key, held + 1);
+    session.onClose = (closed) => {
+      this.sessions.delete(closed.id);
+      if (key === null) return;
+      const left = (this.perPrincipal.get(key) ?? 1) - 1;
+      if (left > 0) this.perPrincipal.set(key, left);
+      else this.perPrincipal.delete(key);
+    };
     this.sessions.set(session.id, session);
     return session;
   }
 
-  /** The session with this id on this server, opened by this caller; 404 otherwise (the client must initialize again). */
-  session(id: string, server: ResolvedServer, caller: Caller | null): Session {
+  /** The session with this id on this server's current definition, opened by this caller; 404 otherwise (the client must initialize again). */
+  session(id: string, server: RegisteredServer, access: Access | null): Session {
     const session = this.sessions.get(id);
-    if (!session || session.closed || session.server.name !== server.name || session.caller?.key !== caller?.key) {
+    if (!session || session.closed || session.server !== server || session.caller?.key !== access?.caller.key) {
       throw new GatewayError('session_not_found', 'session not found: initialize a new session');
     }
+    if (access !== null) session.principal = access.principal;
     return session;
   }
 
-  /** The shared, session-less upstream for stateless requests to an HTTP server. */
-  statelessUpstream(server: ResolvedServer & { url: string }): HttpUpstream {
-    let upstream = this.stateless.get(server.name);
+  /** The shared, session-less upstream for stateless requests to an HTTP server's current definition. */
+  statelessUpstream(server: HttpServer): HttpUpstream {
+    const key = keyOf(server);
+    let upstream = this.stateless.get(key);
     if (!upstream) {
       upstream = new HttpUpstream({
-        server: server.name,
-        url: new URL(server.url),
+        server,
         pool: this.pool(server),
-        maxMessageBytes: this.config.gateway.maxUpstreamMessageBytes,
+        maxMessageBytes: this.settings.maxUpstreamMessageBytes,
+        credentials: this.credentials,
+        principal: null,
         hooks: {
           onMessage: () => undefined,
           onError: (error) => this.deps.metrics.errors.inc({ server: server.name, kind: error.kind }),
           onClosed: () => undefined,
         },
       });
-      this.stateless.set(server.name, upstream);
+      this.stateless.set(key, upstream);
     }
     return upstream;
   }
@@ -119,8 +294,56 @@ export class Gateway {
     return this.sessions.size;
   }
 
+  /** Open sessions of one principal (the per-principal limit counts these). */
+  sessionsOf(principal: Principal): number {
+    return this.perPrincipal.get(principalKey(principal) ?? '') ?? 0;
+  }
+
+  get processCount(): number {
+    return this.stdioProcesses;
+  }
+
+  /**
+   * Ends the streams and requests of every token a revocation now covers
+   * (called when revocations arrive, here or from another node). Returns how
+   * many were ended.
+   */
+  endRevoked(isRevoked: (principal: Principal) => boolean): number {
+    let ended = 0;
+    for (const session of this.sessions.values()) ended += session.endStreamsOf(isRevoked);
+    return ended;
+  }
+
+  /**
+   * A server was removed or changed: its sessions end (their stdio processes
+   * stop), and what belonged to its old definition (pools, the stateless
+   * upstream, protocol probes) is let go. New sessions use the new definition.
+   */
+  private serversChanged(change: ServerChange, previous: ReadonlyMap<string, RegisteredServer>): void {
+    const gone = new Set([...change.removed, ...change.changed]);
+    if (gone.size === 0) return;
+    const closing: Promise<void>[] = [];
+    for (const session of this.sessions.values()) {
+      if (gone.has(session.server.name)) closing.push(session.close(change.removed.includes(session.server.name) ? 'server removed' : 'server changed'));
+    }
+    const keys = [...gone].map((name) => previous.get(name)).filter((server) => server !== undefined).map(keyOf);
+    for (const key of keys) {
+      this.eras.delete(key);
+      const upstream = this.stateless.get(key);
+      this.stateless.delete(key);
+      if (upstream) closing.push(upstream.close());
+    }
+    void Promise.allSettled(closing).then(() => {
+      for (const key of keys) {
+        const pool = this.pools.get(key);
+        this.pools.delete(key);
+        void pool?.close().catch(() => undefined);
+      }
+    });
+  }
+
   private sweep(): void {
-    const cutoff = Date.now() - this.config.gateway.sessionIdleMs;
+    const cutoff = Date.now() - this.settings.sessionIdleMs;
     for (const session of this.sessions.values()) {
       if (!session.busy && session.lastActive < cutoff) void session.close('idle');
     }
@@ -128,6 +351,7 @@ export class Gateway {
 
   async shutdown(): Promise<void> {
     clearInterval(this.sweeper);
+    this.unsubscribe();
     await Promise.all([...this.sessions.values()].map((session) => session.close('gateway stopping')));
     await Promise.all([...this.pools.values()].map((pool) => pool.destroy()));
   }

@@ -123,8 +123,33 @@ export function classify(value: unknown): Classified {
   return { kind: 'response', message: value as unknown as JsonRpcFailure };
 }
 
-/** Decodes and checks one message from text. */
-export function parseMessage(text: string): Classified {
+/**
+ * Whether `text` nests arrays and objects deeper than `max` (strings are
+ * skipped). Checked before parsing, so a deeply nested message is a request
+ * error rather than a stack overflow somewhere later.
+ */
+export function nestedDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i += 1; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      depth += 1;
+      if (depth > max) return true;
+    } else if (c === 0x7d || c === 0x5d) depth -= 1;
+  }
+  return false;
+}
+
+/** Decodes and checks one message from text; with `maxDepth`, deeper nesting is an invalid request. */
+export function parseMessage(text: string, maxDepth?: number): Classified {
+  if (maxDepth !== undefined && nestedDeeperThan(text, maxDepth)) {
+    throw new MessageError(RpcCode.InvalidRequest, `the message nests arrays and objects deeper than ${maxDepth} levels`);
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -134,8 +159,37 @@ export function parseMessage(text: string): Classified {
   return classify(value);
 }
 
-/** The HTTP status an upstream gave a JSON-RPC error it answered with; relayed as is. */
-export const upstreamStatus = new WeakMap<JsonRpcResponse, number>();
+/** Longest method name a client may send, in bytes. */
+export const MAX_METHOD_BYTES = 128;
+/** Longest tool or prompt name, in bytes. */
+export const MAX_NAME_BYTES = 256;
+/** Longest resource URI, in bytes. */
+export const MAX_URI_BYTES = 8 * 1024;
+
+/** UTF-8 length is at most 3 bytes per UTF-16 unit: only long strings need counting. */
+function longerThan(text: string, bytes: number): boolean {
+  return text.length * 3 > bytes && Buffer.byteLength(text) > bytes;
+}
+
+/** Where a client message exceeds a length limit: the method, or the name or URI it acts on. Null if within them. */
+export function checkBounds(parsed: Classified): { kind: 'invalid_request' | 'invalid_params'; message: string } | null {
+  if (parsed.kind === 'response') return null;
+  const { method, params } = parsed.message;
+  if (longerThan(method, MAX_METHOD_BYTES)) return { kind: 'invalid_request', message: `method names are at most ${MAX_METHOD_BYTES} bytes` };
+  if (!params) return null;
+  const name = params.name;
+  if ((method === 'tools/call' || method === 'prompts/get') && typeof name === 'string' && longerThan(name, MAX_NAME_BYTES)) {
+    return { kind: 'invalid_params', message: `${method === 'tools/call' ? 'tool' : 'prompt'} names are at most ${MAX_NAME_BYTES} bytes` };
+  }
+  const uri = params.uri;
+  if (typeof uri === 'string' && longerThan(uri, MAX_URI_BYTES)) return { kind: 'invalid_params', message: `resource URIs are at most ${MAX_URI_BYTES} bytes` };
+  const ref = params.ref as { name?: unknown; uri?: unknown } | undefined;
+  if (method === 'completion/complete' && typeof ref === 'object' && ref !== null) {
+    if (typeof ref.name === 'string' && longerThan(ref.name, MAX_NAME_BYTES)) return { kind: 'invalid_params', message: `prompt names are at most ${MAX_NAME_BYTES} bytes` };
+    if (typeof ref.uri === 'string' && longerThan(ref.uri, MAX_URI_BYTES)) return { kind: 'invalid_params', message: `resource URIs are at most ${MAX_URI_BYTES} bytes` };
+  }
+  return null;
+}
 
 export function errorResponse(id: RequestId | null, code: number, message: string, data?: unknown): JsonRpcFailure {
   const error: JsonRpcErrorObject = { code, message };

@@ -5,13 +5,15 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import { GatewayError } from './errors.ts';
+import { GatewayError, tokenEnded } from './errors.ts';
 import { startExchange, type Caller, type Exchange, type ForwardDeps } from './forward.ts';
-import { idKey, targetName, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
+import { errorResponse, idKey, RpcCode, targetName, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
+import type { FilterChain } from './delivery.ts';
+import type { RegisteredServer } from './registry.ts';
 import { ResponseChannel, SseStream } from './stream.ts';
 import type { Upstream, UpstreamHooks } from './upstream/types.ts';
-import type { ResolvedServer } from '../config/load.ts';
 import type { Config } from '../config/load.ts';
+import type { Principal } from '../identity/verify.ts';
 
 export const LEGACY_VERSIONS = ['2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05'] as const;
 
@@ -19,8 +21,18 @@ const KEEP_FINISHED_STREAMS = 64;
 const SSE_AFTER_MS = 5000;
 
 export interface SessionDeps extends ForwardDeps {
-  gateway: Config['gateway'];
-  createUpstream: (server: ResolvedServer, hooks: UpstreamHooks) => Upstream;
+  /** This run's id, named in session events. */
+  run: string;
+  /** The gateway settings in force (they may change on reload). */
+  settings: () => Config['gateway'];
+  filters: () => FilterChain;
+  createUpstream: (server: RegisteredServer, hooks: UpstreamHooks, principal: Principal | null) => Upstream;
+}
+
+/** Who a session belongs to: the verified principal of its latest request, and how the audit log names it. */
+export interface Access {
+  principal: Principal;
+  caller: Caller;
 }
 
 interface ServerRequest {
@@ -46,9 +58,11 @@ function idleTimeout(message: JsonRpcRequest, configured: number): number {
 export class Session {
   readonly id = randomBytes(32).toString('base64url');
   readonly handle = sessionHandle(this.id);
-  readonly server: ResolvedServer;
+  readonly server: RegisteredServer;
   /** Who opened it; every later request must come from the same caller. */
   readonly caller: Caller | null;
+  /** The principal of the latest request (a refreshed token replaces the one that opened the session). */
+  principal: Principal | null;
   readonly upstream: Upstream;
   readonly opened = Date.now();
   protocolVersion: string | null = null;
@@ -58,14 +72,18 @@ export class Session {
   /** Called once when the session closes (the registry forgets it). */
   onClose: ((session: Session) => void) | null = null;
   private readonly standalone: SseStream;
+  /** The principal whose GET request holds the standalone stream open. */
+  private listener: Principal | null = null;
+  private listenerExpiry: NodeJS.Timeout | null = null;
   private readonly streams = new Map<string, SseStream>();
   private readonly inflight = new Map<string, Exchange>();
   private readonly serverRequests = new Map<string, ServerRequest>();
   private readonly deps: SessionDeps;
 
-  constructor(server: ResolvedServer, deps: SessionDeps, caller: Caller | null = null) {
+  constructor(server: RegisteredServer, deps: SessionDeps, access: Access | null = null) {
     this.server = server;
-    this.caller = caller;
+    this.caller = access?.caller ?? null;
+    this.principal = access?.principal ?? null;
     this.deps = deps;
     this.standalone = new SseStream(this.streamOptions());
     this.upstream = deps.createUpstream(server, {
@@ -77,17 +95,18 @@ export class Session {
       },
       onRestarted: (detail) =>
         deps.audit.emit({ type: 'upstream.restarted', server: server.name, outcome: 'success', data: { session: this.handle, detail } }),
-    });
+    }, this.principal);
   }
 
+  /** A request is in flight. An open standalone stream alone does not keep a session from going idle. */
   get busy(): boolean {
-    return this.inflight.size > 0 || this.standalone.attached;
+    return this.inflight.size > 0;
   }
 
   private streamOptions() {
     return {
       resumable: true,
-      bufferLimit: this.deps.gateway.resumeBufferEvents,
+      bufferLimit: this.deps.settings().resumeBufferEvents,
       headers: { 'mcp-session-id': this.id },
       primeEvents: (this.protocolVersion ?? '') >= '2025-11-25',
     };
@@ -111,9 +130,25 @@ export class Session {
     }
   }
 
+  /** A message related to no request: through the filters, then onto the standalone stream. */
   private fromUpstream(message: JsonRpcMessage): void {
+    const filters = this.deps.filters();
+    if (filters.size > 0) {
+      const outcome = filters.apply(message, { server: this.server, principal: this.principal, session: this.handle, request: null, route: 'standalone' });
+      if (outcome.action !== 'pass') {
+        this.deps.metrics.errors.inc({ server: this.server.name, kind: outcome.action === 'drop' ? 'message_dropped' : 'message_refused' });
+        if ('id' in message && 'method' in message) this.withhold(message);
+        return;
+      }
+      message = outcome.message;
+    }
     this.noteServerMessage(message);
     this.standalone.push(message);
+  }
+
+  /** A server-to-client request the filters did not let through: the upstream hears so rather than waiting. */
+  private withhold(request: JsonRpcRequest): void {
+    this.upstream.send(errorResponse(request.id, RpcCode.InvalidRequest, 'the request was withheld by the gateway')).catch(() => undefined);
   }
 
   private channel(res: ServerResponse): ResponseChannel {
@@ -137,6 +172,7 @@ export class Session {
 
   /** The initialize request that opens this session. */
   initialize(message: JsonRpcRequest, res: ServerResponse): Promise<void> {
+    this.requestCount += 1;
     const clientInfo = (message.params?.clientInfo ?? {}) as { name?: unknown; version?: unknown };
     return this.forward(message, res, {
       event: (response, outcome, base) => ({
@@ -145,6 +181,7 @@ export class Session {
         outcome: outcome === 'success' ? 'success' : 'failure',
         data: {
           ...base.data,
+          run: this.deps.run,
           client: typeof clientInfo.name === 'string' ? clientInfo.name.slice(0, 200) : null,
           clientVersion: typeof clientInfo.version === 'string' ? clientInfo.version.slice(0, 100) : null,
           protocol: response && 'result' in response ? String(response.result.protocolVersion ?? '') : null,
@@ -175,6 +212,7 @@ export class Session {
     if (message.method === 'initialize') {
       throw new GatewayError('invalid_request', 'this session is already initialized');
     }
+    this.requestCount += 1;
     return this.forward(message, res, {});
   }
 
@@ -182,20 +220,23 @@ export class Session {
     const key = idKey(message.id);
     if (this.inflight.has(key)) throw new GatewayError('duplicate_id', 'a request with this id is still in flight in this session');
     this.touch();
-    this.requestCount += 1;
+    const settings = this.deps.settings();
     const exchange = startExchange(
       message,
       {
-        server: this.server.name,
+        server: this.server,
+        principal: this.principal,
         caller: this.caller,
         upstream: this.upstream,
         channel: this.channel(res),
-        idleTimeoutMs: idleTimeout(message, this.server.timeoutMs ?? this.deps.gateway.upstreamTimeoutMs),
-        maxDurationMs: this.deps.gateway.maxRequestMs,
+        filters: this.deps.filters(),
+        idleTimeoutMs: idleTimeout(message, this.server.timeoutMs ?? settings.upstreamTimeoutMs),
+        maxDurationMs: settings.maxRequestMs,
         session: this.handle,
         protocol: this.protocolVersion,
         notifyCancel: true,
         onRelated: (related) => this.noteServerMessage(related),
+        onWithheld: (request) => this.withhold(request),
         ...extra,
       },
       this.deps,
@@ -255,12 +296,55 @@ export class Session {
         throw new GatewayError('resume_unknown', 'cannot resume: the event id is unknown or too old');
       }
       stream.attach(res, parsed.n);
-      if (stream === this.standalone) this.upstream.listen();
+      if (stream === this.standalone) {
+        this.holdStandalone();
+        this.upstream.listen();
+      }
       return;
     }
     if (this.standalone.attached) throw new GatewayError('stream_conflict', 'a standalone stream is already open for this session');
     this.standalone.attach(res);
+    this.holdStandalone();
     this.upstream.listen();
+  }
+
+  /** The standalone stream is held open by this session's current principal, until its token expires. */
+  private holdStandalone(): void {
+    this.listener = this.principal;
+    if (this.listenerExpiry) clearTimeout(this.listenerExpiry);
+    this.listenerExpiry = null;
+    if (this.principal === null) return;
+    const left = this.principal.exp * 1000 - Date.now();
+    this.listenerExpiry = setTimeout(() => this.dropStandalone(), Math.max(0, left));
+    this.listenerExpiry.unref();
+  }
+
+  /** Ends the standalone stream's connection (events stay for a resumption with a valid token). */
+  private dropStandalone(): void {
+    if (this.listenerExpiry) clearTimeout(this.listenerExpiry);
+    this.listenerExpiry = null;
+    this.listener = null;
+    this.standalone.disconnect();
+  }
+
+  /**
+   * Stops delivering to every token `ended` covers (a revocation): its open
+   * streams end and its requests in flight are answered with an error and
+   * cancelled upstream. Returns how many were stopped.
+   */
+  endStreamsOf(ended: (principal: Principal) => boolean): number {
+    let stopped = 0;
+    if (this.listener !== null && this.standalone.attached && ended(this.listener)) {
+      this.dropStandalone();
+      stopped += 1;
+    }
+    for (const exchange of this.inflight.values()) {
+      if (exchange.principal !== null && ended(exchange.principal)) {
+        exchange.stop(tokenEnded('revoked'));
+        stopped += 1;
+      }
+    }
+    return stopped;
   }
 
   touch(): void {
@@ -271,6 +355,7 @@ export class Session {
   async close(reason: string, record = true): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.listenerExpiry) clearTimeout(this.listenerExpiry);
     for (const exchange of this.inflight.values()) exchange.cancel();
     this.standalone.end();
     for (const stream of this.streams.values()) stream.end();
@@ -284,7 +369,7 @@ export class Session {
         server: this.server.name,
         outcome: 'success',
         reason,
-        data: { session: this.handle, requests: this.requestCount, durationMs: Date.now() - this.opened },
+        data: { session: this.handle, run: this.deps.run, requests: this.requestCount, durationMs: Date.now() - this.opened },
       });
     }
   }

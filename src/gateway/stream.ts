@@ -128,6 +128,13 @@ export class SseStream {
     else if (!this.options.resumable) this.onDone?.();
   }
 
+  /** Ends the live connection (the client may resume it), keeping the stream and its events. */
+  disconnect(): void {
+    const res = this.res;
+    this.detach();
+    if (res && !res.destroyed && !res.writableEnded) res.end();
+  }
+
   /** Drops the live connection, keeping the events. */
   detach(): void {
     if (this.heartbeat) clearInterval(this.heartbeat);

@@ -42,6 +42,7 @@ export class RevocationList {
   private lastSeq = 0;
   private timer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
+  private readonly listeners = new Set<() => void>();
 
   private readonly store: Store;
 
@@ -56,13 +57,25 @@ export class RevocationList {
     if (known === undefined || record.revokedAt > known.revokedAt) map.set(record.value, { revokedAt: record.revokedAt, expiresAt: record.expiresAt });
   }
 
+  /** Calls `listener` after new revocations were applied here (open streams of revoked tokens end). */
+  onApplied(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private applied(): void {
+    for (const listener of this.listeners) listener();
+  }
+
   /** Fetches revocations recorded since the last refresh. */
   refresh(): Promise<void> {
     this.refreshing ??= (async () => {
       try {
         const now = Date.now();
-        for (const record of await this.store.listRevocations(this.lastSeq, now)) this.apply(record);
+        const records = await this.store.listRevocations(this.lastSeq, now);
+        for (const record of records) this.apply(record);
         this.prune(now);
+        if (records.length > 0) this.applied();
       } finally {
         this.refreshing = null;
       }
@@ -91,6 +104,7 @@ export class RevocationList {
   async revoke(kind: RevocationKind, value: string, keepUntil: number, at = Date.now()): Promise<RevocationRecord> {
     const record = await this.store.addRevocation({ kind, value, revokedAt: at, expiresAt: keepUntil });
     this.apply(record);
+    this.applied();
     return record;
   }
 

@@ -24,6 +24,7 @@ import { loadSecretKey } from './secrets.ts';
 import { auditGateStep, errorsStep, evidenceStep, jwtTokensStep } from './steps.ts';
 import { AuthError, TokenVerifier, type Principal } from './verify.ts';
 import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { ServerRegistry } from '../gateway/registry.ts';
 
 export const PRM_PREFIX = '/.well-known/oauth-protected-resource';
 const AS_METADATA = '/.well-known/oauth-authorization-server';
@@ -34,13 +35,8 @@ export interface IdentityDeps {
   store: Store;
   audit: AuditLog;
   log: Logger;
-}
-
-export interface Challenge {
-  status: number;
-  headers: Record<string, string>;
-  error: string;
-  description: string;
+  /** The servers behind the gateway, as they change (default: the configuration's, fixed). */
+  registry?: ServerRegistry;
 }
 
 /** How often a running gateway looks for a due key rotation (and purges expired rows), ms. */
@@ -221,31 +217,35 @@ export class Identity {
     return `${issuer.origin}${PRM_PREFIX}${this.issuerPath}/mcp/${server.name}`;
   }
 
-  /** The caller of an MCP request, or an AuthError (reason says why). Null when tokens are not required. */
-  async authenticate(req: IncomingMessage, server: ResolvedServer): Promise<Principal | null> {
-    const header = req.headers.authorization;
-    if (!this.deps.config.identity.requireToken && header === undefined) return null;
-    return this.verifier.verify(header, server);
+  /** The caller of an MCP request, or an AuthError (reason says why). Null when tokens are not required and none was sent. */
+  async authenticate(authorization: string | undefined, server: ResolvedServer): Promise<Principal | null> {
+    if (!this.deps.config.identity.requireToken && authorization === undefined) return null;
+    return this.verifier.verify(authorization, server);
   }
 
-  /** The 401/403 answer for a refused request (RFC 6750 §3, RFC 9728 §5.1). */
-  challenge(server: ResolvedServer, error: AuthError): Challenge {
+  /** Whether a revocation now covers this token. */
+  isRevoked(principal: Principal): boolean {
+    return this.verifier.revokedBy(principal) !== null;
+  }
+
+  /** Calls `listener` whenever new revocations were applied on this node. */
+  onRevocation(listener: () => void): () => void {
+    return this.revocations.onApplied(listener);
+  }
+
+  /** The WWW-Authenticate challenge for a refused token (RFC 6750 §3, RFC 9728 §5.1). */
+  challenge(server: ResolvedServer, error: AuthError): Record<string, string> {
     // The description may carry a client-chosen tool name: only RFC 6750's characters go into the header.
     const described = headerSafe(error.message);
     const metadata = `resource_metadata="${this.resourceMetadataUrl(server)}"`;
     if (error.reason === 'insufficient_scope') {
       const scope = error.scope ?? serverScope(server.name);
-      return {
-        status: 403,
-        error: 'insufficient_scope',
-        description: error.message,
-        headers: { 'www-authenticate': `Bearer error="insufficient_scope", scope="${headerSafe(scope)}", ${metadata}, error_description="${described}"` },
-      };
+      return { 'www-authenticate': `Bearer error="insufficient_scope", scope="${headerSafe(scope)}", ${metadata}, error_description="${described}"` };
     }
     const scope = `scope="${serverScope(server.name)}"`;
-    if (error.reason === 'missing') return { status: 401, error: 'invalid_token', description: error.message, headers: { 'www-authenticate': `Bearer ${metadata}, ${scope}` } };
+    if (error.reason === 'missing') return { 'www-authenticate': `Bearer ${metadata}, ${scope}` };
     const code = error.reason === 'malformed' ? 'invalid_request' : 'invalid_token';
-    return { status: error.reason === 'malformed' ? 400 : 401, error: code, description: error.message, headers: { 'www-authenticate': `Bearer error="${code}", error_description="${described}", ${metadata}, ${scope}` } };
+    return { 'www-authenticate': `Bearer error="${code}", error_description="${described}", ${metadata}, ${scope}` };
   }
 
   /** Protected resource metadata for one server (RFC 9728). */

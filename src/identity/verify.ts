@@ -98,8 +98,13 @@ export class TokenVerifier {
     return this.reloading;
   }
 
+  /** What revocation covers this verified token now, or null. */
+  revokedBy(principal: Principal): ReturnType<RevocationList['revokedBy']> {
+    return this.revocations.revokedBy({ jti: principal.jti, grantId: principal.grantId, clientId: principal.clientId, sub: principal.sub, iat: principal.iat });
+  }
+
   private checkRevoked(principal: Principal): void {
-    const by = this.revocations.revokedBy({ jti: principal.jti, grantId: principal.grantId, clientId: principal.clientId, sub: principal.sub, iat: principal.iat });
+    const by = this.revokedBy(principal);
     if (by !== null) throw new AuthError('revoked', `the token was revoked (${by})`, { principal });
   }
 

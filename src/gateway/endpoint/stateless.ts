@@ -5,14 +5,15 @@
  * the revision; a server that does not gets an UnsupportedProtocolVersion
  * answer listing the session-based versions, so dual-era clients fall back.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import type { RequestContext } from '../context.ts';
 import { GatewayError } from '../errors.ts';
-import { startExchange, type Caller } from '../forward.ts';
+import { startExchange } from '../forward.ts';
 import type { Gateway } from '../gateway.ts';
 import type { Classified, JsonRpcRequest } from '../jsonrpc.ts';
+import type { RegisteredServer } from '../registry.ts';
 import { LEGACY_VERSIONS } from '../session.ts';
 import { ResponseChannel } from '../stream.ts';
-import type { ResolvedServer } from '../../config/load.ts';
 import { header } from './common.ts';
 
 export const MODERN_VERSIONS = ['2026-07-28'] as const;
@@ -89,8 +90,9 @@ export function validateModern(req: IncomingMessage, message: Classified['messag
   return { version, headers };
 }
 
-async function era(gateway: Gateway, server: ResolvedServer & { url: string }): Promise<'modern' | 'legacy'> {
-  const cached = gateway.eras.get(server.name);
+async function era(gateway: Gateway, server: RegisteredServer & { url: string }): Promise<'modern' | 'legacy'> {
+  const key = gateway.eraKey(server);
+  const cached = gateway.eras.get(key);
   if (cached && cached.until > Date.now()) return cached.era;
   const upstream = gateway.statelessUpstream(server);
   const probe: JsonRpcRequest = {
@@ -101,25 +103,27 @@ async function era(gateway: Gateway, server: ResolvedServer & { url: string }): 
   };
   let found: 'modern' | 'legacy' = 'legacy';
   try {
-    const response = await upstream.request(probe, {
+    const { message: response } = await upstream.request(probe, {
       onMessage: () => undefined,
-      signal: AbortSignal.timeout(gateway.config.gateway.upstreamTimeoutMs),
+      signal: AbortSignal.timeout(gateway.settings.upstreamTimeoutMs),
       headers: { 'mcp-protocol-version': FIRST_MODERN, 'mcp-method': 'server/discover' },
+      principal: null,
     });
     const versions = 'result' in response ? response.result.supportedVersions : undefined;
     if (Array.isArray(versions) && versions.includes(FIRST_MODERN)) found = 'modern';
   } catch (error) {
     if (error instanceof GatewayError && error.kind === 'upstream_unavailable' && !error.detail?.startsWith('HTTP')) throw error;
   }
-  gateway.eras.set(server.name, { era: found, until: Date.now() + ERA_TTL_MS[found] });
+  // The server may have changed while the probe ran: keep only what still describes it.
+  if (gateway.registry.isCurrent(server)) gateway.eras.set(key, { era: found, until: Date.now() + ERA_TTL_MS[found] });
   return found;
 }
 
-
-export async function handleStateless(gateway: Gateway, server: ResolvedServer, req: IncomingMessage, res: ServerResponse, parsed: Classified, caller: Caller | null): Promise<void> {
+export async function handleStateless(ctx: RequestContext, gateway: Gateway): Promise<void> {
+  const { server, req, res, parsed } = ctx;
   const { version, headers } = validateModern(req, parsed.message);
   if (server.url === undefined) throw unsupportedForServer(version);
-  const target = server as ResolvedServer & { url: string };
+  const target = server as RegisteredServer & { url: string };
   if ((await era(gateway, target)) !== 'modern') throw unsupportedForServer(version);
   const upstream = gateway.statelessUpstream(target);
   if (parsed.kind !== 'request') {
@@ -130,12 +134,14 @@ export async function handleStateless(gateway: Gateway, server: ResolvedServer, 
   const exchange = startExchange(
     parsed.message,
     {
-      server: server.name,
-      caller,
+      server,
+      principal: ctx.principal,
+      caller: ctx.caller,
       upstream,
       channel: new ResponseChannel(res, { resumable: false, bufferLimit: 0, headers: {}, primeEvents: false, sseAfterMs: 5000 }),
-      idleTimeoutMs: server.timeoutMs ?? gateway.config.gateway.upstreamTimeoutMs,
-      maxDurationMs: gateway.config.gateway.maxRequestMs,
+      filters: gateway.filters,
+      idleTimeoutMs: server.timeoutMs ?? gateway.settings.upstreamTimeoutMs,
+      maxDurationMs: gateway.settings.maxRequestMs,
       session: null,
       protocol: version,
       headers,

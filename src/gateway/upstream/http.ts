@@ -5,18 +5,23 @@
  * cheaper per request than node:http's client, docs/benchmarks.md).
  */
 import { Pool, type Dispatcher } from 'undici';
-import { classify, errorResponse, idKey, parseMessage, upstreamStatus, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
+import { classify, errorResponse, idKey, parseMessage, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
 import { GatewayError } from '../errors.ts';
 import { SseParser, type SseEvent } from '../sse.ts';
+import { isPromise, type CredentialHook, type CredentialPurpose, type CredentialRequest, type UpstreamCredential } from '../credentials.ts';
+import type { RegisteredServer } from '../registry.ts';
+import type { Principal } from '../../identity/verify.ts';
 import { exchange, headerValue, type FailureKind, type Headers, type ResponseReader } from './exchange.ts';
-import type { RequestOptions, Upstream, UpstreamHooks } from './types.ts';
+import type { RequestOptions, Upstream, UpstreamAnswer, UpstreamHooks } from './types.ts';
 
 export interface HttpUpstreamOptions {
-  server: string;
-  url: URL;
+  server: RegisteredServer & { url: string };
   pool: Pool;
   maxMessageBytes: number;
   hooks: UpstreamHooks;
+  credentials: CredentialHook;
+  /** On whose behalf this upstream speaks when a request names nobody (the session's caller). */
+  principal: Principal | null;
 }
 
 type Body = Dispatcher.ResponseData['body'];
@@ -55,42 +60,91 @@ export class HttpUpstream implements Upstream {
 
   constructor(options: HttpUpstreamOptions) {
     this.options = options;
-    this.path = `${options.url.pathname}${options.url.search}`;
+    const url = new URL(options.server.url);
+    this.path = `${url.pathname}${url.search}`;
+  }
+
+  private get name(): string {
+    return this.options.server.name;
   }
 
   unavailable(detail: string, cause?: unknown): GatewayError {
-    return new GatewayError('upstream_unavailable', `upstream server "${this.options.server}" is unavailable`, { detail, cause });
+    return new GatewayError('upstream_unavailable', `upstream server "${this.name}" is unavailable`, { detail, cause });
   }
 
   protocolError(detail: string): GatewayError {
-    return new GatewayError('upstream_protocol', `upstream server "${this.options.server}" sent an invalid message`, { detail });
+    return new GatewayError('upstream_protocol', `upstream server "${this.name}" sent an invalid message`, { detail });
   }
 
   expired(detail: string): GatewayError {
-    return new GatewayError('upstream_session_expired', `upstream server "${this.options.server}" ended the session; start a new one`, { detail });
+    return new GatewayError('upstream_session_expired', `upstream server "${this.name}" ended the session; start a new one`, { detail });
   }
 
-  private headers(extra: Record<string, string> = {}): Record<string, string> {
-    const headers: Record<string, string> = { accept: 'application/json, text/event-stream', ...extra };
+  /** The upstream refused the gateway's credentials (401/403): said as such, never as "unavailable". */
+  credentialsRefused(status: number, what: string): GatewayError {
+    return new GatewayError('upstream_auth', `upstream server "${this.name}" refused the gateway's credentials (HTTP ${status})`, { detail: `HTTP ${status} for ${what}`, upstreamStatus: status });
+  }
+
+  private question(purpose: CredentialPurpose, principal: Principal | null | undefined, attempt: number): CredentialRequest {
+    return { server: this.options.server, principal: principal === undefined ? this.options.principal : principal, purpose, attempt };
+  }
+
+  /** Protocol headers over the credential's: a credential cannot change what the protocol says. */
+  private headers(credential: UpstreamCredential, extra: Record<string, string> = {}): Record<string, string> {
+    const headers: Record<string, string> = { ...credential.headers, accept: 'application/json, text/event-stream', ...extra };
     if (this.sessionId) headers['mcp-session-id'] = this.sessionId;
     if (this.protocolVersion && !headers['mcp-protocol-version']) headers['mcp-protocol-version'] = this.protocolVersion;
     return headers;
   }
 
-  private async open(method: Dispatcher.HttpMethod, headers: Record<string, string>, body?: string, signal?: AbortSignal): Promise<Answer> {
+  /** The credential for one upstream call; the hook is asked every time. */
+  private credential(question: CredentialRequest): Promise<UpstreamCredential> | UpstreamCredential {
+    return this.options.credentials.credential(question);
+  }
+
+  /** Whether to send again after a 401/403: only once, and only if the hook refreshed something. */
+  private async retryAfterRefusal(question: CredentialRequest, status: number): Promise<boolean> {
+    const refused = this.options.credentials.refused;
+    return question.attempt === 0 && refused !== undefined && (await refused.call(this.options.credentials, question, status)) === true;
+  }
+
+  private async open(method: Dispatcher.HttpMethod, purpose: CredentialPurpose, extra: Record<string, string>, body?: string, signal?: AbortSignal, attempt = 0): Promise<Answer> {
+    const question = this.question(purpose, undefined, attempt);
+    let answer: Answer;
     try {
-      return await this.options.pool.request({ path: this.path, method, headers, body, signal });
+      answer = await this.options.pool.request({ path: this.path, method, headers: this.headers(await this.credential(question), extra), body, signal });
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
       const code = (error as { code?: string }).code;
       throw this.unavailable(`${method} failed: ${code ?? (error as Error).message}`, error);
     }
+    if ((answer.statusCode === 401 || answer.statusCode === 403) && (await this.retryAfterRefusal(question, answer.statusCode))) {
+      answer.body.resume();
+      return this.open(method, purpose, extra, body, signal, attempt + 1);
+    }
+    return answer;
   }
 
-  request(message: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
+  request(message: JsonRpcRequest, options: RequestOptions): Promise<UpstreamAnswer> {
+    return this.attempt(message, options, 0);
+  }
+
+  private attempt(message: JsonRpcRequest, options: RequestOptions, attempt: number): Promise<UpstreamAnswer> {
+    const question = this.question('request', options.principal, attempt);
+    const credential = this.credential(question);
+    const sent = isPromise(credential) ? credential.then((c) => this.post(message, options, c)) : this.post(message, options, credential);
+    if (attempt > 0 || this.options.credentials.refused === undefined) return sent;
+    return sent.catch(async (error: unknown) => {
+      const status = error instanceof GatewayError && error.kind === 'upstream_auth' ? error.upstreamStatus : undefined;
+      if (status !== undefined && !options.signal.aborted && (await this.retryAfterRefusal(question, status))) return this.attempt(message, options, 1);
+      throw error;
+    });
+  }
+
+  private post(message: JsonRpcRequest, options: RequestOptions, credential: UpstreamCredential): Promise<UpstreamAnswer> {
     return new Promise((resolve, reject) => {
       const reader = new AnswerReader(this, message, options, resolve, reject);
-      const headers = this.headers({ 'content-type': 'application/json', ...options.headers });
+      const headers = this.headers(credential, { 'content-type': 'application/json', ...options.headers });
       exchange(this.options.pool, { path: this.path, method: 'POST', headers, body: JSON.stringify(message) }, reader, options.signal);
     });
   }
@@ -126,20 +180,21 @@ export class HttpUpstream implements Upstream {
   }
 
   async send(message: JsonRpcNotification | JsonRpcResponse): Promise<void> {
-    const answer = await this.open('POST', this.headers({ 'content-type': 'application/json' }), JSON.stringify(message));
+    const answer = await this.open('POST', 'notify', { 'content-type': 'application/json' }, JSON.stringify(message));
     answer.body.resume();
     const status = answer.statusCode;
     if (status === 404 && this.sessionId) throw this.expired('HTTP 404 on a notification');
+    if (status === 401 || status === 403) throw this.credentialsRefused(status, 'a notification');
     if (status < 200 || status >= 300) throw this.unavailable(`HTTP ${status} for a notification`);
   }
 
   listen(): void {
     if (this.closed || this.listening) return;
-    const headers = this.headers();
+    const headers: Record<string, string> = {};
     if (this.lastEventId) headers['last-event-id'] = this.lastEventId;
     const controller = new AbortController();
     this.listening = controller;
-    this.open('GET', headers, undefined, controller.signal).then(
+    this.open('GET', 'listen', headers, undefined, controller.signal).then(
       (answer) => this.onListenAnswer(answer, controller),
       (error: unknown) => this.retryListen(controller, error instanceof GatewayError ? error : null),
     );
@@ -155,6 +210,11 @@ export class HttpUpstream implements Upstream {
     if (status === 404 && this.sessionId) {
       answer.body.resume();
       this.options.hooks.onClosed(this.expired('HTTP 404 on the GET stream'));
+      return;
+    }
+    if (status === 401 || status === 403) {
+      answer.body.resume();
+      this.retryListen(controller, this.credentialsRefused(status, 'the GET stream'));
       return;
     }
     if (status !== 200 || !headerValue(answer.headers, 'content-type').startsWith('text/event-stream')) {
@@ -202,7 +262,7 @@ export class HttpUpstream implements Upstream {
     listening?.abort();
     if (!this.sessionId) return;
     try {
-      const answer = await this.open('DELETE', this.headers(), undefined, AbortSignal.timeout(2000));
+      const answer = await this.open('DELETE', 'close', {}, undefined, AbortSignal.timeout(2000));
       answer.body.resume();
     } catch {
       // best effort: the upstream will expire the session itself
@@ -226,10 +286,10 @@ class AnswerReader implements ResponseReader {
   /** The request's id as responses are matched to it. */
   private readonly key: string;
   private readonly options: RequestOptions;
-  private readonly resolve: (response: JsonRpcResponse) => void;
+  private readonly resolve: (answer: UpstreamAnswer) => void;
   private readonly reject: (error: unknown) => void;
 
-  constructor(upstream: HttpUpstream, request: JsonRpcRequest, options: RequestOptions, resolve: (response: JsonRpcResponse) => void, reject: (error: unknown) => void) {
+  constructor(upstream: HttpUpstream, request: JsonRpcRequest, options: RequestOptions, resolve: (answer: UpstreamAnswer) => void, reject: (error: unknown) => void) {
     this.upstream = upstream;
     this.request = request;
     this.key = idKey(request.id);
@@ -238,10 +298,10 @@ class AnswerReader implements ResponseReader {
     this.reject = reject;
   }
 
-  private succeed(response: JsonRpcResponse): void {
+  private succeed(response: JsonRpcResponse, status = 200): void {
     if (this.settled) return;
     this.settled = true;
-    this.resolve(this.upstream.keepVersion(this.request, response));
+    this.resolve({ message: this.upstream.keepVersion(this.request, response), status });
   }
 
   private refuse(error: unknown): void {
@@ -256,6 +316,10 @@ class AnswerReader implements ResponseReader {
     if (status < 200 || status >= 300) {
       if (status === 404 && this.upstream.hasSession) {
         this.refuse(this.upstream.expired('HTTP 404 on a session request'));
+        return null;
+      }
+      if (status === 401 || status === 403) {
+        this.refuse(this.upstream.credentialsRefused(status, this.request.method.slice(0, 64)));
         return null;
       }
       this.mode = 'error';
@@ -324,9 +388,7 @@ class AnswerReader implements ResponseReader {
         const parsed = parseMessage(this.body);
         if (parsed.kind === 'response' && 'error' in parsed.message) {
           const { code, message, data } = parsed.message.error;
-          const relayed = errorResponse(this.request.id, code, message, data);
-          upstreamStatus.set(relayed, status);
-          this.succeed(relayed);
+          this.succeed(errorResponse(this.request.id, code, message, data), status);
           return;
         }
       } catch {

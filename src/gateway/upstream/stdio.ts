@@ -7,16 +7,20 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { classify, idKey, progressToken, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
 import { GatewayError } from '../errors.ts';
-import type { RequestOptions, Upstream, UpstreamHooks } from './types.ts';
+import { isPromise, type CredentialHook, type UpstreamCredential } from '../credentials.ts';
+import type { RegisteredServer } from '../registry.ts';
+import type { Principal } from '../../identity/verify.ts';
+import type { RequestOptions, Upstream, UpstreamAnswer, UpstreamHooks } from './types.ts';
 
 export interface StdioUpstreamOptions {
-  server: string;
-  command: string;
-  args: string[];
-  env: Record<string, string>;
-  cwd: string;
+  server: RegisteredServer;
   maxMessageBytes: number;
   hooks: UpstreamHooks;
+  /** Asked before every start of the process (environment variables). */
+  credentials: CredentialHook;
+  principal: Principal | null;
+  /** Told when the process starts and when it exits (the per-node process count). */
+  onProcess?: (change: 1 | -1) => void;
 }
 
 /** Variables passed from the gateway's own environment; nothing else is (no gateway secret leaks to a tool). */
@@ -44,6 +48,8 @@ export class StdioUpstream implements Upstream {
   private closed = false;
   private stderrTail = '';
   private reinitCount = 0;
+  /** Lines written while the process was being started (its credential was being fetched). */
+  private queued: string[] | null = null;
   private readonly options: StdioUpstreamOptions;
 
   constructor(options: StdioUpstreamOptions) {
@@ -53,18 +59,54 @@ export class StdioUpstream implements Upstream {
 
   private error(kind: 'upstream_unavailable' | 'upstream_crashed' | 'upstream_protocol', detail: string): GatewayError {
     const text = kind === 'upstream_protocol' ? 'sent an invalid message' : kind === 'upstream_crashed' ? 'stopped unexpectedly' : 'is unavailable';
-    return new GatewayError(kind, `upstream server "${this.options.server}" ${text}`, { detail });
+    return new GatewayError(kind, `upstream server "${this.options.server.name}" ${text}`, { detail });
   }
 
+  /** Starts the process with the credential hook's environment; waits for the hook if it must. */
   private start(): void {
+    let credential: UpstreamCredential | Promise<UpstreamCredential>;
+    try {
+      credential = this.options.credentials.credential({ server: this.options.server, principal: this.options.principal, purpose: 'spawn', attempt: 0 });
+    } catch (error) {
+      queueMicrotask(() => this.cannotStart(`no credential: ${(error as Error).message}`));
+      return;
+    }
+    if (!isPromise(credential)) {
+      this.spawn(credential);
+      return;
+    }
+    this.queued = [];
+    credential.then(
+      (resolved) => {
+        if (!this.closed) this.spawn(resolved);
+      },
+      (error: unknown) => this.cannotStart(`no credential: ${error instanceof Error ? error.message : String(error)}`),
+    );
+  }
+
+  private cannotStart(detail: string): void {
+    this.queued = null;
+    const failure = this.error('upstream_unavailable', detail);
+    this.failPending(failure);
+    this.closed = true;
+    this.options.hooks.onClosed(failure);
+  }
+
+  private spawn(credential: UpstreamCredential): void {
+    const server = this.options.server;
     const env: Record<string, string> = {};
     for (const name of INHERITED_ENV) {
       const value = process.env[name];
       if (value !== undefined) env[name] = value;
     }
-    Object.assign(env, this.options.env);
-    const child = spawn(this.options.command, this.options.args, { cwd: this.options.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    Object.assign(env, server.env, credential.env);
+    const child = spawn(server.command ?? '', server.args, { cwd: server.cwd ?? process.cwd(), env, stdio: ['pipe', 'pipe', 'pipe'] });
     this.child = child;
+    this.options.onProcess?.(1);
+    child.once('close', () => this.options.onProcess?.(-1));
+    const queued = this.queued;
+    this.queued = null;
+    for (const line of queued ?? []) child.stdin.write(line);
     let buffer = '';
     child.stdout.setEncoding('utf8');
     const limit = this.options.maxMessageBytes;
@@ -95,7 +137,7 @@ export class StdioUpstream implements Upstream {
     child.once('error', (error: NodeJS.ErrnoException) => {
       if (this.child !== child) return;
       this.child = null;
-      const failure = this.error('upstream_unavailable', `cannot start ${this.options.command}: ${error.code ?? error.message}`);
+      const failure = this.error('upstream_unavailable', `cannot start ${server.command ?? ''}: ${error.code ?? error.message}`);
       this.failPending(failure);
       this.options.hooks.onClosed(failure);
     });
@@ -150,6 +192,10 @@ export class StdioUpstream implements Upstream {
   }
 
   private write(message: JsonRpcMessage): void {
+    if (this.queued) {
+      this.queued.push(`${JSON.stringify(message)}\n`);
+      return;
+    }
     if (!this.child) throw this.error('upstream_unavailable', 'no process is running');
     this.child.stdin.write(`${JSON.stringify(message)}\n`);
   }
@@ -197,7 +243,7 @@ export class StdioUpstream implements Upstream {
     else this.options.hooks.onMessage(message);
   }
 
-  request(message: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
+  request(message: JsonRpcRequest, options: RequestOptions): Promise<UpstreamAnswer> {
     if (message.method === 'initialize') this.initialize = message;
     return new Promise((resolve, reject) => {
       if (options.signal.aborted) {
@@ -213,7 +259,7 @@ export class StdioUpstream implements Upstream {
           if (message.method === 'initialize' && 'result' in response && typeof response.result.protocolVersion === 'string') {
             this.protocolVersion = response.result.protocolVersion;
           }
-          resolve(response);
+          resolve({ message: response, status: 200 });
         },
         reject,
         onMessage: options.onMessage,
@@ -248,6 +294,7 @@ export class StdioUpstream implements Upstream {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.queued = null;
     const child = this.child;
     this.child = null;
     this.failPending(this.error('upstream_unavailable', 'session closed'));

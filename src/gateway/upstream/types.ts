@@ -5,6 +5,7 @@
  */
 import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc.ts';
 import type { GatewayError } from '../errors.ts';
+import type { Principal } from '../../identity/verify.ts';
 
 export interface RequestOptions {
   /** A message related to this request, before its response. */
@@ -13,6 +14,15 @@ export interface RequestOptions {
   signal: AbortSignal;
   /** Extra HTTP headers (2026-07-28 request metadata); ignored by stdio. */
   headers?: Record<string, string>;
+  /** On whose behalf (the credential hook's question); default: the upstream's owner. */
+  principal?: Principal | null;
+}
+
+/** The response to a request, with the HTTP status it came with (200 for stdio). */
+export interface UpstreamAnswer {
+  message: JsonRpcResponse;
+  /** A 4xx the upstream answered a JSON-RPC error with is relayed with its status. */
+  status: number;
 }
 
 export interface UpstreamHooks {
@@ -30,7 +40,7 @@ export interface Upstream {
   readonly transport: 'http' | 'stdio';
   /** The protocol version the upstream agreed to, once initialised. */
   protocolVersion: string | null;
-  request(message: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse>;
+  request(message: JsonRpcRequest, options: RequestOptions): Promise<UpstreamAnswer>;
   send(message: JsonRpcNotification | JsonRpcResponse): Promise<void>;
   /** Starts delivering unrelated server messages (the HTTP GET stream). */
   listen(): void;

@@ -1,0 +1,188 @@
+/**
+ * The request path of an MCP endpoint, {issuer}/mcp/NAME: for each HTTP
+ * method one ordered list of small named steps over one request context.
+ *
+ *   POST    origin → resolveServer → authenticate → postHeaders → readBody → parse
+ *           → checkBounds → checkScope → (decide: policy) → route → findSession → dispatch
+ *   GET     origin → resolveServer → authenticate → getHeaders → findSession → listen
+ *   DELETE  origin → resolveServer → authenticate → findSession → endSession
+ *
+ * A step reads what the steps before it put on the context and throws a
+ * GatewayError to refuse; the front door turns that into the answer.
+ */
+import { checkGetHeaders, checkOrigin, checkPostHeaders, header, readBody } from './endpoint/common.ts';
+import { handleStateless, isModern } from './endpoint/stateless.ts';
+import { accessOf, type RequestContext } from './context.ts';
+import { GatewayError } from './errors.ts';
+import type { Gateway } from './gateway.ts';
+import { checkBounds as boundsOf, MessageError, parseMessage, type Classified } from './jsonrpc.ts';
+import { LEGACY_VERSIONS, type Session } from './session.ts';
+import { AuthError } from '../identity/verify.ts';
+import { missingScope } from '../identity/scopes.ts';
+
+export type Step = (ctx: RequestContext, gateway: Gateway) => void | Promise<void>;
+
+// ---------------------------------------------------------------- every method
+
+/** A browser request from an origin that is not allowed is refused (DNS-rebinding protection). */
+export const origin: Step = (ctx, gateway) => checkOrigin(ctx.req, gateway.settings.allowedOrigins);
+
+/** NAME must be a server in the registry now. */
+export const resolveServer: Step = (ctx, gateway) => {
+  ctx.server = gateway.server(ctx.name);
+};
+
+/**
+ * The bearer token is verified for this server (the client's token goes no
+ * further). Refusals are recorded, flood-proof; requests without a valid
+ * token are rate-limited per network address, verified principals per
+ * principal.
+ */
+export const authenticate: Step = async (ctx, gateway) => {
+  let principal;
+  try {
+    principal = await gateway.auth.authenticate(header(ctx.req, 'authorization'), ctx.server);
+  } catch (error) {
+    if (error instanceof AuthError) throw gateway.refuseToken(ctx, error);
+    throw error;
+  }
+  if (principal === null) return;
+  gateway.limitPrincipal(ctx, principal);
+  ctx.access = accessOf(principal);
+};
+
+// ---------------------------------------------------------------- POST
+
+export const postHeaders: Step = (ctx) => checkPostHeaders(ctx.req);
+
+export const readRequestBody: Step = async (ctx, gateway) => {
+  ctx.body = await readBody(ctx.req, gateway.settings.maxBodyBytes);
+};
+
+function parsed(text: string, maxDepth: number): Classified {
+  try {
+    return parseMessage(text, maxDepth);
+  } catch (error) {
+    if (error instanceof MessageError) {
+      const failure = new GatewayError(error.code === -32700 ? 'parse' : error.code === -32602 ? 'invalid_params' : 'invalid_request', error.message);
+      failure.requestId = error.id;
+      throw failure;
+    }
+    throw error;
+  }
+}
+
+/** One JSON-RPC message, checked field by field, no deeper than gateway.maxJsonDepth. */
+export const parse: Step = (ctx, gateway) => {
+  ctx.parsed = parsed(ctx.body, gateway.settings.maxJsonDepth);
+};
+
+/** Method, tool, prompt and resource names within their length limits, before anything is forwarded or stored. */
+export const checkBounds: Step = (ctx) => {
+  const problem = boundsOf(ctx.parsed);
+  if (problem !== null) throw new GatewayError(problem.kind, problem.message);
+};
+
+/** A tool-scoped token reaches only its tools; answers to server requests need no scope. */
+export const checkScope: Step = (ctx, gateway) => {
+  const { access, parsed: message } = ctx;
+  if (access === null || message.kind === 'response') return;
+  const { method } = message.message;
+  const params = message.message.params as { name?: unknown } | undefined;
+  const tool = method === 'tools/call' && typeof params?.name === 'string' ? params.name : null;
+  const needed = missingScope(ctx.server.name, access.principal.grants, method, tool);
+  if (needed === null) return;
+  const what = tool !== null ? `the tool "${tool.slice(0, 128)}"` : method.slice(0, 64);
+  throw gateway.refuseToken(ctx, new AuthError('insufficient_scope', `the token does not allow ${what}`, { scope: needed, principal: access.principal }));
+};
+
+/** Stateless (2026-07-28), a new session's initialize, or a request in a session. */
+export const route: Step = (ctx) => {
+  const message = ctx.parsed;
+  if (isModern(ctx.req, message.message)) ctx.route = 'stateless';
+  else if (header(ctx.req, 'mcp-session-id') === undefined) {
+    if (message.kind !== 'request' || message.message.method !== 'initialize') {
+      throw new GatewayError('session_missing', 'Bad Request: Mcp-Session-Id header is required (send initialize first)');
+    }
+    ctx.route = 'initialize';
+  } else ctx.route = 'session';
+};
+
+/** After initialize, a client states the negotiated version on every request. */
+function checkVersion(ctx: RequestContext, session: Session): void {
+  const version = header(ctx.req, 'mcp-protocol-version');
+  if (version === undefined || session.protocolVersion === null) return;
+  if (!(LEGACY_VERSIONS as readonly string[]).includes(version)) {
+    throw new GatewayError('unsupported_version', `unsupported MCP-Protocol-Version "${version.slice(0, 40)}"`, {
+      data: { supported: [...LEGACY_VERSIONS], requested: version.slice(0, 40) },
+    });
+  }
+  if (version !== session.protocolVersion) {
+    throw new GatewayError('invalid_request', `MCP-Protocol-Version "${version.slice(0, 40)}" differs from the version negotiated for this session`);
+  }
+}
+
+/** The caller's session on this server: a request in a session, GET and DELETE. */
+export const findSession: Step = (ctx, gateway) => {
+  if (ctx.req.method === 'POST' && ctx.route !== 'session') return;
+  const id = header(ctx.req, 'mcp-session-id');
+  if (id === undefined) {
+    const verb = ctx.req.method === 'GET' ? 'GET needs an Mcp-Session-Id (stateless clients use POST only)' : 'DELETE needs an Mcp-Session-Id';
+    throw new GatewayError('method_not_allowed', verb, { headers: { allow: 'POST' } });
+  }
+  const session = gateway.session(id, ctx.server, ctx.access);
+  if (ctx.req.method === 'POST') checkVersion(ctx, session);
+  ctx.session = session;
+};
+
+/** Hands the message to its session (opened here for initialize) or to the stateless path. */
+export const dispatch: Step = async (ctx, gateway) => {
+  const { parsed: message, res } = ctx;
+  if (ctx.route === 'stateless') return handleStateless(ctx, gateway);
+  if (ctx.route === 'initialize') {
+    if (message.kind !== 'request') return;
+    return gateway.openSessionFor(ctx).initialize(message.message, res);
+  }
+  const session = ctx.session as Session;
+  switch (message.kind) {
+    case 'request':
+      return session.request(message.message, res);
+    case 'notification':
+      await session.notification(message.message);
+      res.writeHead(202, { 'mcp-session-id': session.id }).end();
+      return;
+    case 'response':
+      await session.response(message.message);
+      res.writeHead(202, { 'mcp-session-id': session.id }).end();
+  }
+};
+
+// ---------------------------------------------------------------- GET, DELETE
+
+export const getHeaders: Step = (ctx) => {
+  if (header(ctx.req, 'mcp-session-id') !== undefined) checkGetHeaders(ctx.req);
+};
+
+/** The standalone server-to-client stream, or the resumption of a stream after Last-Event-ID. */
+export const listen: Step = (ctx) => (ctx.session as Session).listen(ctx.res, header(ctx.req, 'last-event-id'));
+
+export const endSession: Step = async (ctx) => {
+  await (ctx.session as Session).close('client ended the session');
+  ctx.res.writeHead(200, { 'content-length': '0' }).end();
+};
+
+// ---------------------------------------------------------------- the lists
+
+export const PIPELINES: Readonly<Record<string, readonly Step[]>> = {
+  POST: [origin, resolveServer, authenticate, postHeaders, readRequestBody, parse, checkBounds, checkScope, route, findSession, dispatch],
+  GET: [origin, resolveServer, authenticate, getHeaders, findSession, listen],
+  DELETE: [origin, resolveServer, authenticate, findSession, endSession],
+};
+
+/** Runs the steps in order; a step that returns nothing costs no promise. */
+export async function runSteps(steps: readonly Step[], ctx: RequestContext, gateway: Gateway): Promise<void> {
+  for (const step of steps) {
+    const pending = step(ctx, gateway);
+    if (pending !== undefined) await pending;
+  }
+}
