@@ -1,6 +1,8 @@
 /**
- * Durability: an answered request's audit record survives kill -9, and the
- * gateway fails closed (refuses, does not forward) when its store is gone.
+ * Durability: an answered request's audit record survives kill -9 (a real
+ * `mandate up`, killed), and the gateway fails closed (refuses, does not
+ * forward) when its store is gone (Mandate in this process, its PostgreSQL
+ * connection through a proxy the test cuts).
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -9,6 +11,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PG_URL, pgAdmin } from '../helpers/pg.ts';
+import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { NODE, ROOT, runCli, startMandate, tempDir, waitFor, type Mandate } from '../helpers/process.ts';
 import { auditEvents, metricsText, openSession, sample, toolText, type RawSession, type RpcMessage } from './raw.ts';
 
@@ -147,7 +150,7 @@ describe('fail closed when the store is unreachable (PostgreSQL through a cuttab
   const directUrl = new URL(PG_URL);
   directUrl.pathname = `/${database}`;
   const proxy = new CuttableProxy({ host: adminUrl.hostname, port: Number(adminUrl.port || 5432) });
-  let mandate: Mandate | undefined;
+  let mandate: InProcessMandate | undefined;
   let created = false;
 
   // Observations of one scripted outage, checked one by one below.
@@ -176,7 +179,7 @@ describe('fail closed when the store is unreachable (PostgreSQL through a cuttab
     const viaProxy = new URL(directUrl);
     viaProxy.port = String(proxy.port);
     writeFileSync(startsFile, '');
-    mandate = await startMandate({
+    mandate = await startInProcess({
       servers: [{ name: 'work', command: NODE, args: [SLOW], env: { MARK_FILE: markFile, STARTS_FILE: startsFile } }],
       databaseUrl: viaProxy.toString(),
     });
@@ -206,7 +209,7 @@ describe('fail closed when the store is unreachable (PostgreSQL through a cuttab
   });
 
   after(async () => {
-    await mandate?.cleanup();
+    await mandate?.stop();
     await proxy.cut();
     await reapFixtures(startsFile);
     if (created) await admin(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);

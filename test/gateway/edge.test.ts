@@ -1,42 +1,58 @@
 /**
  * Bad input is answered at the edge: the right HTTP status and a JSON-RPC
- * error body, before anything reaches an upstream. Raw fetch against a real
- * `mandate up` with the reference everything server over stdio.
+ * error body, before anything reaches an upstream. Raw fetch against Mandate
+ * running in this process, in front of scripted HTTP upstreams (the subject
+ * is the gateway's edge, not a server's behaviour).
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { EVERYTHING, freePort, NODE, rpcHeaders, startMandate, type Mandate } from '../helpers/process.ts';
-import { auditEvents, errorOf, initializeMessage, metricsText, openSession, post, responseOf, sample, toolText } from './raw.ts';
+import { progress, startFakeUpstream, textResult, type FakeUpstream, type Message } from '../helpers/fake-upstream.ts';
+import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
+import { freePort, rpcHeaders } from '../helpers/process.ts';
+import { errorOf, initializeMessage, metricsText, openSession, post, readEventsUntil, responseOf, sample, toolText } from './raw.ts';
 
 const ALLOWED_ORIGIN = 'https://app.example.com';
 const MAX_BODY = 2048;
 
+/** A tools/call the upstream answers with a progress notification at once and its result only once `release` settles. */
+function heldCall(upstream: FakeUpstream, tool: string, release: Promise<unknown>): void {
+  upstream.onTool(tool, (message: Message) => ({ sse: [progress(message, 1, 2), { waitFor: release }, textResult(message, `${tool} done`)] }));
+}
+
 describe('gateway edge: bad input gets the right status and JSON-RPC error', { timeout: 120_000 }, () => {
-  let mandate: Mandate;
+  let mandate: InProcessMandate;
+  let upstream: FakeUpstream;
+  let alt: FakeUpstream;
   let url: string;
+  /** JSON-RPC messages the main upstream has received so far. */
+  const forwarded = () => upstream.messages().length;
 
   before(async () => {
-    mandate = await startMandate({
+    [upstream, alt] = await Promise.all([startFakeUpstream(), startFakeUpstream()]);
+    mandate = await startInProcess({
       servers: [
-        { name: 'everything', command: NODE, args: [EVERYTHING, 'stdio'] },
-        { name: 'alt', command: NODE, args: [EVERYTHING, 'stdio'] },
+        { name: 'main', url: upstream.url },
+        { name: 'alt', url: alt.url },
       ],
       gateway: { maxBodyBytes: MAX_BODY, allowedOrigins: [ALLOWED_ORIGIN] },
     });
-    url = mandate.endpoint('everything');
+    url = mandate.endpoint('main');
   });
 
   after(async () => {
-    await mandate?.cleanup();
+    await mandate?.stop();
+    await Promise.all([upstream?.close(), alt?.close()]);
   });
 
-  it('invalid JSON → 400, -32700, id null', async () => {
+  it('invalid JSON → 400, -32700, id null; nothing reaches the upstream', async () => {
+    const seen = forwarded();
     const { status, body } = await errorOf(await post(url, '{"jsonrpc": "2.0", "id": 1, "method": '));
     assert.equal(status, 400);
     assert.equal(body.jsonrpc, '2.0');
     assert.equal(body.error?.code, -32700);
     assert.equal(body.id, null);
+    assert.equal(forwarded(), seen, 'the upstream received a message');
   });
 
   it('an empty body is a parse error too', async () => {
@@ -45,7 +61,8 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
     assert.equal(body.error?.code, -32700);
   });
 
-  it('a JSON-RPC batch (array) → 400, -32600', async () => {
+  it('a JSON-RPC batch (array) → 400, -32600; nothing reaches the upstream', async () => {
+    const seen = forwarded();
     const batch = [
       { jsonrpc: '2.0', id: 1, method: 'ping' },
       { jsonrpc: '2.0', id: 2, method: 'ping' },
@@ -54,6 +71,7 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
     assert.equal(status, 400);
     assert.equal(body.error?.code, -32600);
     assert.match(body.error?.message ?? '', /batch/i);
+    assert.equal(forwarded(), seen, 'the upstream received a message');
   });
 
   it('`jsonrpc` missing or wrong → 400, -32600', async () => {
@@ -81,12 +99,14 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
     }
   });
 
-  it('a body over gateway.maxBodyBytes → 413 (declared length)', async () => {
+  it('a body over gateway.maxBodyBytes → 413 (declared length); nothing reaches the upstream', async () => {
+    const seen = forwarded();
     const big = { jsonrpc: '2.0', id: 1, method: 'ping', params: { pad: 'x'.repeat(MAX_BODY) } };
     const { status, body } = await errorOf(await post(url, big));
     assert.equal(status, 413);
     assert.equal(body.error?.code, -32600);
     assert.match(body.error?.message ?? '', new RegExp(String(MAX_BODY)));
+    assert.equal(forwarded(), seen, 'the upstream received a message');
   });
 
   it('a chunked body that grows over gateway.maxBodyBytes → 413 (without waiting for its end)', async () => {
@@ -155,19 +175,23 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
   });
 
   it('unknown server name → 404, and nested or empty names too', async () => {
-    for (const path of ['/mcp/nosuchserver', '/mcp/everything/extra', '/mcp/', '/mcp/EVERYTHING']) {
+    const seen = forwarded();
+    for (const path of ['/mcp/nosuchserver', '/mcp/main/extra', '/mcp/', '/mcp/MAIN']) {
       const res = await post(`${mandate.base}${path}`, { jsonrpc: '2.0', id: 1, method: 'ping' });
       const { status, body } = await errorOf(res);
       assert.equal(status, 404, path);
       assert.equal(body.error?.code, -32600, path);
     }
+    assert.equal(forwarded(), seen, 'the upstream received a message');
   });
 
   it('POST tools/list without Mcp-Session-Id → 400', async () => {
+    const seen = forwarded();
     const { status, body } = await errorOf(await post(url, { jsonrpc: '2.0', id: 'l1', method: 'tools/list' }));
     assert.equal(status, 400);
     assert.match(body.error?.message ?? '', /Mcp-Session-Id/);
     assert.equal(body.id, 'l1');
+    assert.equal(forwarded(), seen, 'the upstream received a message');
   });
 
   it('unknown Mcp-Session-Id → 404', async () => {
@@ -180,15 +204,16 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
 
   it("a session id is bound to its server: on another server's path it is unknown (404), and the session survives", async () => {
     const session = await openSession(url);
-    const alt = mandate.endpoint('alt');
-    const res = await post(alt, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, session.headers);
+    const altUrl = mandate.endpoint('alt');
+    const res = await post(altUrl, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, session.headers);
     const { status, body } = await errorOf(res);
     assert.equal(status, 404);
     assert.match(body.error?.message ?? '', /session/i);
-    const get = await fetch(alt, { method: 'GET', headers: { ...session.headers, accept: 'text/event-stream' } });
+    const get = await fetch(altUrl, { method: 'GET', headers: { ...session.headers, accept: 'text/event-stream' } });
     assert.equal((await errorOf(get)).status, 404);
-    const del = await fetch(alt, { method: 'DELETE', headers: session.headers });
+    const del = await fetch(altUrl, { method: 'DELETE', headers: session.headers });
     assert.equal((await errorOf(del)).status, 404);
+    assert.equal(alt.requests.length, 0, "the other server's upstream was reached");
     assert.ok((await session.call('tools/list')).result, 'the session still works on its own server');
     await fetch(url, { method: 'DELETE', headers: session.headers });
   });
@@ -211,6 +236,24 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
     const third = await fetch(url, { method: 'GET', headers: { ...session.headers, accept: 'text/event-stream' }, signal: controller2.signal });
     assert.equal(third.status, 200);
     controller2.abort();
+    await fetch(url, { method: 'DELETE', headers: session.headers });
+  });
+
+  it("a message the upstream pushes on its standalone stream reaches the client's GET stream", async () => {
+    const known = new Set(upstream.sessions);
+    const session = await openSession(url);
+    const upstreamSession = [...upstream.sessions].find((id) => !known.has(id));
+    assert.ok(upstreamSession, 'the gateway opened an upstream session');
+    const controller = new AbortController();
+    const stream = await fetch(url, { method: 'GET', headers: { ...session.headers, accept: 'text/event-stream' }, signal: controller.signal });
+    assert.equal(stream.status, 200);
+    await upstream.streamOpen(upstreamSession);
+    assert.equal(upstream.push({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' }, upstreamSession), 1);
+    const { events } = await readEventsUntil(stream, (list) => list.some((e) => e.data !== ''));
+    controller.abort();
+    const messages = events.filter((e) => e.data !== '').map((e) => JSON.parse(e.data) as { method?: string });
+    assert.deepEqual(messages.map((m) => m.method), ['notifications/tools/list_changed']);
+    assert.ok(events.every((e) => e.id === undefined || !e.id.includes(upstreamSession)), 'the upstream session id reached the client');
     await fetch(url, { method: 'DELETE', headers: session.headers });
   });
 
@@ -254,15 +297,17 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
   it('DELETE ends a session: later requests on it → 404', async () => {
     const session = await openSession(url);
     assert.ok((await session.call('tools/list')).result);
+    const upstreamSessions = upstream.sessions.size;
     const del = await fetch(url, { method: 'DELETE', headers: session.headers });
     assert.equal(del.status, 200);
+    assert.equal(upstream.sessions.size, upstreamSessions - 1, 'the upstream session was not ended');
     const after = await session.post({ jsonrpc: '2.0', id: 'after', method: 'tools/list' });
     assert.equal((await errorOf(after)).status, 404);
     const again = await fetch(url, { method: 'DELETE', headers: session.headers });
     assert.equal((await errorOf(again)).status, 404);
     const get = await fetch(url, { method: 'GET', headers: { ...session.headers, accept: 'text/event-stream' } });
     assert.equal((await errorOf(get)).status, 404);
-    const closed = await auditEvents(mandate.cli, ['--type', 'session.closed']);
+    const closed = await mandate.audit({ types: ['session.closed'] });
     assert.ok(closed.some((e) => e.reason === 'client ended the session'), JSON.stringify(closed));
   });
 
@@ -284,7 +329,7 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
     while (common < a.id.length && a.id[common] === b.id[common]) common += 1;
     assert.ok(common < 8, `ids share a ${common}-char prefix`);
     // The audit log keeps a handle, never the id itself.
-    const opened = await auditEvents(mandate.cli, ['--type', 'session.opened']);
+    const opened = await mandate.audit({ types: ['session.opened'] });
     const text = JSON.stringify(opened);
     assert.ok(!text.includes(a.id) && !text.includes(b.id), 'a session id appears in the audit log');
     for (const s of [a, b]) await fetch(url, { method: 'DELETE', headers: s.headers });
@@ -292,14 +337,11 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
 
   it('a duplicate in-flight request id in one session → 400; the first request still completes', async () => {
     const session = await openSession(url);
-    const slow = {
-      jsonrpc: '2.0',
-      id: 'dup',
-      method: 'tools/call',
-      params: { name: 'trigger-long-running-operation', arguments: { duration: 1.5, steps: 3 }, _meta: { progressToken: 'dup-progress' } },
-    };
+    const release = Promise.withResolvers<void>();
+    heldCall(upstream, 'slow', release.promise);
+    const slow = { jsonrpc: '2.0', id: 'dup', method: 'tools/call', params: { name: 'slow', arguments: {}, _meta: { progressToken: 'dup-progress' } } };
     const first = await session.post(slow);
-    // The first progress notification switched the answer to SSE: the request is in flight now.
+    // The progress notification switched the answer to SSE: the request is in flight now.
     assert.equal(first.status, 200);
     assert.match(first.headers.get('content-type') ?? '', /text\/event-stream/);
     const second = await session.post({ ...slow, params: { name: 'echo', arguments: { message: 'x' } } });
@@ -307,8 +349,9 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
     assert.equal(status, 400);
     assert.equal(body.error?.code, -32600);
     assert.equal(body.id, 'dup');
+    release.resolve();
     const answer = await responseOf(first, 'dup');
-    assert.match(toolText(answer), /Long running operation completed/);
+    assert.equal(toolText(answer), 'slow done');
     // Done: the id is free again.
     const reuse = await session.post({ jsonrpc: '2.0', id: 'dup', method: 'tools/call', params: { name: 'echo', arguments: { message: 'again' } } });
     assert.equal(reuse.status, 200);
@@ -318,16 +361,19 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
 
   it('ids 7 and "7" are different ids: both may be in flight at once', async () => {
     const session = await openSession(url);
+    const release = Promise.withResolvers<void>();
+    heldCall(upstream, 'slow', release.promise);
     const slow = (id: string | number) => ({
       jsonrpc: '2.0',
       id,
       method: 'tools/call',
-      params: { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 2 }, _meta: { progressToken: `p-${typeof id}` } },
+      params: { name: 'slow', arguments: {}, _meta: { progressToken: `p-${typeof id}` } },
     });
     const numeric = await session.post(slow(7));
     assert.equal(numeric.status, 200);
     const text = await session.post(slow('7'));
     assert.equal(text.status, 200, 'the string id "7" was refused while the number 7 was in flight');
+    release.resolve();
     const [a, b] = await Promise.all([responseOf(numeric, 7), responseOf(text, '7')]);
     assert.ok(a.result && b.result);
     await fetch(url, { method: 'DELETE', headers: session.headers });
@@ -397,17 +443,17 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
     await (await post(`${mandate.base}/mcp/nosuchserver`, { jsonrpc: '2.0', id: 1, method: 'ping' })).body?.cancel();
 
     const text = await metricsText(mandate.base);
-    const calls = sample(text, 'mandate_mcp_requests_total', { server: 'everything', method: 'tools/call', outcome: 'success' });
+    const calls = sample(text, 'mandate_mcp_requests_total', { server: 'main', method: 'tools/call', outcome: 'success' });
     assert.ok(calls !== undefined && calls >= 1, 'tools/call success counted');
-    const init = sample(text, 'mandate_mcp_requests_total', { server: 'everything', method: 'initialize', outcome: 'success' });
+    const init = sample(text, 'mandate_mcp_requests_total', { server: 'main', method: 'initialize', outcome: 'success' });
     assert.ok(init !== undefined && init >= 1, 'initialize counted');
-    const other = sample(text, 'mandate_mcp_requests_total', { server: 'everything', method: 'other', outcome: 'failure' });
+    const other = sample(text, 'mandate_mcp_requests_total', { server: 'main', method: 'other', outcome: 'failure' });
     assert.ok(other !== undefined && other >= 1, 'an unknown method is counted as "other" with outcome failure');
-    const latency = sample(text, 'mandate_upstream_latency_seconds_count', { server: 'everything', method: 'tools/call' });
+    const latency = sample(text, 'mandate_upstream_latency_seconds_count', { server: 'main', method: 'tools/call' });
     assert.ok(latency !== undefined && latency >= 1, 'latency histogram observed');
-    const bucket = sample(text, 'mandate_upstream_latency_seconds_bucket', { server: 'everything', method: 'tools/call', le: '+Inf' });
+    const bucket = sample(text, 'mandate_upstream_latency_seconds_bucket', { server: 'main', method: 'tools/call', le: '+Inf' });
     assert.equal(bucket, latency);
-    const parse = sample(text, 'mandate_errors_total', { server: 'everything', kind: 'parse' });
+    const parse = sample(text, 'mandate_errors_total', { server: 'main', kind: 'parse' });
     assert.ok(parse !== undefined && parse >= 1, 'parse errors counted under the server');
     const unknown = sample(text, 'mandate_errors_total', { server: 'gateway', kind: 'unknown_server' });
     assert.ok(unknown !== undefined && unknown >= 1, 'unknown server counted under "gateway"');
@@ -419,12 +465,14 @@ describe('gateway edge: bad input gets the right status and JSON-RPC error', { t
 });
 
 describe('gateway edge: gateway.maxSessions', { timeout: 60_000 }, () => {
-  let mandate: Mandate;
+  let mandate: InProcessMandate;
+  let upstream: FakeUpstream;
 
   before(async () => {
-    mandate = await startMandate({
+    upstream = await startFakeUpstream();
+    mandate = await startInProcess({
       servers: [
-        { name: 'everything', command: NODE, args: [EVERYTHING, 'stdio'] },
+        { name: 'main', url: upstream.url },
         { name: 'down', url: `http://127.0.0.1:${await freePort()}/mcp` },
       ],
       gateway: { maxSessions: 2 },
@@ -432,7 +480,8 @@ describe('gateway edge: gateway.maxSessions', { timeout: 60_000 }, () => {
   });
 
   after(async () => {
-    await mandate?.cleanup();
+    await mandate?.stop();
+    await upstream?.close();
   });
 
   const init = (id: string) => initializeMessage(id, 'limits');
@@ -442,13 +491,13 @@ describe('gateway edge: gateway.maxSessions', { timeout: 60_000 }, () => {
       const answer = await responseOf(await post(mandate.endpoint('down'), init(`d${i}`)), `d${i}`);
       assert.equal(answer.error?.code, -32000);
     }
-    const a = await openSession(mandate.endpoint('everything'));
-    const b = await openSession(mandate.endpoint('everything'));
+    const a = await openSession(mandate.endpoint('main'));
+    const b = await openSession(mandate.endpoint('main'));
     for (const s of [a, b]) await fetch(s.url, { method: 'DELETE', headers: s.headers });
   });
 
   it('beyond maxSessions: 503 with Retry-After; after a DELETE a new session opens', async () => {
-    const url = mandate.endpoint('everything');
+    const url = mandate.endpoint('main');
     const a = await openSession(url);
     const b = await openSession(url);
     const res = await post(url, init('third'));
@@ -463,7 +512,7 @@ describe('gateway edge: gateway.maxSessions', { timeout: 60_000 }, () => {
     const c = await openSession(url);
     assert.ok((await c.call('tools/list')).result);
     for (const s of [a, c]) await fetch(url, { method: 'DELETE', headers: s.headers });
-    const errors = sample(await metricsText(mandate.base), 'mandate_errors_total', { server: 'everything', kind: 'session_limit' });
+    const errors = sample(await metricsText(mandate.base), 'mandate_errors_total', { server: 'main', kind: 'session_limit' });
     assert.ok((errors ?? 0) >= 1);
   });
 });

@@ -1,7 +1,9 @@
 /**
  * Upstream faults: a server that is down, slow, crashing or writing garbage,
  * and a client that loses its connection mid-stream and resumes. One gateway
- * with several servers, so a fault in one is seen not to affect the others.
+ * (in this process) with several servers, so a fault in one is seen not to
+ * affect the others. The stdio servers are real processes (test/fixtures),
+ * started by the gateway: a crash or a slow start is a process's.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,33 +11,39 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { freePort, NODE, ROOT, startEverythingHttp, startMandate, tempDir, type Mandate, type Proc } from '../helpers/process.ts';
-import { type AuditEntry, auditEvents, errorOf, eventually, initializeMessage, metricsText, openSession, parseSse, post, readEventsUntil, responseOf, type RpcMessage, sample, toolText } from './raw.ts';
+import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts';
+import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
+import { freePort, NODE, ROOT, tempDir } from '../helpers/process.ts';
+import { type AuditEntry, errorOf, eventually, initializeMessage, metricsText, openSession, parseSse, post, readEventsUntil, responseOf, type RpcMessage, sample, toolText } from './raw.ts';
 
 const SLOW = path.join(ROOT, 'test/fixtures/slow-server.ts');
 const CRASHY = path.join(ROOT, 'test/fixtures/crashy-server.ts');
 const RAW = path.join(ROOT, 'test/fixtures/raw-server.ts');
 const NOISE = 'NOT-JSON-RPC';
+/** A well-formed session id (43 characters of base64url) that no gateway handed out. */
+const MADE_UP_SESSION = 'bm90LWEtc2Vzc2lvbi1hbnlib2R5LWhhbmRlZC1vdXQ';
 
 describe('upstream faults', { timeout: 180_000 }, () => {
-  let mandate: Mandate;
-  let healthy: Proc & { url: string };
+  let mandate: InProcessMandate;
+  let healthy: FakeUpstream;
   let downPort = 0;
   let startsFile = '';
   const dir = tempDir('mandate-faults-');
   const markFile = path.join(dir, 'patient-marks.txt');
 
   before(async () => {
-    healthy = await startEverythingHttp();
+    healthy = await startFakeUpstream();
     downPort = await freePort();
     startsFile = path.join(dir, 'starts.txt');
     writeFileSync(startsFile, '');
-    mandate = await startMandate({
+    mandate = await startInProcess({
       servers: [
         { name: 'down', url: `http://127.0.0.1:${downPort}/mcp` },
         { name: 'healthy', url: healthy.url },
         // Starts slower than its timeout: initialize gets the start-up allowance, calls do not.
         { name: 'slow', command: NODE, args: [SLOW], timeoutMs: 500, env: { START_DELAY_MS: '800' } },
+        // The same short timeout, started at once.
+        { name: 'steady', command: NODE, args: [SLOW], timeoutMs: 500 },
         { name: 'patient', command: NODE, args: [SLOW], env: { MARK_FILE: markFile } },
         { name: 'crashy', command: NODE, args: [CRASHY], env: { STARTS_FILE: startsFile } },
         { name: 'missing', command: '/nonexistent/bin/mcp-tool' },
@@ -45,13 +53,13 @@ describe('upstream faults', { timeout: 180_000 }, () => {
   });
 
   after(async () => {
-    await mandate?.cleanup();
-    await healthy?.stop();
+    await mandate?.stop();
+    await healthy?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
   const errorsMetric = async (server: string, kind: string) => sample(await metricsText(mandate.base), 'mandate_errors_total', { server, kind }) ?? 0;
-  const audit = (extra: string[] = []) => auditEvents(mandate.cli, extra);
+  const audit = (types?: string[]) => mandate.audit({ types });
 
   describe('(a) an HTTP upstream that is down', () => {
     it('initialize gets a JSON-RPC error naming the server, never its URL; errors and audit record it; other servers keep working', async () => {
@@ -66,17 +74,17 @@ describe('upstream faults', { timeout: 180_000 }, () => {
       assert.ok(!wire.includes('127.0.0.1'), `the upstream host leaked: ${wire}`);
       assert.ok(!/ECONNREFUSED/.test(wire), `a private error detail leaked: ${wire}`);
 
-      // A failed initialize opens no session: its id (if one was sent) is unknown.
-      const sid = res.headers.get('mcp-session-id');
-      if (sid) {
-        const later = await post(mandate.endpoint('down'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { 'mcp-session-id': sid });
-        assert.equal((await errorOf(later)).status, 404);
-      }
+      // A failed initialize opens no session: no id is handed out, and one the client makes up is unknown.
+      assert.equal(res.headers.get('mcp-session-id'), null, 'a failed initialize answered with an Mcp-Session-Id');
+      const later = await post(mandate.endpoint('down'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { 'mcp-session-id': MADE_UP_SESSION });
+      const refused = await errorOf(later);
+      assert.equal(refused.status, 404);
+      assert.match(refused.body.error?.message ?? '', /session/i);
 
       const afterCount = await errorsMetric('down', 'upstream_unavailable');
       assert.ok(afterCount > before, `mandate_errors_total{server="down",kind="upstream_unavailable"} did not rise (${before} → ${afterCount})`);
 
-      const events = await eventually(() => audit(['--type', 'upstream.error,session.opened']), (list) =>
+      const events = await eventually(() => audit(['upstream.error', 'session.opened']), (list) =>
         list.some((e) => e.type === 'upstream.error' && e.server === 'down'), 'upstream.error for "down"');
       const upstreamError = events.find((e) => e.type === 'upstream.error' && e.server === 'down');
       assert.equal(upstreamError?.outcome, 'error');
@@ -121,7 +129,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
     });
   });
 
-  describe('(b) a slow upstream (timeoutMs 500, starts in over 800 ms)', () => {
+  describe('(b) slow upstreams (timeoutMs 500; "slow" also starts in over 800 ms)', () => {
     it('initialize waits for the slow start; a call slower than the timeout gets -32001 naming the server; audit says error/upstream_timeout; the session keeps working', async () => {
       const session = await openSession(mandate.endpoint('slow'));
       const started = Date.now();
@@ -135,7 +143,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
       const fast = await session.callTool('echo', { text: 'after the timeout' });
       assert.match(toolText(fast), /after the timeout/);
 
-      const events = await eventually(() => audit(['--type', 'mcp.request']), (list) =>
+      const events = await eventually(() => audit(['mcp.request']), (list) =>
         list.some((e) => e.server === 'slow' && e.tool === 'sleep'), 'mcp.request for sleep');
       const timedOut = events.find((e) => e.server === 'slow' && e.tool === 'sleep');
       assert.equal(timedOut?.outcome, 'error');
@@ -150,7 +158,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
     });
 
     it('progress resets the idle timeout: 4 × 300 ms with progress succeeds under a 500 ms timeout', async () => {
-      const session = await openSession(mandate.endpoint('slow'));
+      const session = await openSession(mandate.endpoint('steady'));
       const res = await session.post({
         jsonrpc: '2.0',
         id: 'steady',
@@ -164,7 +172,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
     });
 
     it('gateway.maxRequestMs caps a request that keeps sending progress', async () => {
-      const session = await openSession(mandate.endpoint('slow'));
+      const session = await openSession(mandate.endpoint('steady'));
       const started = Date.now();
       const res = await session.post({
         jsonrpc: '2.0',
@@ -195,7 +203,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
         const after = await client.callTool({ name: 'echo', arguments: { text: 'still here' } });
         assert.deepEqual(after.content, [{ type: 'text', text: 'echo: still here' }]);
 
-        const events = await eventually(() => audit(['--type', 'mcp.request']), (list) =>
+        const events = await eventually(() => audit(['mcp.request']), (list) =>
           list.some((e) => e.server === 'patient' && e.tool === 'sleep'), 'mcp.request for the cancelled sleep');
         const cancelled = events.find((e) => e.server === 'patient' && e.tool === 'sleep');
         assert.equal(cancelled?.outcome, 'cancelled');
@@ -224,7 +232,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
       const secondPid = /pid (\d+)/.exec(again)?.[1];
       assert.ok(secondPid && secondPid !== firstPid, `expected a new process, got pid ${secondPid} (was ${firstPid})`);
 
-      const events = await eventually(() => audit(['--type', 'upstream.*']), (list) =>
+      const events = await eventually(() => audit(['upstream.*']), (list) =>
         list.some((e) => e.type === 'upstream.restarted' && e.server === 'crashy'), 'upstream.restarted');
       const error = events.find((e) => e.type === 'upstream.error' && e.server === 'crashy' && e.reason === 'upstream_crashed');
       assert.ok(error, JSON.stringify(events));
@@ -250,7 +258,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
         (status) => status === 404,
         'the session to close after too many restarts',
       );
-      const closed = await eventually(() => audit(['--type', 'session.closed']), (list) =>
+      const closed = await eventually(() => audit(['session.closed']), (list) =>
         list.some((e) => e.server === 'crashy' && e.reason === 'upstream closed'), 'session.closed for crashy');
       assert.ok(closed.length > 0);
     });
@@ -279,7 +287,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
         return text;
       })();
 
-      const before = (await audit(['--type', 'upstream.error'])).length;
+      const before = (await audit(['upstream.error'])).length;
       const res = await session.post({ jsonrpc: '2.0', id: 'noise', method: 'tools/call', params: { name: 'noise', arguments: {} } });
       assert.equal(res.status, 200);
       const raw = await res.text();
@@ -287,7 +295,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
       assert.ok(!raw.includes('bogus'), `an invalid message reached the client: ${raw}`);
       assert.match(raw, /noise made/);
 
-      const events = await eventually(() => audit(['--type', 'upstream.error']), (list) => list.length >= before + 2, 'two upstream.error events');
+      const events = await eventually(() => audit(['upstream.error']), (list) => list.length >= before + 2, 'two upstream.error events');
       const fresh = events.slice(before).filter((e: AuditEntry) => e.server === 'crashy');
       assert.ok(fresh.length >= 2, JSON.stringify(fresh));
       assert.ok(fresh.every((e) => e.reason === 'upstream_protocol'), JSON.stringify(fresh));
@@ -311,7 +319,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
     });
 
     it('drop the POST stream after the first event; GET with Last-Event-ID delivers the rest, final response included', async () => {
-      const session = await openSession(mandate.endpoint('slow'));
+      const session = await openSession(mandate.endpoint('steady'));
       const controller = new AbortController();
       const res = await session.post(progressCall('resume-1', { steps: 3, intervalMs: 300, finalDelayMs: 300 }), {}, controller.signal);
       assert.equal(res.status, 200);
@@ -348,7 +356,7 @@ describe('upstream faults', { timeout: 180_000 }, () => {
     });
 
     it('resuming after the request finished replays the missed events and closes', async () => {
-      const session = await openSession(mandate.endpoint('slow'));
+      const session = await openSession(mandate.endpoint('steady'));
       const controller = new AbortController();
       const res = await session.post(progressCall('resume-2', { steps: 2, intervalMs: 100, finalDelayMs: 100 }), {}, controller.signal);
       const { events: first } = await readEventsUntil(res, (events) => events.some((e) => e.data !== ''));
@@ -372,8 +380,8 @@ describe('upstream faults', { timeout: 180_000 }, () => {
     });
 
     it('an unknown or malformed Last-Event-ID → 400, and an event id of one session is unknown in another', async () => {
-      const a = await openSession(mandate.endpoint('slow'));
-      const b = await openSession(mandate.endpoint('slow'));
+      const a = await openSession(mandate.endpoint('steady'));
+      const b = await openSession(mandate.endpoint('steady'));
       for (const id of ['nonsense', 'abc.999', '.1', 'abc.-1']) {
         const res = await fetch(a.url, { method: 'GET', headers: { ...a.headers, accept: 'text/event-stream', 'last-event-id': id } });
         assert.equal((await errorOf(res)).status, 400, id);
@@ -400,10 +408,10 @@ describe('upstream faults', { timeout: 180_000 }, () => {
 
 describe('upstream faults: messages an SDK server would never send', { timeout: 60_000 }, () => {
   const LIMIT = 4096;
-  let mandate: Mandate;
+  let mandate: InProcessMandate;
 
   before(async () => {
-    mandate = await startMandate({
+    mandate = await startInProcess({
       servers: [
         { name: 'badver', command: NODE, args: [RAW, 'bad-version'] },
         { name: 'raw', command: NODE, args: [RAW, 'ok'], timeoutMs: 1000 },
@@ -413,7 +421,7 @@ describe('upstream faults: messages an SDK server would never send', { timeout: 
   });
 
   after(async () => {
-    await mandate?.cleanup();
+    await mandate?.stop();
   });
 
   it('an upstream that picks an unsupported protocol version: initialize fails naming the server; no session', async () => {
@@ -422,12 +430,12 @@ describe('upstream faults: messages an SDK server would never send', { timeout: 
     assert.equal(answer.error?.code, -32000, JSON.stringify(answer));
     assert.match(answer.error?.message ?? '', /"badver"/);
     assert.equal(answer.result, undefined, 'the unsupported InitializeResult was passed on');
-    const sid = res.headers.get('mcp-session-id');
-    if (sid) {
-      const later = await post(mandate.endpoint('badver'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { 'mcp-session-id': sid });
-      assert.equal((await errorOf(later)).status, 404);
-    }
-    const opened = await eventually(() => auditEvents(mandate.cli, ['--type', 'session.opened']), (list) => list.some((e) => e.server === 'badver'), 'session.opened');
+    // No session: no id is handed out, and one the client makes up is unknown.
+    assert.equal(res.headers.get('mcp-session-id'), null, 'a failed initialize answered with an Mcp-Session-Id');
+    const later = await post(mandate.endpoint('badver'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { 'mcp-session-id': MADE_UP_SESSION });
+    assert.equal((await errorOf(later)).status, 404);
+    assert.equal(sample(await metricsText(mandate.base), 'mandate_sessions_active', { server: 'badver' }) ?? 0, 0, 'a session was counted as open');
+    const opened = await eventually(() => mandate.audit({ types: ['session.opened'] }), (list) => list.some((e) => e.server === 'badver'), 'session.opened');
     const event = opened.find((e) => e.server === 'badver');
     assert.ok(event && event.outcome !== 'success', JSON.stringify(event));
     assert.equal(event.reason, 'upstream_protocol');
@@ -440,7 +448,7 @@ describe('upstream faults: messages an SDK server would never send', { timeout: 
     assert.ok(!messages.some((m) => m.id === 'not-real'), 'the stray response reached the client');
     const answer = messages.find((m) => m.id === 'real');
     assert.equal(answer?.error?.code, -32001);
-    const errors = await eventually(() => auditEvents(mandate.cli, ['--type', 'upstream.error']), (list) =>
+    const errors = await eventually(() => mandate.audit({ types: ['upstream.error'] }), (list) =>
       list.some((e) => e.server === 'raw' && e.reason === 'upstream_protocol'), 'upstream_protocol error');
     assert.ok(errors.length > 0);
     assert.match(toolText(await session.callTool('hello')), /hello from/);

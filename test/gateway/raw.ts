@@ -3,6 +3,7 @@
  * without an SDK smoothing over status codes or stream details.
  */
 import assert from 'node:assert/strict';
+import type { AuditEntry } from '../helpers/inprocess.ts';
 import { rpcHeaders } from '../helpers/process.ts';
 
 export const CLIENT_VERSION = '2025-11-25';
@@ -160,16 +161,7 @@ export async function metricsText(base: string): Promise<string> {
   return res.text();
 }
 
-export interface AuditEntry {
-  seq: number;
-  type: string;
-  server: string | null;
-  tool: string | null;
-  outcome: string;
-  reason: string | null;
-  data: Record<string, unknown>;
-  hash: string;
-}
+export type { AuditEntry } from '../helpers/inprocess.ts';
 
 /** `mandate audit list --json` against a gateway's store. */
 export async function auditEvents(cli: (args: string[]) => Promise<{ code: number; stdout: string; stderr: string }>, extra: string[] = []): Promise<AuditEntry[]> {

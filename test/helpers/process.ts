@@ -108,14 +108,19 @@ export interface MandateOptions {
   env?: Record<string, string>;
 }
 
-export interface Mandate extends Proc {
+/** A gateway under test, in its own process (startMandate) or in the test's (inprocess.ts). */
+export interface TestGateway {
   port: number;
+  /** http://127.0.0.1:PORT, also the issuer. */
   base: string;
   dataDir: string;
   configPath: string;
   endpoint(name: string): string;
-  /** Runs `mandate <args>` against this gateway's store. */
+  /** Runs `mandate <args>` (a child process) against this gateway's store. */
   cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+}
+
+export interface Mandate extends Proc, TestGateway {
   cleanup(): Promise<void>;
 }
 
@@ -131,6 +136,14 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
   });
 }
 
+/** Writes the configuration a test gateway at `base` runs with (log level warn; no token needed unless `identity` says so). */
+export function writeTestConfig(configPath: string, base: string, options: Omit<MandateOptions, 'dataDir' | 'databaseUrl' | 'env'>): void {
+  writeFileSync(
+    configPath,
+    stringify({ issuer: base, servers: options.servers, ...(options.gateway ? { gateway: options.gateway } : {}), identity: options.identity ?? { requireToken: false }, log: { level: 'warn' }, ...options.extra }),
+  );
+}
+
 /** Starts `mandate up` with a generated config on a free port and waits for /readyz. */
 export async function startMandate(options: MandateOptions): Promise<Mandate> {
   const dir = tempDir();
@@ -140,7 +153,7 @@ export async function startMandate(options: MandateOptions): Promise<Mandate> {
     'mandate',
     (port) => {
       const base = `http://127.0.0.1:${port}`;
-      writeFileSync(configPath, stringify({ issuer: base, servers: options.servers, ...(options.gateway ? { gateway: options.gateway } : {}), identity: options.identity ?? { requireToken: false }, log: { level: 'warn' }, ...options.extra }));
+      writeTestConfig(configPath, base, options);
       const args = [MANDATE, 'up', '--config', configPath, '--port', String(port), '--data', dataDir];
       if (options.databaseUrl) args.push('--database-url', options.databaseUrl);
       return startProcess(NODE, args, { env: options.env });

@@ -5,16 +5,19 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { EVERYTHING, NODE, startMandate, stopBounded, type Mandate } from '../helpers/process.ts';
+import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
+
+/** The MCP server's address: these cases never reach it. */
+const NEVER_REACHED = 'http://127.0.0.1:9/mcp';
 
 describe('discovery', { timeout: 60_000 }, () => {
-  let mandate: Mandate;
+  let mandate: InProcessMandate;
 
   before(async () => {
-    mandate = await startMandate({ servers: [{ name: 'alpha', command: NODE, args: [EVERYTHING, 'stdio'] }], identity: {} });
+    mandate = await startInProcess({ servers: [{ name: 'alpha', url: NEVER_REACHED }], identity: {} });
   });
   after(async () => {
-    if (mandate) await stopBounded(mandate);
+    await mandate?.stop();
   });
 
   it('authorization server metadata: the issuer, S256 only, code only, the same at both well-known paths', async () => {

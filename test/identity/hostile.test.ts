@@ -1,24 +1,25 @@
 /**
- * Hostile clients against the real gateway (`mandate up`), one attack per
- * test. Each asserts the OAuth error the attacker gets (status and `error`)
- * and that nothing was issued: no code or token in the answer, no
- * `token.issued` success in the audit log, or the MCP endpoint still refusing.
+ * Hostile clients against the gateway (Mandate in this process, the same
+ * start-up as `mandate up`), one attack per test. Each asserts the OAuth
+ * error the attacker gets (status and `error`) and that nothing was issued:
+ * no code or token in the answer, no `token.issued` success in the audit log,
+ * or the MCP endpoint still refusing. Administrators act through the real
+ * `mandate` command (a separate process on the same store).
  *
  * Gateways, shared between cases and started once:
- *   open      registration `open`; servers alpha, beta (stdio server-everything)
- *             and gamma (an HTTP upstream that records request headers);
+ *   open      registration `open`; servers alpha, beta (a scripted HTTP
+ *             upstream with server-everything's tool names) and gamma (one
+ *             whose recorded requests show what the gateway forwards);
  *             CIMD admits 127.0.0.1 and 169.254.169.254 (the SSRF guard must still refuse them)
  *   approval  registration `approval`, accessTokenTtl 30 s (the expiry case)
  *   closed    registration `closed`
  *   iat       registration `initial-access-token`
- *
- * The short-lived token of the expiry case is obtained first, so its ~36 s
- * wait overlaps the other cases; that case runs last.
  */
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { startHeaderRecorder, type HeaderRecorder } from '../fixtures/header-recorder.ts';
+import { ECHO_TOOL, startFakeUpstream, textResult, type FakeUpstream } from '../helpers/fake-upstream.ts';
+import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import {
   REDIRECT_URI,
   addUser,
@@ -32,7 +33,9 @@ import {
   token,
   type Params,
 } from '../helpers/oauth.ts';
-import { EVERYTHING, NODE, freePort, rpcHeaders, startMandate, stopBounded, waitFor, type Mandate } from '../helpers/process.ts';
+import { freePort, rpcHeaders, waitFor } from '../helpers/process.ts';
+
+type Mandate = InProcessMandate;
 
 const PASSWORD = 'correct horse battery staple';
 const BOB_PASSWORD = 'another long enough password';
@@ -43,17 +46,18 @@ let open: Mandate;
 let approval: Mandate;
 let closed: Mandate;
 let iat: Mandate;
-let recorder: HeaderRecorder;
+/** alpha and beta: answers like server-everything's, for the tools these cases name. */
+let upstream: FakeUpstream;
+/** gamma: its recorded requests show what the gateway forwards. */
+let recorder: FakeUpstream;
 
 /** A TCP listener on the port a CIMD client_id URL names: any connection means the SSRF guard let the fetch through. */
 let trap: Server;
 let trapPort = 0;
 let trapConnections = 0;
 
-/** The expiry case: a token from the approval gateway (30 s lifetime), used once at once. */
-let expiring: { token: string; exp: number } | null = null;
-
-const stdio = (name: string) => ({ name, command: NODE, args: [EVERYTHING, 'stdio'] });
+const TOOL = (name: string) => ({ name, inputSchema: { type: 'object', properties: {} } });
+const http = (name: string, target: FakeUpstream) => ({ name, url: target.url });
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -153,9 +157,7 @@ interface AuditEvent {
 }
 
 async function audit(m: Mandate, type: string): Promise<AuditEvent[]> {
-  const listed = await m.cli(['audit', 'list', '--json', '--type', type, '--limit', '10000']);
-  assert.equal(listed.code, 0, listed.stderr);
-  return JSON.parse(listed.stdout) as AuditEvent[];
+  return (await m.audit({ types: [type] })) as AuditEvent[];
 }
 
 /** Successful token.issued / token.refreshed events for a client. */
@@ -216,43 +218,33 @@ before(async () => {
   });
   trapPort = await freePort();
   await new Promise<void>((resolve) => trap.listen(trapPort, '127.0.0.1', resolve));
-  recorder = await startHeaderRecorder();
+  upstream = await startFakeUpstream({ tools: [ECHO_TOOL, TOOL('get-sum'), TOOL('get-env')] });
+  recorder = await startFakeUpstream({ tools: [TOOL('hello')] });
+  recorder.onTool('hello', (message) => ({ json: textResult(message, 'hello') }));
 
   [open, approval, closed, iat] = await Promise.all([
-    startMandate({
-      servers: [stdio('alpha'), stdio('beta'), { name: 'gamma', url: recorder.url }],
+    startInProcess({
+      servers: [http('alpha', upstream), http('beta', upstream), http('gamma', recorder)],
       identity: {
         registration: { mode: 'open', maxPerAddressPerHour: 1000, allowedRedirectOrigins: [ALLOWED_ORIGIN] },
         cimd: { allowedDomains: ['127.0.0.1', '169.254.169.254'] },
       },
     }),
-    startMandate({ servers: [stdio('alpha')], identity: { accessTokenTtl: 30, registration: { mode: 'approval', maxPerAddressPerHour: 1000 } } }),
-    startMandate({ servers: [stdio('alpha')], identity: { registration: { mode: 'closed' } } }),
-    startMandate({ servers: [stdio('alpha')], identity: { registration: { mode: 'initial-access-token', maxPerAddressPerHour: 1000 } } }),
+    startInProcess({ servers: [http('alpha', upstream)], identity: { accessTokenTtl: 30, registration: { mode: 'approval', maxPerAddressPerHour: 1000 } } }),
+    startInProcess({ servers: [http('alpha', upstream)], identity: { registration: { mode: 'closed' } } }),
+    startInProcess({ servers: [http('alpha', upstream)], identity: { registration: { mode: 'initial-access-token', maxPerAddressPerHour: 1000 } } }),
   ]);
-  for (const [m, name, password] of [
-    [open, 'alice', PASSWORD],
-    [open, 'bob', BOB_PASSWORD],
-    [approval, 'alice', PASSWORD],
-  ] as const) {
-    const added = await addUser(name, password, ['--data', m.dataDir]);
-    assert.equal(added.code, 0, added.stderr);
-  }
-
-  // The expiry case's token, as early as possible: registered (pending), approved, authorized, used once.
-  const clientId = await publicClient(approval);
-  const approved = await approval.cli(['clients', 'approve', clientId]);
-  assert.equal(approved.code, 0, approved.stderr);
-  const { access } = await tokensFor(approval, clientId, 'alpha');
-  const claims = jwtClaims(access);
-  assert.equal(Number(claims.exp) - Number(claims.iat), 30);
-  await openSession(approval, 'alpha', access);
-  expiring = { token: access, exp: Number(claims.exp) };
+  const added = await Promise.all([
+    addUser('alice', PASSWORD, ['--data', open.dataDir]),
+    addUser('bob', BOB_PASSWORD, ['--data', open.dataDir]),
+    addUser('alice', PASSWORD, ['--data', approval.dataDir]),
+  ]);
+  for (const result of added) assert.equal(result.code, 0, result.stderr);
 });
 
 after(async () => {
-  await Promise.all([open, approval, closed, iat].filter(Boolean).map((m) => stopBounded(m)));
-  await recorder?.close();
+  await Promise.all([open, approval, closed, iat].filter(Boolean).map((m) => m.stop()));
+  await Promise.all([upstream?.close(), recorder?.close()]);
   await new Promise<void>((resolve) => (trap ? trap.close(() => resolve()) : resolve()));
 });
 
@@ -456,7 +448,9 @@ describe('gateway enforcement', () => {
     const listed = await mcp(open, 'alpha', scoped.access, { id: 1, method: 'tools/list' }, session);
     assert.equal(listed.status, 200);
     const tools = ((listed.body?.result as { tools: { name: string }[] }).tools ?? []).map((tool) => tool.name);
-    assert.ok(tools.includes('echo') && tools.includes('get-sum'), `server-everything's tools: ${tools.join(', ')}`);
+    assert.ok(tools.includes('echo') && tools.includes('get-sum'), `the upstream's tools: ${tools.join(', ')}`);
+    const reached = () => upstream.messages('tools/call').filter((m) => m.params?.name !== 'echo').length;
+    const seen = reached();
 
     const echo = await mcp(open, 'alpha', scoped.access, { id: 2, method: 'tools/call', params: { name: 'echo', arguments: { message: 'hi' } } }, session);
     assert.equal(echo.status, 200, JSON.stringify(echo.body));
@@ -471,6 +465,8 @@ describe('gateway enforcement', () => {
     const resources = await mcp(open, 'alpha', scoped.access, { id: 4, method: 'resources/list' }, session);
     assert.equal(resources.status, 403);
     assert.match(bearerChallenge(resources), /error="insufficient_scope", scope="mcp:alpha"/);
+    assert.equal(reached(), seen, 'a refused call reached the upstream');
+    assert.equal(upstream.messages('resources/list').length, 0, 'a refused list reached the upstream');
     await eventually(open, 'auth.rejected', (event) => event.reason === 'insufficient_scope' && event.data.scope === 'mcp:alpha:tool:get-sum', 'auth.rejected insufficient_scope');
   });
 
@@ -736,18 +732,26 @@ describe('approval mode', () => {
 });
 
 // ---------------------------------------------------------------------------
-// Expiry (last: its token was issued in the first `before`)
+// Expiry
 
 describe('expiry', () => {
-  it('8. an expired access token: 401 invalid_token, auth.rejected expired', { timeout: 90_000 }, async () => {
-    assert.ok(expiring, 'the short-lived token was obtained');
-    const wait = expiring.exp * 1000 + 6000 - Date.now();
-    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-    const answer = await mcp(approval, 'alpha', expiring.token, initializeMessage);
+  it('8. an expired access token: 401 invalid_token, auth.rejected expired', async (t) => {
+    // A 30 s token from the approval gateway: registered (pending), approved, authorized, used once (so the gateway has seen it valid).
+    const clientId = await publicClient(approval);
+    const approved = await approval.cli(['clients', 'approve', clientId]);
+    assert.equal(approved.code, 0, approved.stderr);
+    const { access } = await tokensFor(approval, clientId, 'alpha');
+    const claims = jwtClaims(access);
+    assert.equal(Number(claims.exp) - Number(claims.iat), 30);
+    await openSession(approval, 'alpha', access);
+    // The gateway runs in this process: its clock moves past the expiry plus the 5 s leeway, instead of the test waiting 36 s.
+    t.mock.timers.enable({ apis: ['Date'], now: Number(claims.exp) * 1000 + 6000 });
+    const answer = await mcp(approval, 'alpha', access, initializeMessage);
+    t.mock.timers.reset();
     assert.equal(answer.status, 401);
     assert.match(bearerChallenge(answer), /error="invalid_token"/);
     assert.match(bearerChallenge(answer), /expired/);
     assert.equal(answer.headers.get('mcp-session-id'), null);
-    await eventually(approval, 'auth.rejected', (event) => event.reason === 'expired', 'auth.rejected expired');
+    await eventually(approval, 'auth.rejected', (event) => event.reason === 'expired' && event.data.client_id === clientId, 'auth.rejected expired');
   });
 });

@@ -5,13 +5,16 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { EVERYTHING, NODE, startMandate, stopBounded, type Mandate } from '../helpers/process.ts';
+import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { register, revoke, token, type ClientAuth } from '../helpers/oauth.ts';
+
+/** The MCP server's address: these cases never reach it. */
+const NEVER_REACHED = 'http://127.0.0.1:9/mcp';
 
 const introspect = (base: string, value: string, auth: ClientAuth) => token(base, { token: value }, auth, '/oauth/introspect');
 
 describe('introspection of JWT access tokens', { timeout: 60_000 }, () => {
-  let mandate: Mandate;
+  let mandate: InProcessMandate;
   let resourceServer: ClientAuth;
   let agent: ClientAuth;
   let interactive: ClientAuth;
@@ -29,14 +32,14 @@ describe('introspection of JWT access tokens', { timeout: 60_000 }, () => {
   }
 
   before(async () => {
-    mandate = await startMandate({ servers: [{ name: 'alpha', command: NODE, args: [EVERYTHING, 'stdio'] }], identity: { registration: { mode: 'open' } } });
+    mandate = await startInProcess({ servers: [{ name: 'alpha', url: NEVER_REACHED }], identity: { registration: { mode: 'open' } } });
     resourceServer = await machine('resource server');
     agent = await machine('agent');
     const web = await register(mandate.base, { client_name: 'web', redirect_uris: ['http://127.0.0.1:7/cb'], token_endpoint_auth_method: 'client_secret_basic' });
     interactive = { basic: { id: String(web.body.client_id), secret: String(web.body.client_secret) } };
   });
   after(async () => {
-    if (mandate) await stopBounded(mandate);
+    await mandate?.stop();
   });
 
   it('a resource server sees an active token with its audience, scope and client', async () => {

@@ -1,5 +1,5 @@
 /**
- * Software statements (RFC 7591 §2.3) against the real gateway in approval
+ * Software statements (RFC 7591 §2.3) against the gateway (in this process) in approval
  * mode: a statement from a trusted publisher makes the client active at once;
  * anything else is refused and registers nothing, and whoever presents a
  * statement cannot add redirect URIs or credentials the publisher did not sign.
@@ -7,7 +7,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
-import { EVERYTHING, NODE, startMandate, stopBounded, type Mandate } from '../helpers/process.ts';
+import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
+
+/** The MCP server's address: these cases never reach it. */
+const NEVER_REACHED = 'http://127.0.0.1:9/mcp';
 
 const PUBLISHER = 'https://publisher.example';
 
@@ -17,7 +20,7 @@ interface Answer {
 }
 
 describe('software statements', { timeout: 60_000 }, () => {
-  let mandate: Mandate;
+  let mandate: InProcessMandate;
   let trustedKey: CryptoKey;
   let otherKey: CryptoKey;
 
@@ -26,13 +29,13 @@ describe('software statements', { timeout: 60_000 }, () => {
     trustedKey = trusted.privateKey;
     otherKey = (await generateKeyPair('ES256')).privateKey;
     const jwk = { ...(await exportJWK(trusted.publicKey)), alg: 'ES256', use: 'sig' };
-    mandate = await startMandate({
-      servers: [{ name: 'everything', command: NODE, args: [EVERYTHING, 'stdio'] }],
+    mandate = await startInProcess({
+      servers: [{ name: 'everything', url: NEVER_REACHED }],
       identity: { registration: { mode: 'approval', softwareStatementIssuers: [{ issuer: PUBLISHER, jwks: { keys: [jwk] } }] } },
     });
   });
   after(async () => {
-    if (mandate) await stopBounded(mandate);
+    await mandate?.stop();
   });
 
   const statement = (claims: Record<string, unknown>, key: CryptoKey = trustedKey, issuer = PUBLISHER, expires = '5m'): Promise<string> =>
