@@ -4,7 +4,7 @@
  * and record the event durably before answering. If the record cannot be
  * written the client gets an error, not the result.
  */
-import { asGatewayError, GatewayError, logInternal, tokenEnded } from './errors.ts';
+import { asGatewayError, GatewayError, logInternal } from './errors.ts';
 import { errorResponse, idKey, isFailure, notificationCancelled, RpcCode, targetName, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
 import type { Delivery, FilterChain } from './delivery.ts';
 import type { RegisteredServer } from './registry.ts';
@@ -82,11 +82,6 @@ function timeoutError(server: string, detail: string): GatewayError {
   return new GatewayError('upstream_timeout', `upstream server "${server}" did not answer in time`, { detail });
 }
 
-/** Milliseconds until `at`, within what setTimeout accepts (it re-checks after a cap). */
-function delay(at: number, now: number): number {
-  return Math.max(0, Math.min(at - now, 2_000_000_000));
-}
-
 function withheld(server: string, by: string): GatewayError {
   return new GatewayError('refused', `the answer from upstream server "${server}" was withheld by the gateway`, { detail: `dropped by filter ${by}` });
 }
@@ -110,27 +105,22 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
   const delivery = (route: 'response' | 'related'): Delivery => ({ server: ctx.server, principal: ctx.principal, session: ctx.session, request: message, route });
   const related = ctx.filters.size === 0 ? null : delivery('related');
   const timed = !NO_TIMEOUT_METHODS.has(message.method);
-  // One timer serves every limit: the idle deadline moves with every related
-  // message, the hard deadline and the token's expiry do not; the timer
-  // re-arms itself as needed. A request without a timeout still ends with its token.
-  const now0 = Date.now();
-  const hardAt = timed ? now0 + ctx.maxDurationMs : Number.POSITIVE_INFINITY;
-  const expiresAt = ctx.principal === null ? Number.POSITIVE_INFINITY : ctx.principal.exp * 1000;
-  let idleAt = timed ? now0 + ctx.idleTimeoutMs : Number.POSITIVE_INFINITY;
+  // One timer serves both limits: the idle deadline moves with every related
+  // message, the hard deadline does not; the timer re-arms itself as needed.
+  // (A request ends with its token too: the gateway's token sweep stops it.)
+  const hardAt = Date.now() + ctx.maxDurationMs;
+  let idleAt = Date.now() + ctx.idleTimeoutMs;
   let timer: NodeJS.Timeout | null = null;
   const check = () => {
     const now = Date.now();
-    if (now >= expiresAt) controller.abort(tokenEnded('expired'));
-    else if (now >= hardAt) controller.abort(timeoutError(name, `longer than ${ctx.maxDurationMs} ms`));
+    if (now >= hardAt) controller.abort(timeoutError(name, `longer than ${ctx.maxDurationMs} ms`));
     else if (now >= idleAt) controller.abort(timeoutError(name, `no message for ${ctx.idleTimeoutMs} ms`));
-    else timer = setTimeout(check, delay(Math.min(idleAt, hardAt, expiresAt), now));
+    else timer = setTimeout(check, Math.min(idleAt, hardAt) - now);
   };
-  if (Math.min(idleAt, hardAt, expiresAt) !== Number.POSITIVE_INFINITY) timer = setTimeout(check, delay(Math.min(idleAt, hardAt, expiresAt), now0));
-  const arm = timed
-    ? () => {
-        idleAt = Date.now() + ctx.idleTimeoutMs;
-      }
-    : () => undefined;
+  if (timed) timer = setTimeout(check, Math.min(ctx.idleTimeoutMs, ctx.maxDurationMs));
+  const arm = () => {
+    idleAt = Date.now() + ctx.idleTimeoutMs;
+  };
 
   /** A message related to the request: through the filters, then to the client. */
   const onMessage = (message: JsonRpcMessage): void => {

@@ -12,8 +12,8 @@ import type { AuthError, AuthReason, Principal } from '../identity/verify.ts';
 import type { RequestContext } from './context.ts';
 import { NO_CREDENTIALS, type CredentialHook } from './credentials.ts';
 import { NO_FILTERS, type FilterChain } from './delivery.ts';
-import { GatewayError, type ErrorKind } from './errors.ts';
-import type { ForwardDeps } from './forward.ts';
+import { GatewayError, tokenEnded, type ErrorKind } from './errors.ts';
+import type { Exchange, ForwardDeps } from './forward.ts';
 import { TokenBuckets } from './limits.ts';
 import type { RegisteredServer, ServerChange, ServerRegistry } from './registry.ts';
 import { Session, type Access, type SessionDeps } from './session.ts';
@@ -21,7 +21,10 @@ import { createPool, HttpUpstream } from './upstream/http.ts';
 import { StdioUpstream } from './upstream/stdio.ts';
 import type { Upstream, UpstreamHooks } from './upstream/types.ts';
 
-const SWEEP_MS = 30_000;
+/** The idle sweep runs at half the idle time, at most every 30 s. */
+const sweepEvery = (idleMs: number): number => Math.min(30_000, Math.max(250, idleMs / 2));
+/** How often open streams and requests are checked against their token's expiry (and revocations). */
+const TOKEN_SWEEP_MS = 500;
 
 /** What the gateway asks of the identity plane. */
 export interface Authenticator {
@@ -80,6 +83,8 @@ export class Gateway {
   /** Requests per verified principal. */
   private readonly principalRate = new TokenBuckets(() => this.settings.limits.principalRate);
   private readonly sessions = new Map<string, Session>();
+  /** Stateless requests in flight (they belong to no session). */
+  private readonly loose = new Set<Exchange>();
   private readonly perPrincipal = new Map<string, number>();
   private stdioProcesses = 0;
   private readonly pools = new Map<string, Pool>();
@@ -87,7 +92,8 @@ export class Gateway {
   /** Which protocol era each HTTP server definition speaks, as last probed (endpoint/stateless.ts). */
   readonly eras = new Map<string, { era: 'modern' | 'legacy'; until: number }>();
   private readonly sessionDeps: SessionDeps;
-  private readonly sweeper: NodeJS.Timeout;
+  private sweeper: NodeJS.Timeout;
+  private readonly tokenSweeper: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
 
   constructor(settings: Config['gateway'], deps: GatewayDeps) {
@@ -104,13 +110,14 @@ export class Gateway {
       createUpstream: (server, hooks, principal) => this.createUpstream(server, hooks, principal),
     };
     const unregister = this.registry.onChange((change, previous) => this.serversChanged(change, previous));
-    const unrevoke = this.auth.onRevocation(() => this.endRevoked((principal) => this.auth.isRevoked(principal)));
+    const unrevoke = this.auth.onRevocation(() => this.endTokens());
     this.unsubscribe = () => {
       unregister();
       unrevoke();
     };
-    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
-    this.sweeper.unref();
+    this.sweeper = this.scheduleSweep();
+    this.tokenSweeper = setInterval(() => this.endTokens(), TOKEN_SWEEP_MS);
+    this.tokenSweeper.unref();
   }
 
   eraKey(server: RegisteredServer): string {
@@ -304,14 +311,30 @@ export class Gateway {
   }
 
   /**
-   * Ends the streams and requests of every token a revocation now covers
-   * (called when revocations arrive, here or from another node). Returns how
-   * many were ended.
+   * Ends the open streams and requests of every token that was revoked or
+   * has expired: at once when revocations arrive (here, or from another node
+   * within the revocation list's poll), and on a short sweep for expiry.
+   * Returns how many were ended.
    */
-  endRevoked(isRevoked: (principal: Principal) => boolean): number {
-    let ended = 0;
-    for (const session of this.sessions.values()) ended += session.endStreamsOf(isRevoked);
-    return ended;
+  endTokens(now = Date.now()): number {
+    const ended = (principal: Principal): 'revoked' | 'expired' | null =>
+      principal.exp * 1000 <= now ? 'expired' : this.auth.isRevoked(principal) ? 'revoked' : null;
+    let count = 0;
+    for (const session of this.sessions.values()) count += session.endStreamsOf(ended);
+    for (const exchange of this.loose) {
+      const why = exchange.principal === null ? null : ended(exchange.principal);
+      if (why === null) continue;
+      exchange.stop(tokenEnded(why));
+      count += 1;
+    }
+    return count;
+  }
+
+  /** Keeps a stateless request in sight until it is done (its token may end first). */
+  track(exchange: Exchange): void {
+    this.loose.add(exchange);
+    const forget = () => void this.loose.delete(exchange);
+    exchange.done.then(forget, forget);
   }
 
   /**
@@ -342,15 +365,22 @@ export class Gateway {
     });
   }
 
-  private sweep(): void {
-    const cutoff = Date.now() - this.settings.sessionIdleMs;
-    for (const session of this.sessions.values()) {
-      if (!session.busy && session.lastActive < cutoff) void session.close('idle');
-    }
+  /** Closes sessions idle for gateway.sessionIdleMs (as in force at each sweep). */
+  private scheduleSweep(): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      const cutoff = Date.now() - this.settings.sessionIdleMs;
+      for (const session of this.sessions.values()) {
+        if (!session.busy && session.lastActive < cutoff) void session.close('idle');
+      }
+      this.sweeper = this.scheduleSweep();
+    }, sweepEvery(this.settings.sessionIdleMs));
+    timer.unref();
+    return timer;
   }
 
   async shutdown(): Promise<void> {
-    clearInterval(this.sweeper);
+    clearTimeout(this.sweeper);
+    clearInterval(this.tokenSweeper);
     this.unsubscribe();
     await Promise.all([...this.sessions.values()].map((session) => session.close('gateway stopping')));
     await Promise.all([...this.pools.values()].map((pool) => pool.destroy()));

@@ -74,7 +74,6 @@ export class Session {
   private readonly standalone: SseStream;
   /** The principal whose GET request holds the standalone stream open. */
   private listener: Principal | null = null;
-  private listenerExpiry: NodeJS.Timeout | null = null;
   private readonly streams = new Map<string, SseStream>();
   private readonly inflight = new Map<string, Exchange>();
   private readonly serverRequests = new Map<string, ServerRequest>();
@@ -308,39 +307,29 @@ export class Session {
     this.upstream.listen();
   }
 
-  /** The standalone stream is held open by this session's current principal, until its token expires. */
+  /** The standalone stream is held open by this session's current principal (until its token ends). */
   private holdStandalone(): void {
     this.listener = this.principal;
-    if (this.listenerExpiry) clearTimeout(this.listenerExpiry);
-    this.listenerExpiry = null;
-    if (this.principal === null) return;
-    const left = this.principal.exp * 1000 - Date.now();
-    this.listenerExpiry = setTimeout(() => this.dropStandalone(), Math.max(0, left));
-    this.listenerExpiry.unref();
-  }
-
-  /** Ends the standalone stream's connection (events stay for a resumption with a valid token). */
-  private dropStandalone(): void {
-    if (this.listenerExpiry) clearTimeout(this.listenerExpiry);
-    this.listenerExpiry = null;
-    this.listener = null;
-    this.standalone.disconnect();
   }
 
   /**
-   * Stops delivering to every token `ended` covers (a revocation): its open
-   * streams end and its requests in flight are answered with an error and
-   * cancelled upstream. Returns how many were stopped.
+   * Stops delivering to every token that has ended (`ended` says why: a
+   * revocation, or its expiry): its open standalone stream ends (its events
+   * stay for a resumption with a valid token), and its requests in flight are
+   * answered with an error and cancelled upstream. Returns how many stopped.
    */
-  endStreamsOf(ended: (principal: Principal) => boolean): number {
+  endStreamsOf(ended: (principal: Principal) => 'revoked' | 'expired' | null): number {
     let stopped = 0;
-    if (this.listener !== null && this.standalone.attached && ended(this.listener)) {
-      this.dropStandalone();
+    const listener = this.listener;
+    if (listener !== null && this.standalone.attached && ended(listener) !== null) {
+      this.listener = null;
+      this.standalone.disconnect();
       stopped += 1;
     }
     for (const exchange of this.inflight.values()) {
-      if (exchange.principal !== null && ended(exchange.principal)) {
-        exchange.stop(tokenEnded('revoked'));
+      const why = exchange.principal === null ? null : ended(exchange.principal);
+      if (why !== null) {
+        exchange.stop(tokenEnded(why));
         stopped += 1;
       }
     }
@@ -355,7 +344,6 @@ export class Session {
   async close(reason: string, record = true): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.listenerExpiry) clearTimeout(this.listenerExpiry);
     for (const exchange of this.inflight.values()) exchange.cancel();
     this.standalone.end();
     for (const stream of this.streams.values()) stream.end();

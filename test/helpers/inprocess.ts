@@ -8,13 +8,13 @@
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
-import { startApp, type App } from '../../src/app.ts';
+import { startApp, type App, type AppOptions } from '../../src/app.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import type { Store } from '../../src/store/types.ts';
 import { freePort, runCli, tempDir, writeTestConfig, type MandateOptions, type TestGateway } from './process.ts';
 
-/** As for `mandate up` in process.ts; there is no environment to pass. */
-export type InProcessOptions = Omit<MandateOptions, 'env'>;
+/** As for `mandate up` in process.ts (there is no environment to pass), plus what startApp takes in-process (filters, credentials, a logger). */
+export type InProcessOptions = Omit<MandateOptions, 'env'> & { app?: Omit<AppOptions, 'load'> };
 
 /** One audit event as `mandate audit list --json` prints it. */
 export interface AuditEntry {
@@ -69,10 +69,10 @@ export async function startInProcess(options: InProcessOptions): Promise<InProce
     const dataDir = options.dataDir ?? path.join(dir, `data-${attempt}`);
     writeTestConfig(configPath, base, options);
     // The port as `mandate up --port` gives it; no environment: MANDATE_* variables of the test runner must not change the configuration.
-    const config = loadConfig({ config: configPath, port, host: '127.0.0.1', data: dataDir, databaseUrl: options.databaseUrl }, {}, dir);
+    const load = () => loadConfig({ config: configPath, port, host: '127.0.0.1', data: dataDir, databaseUrl: options.databaseUrl }, {}, dir);
     let app: App;
     try {
-      app = await startApp(config, { log: pino({ level: 'silent' }) });
+      app = await startApp(load(), { log: pino({ level: 'silent' }), ...options.app, load });
     } catch (error) {
       last = error;
       if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') continue;

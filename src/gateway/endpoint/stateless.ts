@@ -149,6 +149,7 @@ export async function handleStateless(ctx: RequestContext, gateway: Gateway): Pr
     },
     gateway.deps,
   );
+  gateway.track(exchange);
   // Closing the response stream is the client's cancellation in this revision.
   res.once('close', () => {
     if (!res.writableFinished) exchange.cancel();
