@@ -6,6 +6,7 @@ import { ChainVerifier } from '../audit/chain.ts';
 import { EVENT_TYPES, type AuditRecord } from '../audit/events.ts';
 import type { Store } from '../store/types.ts';
 import { openAdminStore, UsageError, type StoreFlags } from './common.ts';
+import { clean, jsonText, printJson, printLine, printNote } from './output.ts';
 
 const PAGE = 5000;
 const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -18,7 +19,7 @@ export function parseSince(value: string, now = Date.now()): string {
   // Date.parse rolls 2026-02-30 over to March: the calendar date itself must exist.
   const date = /^(\d{4}-\d{2}-\d{2})(?:$|T)/.exec(value)?.[1];
   if (date === undefined || Number.isNaN(time) || !validCalendarDate(date)) {
-    throw new UsageError(`--since: "${value}" is not an ISO 8601 time (2026-01-31T12:00:00Z) or a duration (30m, 2h, 7d)`);
+    throw new UsageError(`--since: "${clean(value)}" is not an ISO 8601 time (2026-01-31T12:00:00Z) or a duration (30m, 2h, 7d)`);
   }
   return new Date(time).toISOString();
 }
@@ -36,7 +37,7 @@ export function parseTypes(values: readonly string[]): string[] {
     const known = type.endsWith('.*')
       ? EVENT_TYPES.some((name) => name.startsWith(type.slice(0, -1)))
       : (EVENT_TYPES as readonly string[]).includes(type);
-    if (!known) throw new UsageError(`--type: unknown event type "${type}" (known: ${EVENT_TYPES.join(', ')}; or a prefix such as session.*)`);
+    if (!known) throw new UsageError(`--type: unknown event type "${clean(type)}" (known: ${EVENT_TYPES.join(', ')}; or a prefix such as session.*)`);
   }
   return types;
 }
@@ -81,28 +82,37 @@ export function list(flags: ListFlags): Promise<number> {
     throw new UsageError('--after takes an event sequence number');
   }
   return withStore(flags, async (store) => {
-    const records = await store.listAudit(query);
+    // One more than asked for says exactly whether more events follow.
+    const fetched = await store.listAudit({ ...query, limit: query.limit + 1 });
+    const records = fetched.slice(0, query.limit);
+    const last = records.at(-1);
+    const more = fetched.length > query.limit && last !== undefined;
     if (flags.json) {
-      process.stdout.write(`${JSON.stringify(records.map(expand), null, 2)}\n`);
+      printJson(records.map(expand));
+      // stdout stays the bare array; the cursor goes to stderr as one JSON line (docs/cli.md).
+      if (more) process.stderr.write(`${JSON.stringify({ more: true, after: last.seq })}\n`);
       return 0;
     }
-    for (const record of records) {
-      const event = expand(record) as { actor?: string | null; tool?: string | null; reason?: string | null; data?: Record<string, unknown> };
-      const method = typeof event.data?.method === 'string' ? event.data.method : '';
-      const parts = [
-        String(record.seq).padStart(6),
-        record.time,
-        record.type.padEnd(18),
-        (record.server ?? '-').padEnd(12),
-        record.outcome.padEnd(9),
-        [method, event.tool ?? ''].filter(Boolean).join(' '),
-        event.reason ? `(${event.reason})` : '',
-      ];
-      process.stdout.write(`${parts.join('  ').trimEnd()}\n`);
-    }
-    if (records.length === query.limit) process.stderr.write(`(showing ${records.length}; continue with --after ${records.at(-1)?.seq})\n`);
+    for (const record of records) printLine(textLine(record));
+    if (more) printNote(`(showing ${records.length}; continue with --after ${last.seq})`);
     return 0;
   });
+}
+
+/** One event as a line of text: seq, time, type, server, outcome, method and tool, reason; every column cleaned. */
+function textLine(record: AuditRecord): string {
+  const event = expand(record) as { tool?: unknown; reason?: unknown; data?: Record<string, unknown> };
+  const text = (value: unknown): string => (typeof value === 'string' ? clean(value) : '');
+  const parts = [
+    String(record.seq).padStart(6),
+    clean(record.time),
+    clean(record.type).padEnd(18),
+    clean(record.server ?? '-').padEnd(12),
+    clean(record.outcome).padEnd(9),
+    [text(event.data?.method), text(event.tool)].filter(Boolean).join(' '),
+    event.reason ? `(${text(event.reason)})` : '',
+  ];
+  return parts.join('  ').trimEnd();
 }
 
 export function verify(flags: StoreFlags & { json?: boolean }): Promise<number> {
@@ -117,12 +127,12 @@ export function verify(flags: StoreFlags & { json?: boolean }): Promise<number> 
       afterSeq = last.seq;
     }
     const result = verifier.result();
-    if (flags.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+    if (flags.json) process.stdout.write(`${jsonText(result)}\n`);
     else if (result.ok) {
       const head = result.head ? `; head is event ${result.head.seq} with hash ${result.head.hash}` : '';
-      process.stdout.write(`audit log intact: ${result.count} events${head}\n`);
+      printLine(`audit log intact: ${result.count} events${head}`);
     } else {
-      process.stdout.write(`audit log BROKEN at event ${result.seq}: ${result.reason} (${result.count} events before it verified)\n`);
+      printLine(`audit log BROKEN at event ${result.seq}: ${result.reason} (${result.count} events before it verified)`);
     }
     return result.ok ? 0 : 1;
   });
@@ -142,7 +152,7 @@ export function exportLog(flags: StoreFlags & { format?: string; output?: string
     for (;;) {
       const page = await store.listAudit({ afterSeq, limit: PAGE, since });
       for (const record of page) {
-        await write(out, `${JSON.stringify({ seq: record.seq, prevHash: record.prevHash, hash: record.hash, event: JSON.parse(record.body) })}\n`);
+        await write(out, `${jsonText({ seq: record.seq, prevHash: record.prevHash, hash: record.hash, event: JSON.parse(record.body) })}\n`);
       }
       const last = page.at(-1);
       if (page.length < PAGE || !last) break;

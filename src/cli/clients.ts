@@ -1,9 +1,9 @@
 /**
  * `mandate clients list | show | approve | reject | revoke | token create`,
  * and what every admin command shares (users, tokens, consents import it):
- * the acting admin, the store with its audit log, and output that never
- * carries a secret and cannot drive the terminal (client metadata comes from
- * whoever registered the client).
+ * the acting admin, the store with its audit log, and reading times and typed
+ * values. Output never carries a secret and goes through output.ts, so that it
+ * cannot drive the terminal (client metadata comes from whoever registered it).
  */
 import { AuditLog } from '../audit/log.ts';
 import type { IdentityEvent } from '../audit/events.ts';
@@ -11,6 +11,7 @@ import { KEEP_MS } from '../identity/revocations.ts';
 import { hashSecret, randomToken } from '../identity/secrets.ts';
 import type { ClientRecord, ClientStatus, Store } from '../store/types.ts';
 import { openAdminStore, UsageError, type StoreFlags } from './common.ts';
+import { clean, printFields, printJson, printLine, printNote, printTable } from './output.ts';
 
 // ---------------------------------------------------------------- shared
 
@@ -59,36 +60,6 @@ export async function withAdmin<T>(flags: AdminFlags, body: (admin: Admin) => Pr
   } finally {
     await store.close();
   }
-}
-
-/** Control and format characters (terminal escapes, bidi overrides) shown as `\u{…}`: nothing a registrant wrote can drive the terminal. */
-export function clean(text: string): string {
-  return text.replace(/[\p{Cc}\p{Cf}\u2028\u2029]/gu, (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`);
-}
-
-/** JSON on stdout, with C1 controls and bidi/format characters escaped too (JSON.stringify leaves them raw). */
-export function printJson(value: unknown): void {
-  const text = JSON.stringify(value, null, 2).replace(/[\u007f-\u009f\p{Cf}\u2028\u2029]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-  process.stdout.write(`${text}\n`);
-}
-
-/** A compact table: a header row, columns padded to their widest cell, every cell cleaned. */
-export function printTable(header: string[], rows: string[][], empty: string): void {
-  if (rows.length === 0) {
-    process.stdout.write(`${empty}\n`);
-    return;
-  }
-  const cells = [header, ...rows.map((row) => row.map(clean))];
-  const widths = header.map((_, i) => Math.max(...cells.map((row) => [...(row[i] ?? '')].length)));
-  for (const row of cells) {
-    process.stdout.write(`${row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  ').trimEnd()}\n`);
-  }
-}
-
-/** `key: value` lines, keys aligned, values cleaned. */
-export function printFields(fields: [string, string][]): void {
-  const width = Math.max(...fields.map(([key]) => key.length)) + 1;
-  for (const [key, value] of fields) process.stdout.write(`${`${key}:`.padEnd(width)} ${clean(value)}\n`);
 }
 
 export function iso(ms: number): string;
@@ -259,9 +230,9 @@ export function decideClient(action: ClientAction, id: string, flags: AdminFlags
       printJson(revocation ? { ...clientView(client), revocation: { kind: revocation.kind, value: revocation.value, revokedAt: iso(revocation.revokedAt), expiresAt: iso(revocation.expiresAt) } } : clientView(client));
     } else {
       const name = clientName(client);
-      const label = `client ${clean(id)}${name ? ` (${clean(name)})` : ''}`;
-      if (action === 'revoke') process.stdout.write(`revoked ${label}: it can obtain no more tokens, and every token issued to it is refused\n`);
-      else process.stdout.write(`${step.verb} ${label}: now ${client.status}${action === 'approve' ? `, owner ${clean(client.owner ?? '-')}` : ''}\n`);
+      const label = `client ${id}${name ? ` (${name})` : ''}`;
+      if (action === 'revoke') printLine(`revoked ${label}: it can obtain no more tokens, and every token issued to it is refused`);
+      else printLine(`${step.verb} ${label}: now ${client.status}${action === 'approve' ? `, owner ${client.owner ?? '-'}` : ''}`);
     }
     return 0;
   });
@@ -296,7 +267,7 @@ export function createRegistrationToken(flags: TokenCreateFlags): Promise<number
         ['expires', when(expiresAt)],
         ['label', label ?? '-'],
       ]);
-      process.stderr.write('This token is shown once: Mandate keeps only its hash. A client registers with it as `Authorization: Bearer <token>`.\n');
+      printNote('This token is shown once: Mandate keeps only its hash. A client registers with it as `Authorization: Bearer <token>`.');
     }
     return 0;
   });

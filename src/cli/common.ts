@@ -5,6 +5,7 @@ import { ConfigError } from '../config/load.ts';
 import { openStore } from '../store/open.ts';
 import { SQLITE_FILE } from '../store/sqlite/store.ts';
 import type { Store } from '../store/types.ts';
+import { cleanLines } from './output.ts';
 
 /** A problem with what the user asked: message, exit 2. */
 export class UsageError extends Error {
@@ -36,7 +37,8 @@ export async function run(body: () => Promise<number | void>): Promise<void> {
   } catch (error) {
     const usage = error instanceof UsageError || error instanceof ConfigError;
     const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`mandate: ${message}\n`);
+    // Messages may echo input (a flag's value, a name from the store): shown cleaned, their own line breaks kept.
+    process.stderr.write(`mandate: ${cleanLines(message)}\n`);
     process.exitCode = usage ? 2 : 1;
   }
 }

@@ -2,7 +2,8 @@
 import { consentKey, KEEP_MS } from '../identity/revocations.ts';
 import type { ConsentRecord } from '../store/types.ts';
 import { UsageError } from './common.ts';
-import { clean, iso, parseText, printJson, printTable, when, withAdmin, type AdminFlags } from './clients.ts';
+import { clean, printJson, printLine, printTable } from './output.ts';
+import { iso, parseText, when, withAdmin, type AdminFlags } from './clients.ts';
 import { parseUserName } from './users.ts';
 
 export interface ConsentFlags extends AdminFlags {
@@ -58,7 +59,7 @@ export function revokeConsents(flags: ConsentFlags): Promise<number> {
     );
     if (flags.json) printJson(removed.map(consentView));
     else {
-      process.stdout.write(`revoked ${removed.length} consent${removed.length === 1 ? '' : 's'} for ${describe(filter)}; the user's tokens through the client are refused and the user is asked again at the next authorization\n`);
+      printLine(`revoked ${removed.length} consent${removed.length === 1 ? '' : 's'} for ${describe(filter)}; the user's tokens through the client are refused and the user is asked again at the next authorization`);
       printTable(['USER', 'CLIENT', 'RESOURCE', 'SCOPES'], removed.map((c) => [c.user, c.clientId, c.resource, c.scopes.join(' ') || '-']), '');
     }
     return 0;

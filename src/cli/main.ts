@@ -9,6 +9,7 @@ import { listConsents, revokeConsents } from './consents.ts';
 import { revokeTokens } from './tokens.ts';
 import { addUser, listUsers, setUserDisabled } from './users.ts';
 import { run } from './common.ts';
+import { cleanLines, printJson, printLine } from './output.ts';
 
 /** A database URL as it may be shown: never its password (environment values stay names only too). */
 function describeDatabase(url: string): string {
@@ -38,6 +39,8 @@ const program = new Command('mandate')
   .description('Identity-governance gateway for the Model Context Protocol')
   .version(VERSION)
   .showHelpAfterError()
+  // Commander's own errors echo what was typed (an unknown option or command): cleaned like every other line.
+  .configureOutput({ outputError: (text, write) => write(cleanLines(text)) })
   .exitOverride();
 
 storeOptions(
@@ -70,12 +73,13 @@ program
           databaseUrl: config.databaseUrl && describeDatabase(config.databaseUrl),
           servers: config.servers.map((s) => ({ ...s, env: Object.keys(s.env) })),
         };
-        process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
+        printJson(shown);
       }
       else {
-        process.stdout.write(`${config.configPath ?? '(no file)'}: valid\nissuer ${config.issuer}\n`);
-        for (const server of config.servers) process.stdout.write(`  ${server.name}: ${server.endpoint} -> ${server.url ?? [server.command, ...server.args].join(' ')}\n`);
-        for (const warning of config.warnings) process.stdout.write(`warning: ${warning}\n`);
+        printLine(`${config.configPath ?? '(no file)'}: valid`);
+        printLine(`issuer ${config.issuer}`);
+        for (const server of config.servers) printLine(`  ${server.name}: ${server.endpoint} -> ${server.url ?? [server.command, ...server.args].join(' ')}`);
+        for (const warning of config.warnings) printLine(`warning: ${warning}`);
       }
     }),
   );

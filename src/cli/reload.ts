@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { controlSocketPath } from '../control/socket.ts';
-import { clean, printJson } from './clients.ts';
+import { clean, cleanLines, printJson, printNote } from './output.ts';
 
 export interface ReloadFlags {
   data?: string;
@@ -47,7 +47,7 @@ function ask(socketPath: string): Promise<Outcome> {
 }
 
 function describe(outcome: Outcome): string {
-  if (!outcome.ok) return `configuration refused; the running configuration stays:\n${outcome.error ?? 'no reason given'}\n`;
+  if (!outcome.ok) return `${cleanLines(`configuration refused; the running configuration stays:\n${outcome.error ?? 'no reason given'}`)}\n`;
   const lines = [`configuration reloaded from ${outcome.source ?? '(no file)'} (sha256 ${outcome.sha256 ?? '-'})`];
   const servers = outcome.servers ?? { added: [], removed: [], changed: [] };
   for (const [what, names] of [['added', servers.added], ['removed', servers.removed], ['changed', servers.changed]] as const) {
@@ -64,14 +64,14 @@ export async function reload(flags: ReloadFlags, env = process.env): Promise<num
   const dataDir = path.resolve(flags.data ?? env.MANDATE_DATA ?? '.mandate');
   const socketPath = controlSocketPath(dataDir);
   if (!existsSync(socketPath)) {
-    process.stderr.write(`mandate: no gateway is serving ${clean(dataDir)} (no control socket at ${clean(socketPath)}); start one with \`mandate up\`, or pass --data DIR\n`);
+    printNote(`mandate: no gateway is serving ${dataDir} (no control socket at ${socketPath}); start one with \`mandate up\`, or pass --data DIR`);
     return 1;
   }
   let outcome: Outcome;
   try {
     outcome = await ask(socketPath);
   } catch (error) {
-    process.stderr.write(`mandate: no gateway answered on ${clean(socketPath)} (${clean(error instanceof Error ? error.message : String(error))})\n`);
+    printNote(`mandate: no gateway answered on ${socketPath} (${error instanceof Error ? error.message : String(error)})`);
     return 1;
   }
   if (flags.json) printJson(outcome);

@@ -2,7 +2,8 @@
 import { KEEP_MS } from '../identity/revocations.ts';
 import type { RevocationKind } from '../store/types.ts';
 import { UsageError } from './common.ts';
-import { clean, iso, parseText, printJson, when, withAdmin, type AdminFlags } from './clients.ts';
+import { clean, printJson, printLine } from './output.ts';
+import { iso, parseText, when, withAdmin, type AdminFlags } from './clients.ts';
 import { parseUserName } from './users.ts';
 
 export interface RevokeTokensFlags extends AdminFlags {
@@ -32,9 +33,9 @@ export function revokeTokens(flags: RevokeTokensFlags): Promise<number> {
     if (flags.json) {
       printJson({ seq: revocation.seq, kind, value, revokedAt: iso(revocation.revokedAt), expiresAt: iso(revocation.expiresAt) });
     } else if (kind === 'jti') {
-      process.stdout.write(`revoked the token with jti ${clean(value)}\n`);
+      printLine(`revoked the token with jti ${value}`);
     } else {
-      process.stdout.write(`revoked every token issued to ${kind} ${clean(value)} until ${when(now)}\n`);
+      printLine(`revoked every token issued to ${kind} ${value} until ${when(now)}`);
     }
     return 0;
   });

@@ -3,7 +3,8 @@ import { KEEP_MS } from '../identity/revocations.ts';
 import { checkPassword, GROUP_NAME, hashPassword, MAX_PASSWORD_LENGTH, USER_NAME } from '../identity/users.ts';
 import type { UserRecord } from '../store/types.ts';
 import { UsageError } from './common.ts';
-import { clean, iso, printJson, printTable, when, withAdmin, type AdminFlags } from './clients.ts';
+import { clean, printJson, printLine, printTable } from './output.ts';
+import { iso, when, withAdmin, type AdminFlags } from './clients.ts';
 
 /** A user as shown: whether a password is set, never its hash. */
 export function userView(user: UserRecord) {
@@ -152,7 +153,7 @@ export function addUser(nameArg: string, flags: AddUserFlags): Promise<number> {
     await record('user.added', { user: name, groups }, `user "${name}" was added`);
     const user = await store.getUser(name);
     if (flags.json) printJson(user ? userView(user) : { name, groups, disabled: false, hasPassword: true });
-    else process.stdout.write(`added user ${name}${groups.length ? ` (groups: ${groups.join(', ')})` : ''}\n`);
+    else printLine(`added user ${name}${groups.length ? ` (groups: ${groups.join(', ')})` : ''}`);
     return 0;
   });
 }
@@ -191,9 +192,9 @@ export function setUserDisabled(nameArg: string, disabled: boolean, flags: Admin
     if (flags.json) {
       printJson(revocation ? { ...userView(user), revocation: { kind: revocation.kind, value: revocation.value, revokedAt: iso(revocation.revokedAt), expiresAt: iso(revocation.expiresAt) } } : userView(user));
     } else if (disabled) {
-      process.stdout.write(`disabled user ${name}: they cannot log in, and every token issued for them is refused\n`);
+      printLine(`disabled user ${name}: they cannot log in, and every token issued for them is refused`);
     } else {
-      process.stdout.write(`enabled user ${name}: they can log in again (tokens revoked earlier stay revoked)\n`);
+      printLine(`enabled user ${name}: they can log in again (tokens revoked earlier stay revoked)`);
     }
     return 0;
   });

@@ -9,6 +9,7 @@
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import type { ClientRecord, Store } from '../store/types.ts';
 import { requestNotes } from './context.ts';
+import { ISSUED_AT_MS, stampIssuedAt } from './revocations.ts';
 import { hashSecret, seal, unseal } from './secrets.ts';
 
 /** What the adapter tells the rest of identity about client lifecycle. */
@@ -111,6 +112,11 @@ class ArtifactAdapter implements Adapter {
   async upsert(id: string, payload: AdapterPayload, expiresIn: number | undefined): Promise<void> {
     const { jti: _jti, ...rest } = payload;
     if (payload.uid || payload.userCode) (rest as Record<string, unknown>)[SEALED_ID] = seal(this.secret, id, `oidc:${this.model}`);
+    // A refresh token or code is stored once, when issued: its precise issue time goes with it, so a
+    // revocation by time can tell whether it came before or after (revocations.ts).
+    if (REVOCABLE.has(this.model) && typeof payload.iat === 'number' && (rest as Record<string, unknown>)[ISSUED_AT_MS] === undefined) {
+      (rest as Record<string, unknown>)[ISSUED_AT_MS] = stampIssuedAt(payload.iat);
+    }
     const expiresAt = expiresIn ? Date.now() + expiresIn * 1000 : null;
     await this.store.oidcUpsert(this.model, hashSecret(id), rest, expiresAt, {
       grantId: payload.grantId,

@@ -13,7 +13,8 @@ import { requestNotes } from './context.ts';
 import { isRoute, ROUTES } from './routes.ts';
 import { hashSecret } from './secrets.ts';
 import { OAuthRefusal } from './errors.ts';
-import { TOOL_NAME } from './scopes.ts';
+import { mcpServers, TOOL_NAME } from './scopes.ts';
+import { bearerToken } from './verify.ts';
 import { LOOPBACK_HOSTS } from '../config/loopback.ts';
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
 
@@ -104,9 +105,9 @@ const TOKEN_CHALLENGE = { 'www-authenticate': 'Bearer error="invalid_token"' };
 function admit(ctx: Context, rules: Rules): string | null {
   if (rules.mode === 'closed') throw new IntakeError(403, 'access_denied', 'client registration is closed here; ask an administrator to register the client');
   if (rules.mode !== 'initial-access-token') return null;
-  const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(ctx.get('authorization'));
-  if (!match?.[1]) throw new IntakeError(401, 'invalid_token', 'registration needs an initial access token (Authorization: Bearer …) from `mandate clients token create`', TOKEN_CHALLENGE);
-  return hashSecret(match[1]);
+  const token = bearerToken(ctx.get('authorization'));
+  if (token === null) throw new IntakeError(401, 'invalid_token', 'registration needs an initial access token (Authorization: Bearer …) from `mandate clients token create`', TOKEN_CHALLENGE);
+  return hashSecret(token);
 }
 
 /** Step: spend one use of the initial access token, once everything else checked out (a refused registration costs none). */
@@ -189,7 +190,7 @@ function checkMetadata(metadata: Record<string, unknown>, rules: Rules): ClientC
 function forwardable(metadata: Record<string, unknown>, clientClass: ClientClass, config: Config): Buffer {
   let forwarded = metadata;
   if (typeof metadata.scope === 'string') {
-    const names = new Set(config.servers.map((server) => server.name));
+    const names = new Set(mcpServers(config).map((server) => server.name));
     const isMcp = (word: string): boolean => {
       const match = /^mcp:([^:]+)(?::tool:(.+))?$/.exec(word);
       return !!match && names.has(match[1]!) && (match[2] === undefined || TOOL_NAME.test(match[2]));

@@ -16,11 +16,12 @@ import { constantEquals, hashSecret, randomToken } from './secrets.ts';
 import { serverForResource, serverScope, toolScopesIn } from './scopes.ts';
 import { guardedFetch } from './ssrf.ts';
 import { hostMatches } from './hosts.ts';
-import { interactionPath, ROUTES } from './routes.ts';
+import { interactionUrl, ROUTES } from './routes.ts';
 import { classify } from './intake.ts';
 import { errorPageHeaders, renderErrorPage } from './pages.ts';
-import { loadExistingGrant } from './consent.ts';
+import { loadExistingGrant, requestedResources } from './consent.ts';
 import { inactiveClientReason } from './context.ts';
+import { ISSUED_AT_MS, stampIssuedAt } from './revocations.ts';
 
 function isInteractive(metadata: Record<string, unknown>): boolean {
   try {
@@ -49,6 +50,7 @@ function resourceServer(config: Config, ctx: KoaContextWithOIDC, resource: strin
   }
   const server = serverForResource(config, resource);
   if (!server) throw new errors.InvalidTarget(`resource ${resource} is not an MCP server behind this gateway`);
+  defaultScope(config, ctx);
   const entities = ctx.oidc.entities as Record<string, { scope?: string } | undefined>;
   const granted = [ctx.oidc.params?.scope as string | undefined, entities.RefreshToken?.scope, entities.AuthorizationCode?.scope];
   const tools = new Set(granted.flatMap((scope) => toolScopesIn(server.name, scope)));
@@ -59,6 +61,26 @@ function resourceServer(config: Config, ctx: KoaContextWithOIDC, resource: strin
     accessTokenFormat: 'jwt',
     jwt: { sign: { alg: SIGNING_ALG } },
   };
+}
+
+/** Where a request without a scope gets the default: a new authorization, and a client credentials token. */
+function takesDefaultScope(ctx: KoaContextWithOIDC): boolean {
+  return ctx.oidc.route === 'authorization' || (ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'client_credentials');
+}
+
+/**
+ * The documented default of RFC 6749 §3.3: a request that names MCP servers
+ * (`resource`) but no scope asks for each server's scope, `mcp:NAME`. It is
+ * set on the request's parameters while the library resolves the resource
+ * (before it reads the scopes), so the consent page shows it and the grant
+ * and the token hold it as if it had been sent.
+ */
+function defaultScope(config: Config, ctx: KoaContextWithOIDC): void {
+  const params = ctx.oidc.params as { scope?: string; resource?: unknown } | undefined;
+  if (!params || params.scope || !takesDefaultScope(ctx)) return;
+  const servers = requestedResources(params.resource).map((resource) => serverForResource(config, resource));
+  if (servers.length === 0 || servers.some((server) => server === undefined)) return;
+  params.scope = [...new Set(servers.map((server) => serverScope(server!.name)))].join(' ');
 }
 
 export function createProvider(deps: ProviderDeps): Provider {
@@ -118,12 +140,22 @@ export function createProvider(deps: ProviderDeps): Provider {
       const grantId = (token as { grantId?: string }).grantId;
       return grantId ? { gid: grantId } : undefined;
     },
+    formats: {
+      customizers: {
+        // The precise issue time, next to `iat` (whole seconds), read from the finished claims so the two agree.
+        jwt: (_ctx, _token, jwt) => {
+          const { iat } = jwt.payload;
+          if (typeof iat === 'number') jwt.payload[ISSUED_AT_MS] = stampIssuedAt(iat);
+        },
+      },
+    },
     findAccount: async (_ctx, sub) => {
       const user = await store.getUser(sub);
       if (!user || user.disabled) return undefined;
       return { accountId: user.name, claims: () => ({ sub: user.name, name: user.name, groups: user.groups }) };
     },
-    interactions: { url: (_ctx, interaction) => interactionPath(config, interaction.uid) },
+    // Absolute, from the configured issuer: the browser is never sent to a host a request named.
+    interactions: { url: (_ctx, interaction) => interactionUrl(config, interaction.uid) },
     renderError: (ctx, out) => {
       const shown = { ...(out as unknown as Record<string, string>) };
       const reason = inactiveClientReason();

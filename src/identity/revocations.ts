@@ -6,6 +6,7 @@
  *   grant   every token of one authorization grant (refresh-token reuse, revoked refresh token)
  *   client  every token issued to a client up to the revocation
  *   user    every token issued for a user up to the revocation
+ *           ("up to": by the token's issue time in ms, ISSUED_AT_MS)
  *   consent every token issued for one user through one client up to the
  *           revocation (the user's consent to that client was withdrawn)
  */
@@ -16,8 +17,33 @@ export interface TokenFacts {
   grantId?: string | undefined;
   clientId?: string | undefined;
   sub?: string | undefined;
-  /** Issued at, epoch seconds. */
-  iat: number;
+  /** When it was issued, epoch ms (see issuedAtMs). */
+  issuedAtMs: number;
+}
+
+/**
+ * The precise issue time, epoch ms, that Mandate records with every token it
+ * issues: a claim of access tokens, a field of stored refresh tokens and
+ * authorization codes. `iat` has whole seconds only, too coarse to tell a
+ * token issued just before a revocation from one issued just after it.
+ */
+export const ISSUED_AT_MS = 'iat_ms';
+
+/** The precise issue time for a token being issued now with this `iat` (seconds): now, kept inside that second. */
+export function stampIssuedAt(iat: number, now = Date.now()): number {
+  return Math.min(Math.max(now, iat * 1000), iat * 1000 + 999);
+}
+
+/**
+ * A token's issue time, epoch ms: its `iat_ms` if it lies within its `iat`
+ * second; otherwise (a token from before Mandate recorded it) the start of
+ * that second, the earliest it can have been issued, so that a revocation in
+ * the same second covers it.
+ */
+export function issuedAtMs(iat: unknown, precise: unknown): number {
+  if (typeof iat !== 'number' || !Number.isFinite(iat)) return 0;
+  const start = iat * 1000;
+  return typeof precise === 'number' && Number.isInteger(precise) && precise >= start && precise < start + 1000 ? precise : start;
 }
 
 /** The facts a revocation check needs, from a token's claims or a stored artifact's payload. */
@@ -28,7 +54,7 @@ export function tokenFacts(claims: Record<string, unknown>, names: { grant: stri
     grantId: text(claims[names.grant]),
     clientId: text(claims[names.client]),
     sub: text(claims[names.sub]),
-    iat: typeof claims.iat === 'number' ? claims.iat : 0,
+    issuedAtMs: issuedAtMs(claims.iat, claims[ISSUED_AT_MS]),
   };
 }
 
@@ -108,9 +134,13 @@ export class RevocationList {
     return record;
   }
 
-  /** The reason a token is revoked, or null. */
+  /**
+   * The reason a token is revoked, or null. A client, user or consent
+   * revocation covers every token issued up to and including its instant
+   * (both in epoch ms): one issued in the same millisecond is refused.
+   */
   revokedBy(token: TokenFacts): RevocationKind | null {
-    const issuedMs = token.iat * 1000;
+    const issuedMs = token.issuedAtMs;
     if (token.jti !== undefined && this.byKind.jti.has(token.jti)) return 'jti';
     if (token.grantId !== undefined && this.byKind.grant.has(token.grantId)) return 'grant';
     const client = token.clientId === undefined ? undefined : this.byKind.client.get(token.clientId);

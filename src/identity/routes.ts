@@ -20,6 +20,11 @@ export function interactionPath(config: Config, uid: string): string {
   return `${issuerPath(config.issuer)}${INTERACTION_PREFIX}${uid}`;
 }
 
+/** The same pages as an absolute URL on the configured issuer (where the browser is redirected). */
+export function interactionUrl(config: Config, uid: string): string {
+  return new URL(interactionPath(config, uid), config.issuer).href;
+}
+
 /**
  * The route a request path reaches, compared the way the library's router
  * matches (case-insensitive, trailing slashes ignored), so that no spelling of

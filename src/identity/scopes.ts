@@ -19,9 +19,19 @@ export function toolScopesIn(server: string, scope: string | undefined | null): 
   return scope.split(' ').filter((word) => word.startsWith(prefix) && TOOL_NAME.test(word.slice(prefix.length)));
 }
 
-/** The configured server whose canonical URI is exactly `resource`. */
+/** The MCP servers behind the gateway: the one place the identity plane reads them (today the configuration). */
+export function mcpServers(config: Config): readonly ResolvedServer[] {
+  return config.servers;
+}
+
+/** The server whose canonical URI is exactly `resource`. */
 export function serverForResource(config: Config, resource: string): ResolvedServer | undefined {
-  return config.servers.find((server) => server.endpoint === resource);
+  return mcpServers(config).find((server) => server.endpoint === resource);
+}
+
+/** Every server's scope, `mcp:NAME` (advertised in the authorization server metadata). */
+export function serverScopes(config: Config): string[] {
+  return mcpServers(config).map((server) => serverScope(server.name));
 }
 
 export interface Grants {

@@ -19,9 +19,9 @@ import { registrationIntake } from './intake.ts';
 import { createProvider } from './provider.ts';
 import { INTERACTION_PREFIX } from './routes.ts';
 import { KEEP_MS, RevocationList, tokenFacts } from './revocations.ts';
-import { serverScope } from './scopes.ts';
+import { mcpServers, serverScope } from './scopes.ts';
 import { loadSecretKey } from './secrets.ts';
-import { auditGateStep, errorsStep, evidenceStep, jwtTokensStep } from './steps.ts';
+import { auditGateStep, discoveryStep, errorsStep, evidenceStep, jwtTokensStep } from './steps.ts';
 import { AuthError, TokenVerifier, type Principal } from './verify.ts';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { ServerRegistry } from '../gateway/registry.ts';
@@ -50,6 +50,8 @@ export class Identity {
   readonly revocations: RevocationList;
   private readonly deps: IdentityDeps;
   private readonly issuerPath: string;
+  /** host[:port] of the configured issuer. */
+  private readonly issuerHost: string;
   private readonly httpsIssuer: boolean;
   private readonly secret: Buffer;
   private readonly keyOptions: KeyRingOptions;
@@ -70,6 +72,7 @@ export class Identity {
     this.deps = deps;
     const { config, store, audit } = deps;
     this.issuerPath = issuerPath(config.issuer);
+    this.issuerHost = new URL(config.issuer).host;
     this.httpsIssuer = new URL(config.issuer).protocol === 'https:';
     this.revocations = revocations;
     this.secret = secret;
@@ -140,6 +143,7 @@ export class Identity {
     provider.use(errorsStep());
     provider.use(jwtTokensStep(steps));
     provider.use(registrationIntake({ config, store }));
+    provider.use(discoveryStep(config));
     this.callback = provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;
     this.interactions = { provider, store, audit, config, log, throttle: this.throttle, csrfKey: this.csrfKey };
     this.keySet = keySetName(keys);
@@ -261,16 +265,20 @@ export class Identity {
 
   /** Handles a non-MCP path. */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = req.url ?? '/';
+    const url = originForm(req.url ?? '/');
+    if (url === null) return sendJson(res, 400, { error: 'invalid_request', error_description: 'the request target must be a path' });
     const [path = '/', query] = url.split('?');
     const address = clientAddress(req, this.deps.config.listen.trustedProxies);
     // An https issuer is what browsers reach (through a TLS proxy in front): the request counts as
     // secure, so cookies are Secure and __Host- even though this hop is plain http. No forwarded
     // header is trusted for this.
     if (this.httpsIssuer) (req.socket as { encrypted?: boolean }).encrypted = true;
+    // The authorization server builds the URLs it advertises (metadata, redirects) from the request's
+    // host: the configured issuer's, whatever the request named (Host; X-Forwarded-* are never read).
+    req.headers.host = this.issuerHost;
     if (path.startsWith(PRM_PREFIX)) {
       const rest = path.slice(PRM_PREFIX.length);
-      const server = this.deps.config.servers.find((s) => `${this.issuerPath}/mcp/${s.name}` === rest);
+      const server = mcpServers(this.deps.config).find((s) => `${this.issuerPath}/mcp/${s.name}` === rest);
       if (!server || (req.method !== 'GET' && req.method !== 'HEAD')) return sendJson(res, 404, { error: 'not_found' });
       return sendJson(res, 200, this.protectedResource(server), { 'access-control-allow-origin': '*' });
     }
@@ -288,6 +296,9 @@ export class Identity {
         return;
       }
       req.url = query === undefined ? local : `${local}?${query}`;
+      // Where the library is mounted (the issuer's path), read as from a framework that mounts it, so
+      // the URLs it builds carry that path.
+      (req as IncomingMessage & { originalUrl?: string }).originalUrl = `${this.issuerPath}${req.url}`;
       await this.callback(req, res);
     });
   }
@@ -306,6 +317,23 @@ export function clientAddress(req: IncomingMessage, trusted: readonly string[]):
   const hops = (Array.isArray(forwarded) ? forwarded.join(',') : (forwarded ?? '')).split(',').map((hop) => normalize(hop.trim())).filter(Boolean);
   for (let i = hops.length - 1; i >= 0; i -= 1) if (!trusted.includes(hops[i]!)) return hops[i]!;
   return peer;
+}
+
+/**
+ * A request target in origin form (`/path?query`). An absolute-form target
+ * (`http://host/path`) names a host of the client's choosing, which the
+ * library would build its URLs from: only its path and query are kept. Null
+ * for anything else (`*`, authority form).
+ */
+function originForm(target: string): string | null {
+  if (target.startsWith('/')) return target;
+  if (!/^https?:\/\//i.test(target)) return null;
+  try {
+    const url = new URL(target);
+    return `${url.pathname}${url.search}`;
+  } catch {
+    return null;
+  }
 }
 
 function headerSafe(value: string): string {

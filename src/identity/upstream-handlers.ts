@@ -16,7 +16,7 @@ import type { IdentityEvent, JsonValue } from '../audit/events.ts';
 import type { UpstreamOidcConfig } from '../config/identity-schema.ts';
 import type { UserRecord } from '../store/types.ts';
 import { EXPIRED, PageError } from './interaction/forms.ts';
-import { interactionPath } from './routes.ts';
+import { interactionUrl } from './routes.ts';
 import { addressOf, clientIdOf, clientView, finish, recordOrFail, requireLoginPrompt, seeOther, type InteractionDeps, type Step } from './interaction/step.ts';
 import { UpstreamError, beginUpstream, clearFlowCookie, completeUpstream, flowCookie, readFlow, type ReturnFlow, type StartFlow } from './upstream-login.ts';
 
@@ -74,7 +74,7 @@ export async function upstreamCallback(deps: InteractionDeps, req: IncomingMessa
   const flow = takeFlow(deps, req, res, 'start');
   res.setHeader('Referrer-Policy', 'no-referrer');
   const back = await refusingUpstream(deps, req, flow?.clientId ?? null, 'upstream sign-in failed', () => completeUpstream(oidc, deps.config.issuer, flow, query));
-  seeOther(res, `${interactionPath(deps.config, back.uid)}/upstream`, { 'Set-Cookie': flowCookie(deps.csrfKey, deps.config.issuer, back) });
+  seeOther(res, `${interactionUrl(deps.config, back.uid)}/upstream`, { 'Set-Cookie': flowCookie(deps.csrfKey, deps.config.issuer, back) });
 }
 
 /** The upstream configuration, if there is one (else 404); GET only: a HEAD must not spend the code. */

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JWK, type JWTPayload } from 'jose';
 import type { ResolvedServer } from '../config/load.ts';
-import type { RevocationList } from './revocations.ts';
+import { ISSUED_AT_MS, issuedAtMs, type RevocationList } from './revocations.ts';
 import { SIGNING_ALG } from './keys.ts';
 import { grantsFor, type Grants } from './scopes.ts';
 
@@ -38,6 +38,8 @@ export interface Principal {
   grantId: string | undefined;
   /** Epoch seconds. */
   iat: number;
+  /** The precise issue time, epoch ms (what revocations by time compare with). */
+  issuedAtMs: number;
   exp: number;
   /** The server (audience) the token was issued for. */
   audience: string;
@@ -53,7 +55,13 @@ interface CacheEntry {
   until: number;
 }
 
-const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/;
+/** `Bearer TOKEN`: the scheme in any case (RFC 7235 §2.1), one or more spaces, then an RFC 6750 b64token. */
+const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
+
+/** The token of a bearer `Authorization` header, or null. */
+export function bearerToken(header: string | undefined): string | null {
+  return (header === undefined ? null : BEARER.exec(header)?.[1]) ?? null;
+}
 const CACHE_MAX = 10_000;
 
 export class TokenVerifier {
@@ -100,7 +108,7 @@ export class TokenVerifier {
 
   /** What revocation covers this verified token now, or null. */
   revokedBy(principal: Principal): ReturnType<RevocationList['revokedBy']> {
-    return this.revocations.revokedBy({ jti: principal.jti, grantId: principal.grantId, clientId: principal.clientId, sub: principal.sub, iat: principal.iat });
+    return this.revocations.revokedBy({ jti: principal.jti, grantId: principal.grantId, clientId: principal.clientId, sub: principal.sub, issuedAtMs: principal.issuedAtMs });
   }
 
   private checkRevoked(principal: Principal): void {
@@ -111,9 +119,8 @@ export class TokenVerifier {
   /** The caller for this request to `server`, or AuthError. */
   async verify(authorization: string | undefined, server: ResolvedServer, now = Date.now()): Promise<Principal> {
     if (authorization === undefined || authorization === '') throw new AuthError('missing', 'a bearer token is required');
-    const match = BEARER.exec(authorization);
-    if (!match?.[1]) throw new AuthError('malformed', 'the Authorization header must be "Bearer <token>"');
-    const token = match[1];
+    const token = bearerToken(authorization);
+    if (token === null) throw new AuthError('malformed', 'the Authorization header must be "Bearer <token>"');
     // Keyed by the token itself: the map lives only in this process's memory, like the request
     // that carried it, and a hit costs no hashing.
     const cached = this.cache.get(token);
@@ -184,6 +191,7 @@ export class TokenVerifier {
       jti: payload.jti!,
       grantId: typeof payload.gid === 'string' ? payload.gid : undefined,
       iat: payload.iat!,
+      issuedAtMs: issuedAtMs(payload.iat, payload[ISSUED_AT_MS]),
       exp: payload.exp!,
       audience: audience[0],
       tokenRef: hash.slice(0, 12),

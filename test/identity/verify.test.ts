@@ -44,16 +44,18 @@ interface Claims {
   iss?: string;
   /** Epoch seconds. */
   iat?: number;
+  /** The precise issue time, epoch ms (left out unless given). */
+  iat_ms?: number;
   exp?: number;
 }
 
 const nowS = (): number => Math.floor(Date.now() / 1000);
 
 /** A token with unique sub/client/jti/gid unless given. */
-async function sign(claims: Claims = {}, options: { key?: JWK; typ?: string; kid?: string } = {}): Promise<{ token: string; claims: Required<Claims> }> {
+async function sign(claims: Claims = {}, options: { key?: JWK; typ?: string; kid?: string } = {}): Promise<{ token: string; claims: Required<Omit<Claims, 'iat_ms'>> }> {
   const jwk = options.key ?? keys.signing[0]!;
   const iat = claims.iat ?? nowS();
-  const full: Required<Claims> = {
+  const full: Required<Omit<Claims, 'iat_ms'>> = {
     iss: claims.iss ?? ISSUER,
     sub: claims.sub ?? `user-${randomUUID()}`,
     aud: claims.aud ?? FILES.endpoint,
@@ -66,7 +68,7 @@ async function sign(claims: Claims = {}, options: { key?: JWK; typ?: string; kid
   };
   const key = await importJWK(jwk, 'ES256');
   const { iss, sub, aud, jti, iat: issued, exp, ...rest } = full;
-  const token = await new SignJWT(rest)
+  const token = await new SignJWT(claims.iat_ms === undefined ? rest : { ...rest, iat_ms: claims.iat_ms })
     .setProtectedHeader({ alg: 'ES256', typ: options.typ ?? 'at+jwt', kid: options.kid ?? jwk.kid! })
     .setIssuer(iss)
     .setSubject(sub)
@@ -124,6 +126,17 @@ describe('TokenVerifier: good tokens', () => {
   });
 });
 
+describe('TokenVerifier: the Authorization header', () => {
+  it('the scheme in any case, and one or more spaces before the token (RFC 7235 §2.1, RFC 6750 §2.1)', async () => {
+    const { token, claims } = await sign();
+    for (const header of [`bearer ${token}`, `BEARER ${token}`, `BeArEr ${token}`, `Bearer  ${token}`, `bearer   ${token}`]) {
+      assert.equal((await verifier.verify(header, FILES)).jti, claims.jti, header.slice(0, 12));
+    }
+    const fresh = await sign();
+    assert.equal((await verifier.verify(`bEARER ${fresh.token}`, FILES)).jti, fresh.claims.jti, 'not only once cached');
+  });
+});
+
 describe('TokenVerifier: refusals', () => {
   it('no Authorization header → missing', async () => {
     await refused(verifier.verify(undefined, FILES), 'missing');
@@ -135,7 +148,9 @@ describe('TokenVerifier: refusals', () => {
     await refused(verifier.verify('Bearer', FILES), 'malformed');
     await refused(verifier.verify('Bearer a b', FILES), 'malformed');
     const { token } = await sign();
-    await refused(verifier.verify(`bearer  ${token}`, FILES), 'malformed');
+    for (const header of [`Bearer\t${token}`, `Bearer${token}`, ` Bearer ${token}`, `Bearer ${token} `, `Bearers ${token}`]) {
+      await refused(verifier.verify(header, FILES), 'malformed');
+    }
   });
 
   it('not a JWT at all → invalid', async () => {
@@ -244,6 +259,25 @@ describe('TokenVerifier: revocation', () => {
     await refused(verifier.verify(`Bearer ${atTheSameSecond.token}`, FILES), 'revoked');
     const principal = await verifier.verify(`Bearer ${afterwards.token}`, FILES);
     assert.equal(principal.clientId, clientId);
+  });
+
+  it('by client within one second: iat_ms tells a token issued before the revocation from one issued after it', async () => {
+    const clientId = `client-${randomUUID()}`;
+    const iat = nowS() - 60;
+    const revokedAt = iat * 1000 + 400;
+    const before = await sign({ client_id: clientId, iat, iat_ms: revokedAt - 1 });
+    const atTheSameMs = await sign({ client_id: clientId, iat, iat_ms: revokedAt });
+    const after = await sign({ client_id: clientId, iat, iat_ms: revokedAt + 1 });
+    // Without iat_ms, or with one outside its iat second, a token counts as issued at the start of that second.
+    const unknown = await sign({ client_id: clientId, iat });
+    const inconsistent = await sign({ client_id: clientId, iat, iat_ms: iat * 1000 + 1000 });
+    await revocations.revoke('client', clientId, keep('client'), revokedAt);
+    await refused(verifier.verify(`Bearer ${before.token}`, FILES), 'revoked');
+    await refused(verifier.verify(`Bearer ${atTheSameMs.token}`, FILES), 'revoked');
+    await refused(verifier.verify(`Bearer ${unknown.token}`, FILES), 'revoked');
+    await refused(verifier.verify(`Bearer ${inconsistent.token}`, FILES), 'revoked');
+    const principal = await verifier.verify(`Bearer ${after.token}`, FILES);
+    assert.equal(principal.issuedAtMs, revokedAt + 1);
   });
 
   it('by user: tokens issued at or before the revocation are refused, later ones accepted', async () => {
