@@ -42,8 +42,8 @@ export async function up(options: ConfigOptions): Promise<number> {
   process.on('SIGHUP', () => {
     if (!app) return;
     app.reload().then(
-      (outcome) => process.stderr.write(`${cleanLines(outcome.ok ? `mandate: configuration reloaded (${outcome.sha256 ?? 'no file'})` : `mandate: configuration refused, the running one stays:\n${outcome.error}`)}\n`),
-      (error: unknown) => printNote(`mandate: reload failed: ${String(error)}`),
+      (outcome) => process.stderr.write(`${cleanLines(outcome.ok ? `mandate: SIGHUP: configuration reloaded (${outcome.sha256 ?? 'no file'})` : `mandate: SIGHUP: configuration refused, the running one stays:\n${outcome.error}`)}\n`),
+      (error: unknown) => printNote(`mandate: SIGHUP: reload failed: ${String(error)}`),
     );
   });
 

@@ -6,7 +6,6 @@
  * detail, so one can be found from the other.
  */
 import { randomBytes } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
 import { errorResponse, RpcCode, type RequestId } from './jsonrpc.ts';
 
 export type ErrorKind =
@@ -118,6 +117,11 @@ export class GatewayError extends Error {
     return WIRE[this.kind].code;
   }
 
+  /** For a refused token: the OAuth error code its answer carries (an OAuth body, not JSON-RPC). */
+  get oauthError(): string | undefined {
+    return WIRE[this.kind].oauth;
+  }
+
   toResponse(id: RequestId | null) {
     return errorResponse(id, this.code, this.message, this.data);
   }
@@ -145,28 +149,6 @@ export function logInternal(log: { error(obj: object, msg: string): void }, erro
   const data = error.data as { correlationId?: string } | undefined;
   const cause = error.cause instanceof Error ? error.cause.stack : undefined;
   log.error({ correlationId: data?.correlationId ?? null, err: error.detail ?? error.message, stack: cause }, `internal error ${where}`);
-}
-
-/**
- * Writes an error answer, if the response is still open: a JSON-RPC error
- * body, or for a refused token an OAuth error body (with its challenge in
- * the error's headers). The one place an error becomes an HTTP answer.
- */
-export function sendError(res: ServerResponse, error: GatewayError, headers: Record<string, string> = {}): void {
-  if (res.headersSent || res.destroyed) {
-    if (!res.writableEnded) res.end();
-    return;
-  }
-  const oauth = WIRE[error.kind].oauth;
-  const body = JSON.stringify(oauth === undefined ? error.toResponse(error.requestId) : { error: oauth, error_description: error.message });
-  res.writeHead(error.status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-    ...error.headers,
-    ...headers,
-  });
-  res.end(body);
 }
 
 /** The gateway stopped delivering to a token's holder: its token was revoked or has expired. */

@@ -6,7 +6,8 @@
  */
 import { sendJson } from '../http/json.ts';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import { asGatewayError, GatewayError, logInternal, sendError } from './errors.ts';
+import { asGatewayError, GatewayError, logInternal } from './errors.ts';
+import { sendError } from '../http/errors.ts';
 import type { Gateway } from './gateway.ts';
 import { RequestContext } from './context.ts';
 import { PIPELINES, runSteps } from './steps.ts';

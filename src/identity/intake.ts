@@ -13,7 +13,7 @@ import { requestNotes } from './context.ts';
 import { isRoute, ROUTES } from './routes.ts';
 import { hashSecret } from './secrets.ts';
 import { OAuthRefusal } from './errors.ts';
-import { mcpServers, TOOL_NAME } from './scopes.ts';
+import { TOOL_NAME, type Servers } from './scopes.ts';
 import { bearerToken } from './verify.ts';
 import { LOOPBACK_HOSTS } from '../config/loopback.ts';
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
@@ -95,6 +95,7 @@ export function classify(metadata: Record<string, unknown>): ClientClass {
 export interface IntakeDeps {
   config: Config;
   store: Store;
+  servers: Servers;
 }
 
 type Rules = Config['identity']['registration'];
@@ -187,10 +188,10 @@ function checkMetadata(metadata: Record<string, unknown>, rules: Rules): ClientC
  * knows: they stay out of what it validates; any other scope it still checks.
  * A machine client has no front channel: say so, or it asks for redirect URIs.
  */
-function forwardable(metadata: Record<string, unknown>, clientClass: ClientClass, config: Config): Buffer {
+function forwardable(metadata: Record<string, unknown>, clientClass: ClientClass, servers: Servers): Buffer {
   let forwarded = metadata;
   if (typeof metadata.scope === 'string') {
-    const names = new Set(mcpServers(config).map((server) => server.name));
+    const names = new Set(servers.list().map((server) => server.name));
     const isMcp = (word: string): boolean => {
       const match = /^mcp:([^:]+)(?::tool:(.+))?$/.exec(word);
       return !!match && names.has(match[1]!) && (match[2] === undefined || TOOL_NAME.test(match[2]));
@@ -221,7 +222,7 @@ export function registrationIntake(deps: IntakeDeps): (ctx: Context, next: Next)
     const status: ClientStatus = rules.mode === 'approval' && !vouched ? 'pending' : 'active';
     if (notes) notes.registration = { status, class: clientClass, owner, via: vouched ? 'software-statement' : rules.mode };
     // The body is read: hand the bytes to the authorization server's own parser.
-    (ctx.req as unknown as { body: Buffer }).body = forwardable(metadata, clientClass, deps.config);
+    (ctx.req as unknown as { body: Buffer }).body = forwardable(metadata, clientClass, deps.servers);
     await next();
     if (ctx.status === 201 && ctx.body && typeof ctx.body === 'object') {
       (ctx.body as Record<string, unknown>).client_status = status;

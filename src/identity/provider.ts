@@ -13,7 +13,7 @@ import { createAdapter, type AdapterHooks } from './adapter.ts';
 import type { KeyMaterial } from './keys.ts';
 import { SIGNING_ALG } from './keys.ts';
 import { constantEquals, hashSecret, randomToken } from './secrets.ts';
-import { serverForResource, serverScope, toolScopesIn } from './scopes.ts';
+import { serverForResource, serverScope, toolScopesIn, type Servers } from './scopes.ts';
 import { guardedFetch } from './ssrf.ts';
 import { hostMatches } from './hosts.ts';
 import { interactionUrl, ROUTES } from './routes.ts';
@@ -38,19 +38,21 @@ export interface ProviderDeps {
   secret: Buffer;
   keys: KeyMaterial;
   hooks: AdapterHooks;
+  /** The MCP servers a `resource` may name (the gateway's registry). */
+  servers: Servers;
 }
 
 const ASYMMETRIC = ['ES256', 'PS256', 'RS256', 'EdDSA', 'Ed25519'];
 
 /** Resource server description for a `resource` value: one configured MCP server, or invalid_target. */
-function resourceServer(config: Config, ctx: KoaContextWithOIDC, resource: string): ResourceServer {
+function resourceServer(config: Config, servers: Servers, ctx: KoaContextWithOIDC, resource: string): ResourceServer {
   // RFC 8707 at the token endpoint too: no falling back to the granted resource.
   if (ctx.oidc.route === 'token' && typeof ctx.oidc.params?.resource !== 'string') {
     throw new errors.InvalidTarget('the resource parameter is required: name the MCP server, {issuer}/mcp/NAME');
   }
-  const server = serverForResource(config, resource);
+  const server = serverForResource(servers, resource);
   if (!server) throw new errors.InvalidTarget(`resource ${resource} is not an MCP server behind this gateway`);
-  defaultScope(config, ctx);
+  defaultScope(servers, ctx);
   const entities = ctx.oidc.entities as Record<string, { scope?: string } | undefined>;
   const granted = [ctx.oidc.params?.scope as string | undefined, entities.RefreshToken?.scope, entities.AuthorizationCode?.scope];
   const tools = new Set(granted.flatMap((scope) => toolScopesIn(server.name, scope)));
@@ -75,16 +77,16 @@ function takesDefaultScope(ctx: KoaContextWithOIDC): boolean {
  * (before it reads the scopes), so the consent page shows it and the grant
  * and the token hold it as if it had been sent.
  */
-function defaultScope(config: Config, ctx: KoaContextWithOIDC): void {
+function defaultScope(servers: Servers, ctx: KoaContextWithOIDC): void {
   const params = ctx.oidc.params as { scope?: string; resource?: unknown } | undefined;
   if (!params || params.scope || !takesDefaultScope(ctx)) return;
-  const servers = requestedResources(params.resource).map((resource) => serverForResource(config, resource));
-  if (servers.length === 0 || servers.some((server) => server === undefined)) return;
-  params.scope = [...new Set(servers.map((server) => serverScope(server!.name)))].join(' ');
+  const named = requestedResources(params.resource).map((resource) => serverForResource(servers, resource));
+  if (named.length === 0 || named.some((server) => server === undefined)) return;
+  params.scope = [...new Set(named.map((server) => serverScope(server!.name)))].join(' ');
 }
 
 export function createProvider(deps: ProviderDeps): Provider {
-  const { config, store, secret, keys, hooks } = deps;
+  const { config, store, secret, keys, hooks, servers } = deps;
   const { identity } = config;
   const secureCookies = new URL(config.issuer).protocol === 'https:';
   // __Host- needs Path=/; the library scopes the resume cookie to its resume path, so that one is __Secure-.
@@ -197,7 +199,7 @@ export function createProvider(deps: ProviderDeps): Provider {
           throw new errors.InvalidTarget('the resource parameter is required: name the MCP server, {issuer}/mcp/NAME');
         },
         useGrantedResource: () => true,
-        getResourceServerInfo: (ctx, resource) => resourceServer(config, ctx, resource),
+        getResourceServerInfo: (ctx, resource) => resourceServer(config, servers, ctx, resource),
       },
       clientIdMetadataDocument: {
         enabled: identity.cimd.enabled,

@@ -5,7 +5,7 @@
  * A token's audience is exactly one server's canonical URI, {issuer}/mcp/NAME,
  * and it carries only that server's scopes.
  */
-import type { Config, ResolvedServer } from '../config/load.ts';
+import type { ResolvedServer } from '../config/load.ts';
 
 export const TOOL_NAME = /^[A-Za-z0-9_.\-/]{1,128}$/;
 
@@ -19,19 +19,25 @@ export function toolScopesIn(server: string, scope: string | undefined | null): 
   return scope.split(' ').filter((word) => word.startsWith(prefix) && TOOL_NAME.test(word.slice(prefix.length)));
 }
 
-/** The MCP servers behind the gateway: the one place the identity plane reads them (today the configuration). */
-export function mcpServers(config: Config): readonly ResolvedServer[] {
-  return config.servers;
+/**
+ * The MCP servers behind the gateway, as the identity plane reads them: the
+ * gateway's server registry (src/gateway/registry.ts), which changes when
+ * the configuration is reloaded. Resources, scopes and consent follow it.
+ */
+export interface Servers {
+  list(): readonly ResolvedServer[];
+  /** The server whose canonical URI ({issuer}/mcp/NAME) is exactly `endpoint`. */
+  forEndpoint(endpoint: string): ResolvedServer | undefined;
 }
 
 /** The server whose canonical URI is exactly `resource`. */
-export function serverForResource(config: Config, resource: string): ResolvedServer | undefined {
-  return mcpServers(config).find((server) => server.endpoint === resource);
+export function serverForResource(servers: Servers, resource: string): ResolvedServer | undefined {
+  return servers.forEndpoint(resource);
 }
 
 /** Every server's scope, `mcp:NAME` (advertised in the authorization server metadata). */
-export function serverScopes(config: Config): string[] {
-  return mcpServers(config).map((server) => serverScope(server.name));
+export function serverScopes(servers: Servers): string[] {
+  return servers.list().map((server) => serverScope(server.name));
 }
 
 export interface Grants {

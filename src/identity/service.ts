@@ -4,6 +4,8 @@
  * front door hands it every path that is not an MCP endpoint or a probe.
  */
 import { sendJson } from '../http/json.ts';
+import { sendError } from '../http/errors.ts';
+import { OAuthRefusal } from './errors.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditLog } from '../audit/log.ts';
 import { issuerPath, type Config, type ResolvedServer } from '../config/load.ts';
@@ -19,12 +21,15 @@ import { registrationIntake } from './intake.ts';
 import { createProvider } from './provider.ts';
 import { INTERACTION_PREFIX } from './routes.ts';
 import { KEEP_MS, RevocationList, tokenFacts } from './revocations.ts';
-import { mcpServers, serverScope } from './scopes.ts';
+import { serverScope, type Servers } from './scopes.ts';
 import { loadSecretKey } from './secrets.ts';
 import { auditGateStep, discoveryStep, errorsStep, evidenceStep, jwtTokensStep } from './steps.ts';
 import { AuthError, TokenVerifier, type Principal } from './verify.ts';
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import type { ServerRegistry } from '../gateway/registry.ts';
+import { ServerRegistry } from '../gateway/registry.ts';
+
+/** Nothing of the authorization server's at this path. */
+const NOT_FOUND = new OAuthRefusal(404, 'not_found', 'nothing here');
 
 export const PRM_PREFIX = '/.well-known/oauth-protected-resource';
 const AS_METADATA = '/.well-known/oauth-authorization-server';
@@ -67,10 +72,13 @@ export class Identity {
   private keySet = '';
   private checking: Promise<boolean> | null = null;
   private purgeTimer: NodeJS.Timeout | null = null;
+  /** The MCP servers behind the gateway, as they are now. */
+  readonly servers: Servers;
 
   private constructor(deps: IdentityDeps, keys: KeyMaterial, secret: Buffer, keyOptions: KeyRingOptions, revocations: RevocationList) {
     this.deps = deps;
     const { config, store, audit } = deps;
+    this.servers = deps.registry ?? new ServerRegistry(config.servers);
     this.issuerPath = issuerPath(config.issuer);
     this.issuerHost = new URL(config.issuer).host;
     this.httpsIssuer = new URL(config.issuer).protocol === 'https:';
@@ -114,7 +122,8 @@ export class Identity {
    */
   private mount(keys: KeyMaterial): void {
     const { config, store, audit, log } = this.deps;
-    const provider = createProvider({ config, store, secret: this.secret, keys, hooks: this.hooks });
+    const servers = this.servers;
+    const provider = createProvider({ config, store, secret: this.secret, keys, hooks: this.hooks, servers });
     provider.on('server_error', (_ctx: unknown, error: unknown) => log.error({ err: String(error) }, 'authorization server error'));
     // A refused authorization request issues nothing, but it is evidence (a pending or revoked
     // client, a missing PKCE, a redirect URI that does not match): on record, without waiting.
@@ -135,17 +144,17 @@ export class Identity {
         },
       });
     });
-    const steps = { config, store, audit, revocations: this.revocations, verifier: this.verifier };
+    const steps = { config, store, audit, revocations: this.revocations, verifier: this.verifier, servers };
     // Outermost first: nothing is issued without a writable audit log; every outcome,
     // refusals by Mandate's own steps included, becomes evidence.
     provider.use(auditGateStep(audit));
     provider.use(evidenceStep(steps));
     provider.use(errorsStep());
     provider.use(jwtTokensStep(steps));
-    provider.use(registrationIntake({ config, store }));
-    provider.use(discoveryStep(config));
+    provider.use(registrationIntake({ config, store, servers }));
+    provider.use(discoveryStep(servers));
     this.callback = provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;
-    this.interactions = { provider, store, audit, config, log, throttle: this.throttle, csrfKey: this.csrfKey };
+    this.interactions = { provider, store, audit, config, servers, log, throttle: this.throttle, csrfKey: this.csrfKey };
     this.keySet = keySetName(keys);
   }
 
@@ -266,7 +275,7 @@ export class Identity {
   /** Handles a non-MCP path. */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = originForm(req.url ?? '/');
-    if (url === null) return sendJson(res, 400, { error: 'invalid_request', error_description: 'the request target must be a path' });
+    if (url === null) return sendError(res, new OAuthRefusal(400, 'invalid_request', 'the request target must be a path'));
     const [path = '/', query] = url.split('?');
     const address = clientAddress(req, this.deps.config.listen.trustedProxies);
     // An https issuer is what browsers reach (through a TLS proxy in front): the request counts as
@@ -278,8 +287,8 @@ export class Identity {
     req.headers.host = this.issuerHost;
     if (path.startsWith(PRM_PREFIX)) {
       const rest = path.slice(PRM_PREFIX.length);
-      const server = mcpServers(this.deps.config).find((s) => `${this.issuerPath}/mcp/${s.name}` === rest);
-      if (!server || (req.method !== 'GET' && req.method !== 'HEAD')) return sendJson(res, 404, { error: 'not_found' });
+      const server = this.servers.list().find((s) => `${this.issuerPath}/mcp/${s.name}` === rest);
+      if (!server || (req.method !== 'GET' && req.method !== 'HEAD')) return sendError(res, NOT_FOUND);
       return sendJson(res, 200, this.protectedResource(server), { 'access-control-allow-origin': '*' });
     }
     let local = path;
@@ -287,7 +296,7 @@ export class Identity {
       if (path === `${AS_METADATA}${this.issuerPath}` || path === `${OIDC_METADATA}${this.issuerPath}`) local = OIDC_METADATA;
       else if (path.startsWith(`${this.issuerPath}/`)) local = path.slice(this.issuerPath.length);
       else if (path === `${this.issuerPath}${OIDC_METADATA}`) local = OIDC_METADATA;
-      else return sendJson(res, 404, { error: 'not_found' });
+      else return sendError(res, NOT_FOUND);
     }
     if (local === AS_METADATA) local = OIDC_METADATA;
     await requestNotes.run({ address }, async () => {

@@ -13,6 +13,8 @@
  *   discovery  the metadata lists each MCP server's scope among scopes_supported
  */
 import type { Context, Next } from 'koa';
+import { wireAnswer } from '../http/errors.ts';
+import { OAuthRefusal } from './errors.ts';
 import type { AuditLog } from '../audit/log.ts';
 import type { IdentityEvent } from '../audit/events.ts';
 import type { Config } from '../config/load.ts';
@@ -21,7 +23,7 @@ import { inactiveClientReason, requestNotes } from './context.ts';
 import { IntakeError } from './intake.ts';
 import { isRoute, routeKey, ROUTES } from './routes.ts';
 import { KEEP_MS, tokenFacts, type RevocationList } from './revocations.ts';
-import { serverForResource, serverScopes } from './scopes.ts';
+import { serverForResource, serverScopes, type Servers } from './scopes.ts';
 import type { TokenVerifier } from './verify.ts';
 
 type Step = (ctx: Context, next: Next) => Promise<void>;
@@ -33,13 +35,15 @@ export interface StepDeps {
   revocations: RevocationList;
   /** Checks our access tokens (reloading keys another node added since start). */
   verifier: TokenVerifier;
+  servers: Servers;
 }
 
-function oauthError(ctx: Context, status: number, error: string, description: string, headers: Record<string, string> = {}): void {
-  ctx.status = status;
-  for (const [name, value] of Object.entries(headers)) ctx.set(name, value);
-  ctx.set('cache-control', 'no-store');
-  ctx.body = { error, error_description: description };
+/** An OAuth error answer on the koa context, through the one wire mapping (src/http/errors.ts). */
+function oauthError(ctx: Context, refusal: OAuthRefusal): void {
+  const answer = wireAnswer(refusal);
+  ctx.status = answer.status;
+  for (const [name, value] of Object.entries(answer.headers)) ctx.set(name, value);
+  ctx.body = answer.body;
 }
 
 export function errorsStep(): Step {
@@ -48,7 +52,7 @@ export function errorsStep(): Step {
       await next();
     } catch (error) {
       if (!(error instanceof IntakeError)) throw error;
-      oauthError(ctx, error.status, error.error, error.message, error.headers);
+      oauthError(ctx, error);
       const notes = requestNotes.getStore();
       (ctx.state as Record<string, unknown>).refused = { error: error.error, description: error.message, address: notes?.address ?? null };
     }
@@ -66,7 +70,7 @@ export function auditGateStep(audit: AuditLog): Step {
       try {
         await audit.ensureWritable();
       } catch {
-        oauthError(ctx, 503, 'temporarily_unavailable', 'the audit log cannot be written; nothing was issued', { 'retry-after': '5' });
+        oauthError(ctx, new OAuthRefusal(503, 'temporarily_unavailable', 'the audit log cannot be written; nothing was issued', { 'retry-after': '5' }));
         return;
       }
     }
@@ -117,9 +121,9 @@ export function jwtTokensStep(deps: StepDeps): Step {
   };
 }
 
-function serverOf(config: Config, resource: unknown): string | null {
+function serverOf(servers: Servers, resource: unknown): string | null {
   const value = Array.isArray(resource) ? resource[0] : resource;
-  return typeof value === 'string' ? (serverForResource(config, value)?.name ?? null) : null;
+  return typeof value === 'string' ? (serverForResource(servers, value)?.name ?? null) : null;
 }
 
 interface TokenLike {
@@ -165,7 +169,7 @@ function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
       return {
         type: grantType === 'refresh_token' ? 'token.refreshed' : 'token.issued',
         actor: issued.accountId ?? clientId,
-        server: serverOf(deps.config, aud),
+        server: serverOf(deps.servers, aud),
         outcome: 'success',
         data: { client_id: clientId, grant_type: grantType, jti: issued.jti ?? null, scope: issued.scope ?? null, grant: issued.grantId ?? null, address },
       };
@@ -210,7 +214,7 @@ export function evidenceStep(deps: StepDeps): Step {
     } catch {
       // The exchange already happened (a code or refresh token is used up): the answer is withheld,
       // and a retry with the same code or token would read as reuse. The client must start again.
-      if (ctx.status < 400) oauthError(ctx, 503, 'temporarily_unavailable', 'the audit log cannot be written, so no token is delivered; start a new authorization once the service is back');
+      if (ctx.status < 400) oauthError(ctx, new OAuthRefusal(503, 'temporarily_unavailable', 'the audit log cannot be written, so no token is delivered; start a new authorization once the service is back'));
       return;
     }
     if (event.type === 'token.issued' && event.outcome === 'success' && typeof event.data?.client_id === 'string') {
@@ -225,12 +229,12 @@ export function evidenceStep(deps: StepDeps): Step {
  * library's own scopes, `mcp:NAME` for each MCP server, which is what a
  * client asks for (and what a request without a scope gets).
  */
-export function discoveryStep(config: Config): Step {
+export function discoveryStep(servers: Servers): Step {
   return async (ctx, next) => {
     await next();
     const body = ctx.body as { scopes_supported?: unknown } | null;
     if (ctx.oidc?.route !== 'discovery' || ctx.status !== 200 || !body || typeof body !== 'object') return;
     const own = Array.isArray(body.scopes_supported) ? (body.scopes_supported as unknown[]) : [];
-    body.scopes_supported = [...new Set([...own, ...serverScopes(config)])];
+    body.scopes_supported = [...new Set([...own, ...serverScopes(servers)])];
   };
 }

@@ -4,6 +4,7 @@
  * login → consent → code → token, remembered consent, refusals (CSRF, Origin,
  * expired interaction, throttle, failing audit), and the audit trail.
  */
+import { ServerRegistry } from '../../src/gateway/registry.ts';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync, rmSync } from 'node:fs';
@@ -57,6 +58,7 @@ before(async () => {
   const keys = await loadKeys(store, secret, { rotateAfterMs: 86_400_000, retainMs: 86_400_000 });
   provider = createProvider({
     config,
+    servers: new ServerRegistry(config.servers),
     store,
     secret,
     keys,
@@ -85,7 +87,7 @@ before(async () => {
   const audit = {
     record: (event: IdentityEvent) => (failAudit.on ? Promise.reject(new Error('audit down')) : realAudit.record(event)),
   } as unknown as AuditLog;
-  deps = { provider, store, audit, config, csrfKey: randomBytes(32).toString('base64url'), throttle: new LoginThrottle() };
+  deps = { provider, store, audit, config, servers: new ServerRegistry(config.servers), csrfKey: randomBytes(32).toString('base64url'), throttle: new LoginThrottle() };
   const callback = provider.callback();
   server.on('request', (req, res) => {
     const url = req.url ?? '/';

@@ -1,3 +1,4 @@
+import { ServerRegistry } from '../../src/gateway/registry.ts';
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -238,21 +239,21 @@ describe('consent plan', () => {
   });
 
   it('lists the requested scopes of the requested server, and requested OIDC scopes', () => {
-    const plan = planConsent(config, interaction({ resource: 'https://gw.example/mcp/files', scope: 'openid mcp:files:tool:read mcp:db mcp:files:tool:bad!name' }));
+    const plan = planConsent(new ServerRegistry(config.servers), interaction({ resource: 'https://gw.example/mcp/files', scope: 'openid mcp:files:tool:read mcp:db mcp:files:tool:bad!name' }));
     assert.equal(plan.accountId, 'alice');
     assert.deepEqual(plan.servers.map((s) => [s.server.name, s.resource, s.scopes]), [['files', 'https://gw.example/mcp/files', ['mcp:files:tool:read']]]);
     assert.deepEqual(plan.oidcScopes, ['openid']);
   });
 
   it('includes what oidc-provider reports missing', () => {
-    const plan = planConsent(config, interaction({ resource: 'https://gw.example/mcp/files', scope: 'mcp:files' }, { missingResourceScopes: { 'https://gw.example/mcp/files': ['mcp:files'] }, missingOIDCScope: ['openid'] }));
+    const plan = planConsent(new ServerRegistry(config.servers), interaction({ resource: 'https://gw.example/mcp/files', scope: 'mcp:files' }, { missingResourceScopes: { 'https://gw.example/mcp/files': ['mcp:files'] }, missingOIDCScope: ['openid'] }));
     assert.deepEqual(plan.servers[0]!.scopes, ['mcp:files']);
     assert.deepEqual(plan.oidcScopes, ['openid']);
   });
 
   it('refuses a resource that is not a configured server, and a consent without a signed-in user', () => {
-    assert.throws(() => planConsent(config, interaction({ resource: 'https://evil/mcp/x', scope: 'mcp:x' })), PageError);
-    assert.throws(() => planConsent(config, { ...interaction({ resource: 'https://gw.example/mcp/files' }), session: undefined }), PageError);
+    assert.throws(() => planConsent(new ServerRegistry(config.servers), interaction({ resource: 'https://evil/mcp/x', scope: 'mcp:x' })), PageError);
+    assert.throws(() => planConsent(new ServerRegistry(config.servers), { ...interaction({ resource: 'https://gw.example/mcp/files' }), session: undefined }), PageError);
   });
 });
 

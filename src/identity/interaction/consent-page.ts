@@ -32,7 +32,7 @@ function redirectWarning(client: ClientView, redirectUri: string): string | unde
 /** GET UID while the consent prompt is pending. */
 export async function showConsent(step: Step, client: ClientView): Promise<void> {
   const { deps, interaction, uid, base } = step;
-  const plan = planConsent(deps.config, interaction);
+  const plan = planConsent(deps.servers, interaction);
   await activeUser(deps.store, plan.accountId);
   if (asksNothing(plan)) {
     // Nothing to ask: send the client its error rather than an empty page.
@@ -59,7 +59,7 @@ export async function submitConsent(step: Step, form: Map<string, string>): Prom
   const { deps, interaction, res } = step;
   if (interaction.prompt.name !== 'consent') throw new PageError(400, 'invalid_request', 'this request is not waiting for consent; return to the application and start again');
   const decision = decisionFrom(form);
-  const plan = planConsent(deps.config, interaction);
+  const plan = planConsent(deps.servers, interaction);
   await activeUser(deps.store, plan.accountId);
   await clientView(deps.store, plan.clientId);
   res.setHeader('Cache-Control', 'no-store');

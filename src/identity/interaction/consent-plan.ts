@@ -4,7 +4,7 @@
  */
 import type { Config, ResolvedServer } from '../../config/load.ts';
 import { requestedResources } from '../consent.ts';
-import { serverForResource, serverScope, toolScopesIn } from '../scopes.ts';
+import { serverForResource, serverScope, toolScopesIn, type Servers } from '../scopes.ts';
 import { EXPIRED, PageError } from './forms.ts';
 import type { Interaction } from './step.ts';
 
@@ -41,7 +41,7 @@ export function consentDetails(interaction: Pick<Interaction, 'prompt'>): Consen
  * whatever oidc-provider reports missing: the page shows all of it and Allow
  * grants all of it, so the user sees the whole of what the client will hold.
  */
-export function planConsent(config: Config, interaction: Pick<Interaction, 'params' | 'prompt' | 'session'>): ConsentPlan {
+export function planConsent(known: Servers, interaction: Pick<Interaction, 'params' | 'prompt' | 'session'>): ConsentPlan {
   const { params } = interaction;
   const accountId = interaction.session?.accountId;
   if (!accountId) throw new PageError(400, 'invalid_request', EXPIRED);
@@ -56,7 +56,7 @@ export function planConsent(config: Config, interaction: Pick<Interaction, 'para
   const resources = [...new Set([...requestedResources(params.resource), ...Object.keys(missing)])];
   const servers: ConsentPlanServer[] = [];
   for (const resource of resources) {
-    const server = serverForResource(config, resource);
+    const server = serverForResource(known, resource);
     if (!server) throw new PageError(400, 'invalid_target', `${resource} is not an MCP server behind this gateway`);
     const own = new Set([serverScope(server.name), ...toolScopesIn(server.name, scope)]);
     const scopes = [...new Set([...requested.filter((word) => own.has(word)), ...(missing[resource] ?? [])])];

@@ -12,6 +12,7 @@ import type { IdentityEvent } from '../../audit/events.ts';
 import type { Config } from '../../config/load.ts';
 import type { Logger } from '../../observability/log.ts';
 import type { Store } from '../../store/types.ts';
+import type { Servers } from '../scopes.ts';
 import { requestNotes } from '../context.ts';
 import { pageHeaders, renderErrorPage, type ClientView } from '../pages.ts';
 import { AUDIT_DOWN, PageError } from './forms.ts';
@@ -22,6 +23,8 @@ export interface InteractionDeps {
   store: Store;
   audit: AuditLog;
   config: Config;
+  /** The MCP servers consent is asked for (the gateway's registry). */
+  servers: Servers;
   /** Secret for CSRF tokens (any high-entropy string; all nodes must share it). */
   csrfKey: string;
   /** Failed-login counters; default: one per provider, in memory. */
