@@ -15,27 +15,15 @@ import type { CredentialHook } from '../../src/gateway/credentials.ts';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { NODE, ROOT, rpcHeaders, tempDir } from '../helpers/process.ts';
+import { machineToken, registerMachine } from '../helpers/oauth.ts';
 import { errorOf, initializeMessage, openSession, post, responseOf, toolText, type RawSession } from './raw.ts';
 
 const RAW = path.join(ROOT, 'test/fixtures/raw-server.ts');
 const CRASHY = path.join(ROOT, 'test/fixtures/crashy-server.ts');
 
 /** A client-credentials token for `server` from a gateway whose registration is open. */
-async function machineToken(base: string, server: string, name = 'limits-client'): Promise<string> {
-  const registered = await fetch(`${base}/oauth/register`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ client_name: name, grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' }),
-  });
-  assert.equal(registered.status, 201, await registered.clone().text());
-  const { client_id: id, client_secret: secret } = (await registered.json()) as { client_id: string; client_secret: string };
-  const answer = await fetch(`${base}/oauth/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}` },
-    body: new URLSearchParams({ grant_type: 'client_credentials', resource: `${base}/mcp/${server}`, scope: `mcp:${server}` }),
-  });
-  assert.equal(answer.status, 200, await answer.clone().text());
-  return ((await answer.json()) as { access_token: string }).access_token;
+async function tokenFor(base: string, server: string, name = 'limits-client'): Promise<string> {
+  return machineToken(base, await registerMachine(base, name), server);
 }
 
 /** A nested arguments object whose whole message nests `depth` levels (the message object is level 1). */
@@ -205,7 +193,7 @@ describe('per-principal and per-node limits', { timeout: 90_000 }, () => {
       identity: { registration: { mode: 'open' } },
       extra: { audit: { summaryIntervalSeconds: 1 } },
     });
-    token = await machineToken(mandate.base, 'main');
+    token = await tokenFor(mandate.base, 'main');
   });
   after(async () => {
     await mandate?.stop();
@@ -241,7 +229,7 @@ describe('per-principal and per-node limits', { timeout: 90_000 }, () => {
   });
 
   it('gateway.limits.stdioProcesses: beyond it initialize gets 429 and no process is started', async () => {
-    const local = await machineToken(mandate.base, 'local', 'stdio-client');
+    const local = await tokenFor(mandate.base, 'local', 'stdio-client');
     const auth = { authorization: `Bearer ${local}` };
     const first = await post(mandate.endpoint('local'), initializeMessage('p1'), auth);
     assert.equal(first.status, 200);
@@ -295,8 +283,8 @@ describe('per-principal rate limit', { timeout: 60_000 }, () => {
   });
 
   it('gateway.limits.principalRate: a principal over its rate gets 429 with Retry-After; another principal does not', async () => {
-    const token = await machineToken(mandate.base, 'main', 'busy');
-    const other = await machineToken(mandate.base, 'main', 'quiet');
+    const token = await tokenFor(mandate.base, 'main', 'busy');
+    const other = await tokenFor(mandate.base, 'main', 'quiet');
     const statuses: number[] = [];
     for (let i = 0; i < 6; i += 1) {
       const res = await post(mandate.endpoint('main'), initializeMessage(i), { authorization: `Bearer ${token}` });

@@ -15,6 +15,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
+import { registerMachine } from '../helpers/oauth.ts';
 import { NODE, ROOT, runCli, startMandate, tempDir, waitFor, type Mandate } from '../helpers/process.ts';
 import { auditEvents, eventually, post, initializeMessage } from './raw.ts';
 
@@ -191,9 +192,7 @@ describe('reload in-process: tokens and consent follow the registry', { timeout:
   }
 
   it('an added server is accepted as a token resource and listed in discovery; a removed one is not', async () => {
-    const registered = await fetch(`${mandate.base}/oauth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_name: 'm', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' }) });
-    const body = (await registered.json()) as { client_id: string; client_secret: string };
-    const client = { id: body.client_id, secret: body.client_secret };
+    const client = await registerMachine(mandate.base, 'reloader');
     assert.equal((await tokenAnswer(client, 'beta')).status, 400, 'beta is not a server yet');
 
     writeFileSync(mandate.configPath, stringify({ issuer: mandate.base, servers: [{ name: 'beta', url: upstream.url }], identity: { registration: { mode: 'open' } }, log: { level: 'warn' } }));

@@ -8,36 +8,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { progress, startFakeUpstream, textResult, type FakeUpstream, type Message } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
-import { jwtClaims } from '../helpers/oauth.ts';
+import { jwtClaims, machineToken, registerMachine } from '../helpers/oauth.ts';
 import { eventually, initializeMessage, post, readEventsUntil, responseOf, type RpcMessage } from './raw.ts';
 
-interface Machine {
-  id: string;
-  secret: string;
-}
-
-async function registerMachine(base: string): Promise<Machine> {
-  const res = await fetch(`${base}/oauth/register`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ client_name: 'streamer', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' }),
-  });
-  assert.equal(res.status, 201);
-  const body = (await res.json()) as { client_id: string; client_secret: string };
-  return { id: body.client_id, secret: body.client_secret };
-}
+type Machine = Awaited<ReturnType<typeof registerMachine>>;
 
 const basic = (client: Machine) => `Basic ${Buffer.from(`${encodeURIComponent(client.id)}:${encodeURIComponent(client.secret)}`).toString('base64')}`;
-
-async function tokenFor(base: string, client: Machine): Promise<string> {
-  const res = await fetch(`${base}/oauth/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(client) },
-    body: new URLSearchParams({ grant_type: 'client_credentials', resource: `${base}/mcp/main`, scope: 'mcp:main' }),
-  });
-  assert.equal(res.status, 200);
-  return ((await res.json()) as { access_token: string }).access_token;
-}
+const tokenFor = (base: string, client: Machine) => machineToken(base, client, 'main');
 
 interface Opened {
   headers: Record<string, string>;

@@ -236,6 +236,20 @@ export async function token(base: string, params: Params, auth?: ClientAuth, pat
   return answerOf(response);
 }
 
+/** A machine client (client credentials, a secret), registered at a gateway whose registration mode makes it active. */
+export async function registerMachine(base: string, name = 'machine'): Promise<{ id: string; secret: string }> {
+  const answer = await register(base, { client_name: name, grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' });
+  if (answer.status !== 201) throw new Error(`registration answered ${answer.status}: ${JSON.stringify(answer.body)}`);
+  return { id: String(answer.body.client_id), secret: String(answer.body.client_secret) };
+}
+
+/** A client-credentials access token for MCP server `server` at `base`. */
+export async function machineToken(base: string, client: { id: string; secret: string }, server: string): Promise<string> {
+  const answer = await token(base, { grant_type: 'client_credentials', resource: `${base}/mcp/${server}`, scope: `mcp:${server}` }, { basic: client });
+  if (answer.status !== 200) throw new Error(`token answered ${answer.status}: ${JSON.stringify(answer.body)}`);
+  return String(answer.body.access_token);
+}
+
 /** POST /oauth/revoke (RFC 7009). */
 export function revoke(base: string, params: Params, auth?: ClientAuth): Promise<Answer> {
   return token(base, params, auth, '/oauth/revoke');
