@@ -109,7 +109,10 @@ export class Identity {
         return true;
       },
     };
-    this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, { reloadKeys: () => publicSigningKeys(store, secret) });
+    this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, {
+      reloadKeys: () => publicSigningKeys(store, secret),
+      groupsOf: async (user) => (await store.getUser(user))?.groups ?? [],
+    });
     this.csrfKey = createHmac('sha256', secret).update('mandate-csrf').digest('base64url');
     this.mount(keys);
   }

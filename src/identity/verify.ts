@@ -32,6 +32,10 @@ export class AuthError extends Error {
 export interface Principal {
   /** The user, or for client credentials the client id. */
   sub: string;
+  /** The user the token acts for; null for a machine (client credentials) token. */
+  user: string | null;
+  /** The user's groups, as the store held them when this token was first seen here; [] for a machine token. */
+  groups: readonly string[];
   clientId: string;
   scopes: readonly string[];
   jti: string;
@@ -72,14 +76,22 @@ export class TokenVerifier {
   private readonly clockToleranceS: number;
   /** Reads the current public keys from the store (another node may have rotated). */
   private readonly reloadKeys: (() => Promise<JWK[]>) | null;
+  /** Reads a user's groups (once per token, when it is first verified). */
+  private readonly groupsOf: ((user: string) => Promise<readonly string[]>) | null;
   private lastReload = 0;
   private reloading: Promise<boolean> | null = null;
 
-  constructor(issuer: string, publicKeys: JWK[], revocations: RevocationList, options: { clockToleranceS?: number; reloadKeys?: () => Promise<JWK[]> } = {}) {
+  constructor(
+    issuer: string,
+    publicKeys: JWK[],
+    revocations: RevocationList,
+    options: { clockToleranceS?: number; reloadKeys?: () => Promise<JWK[]>; groupsOf?: (user: string) => Promise<readonly string[]> } = {},
+  ) {
     this.issuer = issuer;
     this.revocations = revocations;
     this.clockToleranceS = options.clockToleranceS ?? 5;
     this.reloadKeys = options.reloadKeys ?? null;
+    this.groupsOf = options.groupsOf ?? null;
     this.keySet = createLocalJWKSet({ keys: publicKeys });
   }
 
@@ -183,8 +195,12 @@ export class TokenVerifier {
       throw new AuthError('invalid', 'the token is not an access token for one MCP server');
     }
     const scopes = typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : [];
+    // A token issued to a user comes from a grant (its id is in `gid`); a client credentials token has none.
+    const user = typeof payload.gid === 'string' ? payload.sub! : null;
     const principal: Principal = {
       sub: payload.sub!,
+      user,
+      groups: user !== null && this.groupsOf ? await this.groupsOf(user) : [],
       clientId,
       scopes,
       grants: grantsFor(server.name, scopes),
