@@ -81,7 +81,7 @@ export function list(flags: ListFlags): Promise<number> {
     throw new UsageError('--after takes an event sequence number');
   }
   return withStore(flags, async (store) => {
-    const records = await store.listAudit(query);
+    const records = await store.audit.list(query);
     if (flags.json) {
       process.stdout.write(`${JSON.stringify(records.map(expand), null, 2)}\n`);
       return 0;
@@ -110,7 +110,7 @@ export function verify(flags: StoreFlags & { json?: boolean }): Promise<number> 
     const verifier = new ChainVerifier();
     let afterSeq = 0;
     for (;;) {
-      const page = await store.listAudit({ afterSeq, limit: PAGE });
+      const page = await store.audit.list({ afterSeq, limit: PAGE });
       for (const record of page) if (!verifier.push(record)) break;
       const last = page.at(-1);
       if (page.length < PAGE || !last || !verifier.result().ok) break;
@@ -140,7 +140,7 @@ export function exportLog(flags: StoreFlags & { format?: string; output?: string
     if (flags.output) await once(out, 'open');
     let afterSeq = 0;
     for (;;) {
-      const page = await store.listAudit({ afterSeq, limit: PAGE, since });
+      const page = await store.audit.list({ afterSeq, limit: PAGE, since });
       for (const record of page) {
         await write(out, `${JSON.stringify({ seq: record.seq, prevHash: record.prevHash, hash: record.hash, event: JSON.parse(record.body) })}\n`);
       }

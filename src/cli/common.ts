@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../config/load.ts';
+import { refuseBehind } from '../store/migrations.ts';
 import { openStore } from '../store/open.ts';
 import { SQLITE_FILE } from '../store/sqlite/store.ts';
 import type { Store } from '../store/types.ts';
@@ -16,15 +17,30 @@ export interface StoreFlags {
   databaseUrl?: string;
 }
 
-/** Opens the store an admin command reads, as `up` would find it. */
-export async function openAdminStore(flags: StoreFlags, env = process.env): Promise<Store> {
+/** The store the flags (or the environment) name, as `up` would find it; opening changes nothing. */
+export async function openFlaggedStore(flags: StoreFlags, env = process.env): Promise<Store> {
   const databaseUrl = flags.databaseUrl ?? env.MANDATE_DATABASE_URL;
   const dataDir = path.resolve(flags.data ?? env.MANDATE_DATA ?? '.mandate');
-  if (!databaseUrl && !existsSync(path.join(dataDir, SQLITE_FILE))) {
-    throw new UsageError(`no Mandate store in ${dataDir} (start the gateway with \`mandate up\` first, or pass --data DIR or --database-url URL)`);
+  return openStore({ databaseUrl: databaseUrl || undefined, dataDir });
+}
+
+/**
+ * Opens the store an admin command reads, as `up` would find it. It changes
+ * no schema: a schema that is behind (run `mandate migrate`) or newer than
+ * this build is refused, so a least-privilege role can run every command.
+ */
+export async function openAdminStore(flags: StoreFlags, env = process.env): Promise<Store> {
+  const dataDir = path.resolve(flags.data ?? env.MANDATE_DATA ?? '.mandate');
+  if (!(flags.databaseUrl ?? env.MANDATE_DATABASE_URL) && !existsSync(path.join(dataDir, SQLITE_FILE))) {
+    throw new UsageError(`no Mandate store in ${dataDir} (start the gateway with \`mandate up\` or run \`mandate migrate\` first, or pass --data DIR or --database-url URL)`);
   }
-  const store = await openStore({ databaseUrl: databaseUrl || undefined, dataDir });
-  await store.migrate();
+  const store = await openFlaggedStore(flags, env);
+  try {
+    refuseBehind(await store.schema(), store.description);
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
   return store;
 }
 

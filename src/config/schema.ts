@@ -87,6 +87,14 @@ export const configSchema = z
         durability: z.enum(['process', 'power']).default('power'),
       })
       .default({ durability: 'power' }),
+    store: z
+      .strictObject({
+        /** PostgreSQL: the longest wait for a database connection (a new one, or a free one from the pool), ms. */
+        connectTimeoutMs: z.number().int().min(100).max(60_000).default(3000),
+        /** PostgreSQL: the longest one statement may run (the server cancels it; a lock wait counts), ms. */
+        statementTimeoutMs: z.number().int().min(100).max(300_000).default(5000),
+      })
+      .default({ connectTimeoutMs: 3000, statementTimeoutMs: 5000 }),
     identity: identitySchema,
     log: z
       .strictObject({
