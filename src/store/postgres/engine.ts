@@ -6,7 +6,8 @@
  * a frozen network (no answer, no closed socket) fails a call in seconds too.
  * A connection that gave no answer is closed at once rather than returned to
  * the pool or ended politely (an end would wait for the server's goodbye), so
- * abandoned queries do not pile up on stalled sockets.
+ * abandoned queries do not pile up on stalled sockets; the idle connections
+ * are closed with it.
  */
 import pg from 'pg';
 import { SCHEMA_MIGRATIONS_DDL } from '../migrations.ts';
@@ -70,6 +71,8 @@ export class PostgresEngine implements Engine {
   private readonly pool: pg.Pool;
   private readonly secrets: string[];
   private readonly texts = new Map<string, string>();
+  /** Connections waiting in the pool. */
+  private readonly idle = new Set<pg.PoolClient>();
   private closed = false;
   private trouble = false;
 
@@ -103,8 +106,15 @@ export class PostgresEngine implements Engine {
     this.pool.on('error', () => {
       this.trouble = true;
     });
-    this.pool.on('remove', () => {
+    this.pool.on('remove', (client) => {
+      this.idle.delete(client);
       this.trouble = true;
+    });
+    this.pool.on('release', (error, client) => {
+      if (!error) this.idle.add(client);
+    });
+    this.pool.on('acquire', (client) => {
+      this.idle.delete(client);
     });
   }
 
@@ -198,8 +208,12 @@ export class PostgresEngine implements Engine {
       this.trouble = false;
       return result;
     } catch (error) {
-      if (silent) discard(client, error);
-      else await this.rollBack(client, inTransaction);
+      if (silent) {
+        discard(client, error);
+        this.retireIdle();
+      } else {
+        await this.rollBack(client, inTransaction);
+      }
       if (isCallerError(error)) throw error;
       this.trouble = true;
       throw this.failure(what, error);
@@ -218,6 +232,17 @@ export class PostgresEngine implements Engine {
     } catch (error) {
       discard(client, error);
     }
+  }
+
+  /**
+   * Closes every idle connection. One connection that gave no answer means the
+   * path to the server is stalled; the idle ones go the same way, so the next
+   * call opens a new connection (bounded by the connect timeout) instead of
+   * waiting out the statement bound on each stale one in turn.
+   */
+  private retireIdle(): void {
+    for (const client of this.idle) client.connection.stream.destroy();
+    this.idle.clear();
   }
 
   /** The statement text with `$n` placeholders, rewritten once per text. */
