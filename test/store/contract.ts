@@ -11,7 +11,7 @@ import { ChainVerifier, hashRecord, type VerifyResult } from '../../src/audit/ch
 import type { AuditRecord, EventType, TimedEvent } from '../../src/audit/events.ts';
 import { MIGRATIONS } from '../../src/store/migrations.ts';
 import { openStore } from '../../src/store/open.ts';
-import { AUDIT_LIST_MAX, StoreUnavailableError, type OpenStoreOptions, type Store } from '../../src/store/types.ts';
+import { AUDIT_LIST_MAX, SchemaError, StoreUnavailableError, type OpenStoreOptions, type Store } from '../../src/store/types.ts';
 
 export interface StoreHarness {
   /** Prepares a fresh, empty database for one test; returns openStore options addressing it. */
@@ -157,6 +157,26 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
         assert.deepEqual(await store.migrations(), first);
         const rows = await harness.rows('SELECT CAST(count(*) AS integer) AS n FROM schema_migrations');
         assert.equal(Number(rows[0]?.n), MIGRATIONS.length);
+      });
+
+      it('schema() compares without changing anything: all pending, then none; a newer schema is reported and refused', async () => {
+        const store = await open();
+        const before = await store.schema();
+        assert.deepEqual(before, { applied: [], pending: MIGRATIONS.map(({ version, name }) => ({ version, name })), unknown: [] });
+        assert.deepEqual(await store.migrations(), [], 'schema() created something');
+        const applied = await store.migrate();
+        assert.deepEqual(await store.schema(), { applied, pending: [], unknown: [] });
+
+        await harness.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'from_the_future', '2030-01-01T00:00:00.000Z')");
+        const newer = await store.schema();
+        assert.deepEqual(newer.unknown.map((m) => [m.version, m.name]), [[999, 'from_the_future']]);
+        assert.deepEqual(newer.pending, []);
+        await assert.rejects(store.migrate(), (error: unknown) => {
+          assert.ok(error instanceof SchemaError, String(error));
+          assert.match(error.message, /newer than this build/);
+          return true;
+        });
+        assert.equal((await store.migrations()).length, MIGRATIONS.length + 1);
       });
 
       it('two stores migrating at once both succeed with one set of rows', async () => {

@@ -46,6 +46,19 @@ async function timed(call: () => Promise<Record<string, unknown>>): Promise<Outc
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
+/** `mandate up` on a schema of its own, through the proxy, serving the everything server over stdio; and an SDK client to it. */
+async function gatewayBehind(proxy: FreezableProxy, schema: string, extra?: Record<string, unknown>): Promise<{ mandate: Mandate; client: Client }> {
+  const viaProxy = new URL(PG_URL);
+  viaProxy.port = String(proxy.port);
+  viaProxy.searchParams.set('options', `-c search_path=${schema}`);
+  const mandate = await startMandate({ servers: [{ name: 'everything', command: NODE, args: [EVERYTHING, 'stdio'] }], databaseUrl: viaProxy.toString(), extra });
+  const client = new Client({ name: 'freeze-test', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(mandate.endpoint('everything'))));
+  return { mandate, client };
+}
+
+const echo = (client: Client, message: string) => () => client.callTool({ name: 'echo', arguments: { message } });
+
 describe('PostgreSQL frozen under a running gateway', { skip, timeout: 240_000 }, () => {
   const schema = `mandate_freeze_${randomBytes(5).toString('hex')}`;
   const target = new URL(PG_URL);
@@ -70,15 +83,11 @@ describe('PostgreSQL frozen under a running gateway', { skip, timeout: 240_000 }
   before(async () => {
     await pgAdmin(`CREATE SCHEMA ${schema}`);
     await proxy.start();
-    const viaProxy = new URL(PG_URL);
-    viaProxy.port = String(proxy.port);
-    viaProxy.searchParams.set('options', `-c search_path=${schema}`);
-    mandate = await startMandate({ servers: [{ name: 'everything', command: NODE, args: [EVERYTHING, 'stdio'] }], databaseUrl: viaProxy.toString() });
-    const client = new Client({ name: 'freeze-test', version: '1.0.0' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(mandate.endpoint('everything'))));
-    const echo = (message: string) => () => client.callTool({ name: 'echo', arguments: { message } });
+    const started = await gatewayBehind(proxy, schema);
+    mandate = started.mandate;
+    const { client } = started;
     try {
-      seen.before = await timed(echo('before'));
+      seen.before = await timed(echo(client, 'before'));
 
       const logFrom = mandate.output().length;
       const requestsBefore = proxy.counts().requests;
@@ -86,8 +95,8 @@ describe('PostgreSQL frozen under a running gateway', { skip, timeout: 240_000 }
       const frozenAt = Date.now();
       const sampler = setInterval(() => seen.samples.push({ at: Date.now() - frozenAt, inFlight: proxy.counts().inFlight }), 200);
       try {
-        seen.first = await timed(echo('during-1'));
-        seen.concurrent = await Promise.all(['during-2', 'during-3', 'during-4'].map((m) => timed(echo(m))));
+        seen.first = await timed(echo(client, 'during-1'));
+        seen.concurrent = await Promise.all(['during-2', 'during-3', 'during-4'].map((m) => timed(echo(client, m))));
         await sleep(frozenAt + FREEZE_MS - Date.now());
       } finally {
         clearInterval(sampler);
@@ -99,7 +108,7 @@ describe('PostgreSQL frozen under a running gateway', { skip, timeout: 240_000 }
 
       const thawedAt = Date.now();
       for (;;) {
-        seen.after = await timed(echo('after'));
+        seen.after = await timed(echo(client, 'after'));
         if (seen.after.text !== undefined || Date.now() - thawedAt > 30_000) break;
         await sleep(250);
       }
@@ -161,5 +170,39 @@ describe('PostgreSQL frozen under a running gateway', { skip, timeout: 240_000 }
     assert.equal(seen.after?.text, 'Echo: after', JSON.stringify(seen.after));
     assert.ok((seen.recoveredMs ?? Infinity) < 10_000, `served again only after ${seen.recoveredMs} ms`);
     assert.equal(seen.auditedAfter, true);
+  });
+});
+
+describe('PostgreSQL frozen: the configured bounds are the ones used', { skip, timeout: 120_000 }, () => {
+  const schema = `mandate_freeze_${randomBytes(5).toString('hex')}`;
+  const target = new URL(PG_URL);
+  const proxy = new FreezableProxy({ host: target.hostname, port: Number(target.port || 5432) });
+  let mandate: Mandate | undefined;
+
+  after(async () => {
+    proxy.thaw();
+    if (mandate) await stopBounded(mandate);
+    await proxy.stop();
+    await pgAdmin(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  });
+
+  it('with store.statementTimeoutMs 1000 and store.connectTimeoutMs 500, a request fails closed in under 3 s', async () => {
+    await pgAdmin(`CREATE SCHEMA ${schema}`);
+    await proxy.start();
+    const started = await gatewayBehind(proxy, schema, { store: { connectTimeoutMs: 500, statementTimeoutMs: 1000 } });
+    mandate = started.mandate;
+    const { client } = started;
+    try {
+      assert.equal((await timed(echo(client, 'before'))).text, 'Echo: before');
+      proxy.freeze();
+      const outcomes = [await timed(echo(client, 'frozen-1')), await timed(echo(client, 'frozen-2'))];
+      for (const outcome of outcomes) {
+        assert.equal(outcome.error?.code, -32603, JSON.stringify(outcome));
+        assert.ok(outcome.ms < 3000, `failed only after ${outcome.ms} ms`);
+      }
+      proxy.thaw();
+    } finally {
+      await client.close().catch(() => undefined);
+    }
   });
 });
