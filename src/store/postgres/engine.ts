@@ -127,39 +127,32 @@ export class PostgresEngine implements Engine {
   }
 
   async all<R>(what: string, sql: string, params: readonly Param[] = []): Promise<R[]> {
-    return this.single(what, sql, params);
+    return this.on(what, null, (tx) => tx.all<R>(sql, params));
   }
 
   async get<R>(what: string, sql: string, params: readonly Param[] = []): Promise<R | undefined> {
-    return (await this.single<R>(what, sql, params))[0];
+    return this.on(what, null, (tx) => tx.get<R>(sql, params));
   }
 
   async run(what: string, sql: string, params: readonly Param[] = []): Promise<number> {
-    const client = await this.connect(what);
-    return this.settle(what, client, async (tx) => tx.run(sql, params));
+    return this.on(what, null, (tx) => tx.run(sql, params));
   }
 
   async transaction<T>(what: string, work: (tx: Statements) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    const client = await this.connect(what);
-    return this.settle(what, client, async (tx, query) => {
-      await query('BEGIN');
-      if (options.slow) await query(`SET LOCAL statement_timeout = ${MIGRATION_TIMEOUT_MS}`);
-      if (options.lock) await query(`SELECT pg_advisory_xact_lock(${LOCK_KEYS[options.lock]})`);
+    return this.on(what, options, async (tx, command) => {
+      await command('BEGIN');
+      if (options.slow) await command(`SET LOCAL statement_timeout = ${MIGRATION_TIMEOUT_MS}`);
+      if (options.lock) await command(`SELECT pg_advisory_xact_lock(${LOCK_KEYS[options.lock]})`);
       const result = await work(tx);
-      await query('COMMIT');
+      await command('COMMIT');
       return result;
-    }, options.slow ? MIGRATION_TIMEOUT_MS : undefined);
+    });
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.pool.end();
-  }
-
-  private async single<R>(what: string, sql: string, params: readonly Param[]): Promise<R[]> {
-    const client = await this.connect(what);
-    return this.settle(what, client, async (tx) => tx.all<R>(sql, params));
   }
 
   private async connect(what: string): Promise<pg.PoolClient> {
@@ -172,38 +165,38 @@ export class PostgresEngine implements Engine {
   }
 
   /**
-   * Runs `work` on a checked-out client and gives the client back: to the pool
-   * if the connection answered (after ROLLBACK if a transaction failed), else
-   * closed. Marks the engine healthy or not by the outcome.
+   * Runs `work` on a pooled connection (`transaction` null: a single
+   * statement) and gives the connection back: to the pool if it answered
+   * (after ROLLBACK, for a failed transaction), else closed. Marks the engine
+   * healthy or not by the outcome.
    */
-  private async settle<T>(
+  private async on<T>(
     what: string,
-    client: pg.PoolClient,
-    work: (tx: Statements, query: (text: string) => Promise<unknown>) => Promise<T>,
-    timeoutMs?: number,
+    transaction: TransactionOptions | null,
+    work: (tx: Statements, command: (text: string) => Promise<unknown>) => Promise<T>,
   ): Promise<T> {
+    const client = await this.connect(what);
+    const bound = transaction?.slow ? { query_timeout: MIGRATION_TIMEOUT_MS } : {};
     let silent = false;
-    let inTransaction = false;
-    const query = async <R extends pg.QueryResultRow>(text: string, params?: readonly Param[]): Promise<pg.QueryResult<R>> => {
-      if (text === 'BEGIN') inTransaction = true;
+    const command = async <R extends pg.QueryResultRow>(text: string, params?: readonly Param[]): Promise<pg.QueryResult<R>> => {
       try {
-        return await client.query<R>({ text, values: params as unknown[] | undefined, ...(timeoutMs ? { query_timeout: timeoutMs } : {}) });
+        return await client.query<R>({ text, values: params as unknown[] | undefined, ...bound });
       } catch (error) {
         // No answer from the server (a timeout, a reset): the connection cannot be trusted again.
-        if (!(error instanceof pg.DatabaseError)) silent = true;
+        if (!(error instanceof pg.DatabaseError) && !isCallerError(error)) silent = true;
         throw error;
       }
     };
     const tx: Statements = {
-      all: async <R>(sql: string, params?: readonly Param[]) => (await query<R & pg.QueryResultRow>(this.text(sql), params)).rows as R[],
-      get: async <R>(sql: string, params?: readonly Param[]) => (await query<R & pg.QueryResultRow>(this.text(sql), params)).rows[0] as R | undefined,
-      run: async (sql: string, params?: readonly Param[]) => (await query(this.text(sql), params)).rowCount ?? 0,
+      all: async <R>(sql: string, params?: readonly Param[]) => (await command<R & pg.QueryResultRow>(this.text(sql), params)).rows as R[],
+      get: async <R>(sql: string, params?: readonly Param[]) => (await command<R & pg.QueryResultRow>(this.text(sql), params)).rows[0] as R | undefined,
+      run: async (sql: string, params?: readonly Param[]) => (await command(this.text(sql), params)).rowCount ?? 0,
       script: async (sql: string) => {
-        await query(sql);
+        await command(sql);
       },
     };
     try {
-      const result = await work(tx, query);
+      const result = await work(tx, command);
       client.release();
       this.trouble = false;
       return result;
@@ -212,7 +205,7 @@ export class PostgresEngine implements Engine {
         discard(client, error);
         this.retireIdle();
       } else {
-        await this.rollBack(client, inTransaction);
+        await this.rollBack(client, transaction !== null);
       }
       if (isCallerError(error)) throw error;
       this.trouble = true;

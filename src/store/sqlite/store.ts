@@ -44,8 +44,8 @@ export class SqliteStore extends SqlStore {
     };
     // Appends run in the writer thread (its own connection), so fsync never blocks this one.
     const appender: AuditAppender = {
-      append: async (events: readonly TimedEvent[]) => open().append(events),
-      record: async (events: readonly TimedEvent[]) => open().record(events),
+      append: (events: readonly TimedEvent[]) => open().append(events),
+      record: (events: readonly TimedEvent[]) => open().record(events),
     };
     super(engine, appender);
     this.writer = writer;
