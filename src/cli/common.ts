@@ -17,10 +17,14 @@ export interface StoreFlags {
   databaseUrl?: string;
 }
 
-/** The store the flags (or the environment) name, as `up` would find it; opening changes nothing. */
+/** Where the flags (or the environment) say the store is, as `up` would find it. */
+function storeLocation(flags: StoreFlags, env: NodeJS.ProcessEnv): { databaseUrl: string | undefined; dataDir: string } {
+  return { databaseUrl: flags.databaseUrl ?? env.MANDATE_DATABASE_URL ?? undefined, dataDir: path.resolve(flags.data ?? env.MANDATE_DATA ?? '.mandate') };
+}
+
+/** Opens the store the flags name (creating an embedded one that does not exist); opening changes no schema. */
 export async function openFlaggedStore(flags: StoreFlags, env = process.env): Promise<Store> {
-  const databaseUrl = flags.databaseUrl ?? env.MANDATE_DATABASE_URL;
-  const dataDir = path.resolve(flags.data ?? env.MANDATE_DATA ?? '.mandate');
+  const { databaseUrl, dataDir } = storeLocation(flags, env);
   return openStore({ databaseUrl: databaseUrl || undefined, dataDir });
 }
 
@@ -30,8 +34,8 @@ export async function openFlaggedStore(flags: StoreFlags, env = process.env): Pr
  * this build is refused, so a least-privilege role can run every command.
  */
 export async function openAdminStore(flags: StoreFlags, env = process.env): Promise<Store> {
-  const dataDir = path.resolve(flags.data ?? env.MANDATE_DATA ?? '.mandate');
-  if (!(flags.databaseUrl ?? env.MANDATE_DATABASE_URL) && !existsSync(path.join(dataDir, SQLITE_FILE))) {
+  const { databaseUrl, dataDir } = storeLocation(flags, env);
+  if (!databaseUrl && !existsSync(path.join(dataDir, SQLITE_FILE))) {
     throw new UsageError(`no Mandate store in ${dataDir} (start the gateway with \`mandate up\` or run \`mandate migrate\` first, or pass --data DIR or --database-url URL)`);
   }
   const store = await openFlaggedStore(flags, env);

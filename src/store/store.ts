@@ -55,7 +55,7 @@ export class SqlStore implements Store {
           // Checked again inside the lock: another process may have applied it meanwhile.
           await dialect.prepareMigrations(tx);
           if (await tx.get('SELECT 1 AS found FROM schema_migrations WHERE version = ?', [version])) return;
-          await tx.script(migration[dialect.migrationKey]);
+          await tx.script(migration[this.engine.kind]);
           await tx.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [version, migration.name, new Date().toISOString()]);
         },
         { lock: 'migrations', slow: true },

@@ -60,7 +60,6 @@ function postgresDialect(schema: string | null): Dialect {
       }
       await tx.script(SCHEMA_MIGRATIONS_DDL.postgres);
     },
-    migrationKey: 'postgres',
   };
 }
 

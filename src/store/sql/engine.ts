@@ -66,8 +66,6 @@ export interface Dialect {
   readonly tableExists: string;
   /** Runs inside the migration transaction before anything is read: creates what migrations are recorded in. */
   prepareMigrations(tx: Statements): Promise<void>;
-  /** The migration script for this dialect. */
-  readonly migrationKey: StoreKind;
 }
 
 /** One database: single statements (each guarded), transactions, health. */

@@ -27,7 +27,6 @@ export const SQLITE_DIALECT: Dialect = {
   async prepareMigrations(tx) {
     await tx.script(SCHEMA_MIGRATIONS_DDL.sqlite);
   },
-  migrationKey: 'sqlite',
 };
 
 /** The process's main-thread queue: settles when the last queued transaction (or call queued behind one) is done; null when none is. */
