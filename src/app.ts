@@ -86,8 +86,15 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const log = options.log ?? createLogger(config.log.level);
   for (const warning of config.warnings) log.warn(warning);
   const metrics = new Metrics();
-  const store = await openStore({ databaseUrl: config.databaseUrl ?? undefined, dataDir: config.dataDir, durability: config.audit.durability });
+  const store = await openStore({
+    databaseUrl: config.databaseUrl ?? undefined,
+    dataDir: config.dataDir,
+    durability: config.audit.durability,
+    connectTimeoutMs: config.store.connectTimeoutMs,
+    statementTimeoutMs: config.store.statementTimeoutMs,
+  });
   try {
+    // Applies pending migrations (none: no DDL at all); refuses a schema newer than this build.
     await store.migrate();
   } catch (error) {
     await store.close();

@@ -33,6 +33,7 @@ export class AuditLog {
   private scheduled = false;
   private lastFailure: { at: number; error: unknown } | null = null;
   private lastProbe = 0;
+  private probing: Promise<void> | null = null;
   private readonly listeners = new Set<AuditListener>();
   private readonly store: Store;
   private readonly now: () => Date;
@@ -59,6 +60,15 @@ export class AuditLog {
     const failure = this.lastFailure;
     if (!failure && this.store.healthy) return;
     if (failure && Date.now() - this.lastProbe < 250) throw failure.error;
+    // One ping at a time: requests that arrive while it runs share its outcome,
+    // so a stalled database sees one probe, not one per request.
+    this.probing ??= this.probe(failure).finally(() => {
+      this.probing = null;
+    });
+    return this.probing;
+  }
+
+  private async probe(failure: { at: number; error: unknown } | null): Promise<void> {
     this.lastProbe = Date.now();
     try {
       await this.store.ping();
@@ -112,8 +122,8 @@ export class AuditLog {
     if (this.flushing) return this.flushing;
     const batch = this.waiting.shift();
     if (batch === undefined) return Promise.resolve();
-    this.flushing = this.store
-      .recordAudit(batch.events)
+    this.flushing = this.store.audit
+      .record(batch.events)
       .then(
         () => {
           this.lastFailure = null;

@@ -82,7 +82,7 @@ async function openSessionsOf(store: Store, run: RunMarker): Promise<SessionBody
   const open = new Map<string, SessionBody>();
   let afterSeq = 0;
   for (;;) {
-    const page = await store.listAudit({ afterSeq, since: run.startedAt, types: ['session.opened', 'session.closed'], limit: PAGE });
+    const page = await store.audit.list({ afterSeq, since: run.startedAt, types: ['session.opened', 'session.closed'], limit: PAGE });
     for (const record of page) {
       const event = JSON.parse(record.body) as SessionBody;
       const handle = event.data?.session;

@@ -82,11 +82,10 @@ export function list(flags: ListFlags): Promise<number> {
     throw new UsageError('--after takes an event sequence number');
   }
   return withStore(flags, async (store) => {
-    // One more than asked for says exactly whether more events follow.
-    const fetched = await store.listAudit({ ...query, limit: query.limit + 1 });
-    const records = fetched.slice(0, query.limit);
+    const records = await store.audit.list(query);
     const last = records.at(-1);
-    const more = fetched.length > query.limit && last !== undefined;
+    // A full page asks once more, for one event after it: exactly whether more follow.
+    const more = last !== undefined && records.length === query.limit && (await store.audit.list({ ...query, afterSeq: last.seq, limit: 1 })).length > 0;
     if (flags.json) {
       printJson(records.map(expand));
       // stdout stays the bare array; the cursor goes to stderr as one JSON line (docs/cli.md).
@@ -120,7 +119,7 @@ export function verify(flags: StoreFlags & { json?: boolean }): Promise<number> 
     const verifier = new ChainVerifier();
     let afterSeq = 0;
     for (;;) {
-      const page = await store.listAudit({ afterSeq, limit: PAGE });
+      const page = await store.audit.list({ afterSeq, limit: PAGE });
       for (const record of page) if (!verifier.push(record)) break;
       const last = page.at(-1);
       if (page.length < PAGE || !last || !verifier.result().ok) break;
@@ -150,7 +149,7 @@ export function exportLog(flags: StoreFlags & { format?: string; output?: string
     if (flags.output) await once(out, 'open');
     let afterSeq = 0;
     for (;;) {
-      const page = await store.listAudit({ afterSeq, limit: PAGE, since });
+      const page = await store.audit.list({ afterSeq, limit: PAGE, since });
       for (const record of page) {
         await write(out, `${jsonText({ seq: record.seq, prevHash: record.prevHash, hash: record.hash, event: JSON.parse(record.body) })}\n`);
       }

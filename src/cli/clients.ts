@@ -162,7 +162,7 @@ export function listClients(flags: AdminFlags & { status?: string }): Promise<nu
     throw new UsageError(`--status takes one of ${STATUSES.join(', ')}`);
   }
   return withAdmin(flags, async ({ store }) => {
-    const clients = await store.listClients(status === undefined ? undefined : { status: status as ClientStatus });
+    const clients = await store.identity.listClients(status === undefined ? undefined : { status: status as ClientStatus });
     if (flags.json) printJson(clients.map(clientView));
     else {
       printTable(
@@ -176,7 +176,7 @@ export function listClients(flags: AdminFlags & { status?: string }): Promise<nu
 }
 
 async function requireClient(store: Store, id: string): Promise<ClientRecord> {
-  const client = await store.getClient(id);
+  const client = await store.identity.getClient(id);
   if (!client) throw new UsageError(`no client with id "${clean(id)}" (see \`mandate clients list\`)`);
   return client;
 }
@@ -210,7 +210,7 @@ export function decideClient(action: ClientAction, id: string, flags: AdminFlags
   return withAdmin(flags, async ({ store, actor, record }) => {
     const now = Date.now();
     // Approving makes the approving admin the owner of a client nobody owns yet.
-    const moved = await store.transitionClient(id, step.from, step.to, actor, now, action === 'approve' ? actor : undefined);
+    const moved = await store.identity.transitionClient(id, step.from, step.to, actor, now, action === 'approve' ? actor : undefined);
     if (!moved) {
       const client = await requireClient(store, id);
       const which = step.from.length === 1 ? `a ${step.from[0]} client` : `a ${step.from.join(' or ')} client`;
@@ -219,7 +219,7 @@ export function decideClient(action: ClientAction, id: string, flags: AdminFlags
     let revocation = null;
     if (action === 'revoke') {
       revocation = await store
-        .addRevocation({ kind: 'client', value: id, revokedAt: now, expiresAt: now + KEEP_MS.client })
+        .identity.addRevocation({ kind: 'client', value: id, revokedAt: now, expiresAt: now + KEEP_MS.client })
         .catch((error: unknown) => {
           throw new Error(`client "${clean(id)}" is revoked, but its tokens could not be (run \`mandate tokens revoke --client ID\`): ${error instanceof Error ? error.message : String(error)}`);
         });
@@ -257,7 +257,7 @@ export function createRegistrationToken(flags: TokenCreateFlags): Promise<number
     const now = Date.now();
     const token = randomToken(32);
     const expiresAt = now + lifetime;
-    await store.createRegistrationToken({ hash: hashSecret(token), label, createdBy: actor, createdAt: now, expiresAt, usesLeft: uses });
+    await store.identity.createRegistrationToken({ hash: hashSecret(token), label, createdBy: actor, createdAt: now, expiresAt, usesLeft: uses });
     await record('token.issued', { kind: 'registration', uses, expiresAt: iso(expiresAt), label }, 'the registration token was created');
     if (flags.json) printJson({ token, uses, expiresAt: iso(expiresAt), label, createdBy: actor });
     else {

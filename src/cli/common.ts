@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../config/load.ts';
+import { refuseBehind } from '../store/migrations.ts';
 import { openStore } from '../store/open.ts';
 import { SQLITE_FILE } from '../store/sqlite/store.ts';
 import type { Store } from '../store/types.ts';
@@ -17,15 +18,34 @@ export interface StoreFlags {
   databaseUrl?: string;
 }
 
-/** Opens the store an admin command reads, as `up` would find it. */
+/** Where the flags (or the environment) say the store is, as `up` would find it. */
+function storeLocation(flags: StoreFlags, env: NodeJS.ProcessEnv): { databaseUrl: string | undefined; dataDir: string } {
+  return { databaseUrl: flags.databaseUrl ?? env.MANDATE_DATABASE_URL ?? undefined, dataDir: path.resolve(flags.data ?? env.MANDATE_DATA ?? '.mandate') };
+}
+
+/** Opens the store the flags name (creating an embedded one that does not exist); opening changes no schema. */
+export async function openFlaggedStore(flags: StoreFlags, env = process.env): Promise<Store> {
+  const { databaseUrl, dataDir } = storeLocation(flags, env);
+  return openStore({ databaseUrl: databaseUrl || undefined, dataDir });
+}
+
+/**
+ * Opens the store an admin command reads, as `up` would find it. It changes
+ * no schema: a schema that is behind (run `mandate migrate`) or newer than
+ * this build is refused, so a least-privilege role can run every command.
+ */
 export async function openAdminStore(flags: StoreFlags, env = process.env): Promise<Store> {
-  const databaseUrl = flags.databaseUrl ?? env.MANDATE_DATABASE_URL;
-  const dataDir = path.resolve(flags.data ?? env.MANDATE_DATA ?? '.mandate');
+  const { databaseUrl, dataDir } = storeLocation(flags, env);
   if (!databaseUrl && !existsSync(path.join(dataDir, SQLITE_FILE))) {
-    throw new UsageError(`no Mandate store in ${dataDir} (start the gateway with \`mandate up\` first, or pass --data DIR or --database-url URL)`);
+    throw new UsageError(`no Mandate store in ${dataDir} (start the gateway with \`mandate up\` or run \`mandate migrate\` first, or pass --data DIR or --database-url URL)`);
   }
-  const store = await openStore({ databaseUrl: databaseUrl || undefined, dataDir });
-  await store.migrate();
+  const store = await openFlaggedStore(flags, env);
+  try {
+    refuseBehind(await store.schema(), store.description);
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
   return store;
 }
 

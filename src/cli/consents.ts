@@ -29,7 +29,7 @@ function describe(filter: { user?: string; clientId?: string }): string {
 export function listConsents(flags: ConsentFlags): Promise<number> {
   const filter = parseFilter(flags);
   return withAdmin(flags, async ({ store }) => {
-    const consents = await store.listConsents(filter);
+    const consents = await store.identity.listConsents(filter);
     if (flags.json) printJson(consents.map(consentView));
     else {
       printTable(
@@ -46,12 +46,12 @@ export function revokeConsents(flags: ConsentFlags): Promise<number> {
   const filter = parseFilter(flags);
   if (filter.user === undefined && filter.clientId === undefined) throw new UsageError('give --user NAME, --client ID, or both: refusing to revoke every consent');
   return withAdmin(flags, async ({ store, recordAll }) => {
-    const removed = await store.deleteConsents(filter);
+    const removed = await store.identity.deleteConsents(filter);
     if (removed.length === 0) throw new UsageError(`no consents for ${describe(filter)} (see \`mandate consents list\`)`);
     // Withdrawn consent also ends what was granted under it: every token of that user through that client.
     const now = Date.now();
     for (const pair of new Set(removed.map((c) => consentKey(c.user, c.clientId)))) {
-      await store.addRevocation({ kind: 'consent', value: pair, revokedAt: now, expiresAt: now + KEEP_MS.consent });
+      await store.identity.addRevocation({ kind: 'consent', value: pair, revokedAt: now, expiresAt: now + KEEP_MS.consent });
     }
     await recordAll(
       removed.map((c) => ({ type: 'consent.revoked' as const, data: { user: c.user, client_id: c.clientId, resource: c.resource, scopes: c.scopes } })),

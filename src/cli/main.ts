@@ -52,6 +52,13 @@ storeOptions(
     .option('--host <addr>', 'interface to bind (env MANDATE_HOST; default 127.0.0.1)'),
 ).action((flags) => run(async () => (await import('./up.ts')).up(flags)));
 
+storeOptions(
+  program
+    .command('migrate')
+    .description('apply pending schema migrations (the only command besides `up` that changes the schema) and print what was applied')
+    .option('--json', 'print the applied migrations as a JSON array'),
+).action((flags) => run(async () => (await import('./migrate.ts')).migrate(flags)));
+
 program
   .command('reload')
   .description('make the gateway serving a data directory re-read its configuration file; exit 0 once it is in force, 1 if it was refused')

@@ -25,10 +25,10 @@ export function revokeTokens(flags: RevokeTokensFlags): Promise<number> {
   const value = kind === 'user' ? parseUserName(raw) : parseText(`--${kind}`, raw, 512);
   return withAdmin(flags, async ({ store, record }) => {
     // A typo must not look like a revocation: clients and users must exist. A jti cannot be checked (tokens are not stored).
-    if (kind === 'client' && !(await store.getClient(value))) throw new UsageError(`no client with id "${clean(value)}" (see \`mandate clients list\`)`);
-    if (kind === 'user' && !(await store.getUser(value))) throw new UsageError(`no user "${value}" (see \`mandate users list\`)`);
+    if (kind === 'client' && !(await store.identity.getClient(value))) throw new UsageError(`no client with id "${clean(value)}" (see \`mandate clients list\`)`);
+    if (kind === 'user' && !(await store.identity.getUser(value))) throw new UsageError(`no user "${value}" (see \`mandate users list\`)`);
     const now = Date.now();
-    const revocation = await store.addRevocation({ kind, value, revokedAt: now, expiresAt: now + KEEP_MS[kind] });
+    const revocation = await store.identity.addRevocation({ kind, value, revokedAt: now, expiresAt: now + KEEP_MS[kind] });
     await record('token.revoked', { kind, value }, `the ${kind} revocation was stored`);
     if (flags.json) {
       printJson({ seq: revocation.seq, kind, value, revokedAt: iso(revocation.revokedAt), expiresAt: iso(revocation.expiresAt) });

@@ -140,18 +140,18 @@ export function addUser(nameArg: string, flags: AddUserFlags): Promise<number> {
   const groups = parseGroups(flags.group);
   return withAdmin(flags, async ({ store, record }) => {
     // Refused before asking for a password nobody would use.
-    if (await store.getUser(name)) throw new UsageError(`user "${name}" already exists`);
+    if (await store.identity.getUser(name)) throw new UsageError(`user "${name}" already exists`);
     const password = await readPassword(flags.passwordStdin === true);
     const now = Date.now();
     try {
-      await store.createUser({ name, passwordHash: await hashPassword(password), groups, disabled: false, createdAt: now, updatedAt: now });
+      await store.identity.createUser({ name, passwordHash: await hashPassword(password), groups, disabled: false, createdAt: now, updatedAt: now });
     } catch (error) {
       // Added by someone else meanwhile: the store says so with a plain Error.
-      if (await store.getUser(name).catch(() => null)) throw new UsageError(`user "${name}" already exists`);
+      if (await store.identity.getUser(name).catch(() => null)) throw new UsageError(`user "${name}" already exists`);
       throw error;
     }
     await record('user.added', { user: name, groups }, `user "${name}" was added`);
-    const user = await store.getUser(name);
+    const user = await store.identity.getUser(name);
     if (flags.json) printJson(user ? userView(user) : { name, groups, disabled: false, hasPassword: true });
     else printLine(`added user ${name}${groups.length ? ` (groups: ${groups.join(', ')})` : ''}`);
     return 0;
@@ -160,7 +160,7 @@ export function addUser(nameArg: string, flags: AddUserFlags): Promise<number> {
 
 export function listUsers(flags: AdminFlags): Promise<number> {
   return withAdmin(flags, async ({ store }) => {
-    const users = await store.listUsers();
+    const users = await store.identity.listUsers();
     if (flags.json) printJson(users.map(userView));
     else {
       printTable(
@@ -176,19 +176,19 @@ export function listUsers(flags: AdminFlags): Promise<number> {
 export function setUserDisabled(nameArg: string, disabled: boolean, flags: AdminFlags): Promise<number> {
   const name = parseUserName(nameArg);
   return withAdmin(flags, async ({ store, record }) => {
-    const before = await store.getUser(name);
+    const before = await store.identity.getUser(name);
     if (!before) throw new UsageError(`no user "${name}" (see \`mandate users list\`)`);
     if (before.disabled === disabled) throw new UsageError(`user "${name}" is already ${disabled ? 'disabled' : 'enabled'}`);
     const now = Date.now();
-    if (!(await store.setUserDisabled(name, disabled, now))) throw new UsageError(`no user "${name}"`);
+    if (!(await store.identity.setUserDisabled(name, disabled, now))) throw new UsageError(`no user "${name}"`);
     // Disabling ends every token issued for the user so far, at once; enabling does not bring them back.
     const revocation = disabled
-      ? await store.addRevocation({ kind: 'user', value: name, revokedAt: now, expiresAt: now + KEEP_MS.user }).catch((error: unknown) => {
+      ? await store.identity.addRevocation({ kind: 'user', value: name, revokedAt: now, expiresAt: now + KEEP_MS.user }).catch((error: unknown) => {
           throw new Error(`user "${name}" is disabled, but their tokens could not be revoked (run \`mandate tokens revoke --user ${name}\`): ${error instanceof Error ? error.message : String(error)}`);
         })
       : null;
     await record(disabled ? 'user.disabled' : 'user.enabled', { user: name }, `user "${name}" was ${disabled ? 'disabled' : 'enabled'}`);
-    const user = (await store.getUser(name)) ?? { ...before, disabled, updatedAt: now };
+    const user = (await store.identity.getUser(name)) ?? { ...before, disabled, updatedAt: now };
     if (flags.json) {
       printJson(revocation ? { ...userView(user), revocation: { kind: revocation.kind, value: revocation.value, revokedAt: iso(revocation.revokedAt), expiresAt: iso(revocation.expiresAt) } } : userView(user));
     } else if (disabled) {

@@ -123,6 +123,14 @@ export const configSchema = z
         summaryIntervalSeconds: z.number().int().min(1).max(86_400).default(60),
       })
       .default({ durability: 'power', summaryIntervalSeconds: 60 }),
+    store: z
+      .strictObject({
+        /** PostgreSQL: the longest wait for a database connection (a new one, or a free one from the pool), ms. */
+        connectTimeoutMs: z.number().int().min(100).max(60_000).default(3000),
+        /** PostgreSQL: the longest one statement may run (the server cancels it; a lock wait counts), ms. */
+        statementTimeoutMs: z.number().int().min(100).max(300_000).default(5000),
+      })
+      .default({ connectTimeoutMs: 3000, statementTimeoutMs: 5000 }),
     identity: identitySchema,
     log: z
       .strictObject({

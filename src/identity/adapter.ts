@@ -36,9 +36,9 @@ class ClientAdapter implements Adapter {
     const { [SECRET_HASH_FIELD]: secret, ...metadata } = payload as Record<string, unknown>;
     const secretHash = typeof secret === 'string' ? hashSecret(secret) : null;
     const now = Date.now();
-    const existing = await this.store.getClient(id);
+    const existing = await this.store.identity.getClient(id);
     if (existing) {
-      await this.store.updateClientMetadata(id, metadata, secretHash ?? existing.secretHash, now);
+      await this.store.identity.updateClientMetadata(id, metadata, secretHash ?? existing.secretHash, now);
       return;
     }
     const notes = requestNotes.getStore();
@@ -60,11 +60,11 @@ class ClientAdapter implements Adapter {
       lastUsedAt: null,
       decidedBy: intake.status === 'active' ? intake.via : null,
     };
-    await this.store.createClient(record);
+    await this.store.identity.createClient(record);
   }
 
   async find(id: string): Promise<AdapterPayload | undefined> {
-    const client = await this.store.getClient(id);
+    const client = await this.store.identity.getClient(id);
     if (!client) return undefined;
     if (client.status !== 'active') {
       const notes = requestNotes.getStore();
@@ -77,7 +77,7 @@ class ClientAdapter implements Adapter {
   }
 
   async destroy(id: string): Promise<void> {
-    await this.store.transitionClient(id, ['pending', 'active'], 'revoked', 'authorization-server', Date.now());
+    await this.store.identity.transitionClient(id, ['pending', 'active'], 'revoked', 'authorization-server', Date.now());
   }
 
   async consume(): Promise<void> {}
@@ -118,7 +118,7 @@ class ArtifactAdapter implements Adapter {
       (rest as Record<string, unknown>)[ISSUED_AT_MS] = stampIssuedAt(payload.iat);
     }
     const expiresAt = expiresIn ? Date.now() + expiresIn * 1000 : null;
-    await this.store.oidcUpsert(this.model, hashSecret(id), rest, expiresAt, {
+    await this.store.identity.oidcUpsert(this.model, hashSecret(id), rest, expiresAt, {
       grantId: payload.grantId,
       uid: payload.uid ? hashSecret(payload.uid) : undefined,
       userCode: payload.userCode ? hashSecret(payload.userCode) : undefined,
@@ -134,7 +134,7 @@ class ArtifactAdapter implements Adapter {
   }
 
   async find(id: string): Promise<AdapterPayload | undefined> {
-    const record = await this.store.oidcFind(this.model, hashSecret(id));
+    const record = await this.store.identity.oidcFind(this.model, hashSecret(id));
     if (record && REVOCABLE.has(this.model) && this.hooks.isRevoked(record.payload)) return undefined;
     return this.restore(id, record);
   }
@@ -146,11 +146,11 @@ class ArtifactAdapter implements Adapter {
   }
 
   async findByUid(uid: string): Promise<AdapterPayload | undefined> {
-    return this.restoreSealed(await this.store.oidcFindByUid(this.model, hashSecret(uid)));
+    return this.restoreSealed(await this.store.identity.oidcFindByUid(this.model, hashSecret(uid)));
   }
 
   async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-    return this.restoreSealed(await this.store.oidcFindByUserCode(this.model, hashSecret(userCode)));
+    return this.restoreSealed(await this.store.identity.oidcFindByUserCode(this.model, hashSecret(userCode)));
   }
 
   /**
@@ -160,22 +160,22 @@ class ArtifactAdapter implements Adapter {
    */
   async consume(id: string): Promise<void> {
     const key = hashSecret(id);
-    if (await this.store.oidcConsume(this.model, key, Date.now())) return;
-    const grantId = (await this.store.oidcFind(this.model, key))?.payload.grantId;
+    if (await this.store.identity.oidcConsume(this.model, key, Date.now())) return;
+    const grantId = (await this.store.identity.oidcFind(this.model, key))?.payload.grantId;
     if (typeof grantId === 'string') {
       await this.hooks.grantRevoked(grantId);
-      for (const model of REVOCABLE) await this.store.oidcRevokeByGrant(model, grantId);
+      for (const model of REVOCABLE) await this.store.identity.oidcRevokeByGrant(model, grantId);
     }
     throw new errors.InvalidGrant('grant request is invalid');
   }
 
   async destroy(id: string): Promise<void> {
-    await this.store.oidcDestroy(this.model, hashSecret(id));
+    await this.store.identity.oidcDestroy(this.model, hashSecret(id));
   }
 
   async revokeByGrantId(grantId: string): Promise<void> {
     if (this.model === 'AccessToken') await this.hooks.grantRevoked(grantId);
-    await this.store.oidcRevokeByGrant(this.model, grantId);
+    await this.store.identity.oidcRevokeByGrant(this.model, grantId);
   }
 }
 

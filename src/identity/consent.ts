@@ -57,7 +57,7 @@ export function loadExistingGrant(store: Store): (ctx: KoaContextWithOIDC) => Pr
     const clientId = oidc.client?.clientId;
     if (!accountId || !clientId) return undefined;
 
-    const user = await store.getUser(accountId);
+    const user = await store.identity.getUser(accountId);
     if (!user || user.disabled) return undefined;
 
     const consentedGrantId = oidc.result?.consent?.grantId;
@@ -79,7 +79,7 @@ export function loadExistingGrant(store: Store): (ctx: KoaContextWithOIDC) => Pr
       if (!server) return undefined;
       const scopes = scopesForResource(oidc.requestParamScopes, server.scopes);
       if (scopes.length === 0) return undefined;
-      const consent = await store.getConsent(accountId, clientId, resource);
+      const consent = await store.identity.getConsent(accountId, clientId, resource);
       if (!consentCovers(consent, [...scopes, ...oidcScopes])) return undefined;
       plan.push({ resource, scopes });
     }

@@ -113,14 +113,14 @@ function admit(ctx: Context, rules: Rules): string | null {
 
 /** Step: spend one use of the initial access token, once everything else checked out (a refused registration costs none). */
 async function spendToken(tokenHash: string, store: Store): Promise<void> {
-  if (!(await store.useRegistrationToken(tokenHash, Date.now()))) {
+  if (!(await store.identity.useRegistrationToken(tokenHash, Date.now()))) {
     throw new IntakeError(401, 'invalid_token', 'the initial access token is unknown, expired or used up', TOKEN_CHALLENGE);
   }
 }
 
 /** Step: at most so many registrations per address per hour. */
 async function limitRate(address: string, rules: Rules, store: Store): Promise<void> {
-  const recent = await store.countClientsFrom(address, Date.now() - 3_600_000);
+  const recent = await store.identity.countClientsFrom(address, Date.now() - 3_600_000);
   if (recent >= rules.maxPerAddressPerHour) {
     throw new IntakeError(429, 'temporarily_unavailable', 'too many registrations from this address; try again later', { 'retry-after': '3600' });
   }

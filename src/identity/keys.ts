@@ -49,32 +49,32 @@ function publicOf(jwk: JWK): JWK {
 
 /** The published (public) signing keys as stored now, for verification. */
 export async function publicSigningKeys(store: Store, secret: Buffer, now = Date.now()): Promise<JWK[]> {
-  const records = await store.listKeys('signing', now);
+  const records = await store.identity.listKeys('signing', now);
   return records.map((k) => publicOf(JSON.parse(unseal(secret, k.sealed, context(k))) as JWK));
 }
 
 /** Loads keys, creating or rotating as needed. Safe for several nodes: each only adds keys; all read all. */
 export async function loadKeys(store: Store, secret: Buffer, options: KeyRingOptions, now = Date.now()): Promise<KeyMaterial> {
-  let signing = await store.listKeys('signing', now);
+  let signing = await store.identity.listKeys('signing', now);
   const active = signing.find((k) => k.retiredAt === null);
   let created: KeyMaterial['created'] = null;
   if (!active || now - active.createdAt >= options.rotateAfterMs) {
     const fresh = newSigningKey(secret, now);
-    await store.putKey(fresh);
+    await store.identity.putKey(fresh);
     const retired: string[] = [];
     for (const old of signing) {
       if (old.retiredAt === null) {
-        await store.retireKey(old.kid, now, now + options.retainMs);
+        await store.identity.retireKey(old.kid, now, now + options.retainMs);
         retired.push(old.kid);
       }
     }
     created = { kid: fresh.kid, retired };
-    signing = await store.listKeys('signing', now);
+    signing = await store.identity.listKeys('signing', now);
   }
-  let cookies = await store.listKeys('cookie', now);
+  let cookies = await store.identity.listKeys('cookie', now);
   if (cookies.length === 0) {
-    await store.putKey(newCookieKey(secret, now));
-    cookies = await store.listKeys('cookie', now);
+    await store.identity.putKey(newCookieKey(secret, now));
+    cookies = await store.identity.listKeys('cookie', now);
   }
   // Newest active first, then retired keys (verification only).
   const ordered = [...signing.filter((k) => k.retiredAt === null), ...signing.filter((k) => k.retiredAt !== null)];

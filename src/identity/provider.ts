@@ -152,7 +152,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       },
     },
     findAccount: async (_ctx, sub) => {
-      const user = await store.getUser(sub);
+      const user = await store.identity.getUser(sub);
       if (!user || user.disabled) return undefined;
       return { accountId: user.name, claims: () => ({ sub: user.name, name: user.name, groups: user.groups }) };
     },
@@ -180,7 +180,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         // Only confidential machine clients (resource servers) may introspect.
         allowedPolicy: async (_ctx, client) => {
           if (client.clientAuthMethod === 'none') return false;
-          const record = await store.getClient(client.clientId);
+          const record = await store.identity.getClient(client.clientId);
           return record?.class === 'machine';
         },
       },

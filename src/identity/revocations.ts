@@ -98,7 +98,7 @@ export class RevocationList {
     this.refreshing ??= (async () => {
       try {
         const now = Date.now();
-        const records = await this.store.listRevocations(this.lastSeq, now);
+        const records = await this.store.identity.listRevocations(this.lastSeq, now);
         for (const record of records) this.apply(record);
         this.prune(now);
         if (records.length > 0) this.applied();
@@ -117,7 +117,10 @@ export class RevocationList {
   }
 
   start(pollMs: number, onError: (error: unknown) => void): void {
-    this.timer = setInterval(() => void this.refresh().catch(onError), pollMs);
+    // A tick while a refresh is still waiting on the store starts nothing (and reports nothing twice).
+    this.timer = setInterval(() => {
+      if (this.refreshing === null) void this.refresh().catch(onError);
+    }, pollMs);
     this.timer.unref();
   }
 
@@ -128,7 +131,7 @@ export class RevocationList {
 
   /** Records a revocation durably, then applies it here. */
   async revoke(kind: RevocationKind, value: string, keepUntil: number, at = Date.now()): Promise<RevocationRecord> {
-    const record = await this.store.addRevocation({ kind, value, revokedAt: at, expiresAt: keepUntil });
+    const record = await this.store.identity.addRevocation({ kind, value, revokedAt: at, expiresAt: keepUntil });
     this.apply(record);
     this.applied();
     return record;

@@ -93,7 +93,7 @@ export class Identity {
         await revocations.revoke('grant', grantId, Date.now() + KEEP_MS.grant);
       },
       metadataClientSeen: async (clientId, metadata) => {
-        const known = await store.getClient(clientId);
+        const known = await store.identity.getClient(clientId);
         if (known) return known.status === 'active';
         const now = Date.now();
         const { client_secret: _secret, ...rest } = metadata;
@@ -101,17 +101,17 @@ export class Identity {
         // On record first: a client is never usable without its registration in the log.
         await audit.record({ type: 'client.registered', outcome: 'success', reason: 'client ID metadata document on an allowed domain', data: { client_id: clientId, status: 'active', class: 'interactive', source: 'cimd', address } });
         try {
-          await store.createClient({ id: clientId, status: 'active', class: 'interactive', source: 'cimd', owner: `domain:${new URL(clientId).host}`, metadata: rest, secretHash: null, registeredFrom: address, createdAt: now, updatedAt: now, lastUsedAt: null, decidedBy: null });
+          await store.identity.createClient({ id: clientId, status: 'active', class: 'interactive', source: 'cimd', owner: `domain:${new URL(clientId).host}`, metadata: rest, secretHash: null, registeredFrom: address, createdAt: now, updatedAt: now, lastUsedAt: null, decidedBy: null });
         } catch {
           // Another request recorded it first.
-          return (await store.getClient(clientId))?.status === 'active';
+          return (await store.identity.getClient(clientId))?.status === 'active';
         }
         return true;
       },
     };
     this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, {
       reloadKeys: () => publicSigningKeys(store, secret),
-      groupsOf: async (user) => (await store.getUser(user))?.groups ?? [],
+      groupsOf: async (user) => (await store.identity.getUser(user))?.groups ?? [],
     });
     this.csrfKey = createHmac('sha256', secret).update('mandate-csrf').digest('base64url');
     this.mount(keys);
@@ -211,8 +211,8 @@ export class Identity {
     const { store, audit, config, log } = this.deps;
     const purge = async () => {
       const now = Date.now();
-      await store.purgeExpired(now);
-      const expired = await store.expireUnusedClients(now - config.identity.registration.unusedClientTtlHours * 3_600_000);
+      await store.identity.purgeExpired(now);
+      const expired = await store.identity.expireUnusedClients(now - config.identity.registration.unusedClientTtlHours * 3_600_000);
       for (const id of expired) audit.emit({ type: 'client.expired', outcome: 'success', reason: 'registered but never used', data: { client_id: id } });
     };
     this.purgeTimer = setInterval(() => {

@@ -92,7 +92,7 @@ async function revokeJwt(deps: StepDeps, ctx: Context, clientId: string, token: 
 async function introspectJwt(deps: StepDeps, ctx: Context, client: { clientId: string; clientAuthMethod: string }, token: string): Promise<void> {
   ctx.status = 200;
   ctx.set('cache-control', 'no-store');
-  const caller = client.clientAuthMethod === 'none' ? null : await deps.store.getClient(client.clientId);
+  const caller = client.clientAuthMethod === 'none' ? null : await deps.store.identity.getClient(client.clientId);
   const claims = caller?.class === 'machine' ? await deps.verifier.claimsOf(token) : null;
   const revoked = claims !== null && deps.revocations.revokedBy(tokenFacts(claims)) !== null;
   if (!claims || revoked) {
@@ -218,7 +218,7 @@ export function evidenceStep(deps: StepDeps): Step {
       return;
     }
     if (event.type === 'token.issued' && event.outcome === 'success' && typeof event.data?.client_id === 'string') {
-      await deps.store.touchClient(event.data.client_id, Date.now()).catch(() => undefined);
+      await deps.store.identity.touchClient(event.data.client_id, Date.now()).catch(() => undefined);
     }
   };
 }

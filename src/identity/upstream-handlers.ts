@@ -110,19 +110,19 @@ export async function finishUpstream(step: Step): Promise<void> {
 
 /** The user of this name, created (user.added) on first sign-in. */
 async function provisionedUser(deps: InteractionDeps, flow: ReturnFlow): Promise<UserRecord> {
-  const existing = await deps.store.getUser(flow.name);
+  const existing = await deps.store.identity.getUser(flow.name);
   if (existing) return existing;
   const now = Date.now();
   try {
     // On record first: a user never exists without its addition in the log.
     await recordOrFail(deps.audit, [{ type: 'user.added', actor: flow.name, outcome: 'success', reason: 'first sign-in through the upstream OpenID provider', data: { user: flow.name, groups: flow.groups, via: 'oidc', upstream: deps.config.identity.login.oidc!.issuer } }]);
-    await deps.store.createUser({ name: flow.name, passwordHash: null, groups: flow.groups, disabled: false, createdAt: now, updatedAt: now });
+    await deps.store.identity.createUser({ name: flow.name, passwordHash: null, groups: flow.groups, disabled: false, createdAt: now, updatedAt: now });
   } catch (error) {
     if (error instanceof PageError) throw error;
     // Created meanwhile by another sign-in (the store refuses a duplicate with a plain Error).
-    if (!(await deps.store.getUser(flow.name))) throw error;
+    if (!(await deps.store.identity.getUser(flow.name))) throw error;
   }
-  const user = await deps.store.getUser(flow.name);
+  const user = await deps.store.identity.getUser(flow.name);
   if (!user) throw new PageError(400, 'invalid_request', EXPIRED);
   return user;
 }
@@ -132,7 +132,7 @@ async function followGroups(deps: InteractionDeps, user: UserRecord, groups: str
   const sorted = (list: readonly string[]): string => JSON.stringify([...list].sort());
   if (sorted(user.groups) === sorted(groups)) return;
   await recordOrFail(deps.audit, [{ type: 'user.groups_changed', actor: user.name, outcome: 'success', reason: 'the upstream OpenID provider reports other groups', data: { user: user.name, before: user.groups, after: groups, via: 'oidc' } }]);
-  await deps.store.setUserGroups(user.name, groups, Date.now());
+  await deps.store.identity.setUserGroups(user.name, groups, Date.now());
 }
 
 /** A disabled account, or a local password account of the same name (never taken over from upstream): login.failed, 403. */

@@ -1,8 +1,7 @@
 /**
- * What the SQLite and PostgreSQL identity stores share: the identity tables'
- * column lists, the rows they read back and the conversions between rows and
- * records, and the pure helpers around them. The SQL itself (placeholders,
- * locking, upserts) stays in each dialect's identity.ts.
+ * The identity tables' column lists, the rows they read back (as either
+ * database returns them) and the conversions between rows and records, and
+ * the pure helpers around them; the statements are in ../identity.ts.
  */
 import type {
   ClientRecord,
@@ -202,24 +201,17 @@ export function keyValues(key: KeyRecord): (string | number | null)[] {
 
 // --- pure helpers ---
 
-/**
- * WHERE clause (with a leading space) and parameters for a consent filter;
- * undefined fields are ignored. `placeholder(n)` writes the dialect's marker
- * for the n-th parameter (1-based).
- */
-export function consentFilter(
-  filter: { user?: string; clientId?: string } | undefined,
-  placeholder: (n: number) => string,
-): { where: string; params: string[] } {
+/** WHERE clause (with a leading space, `?` placeholders) and parameters for a consent filter; undefined fields are ignored. */
+export function consentFilter(filter: { user?: string; clientId?: string } | undefined): { where: string; params: string[] } {
   const terms: string[] = [];
   const params: string[] = [];
   if (filter?.user !== undefined) {
     params.push(filter.user);
-    terms.push(`user_name = ${placeholder(params.length)}`);
+    terms.push('user_name = ?');
   }
   if (filter?.clientId !== undefined) {
     params.push(filter.clientId);
-    terms.push(`client_id = ${placeholder(params.length)}`);
+    terms.push('client_id = ?');
   }
   return { where: terms.length > 0 ? ` WHERE ${terms.join(' AND ')}` : '', params };
 }

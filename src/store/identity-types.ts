@@ -1,8 +1,8 @@
 /**
- * The identity part of the Store interface: what the authorization server
- * keeps. Nothing here holds a bearer secret in the clear: callers pass
- * SHA-256 hashes of token values, codes, session ids and client secrets, and
- * sealed (encrypted) private keys. Times are epoch milliseconds.
+ * The identity plane's records: what the authorization server keeps (its
+ * store: ./identity.ts). Nothing here holds a bearer secret in the clear:
+ * callers pass SHA-256 hashes of token values, codes, session ids and client
+ * secrets, and sealed (encrypted) private keys. Times are epoch milliseconds.
  */
 
 /** oidc-provider model names stored through `oidc*` (Client is kept in `clients`). */
@@ -106,78 +106,4 @@ export interface RevocationRecord {
   revokedAt: number;
   /** Kept until then (the longest lifetime of a token it can cover); then purged. */
   expiresAt: number;
-}
-
-export interface IdentityStore {
-  // --- oidc-provider artifacts (adapter) ---
-  /** Inserts or replaces one artifact; `key` is already hashed by the caller. */
-  oidcUpsert(model: OidcModel, key: string, payload: Record<string, unknown>, expiresAt: number | null, refs: OidcRefs): Promise<void>;
-  /** The artifact, or null if absent or expired. */
-  oidcFind(model: OidcModel, key: string): Promise<OidcRecord | null>;
-  oidcFindByUid(model: OidcModel, uid: string): Promise<(OidcRecord & { key: string }) | null>;
-  oidcFindByUserCode(model: OidcModel, userCode: string): Promise<(OidcRecord & { key: string }) | null>;
-  /**
-   * Marks consumed, atomically: true only for the call that consumed it (the
-   * first consumption time is kept); false if it was already consumed or is absent.
-   */
-  oidcConsume(model: OidcModel, key: string, at: number): Promise<boolean>;
-  oidcDestroy(model: OidcModel, key: string): Promise<void>;
-  /** Deletes every artifact of this model that belongs to the grant. */
-  oidcRevokeByGrant(model: OidcModel, grantId: string): Promise<void>;
-
-  // --- clients ---
-  /** Inserts a new client; rejects (Error) if the id exists. */
-  createClient(client: ClientRecord): Promise<void>;
-  /** Replaces metadata/secret of an existing client (status untouched). */
-  updateClientMetadata(id: string, metadata: Record<string, unknown>, secretHash: string | null, at: number): Promise<void>;
-  getClient(id: string): Promise<ClientRecord | null>;
-  listClients(filter?: { status?: ClientStatus }): Promise<ClientRecord[]>;
-  /**
-   * Moves a client to `to` only if its status is one of `from`; true if it
-   * moved. Sets decidedBy, updatedAt, and owner if `owner` is given and the
-   * client has none.
-   */
-  transitionClient(id: string, from: readonly ClientStatus[], to: ClientStatus, by: string, at: number, owner?: string): Promise<boolean>;
-  /** Clients registered from this address at or after `since`. */
-  countClientsFrom(address: string, since: number): Promise<number>;
-  touchClient(id: string, at: number): Promise<void>;
-  /** Deletes pending or active clients created before `createdBefore` that never obtained a token; returns their ids. */
-  expireUnusedClients(createdBefore: number): Promise<string[]>;
-
-  // --- registration (initial access) tokens ---
-  createRegistrationToken(token: RegistrationTokenRecord): Promise<void>;
-  /** Atomically uses one registration if the token exists, is unexpired and has uses left. */
-  useRegistrationToken(hash: string, at: number): Promise<boolean>;
-
-  // --- users ---
-  /** Inserts a user; rejects (Error) if the name exists. */
-  createUser(user: UserRecord): Promise<void>;
-  getUser(name: string): Promise<UserRecord | null>;
-  listUsers(): Promise<UserRecord[]>;
-  /** True if the user exists. */
-  setUserDisabled(name: string, disabled: boolean, at: number): Promise<boolean>;
-  /** Replaces a user's groups (as an upstream provider reports them); true if the user exists. */
-  setUserGroups(name: string, groups: readonly string[], at: number): Promise<boolean>;
-
-  // --- consents ---
-  /** Records or widens consent (scopes are merged with any already granted). */
-  putConsent(consent: ConsentRecord): Promise<void>;
-  getConsent(user: string, clientId: string, resource: string): Promise<ConsentRecord | null>;
-  listConsents(filter?: { user?: string; clientId?: string }): Promise<ConsentRecord[]>;
-  /** Deletes matching consents (at least one filter field required); returns those deleted. */
-  deleteConsents(filter: { user?: string; clientId?: string }): Promise<ConsentRecord[]>;
-
-  // --- keys ---
-  putKey(key: KeyRecord): Promise<void>;
-  /** Keys of this purpose that have not expired, newest first. */
-  listKeys(purpose: KeyPurpose, now: number): Promise<KeyRecord[]>;
-  retireKey(kid: string, retiredAt: number, expiresAt: number): Promise<void>;
-
-  // --- revocations ---
-  addRevocation(revocation: Omit<RevocationRecord, 'seq'>): Promise<RevocationRecord>;
-  /** Unexpired revocations with seq greater than `afterSeq`, in seq order. */
-  listRevocations(afterSeq: number, now: number): Promise<RevocationRecord[]>;
-
-  /** Deletes expired artifacts, revocations and keys; returns how many rows went. */
-  purgeExpired(now: number): Promise<number>;
 }

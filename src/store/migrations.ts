@@ -1,10 +1,12 @@
 /**
  * Versioned schema migrations, one SQL script per dialect. Versions only ever
- * grow: never edit a released migration, add the next one. Each store applies
- * them in order, one transaction per migration, under a lock (PostgreSQL:
- * advisory lock; SQLite: BEGIN IMMEDIATE), re-checking `schema_migrations`
- * inside the lock so concurrent starts apply each version exactly once.
+ * grow: never edit a released migration, add the next one. The store
+ * (src/store/store.ts) applies them in order, one transaction per migration,
+ * under a lock (PostgreSQL: advisory lock; SQLite: BEGIN IMMEDIATE),
+ * re-checking `schema_migrations` inside the lock so concurrent starts apply
+ * each version exactly once.
  */
+import { SchemaError, type MigrationState, type SchemaState } from './types.ts';
 
 export interface Migration {
   version: number;
@@ -237,3 +239,40 @@ CREATE INDEX revocations_expires ON revocations (expires_at);
 `,
   },
 ];
+
+/** How the applied migrations compare with this build's. */
+export function compareSchema(applied: MigrationState[]): SchemaState {
+  const done = new Set(applied.map((m) => m.version));
+  const known = new Set(MIGRATIONS.map((m) => m.version));
+  return {
+    applied,
+    pending: MIGRATIONS.filter((m) => !done.has(m.version)).map(({ version, name }) => ({ version, name })),
+    unknown: applied.filter((m) => !known.has(m.version)),
+  };
+}
+
+/** The newest version this build knows. */
+export const LATEST_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));
+
+const versionOf = (state: SchemaState): number => Math.max(0, ...state.applied.map((m) => m.version));
+
+/** Refuses a schema a newer build migrated: this build would misread it or undo nothing it knows of. */
+export function refuseNewer(state: SchemaState, description: string): void {
+  if (state.unknown.length === 0) return;
+  throw new SchemaError(
+    `${description}: the database schema is at version ${versionOf(state)}, newer than this build of Mandate knows ` +
+      `(up to ${LATEST_VERSION}: unknown ${state.unknown.map((m) => `${m.version} ${m.name}`).join(', ')}); ` +
+      'run a Mandate version that knows it (nothing was changed)',
+  );
+}
+
+/** Refuses a schema that is behind: only `mandate migrate` (or `mandate up`) changes the schema. */
+export function refuseBehind(state: SchemaState, description: string): void {
+  refuseNewer(state, description);
+  if (state.pending.length === 0) return;
+  throw new SchemaError(
+    `${description}: the database schema is at version ${versionOf(state)} and this build needs ${LATEST_VERSION} ` +
+      `(pending: ${state.pending.map((m) => `${m.version} ${m.name}`).join(', ')}); ` +
+      'run `mandate migrate` first, as a role that may change the schema (nothing was changed)',
+  );
+}

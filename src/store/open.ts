@@ -1,6 +1,7 @@
 /**
  * Picks the store from configuration. It does not migrate: callers run
- * `store.migrate()` (so a read-only tool can open a store without changing it).
+ * `store.migrate()`, or check `store.schema()` (so a read-only tool, or a
+ * least-privilege role, can open a store without changing it).
  */
 import type { OpenStoreOptions, Store } from './types.ts';
 import { isPostgresUrl } from './postgres/url.ts';
@@ -21,5 +22,11 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
   }
   // Loaded on demand: a SQLite deployment never loads pg.
   const { PostgresStore } = await import('./postgres/store.ts');
-  return new PostgresStore({ databaseUrl: url, schema: options.schema, poolSize: options.poolSize });
+  return new PostgresStore({
+    databaseUrl: url,
+    schema: options.schema,
+    poolSize: options.poolSize,
+    connectTimeoutMs: options.connectTimeoutMs,
+    statementTimeoutMs: options.statementTimeoutMs,
+  });
 }

@@ -1,8 +1,21 @@
-/** Shared by both stores: audit query normalisation and row mapping. */
+/**
+ * The audit log's SQL and rows, shared by both databases and by the SQLite
+ * writer thread: query normalisation, the statement texts, row mapping.
+ */
 import type { AuditRecord } from '../audit/events.ts';
 import { AUDIT_LIST_MAX, type AuditQuery } from './types.ts';
 
 export const AUDIT_COLUMNS = 'seq, time, type, server, outcome, body, prev_hash, hash';
+/** The last record's seq and hash: what the next append chains on. */
+export const AUDIT_HEAD_SQL = 'SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1';
+/** One record (SQLite's appends insert row by row, in the writer thread). */
+export const AUDIT_INSERT_SQL = `INSERT INTO audit_events (${AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`;
+
+export interface HeadRow {
+  /** SQLite gives a number, PostgreSQL a bigint as a string. */
+  seq: number | string;
+  hash: string;
+}
 
 export interface AuditFilter {
   afterSeq: number;

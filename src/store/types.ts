@@ -1,12 +1,22 @@
 /**
- * The one storage interface. Two implementations: embedded SQLite (node:sqlite,
- * the default) and PostgreSQL (several gateway nodes). One contract test suite
- * (test/store/contract.ts) runs against both.
+ * The storage interface: one store per plane (`audit`, `identity`; later
+ * `catalog` and `credentials`), each written once on a thin per-database
+ * engine (src/store/sql/engine.ts), with two databases: embedded SQLite
+ * (node:sqlite, the default) and PostgreSQL (several gateway nodes). One
+ * contract suite per plane (test/store/contract.ts, identity-contract.ts)
+ * runs against both. How to add a plane: docs/storage.md.
  */
-import type { AuditRecord, TimedEvent } from '../audit/events.ts';
-import type { ChainHead } from '../audit/chain.ts';
-import type { IdentityStore } from './identity-types.ts';
+import type { SqlAuditStore } from './audit.ts';
+import type { SqlIdentityStore } from './identity.ts';
 export type * from './identity-types.ts';
+
+/** A plane store's interface: the public methods of its one implementation, so a method is added in one place. */
+type PlaneOf<T> = { [K in keyof T]: T[K] };
+
+/** The hash-chained audit log: append, record, list, head (src/store/audit.ts). */
+export type AuditStore = PlaneOf<SqlAuditStore>;
+/** What the authorization server keeps (src/store/identity.ts). */
+export type IdentityStore = PlaneOf<SqlIdentityStore>;
 
 export type StoreKind = 'sqlite' | 'postgres';
 export type Durability = 'process' | 'power';
@@ -28,17 +38,10 @@ export interface MigrationState {
   appliedAt: string;
 }
 
-export interface Store extends IdentityStore {
+export interface Store {
   readonly kind: StoreKind;
   /** Human description for logs, without credentials (path, or host/db). */
   readonly description: string;
-
-  /** Applies pending versioned migrations, in order, each in a transaction. Safe to run concurrently from several processes. */
-  migrate(): Promise<MigrationState[]>;
-  /** Migrations applied so far, in order. */
-  migrations(): Promise<MigrationState[]>;
-  /** Throws StoreUnavailableError if the store cannot answer now. */
-  ping(): Promise<void>;
   /**
    * False once the store has seen a sign of trouble (a lost connection, a
    * failed query) and until a query succeeds again. Callers that must not act
@@ -46,26 +49,39 @@ export interface Store extends IdentityStore {
    */
   readonly healthy: boolean;
 
+  readonly audit: AuditStore;
+  readonly identity: IdentityStore;
+  // Room for the next planes: `catalog`, `credentials` (docs/storage.md, "Adding a plane").
+
   /**
-   * Appends events to the audit chain atomically: reads the head, seals the
-   * events after it (src/audit/chain.ts `seal`) and inserts them in one
-   * transaction, serialised against every other writer (other processes
-   * included). Resolves only once the records are durable; rejects with
-   * StoreUnavailableError if they are not.
+   * Applies pending versioned migrations, in order, each in a transaction;
+   * returns every applied migration. Safe to run concurrently from several
+   * processes. Changes nothing (no DDL at all) when the schema is current;
+   * refuses (SchemaError) a schema newer than this build.
    */
-  appendAudit(events: readonly TimedEvent[]): Promise<AuditRecord[]>;
-  /**
-   * The same append, resolving with nothing once the records are durable: the
-   * audit log's path, which needs no sealed record back (for SQLite, the
-   * writer thread then sends no copy of them to the main thread).
-   */
-  recordAudit(events: readonly TimedEvent[]): Promise<void>;
-  /** Records in seq order. */
-  listAudit(query?: AuditQuery): Promise<AuditRecord[]>;
-  /** The last record's seq and hash, or null for an empty log. */
-  auditHead(): Promise<ChainHead | null>;
+  migrate(): Promise<MigrationState[]>;
+  /** Migrations applied so far, in order. */
+  migrations(): Promise<MigrationState[]>;
+  /** How the database's schema compares with this build's migrations; changes nothing. */
+  schema(): Promise<SchemaState>;
+  /** Throws StoreUnavailableError if the store cannot answer now. Concurrent pings share one round trip. */
+  ping(): Promise<void>;
 
   close(): Promise<void>;
+}
+
+export interface SchemaState {
+  /** Migrations recorded in the database, in order. */
+  applied: MigrationState[];
+  /** This build's migrations the database has not had yet, in order. */
+  pending: { version: number; name: string }[];
+  /** Recorded migrations this build does not know: a newer build migrated the database. */
+  unknown: MigrationState[];
+}
+
+/** The database's schema does not match this build: behind (run `mandate migrate`) or newer. Nothing was changed. */
+export class SchemaError extends Error {
+  override readonly name = 'SchemaError';
 }
 
 /** The store cannot be reached or refused a write. Requests fail closed on it. */
@@ -87,6 +103,10 @@ export interface OpenStoreOptions {
   schema?: string;
   /** PostgreSQL pool size (default 10). */
   poolSize?: number;
+  /** PostgreSQL: the longest wait for a connection, ms (default 3000; `store.connectTimeoutMs`). */
+  connectTimeoutMs?: number;
+  /** PostgreSQL: the longest one statement may run, ms (default 5000; `store.statementTimeoutMs`). */
+  statementTimeoutMs?: number;
   /**
    * SQLite only. `power` (default): a committed event survives an
    * operating-system crash or power loss (synchronous=FULL: fsync on every

@@ -49,7 +49,7 @@ async function seededStore(name: string): Promise<string> {
   const store = await openStore({ dataDir });
   try {
     await store.migrate();
-    await store.appendAudit(events);
+    await store.audit.append(events);
   } finally {
     await store.close();
   }
@@ -205,7 +205,7 @@ describe('mandate audit verify', { timeout: 60_000, concurrency: 3 }, () => {
     data = await seededStore('verify');
     source = await seededStore('verify-source');
     const store = await openStore({ dataDir: data });
-    head = (await store.auditHead())?.hash ?? '';
+    head = (await store.audit.head())?.hash ?? '';
     await store.close();
   });
 
@@ -489,7 +489,7 @@ describe('audit commands on PostgreSQL, schema chosen with the URL options param
     const store = await openStore({ databaseUrl: PG_URL, dataDir: '/nonexistent', schema });
     try {
       await store.migrate();
-      await store.appendAudit([
+      await store.audit.append([
         { time: new Date().toISOString(), type: 'gateway.started', outcome: 'success' },
         { time: new Date().toISOString(), type: 'mcp.request', server: 'files', tool: 'read', outcome: 'success', data: { method: 'tools/call' } },
         { time: new Date().toISOString(), type: 'gateway.stopped', outcome: 'success' },

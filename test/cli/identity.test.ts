@@ -171,7 +171,7 @@ async function newStore(name: string, clients: ClientRecord[] = []): Promise<str
   const data = path.join(dir, name);
   await withStore(data, async (store) => {
     await store.migrate();
-    for (const c of clients) await store.createClient(c);
+    for (const c of clients) await store.identity.createClient(c);
   });
   return data;
 }
@@ -308,7 +308,7 @@ describe('mandate clients', { timeout: 240_000 }, () => {
       ['client.revoked', { client_id: 'confidential' }],
       ['client.revoked', { client_id: 'pending-c' }],
     ]);
-    const revocations = await withStore(data, (store) => store.listRevocations(0, Date.now()));
+    const revocations = await withStore(data, (store) => store.identity.listRevocations(0, Date.now()));
     const mine = revocations.filter((r) => r.kind === 'client');
     assert.deepEqual(mine.map((r) => r.value), ['confidential', 'pending-c']);
     for (const r of mine) {
@@ -320,7 +320,7 @@ describe('mandate clients', { timeout: 240_000 }, () => {
       refused(data, ['clients', 'revoke', 'pending-b'], /is rejected: only a pending or active client can be revoked/),
       refused(data, ['clients', 'revoke', 'nope'], /no client with id "nope"/),
     ]);
-    assert.equal((await withStore(data, (store) => store.listRevocations(0, Date.now()))).length, revocations.length, 'a refused revoke adds no revocation');
+    assert.equal((await withStore(data, (store) => store.identity.listRevocations(0, Date.now()))).length, revocations.length, 'a refused revoke adds no revocation');
   });
 
   it('token create: printed once, only its hash kept (it registers --uses times), token.issued without the token', async () => {
@@ -343,9 +343,9 @@ describe('mandate clients', { timeout: 240_000 }, () => {
     assert.deepEqual([events[0]?.data?.kind, events[0]?.data?.uses, events[0]?.data?.label], ['registration', 2, 'ci runner']);
     // The store knows the token by its hash, for exactly two registrations.
     const uses = await withStore(data, async (store) => [
-      await store.useRegistrationToken(hashSecret(token), Date.now()),
-      await store.useRegistrationToken(hashSecret(token), Date.now()),
-      await store.useRegistrationToken(hashSecret(token), Date.now()),
+      await store.identity.useRegistrationToken(hashSecret(token), Date.now()),
+      await store.identity.useRegistrationToken(hashSecret(token), Date.now()),
+      await store.identity.useRegistrationToken(hashSecret(token), Date.now()),
     ]);
     assert.deepEqual(uses, [true, true, false]);
 
@@ -362,7 +362,7 @@ describe('mandate clients', { timeout: 240_000 }, () => {
     assert.ok(Math.abs(expires - Date.now() - DAY) < 60_000, 'expires in 24h by default');
     const issued = (await auditEvents(data)).at(-1);
     assert.deepEqual([issued?.type, issued?.data?.uses, issued?.data?.label], ['token.issued', 1, null]);
-    const late = await withStore(data, (store) => store.useRegistrationToken(hashSecret(second), Date.now() + DAY + 60_000));
+    const late = await withStore(data, (store) => store.identity.useRegistrationToken(hashSecret(second), Date.now() + DAY + 60_000));
     assert.equal(late, false, 'expired after 24h');
   });
 
@@ -410,7 +410,7 @@ describe('mandate users', { timeout: 240_000 }, () => {
       assert.equal(out.stdout, 'added user alice (groups: dev, ops)\n');
     });
     assert.deepEqual(events.map((e) => [e.type, e.actor, e.outcome, e.data]), [['user.added', 'root-admin', 'success', { user: 'alice', groups: ['dev', 'ops'] }]]);
-    const stored = await withStore(data, (store) => store.getUser('alice'));
+    const stored = await withStore(data, (store) => store.identity.getUser('alice'));
     const hash = stored?.passwordHash ?? '';
     assert.ok(hash.startsWith('scrypt$'));
     assert.equal(await verifyPassword(hash, PASSWORD), true);
@@ -422,7 +422,7 @@ describe('mandate users', { timeout: 240_000 }, () => {
     const view = JSON.parse(json.stdout) as Record<string, unknown>;
     assert.deepEqual(Object.keys(view).sort(), USER_KEYS);
     assert.deepEqual([view.name, view.groups, view.disabled, view.hasPassword], ['bob.smith@example', [], false, true]);
-    const bob = await withStore(data, (store) => store.getUser('bob.smith@example'));
+    const bob = await withStore(data, (store) => store.identity.getUser('bob.smith@example'));
     assert.equal(await verifyPassword(bob?.passwordHash ?? '', CRLF_PASSWORD), true);
   });
 
@@ -442,7 +442,7 @@ describe('mandate users', { timeout: 240_000 }, () => {
       ]);
     });
     assert.deepEqual(unchanged, []);
-    assert.equal(await withStore(data, (store) => store.getUser('carol')), null);
+    assert.equal(await withStore(data, (store) => store.identity.getUser('carol')), null);
   });
 
   it('add on a terminal: asks twice without echo; a mismatch or a short password exits 2', { skip: SCRIPT ? false : 'no util-linux script' }, async () => {
@@ -464,9 +464,9 @@ describe('mandate users', { timeout: 240_000 }, () => {
       for (const out of [added, mismatch, short]) assert.ok(!out.stdout.includes('typed-on'), 'nothing typed is echoed');
     });
     assert.deepEqual(events.map((e) => [e.type, e.data]), [['user.added', { user: 'tty-user', groups: ['ops'] }]]);
-    const stored = await withStore(data, (store) => store.getUser('tty-user'));
+    const stored = await withStore(data, (store) => store.identity.getUser('tty-user'));
     assert.equal(await verifyPassword(stored?.passwordHash ?? '', TTY_PASSWORD), true);
-    assert.equal(await withStore(data, (store) => store.getUser('tty-mismatch')), null);
+    assert.equal(await withStore(data, (store) => store.identity.getUser('tty-mismatch')), null);
   });
 
   it('list: a table and --json, with whether a password is set but never the hash', async () => {
@@ -503,7 +503,7 @@ describe('mandate users', { timeout: 240_000 }, () => {
       ['user.disabled', { user: 'bob.smith@example' }],
     ]);
     assert.equal(events[0]?.actor, 'root-admin');
-    const revocations = await withStore(data, (store) => store.listRevocations(0, Date.now()));
+    const revocations = await withStore(data, (store) => store.identity.listRevocations(0, Date.now()));
     assert.deepEqual(revocations.map((r) => [r.kind, r.value]), [['user', 'alice'], ['user', 'bob.smith@example']]);
     assert.ok(Math.abs((revocations[0]?.expiresAt ?? 0) - (revocations[0]?.revokedAt ?? 0) - 366 * DAY) < 1000);
     await Promise.all([
@@ -530,7 +530,7 @@ describe('mandate tokens revoke', { timeout: 240_000 }, () => {
     data = await newStore('tokens', [client('app', { status: 'active' })]);
     await withStore(data, async (store) => {
       const now = Date.now();
-      await store.createUser({ name: 'erin', passwordHash: null, groups: [], disabled: false, createdAt: now, updatedAt: now });
+      await store.identity.createUser({ name: 'erin', passwordHash: null, groups: [], disabled: false, createdAt: now, updatedAt: now });
     });
   });
 
@@ -554,13 +554,13 @@ describe('mandate tokens revoke', { timeout: 240_000 }, () => {
       ['token.revoked', { kind: 'jti', value: 'def' }],
     ]);
     assert.equal(events[0]?.actor, 'sec-team');
-    const revocations = await withStore(data, (store) => store.listRevocations(0, Date.now()));
+    const revocations = await withStore(data, (store) => store.identity.listRevocations(0, Date.now()));
     assert.deepEqual(revocations.map((r) => [r.kind, r.value]), [['jti', 'abc-123'], ['client', 'app'], ['user', 'erin'], ['jti', 'def']]);
     assert.ok(Math.abs((revocations[1]?.expiresAt ?? 0) - (revocations[1]?.revokedAt ?? 0) - 366 * DAY) < 1000);
   });
 
   it('exactly one of --client, --user, --jti; unknown clients and users exit 2; nothing is revoked', async () => {
-    const count = async () => (await withStore(data, (store) => store.listRevocations(0, Date.now()))).length;
+    const count = async () => (await withStore(data, (store) => store.identity.listRevocations(0, Date.now()))).length;
     const before = await count();
     const unchanged = await newEvents(data, async () => {
       await Promise.all([
@@ -583,10 +583,10 @@ describe('mandate consents', { timeout: 240_000 }, () => {
     data = await newStore('consents', [client('app-1', { status: 'active' }), client('app-2', { status: 'active' })]);
     await withStore(data, async (store) => {
       const at = Date.now();
-      await store.putConsent({ user: 'alice', clientId: 'app-1', resource: 'http://127.0.0.1:8080/mcp/files', scopes: ['mcp:files'], grantedAt: at });
-      await store.putConsent({ user: 'alice', clientId: 'app-1', resource: 'http://127.0.0.1:8080/mcp/git', scopes: ['mcp:git:read'], grantedAt: at });
-      await store.putConsent({ user: 'alice', clientId: 'app-2', resource: 'http://127.0.0.1:8080/mcp/files', scopes: ['mcp:files:tool:read'], grantedAt: at });
-      await store.putConsent({ user: 'bob', clientId: 'app-1', resource: 'http://127.0.0.1:8080/mcp/files', scopes: ['mcp:files'], grantedAt: at });
+      await store.identity.putConsent({ user: 'alice', clientId: 'app-1', resource: 'http://127.0.0.1:8080/mcp/files', scopes: ['mcp:files'], grantedAt: at });
+      await store.identity.putConsent({ user: 'alice', clientId: 'app-1', resource: 'http://127.0.0.1:8080/mcp/git', scopes: ['mcp:git:read'], grantedAt: at });
+      await store.identity.putConsent({ user: 'alice', clientId: 'app-2', resource: 'http://127.0.0.1:8080/mcp/files', scopes: ['mcp:files:tool:read'], grantedAt: at });
+      await store.identity.putConsent({ user: 'bob', clientId: 'app-1', resource: 'http://127.0.0.1:8080/mcp/files', scopes: ['mcp:files'], grantedAt: at });
     });
   });
 
@@ -610,7 +610,7 @@ describe('mandate consents', { timeout: 240_000 }, () => {
     const events = await newEvents(data, async () => {
       const out = await ok(data, ['consents', 'revoke', '--user', 'alice', '--client', 'app-1', '--actor', 'root-admin']);
       assert.match(out.stdout, /^revoked 2 consents for user alice and client app-1; the user's tokens through the client are refused and the user is asked again/);
-      const revocations = await withStore(data, (store) => store.listRevocations(0, Date.now()));
+      const revocations = await withStore(data, (store) => store.identity.listRevocations(0, Date.now()));
       assert.deepEqual(revocations.filter((r) => r.kind === 'consent').map((r) => r.value), ['alice\napp-1'], 'one consent revocation for the pair');
     });
     assert.deepEqual(events.map((e) => [e.type, e.actor, e.data]), [
@@ -696,7 +696,7 @@ describe('admin commands on PostgreSQL', { skip: skipPg, timeout: 120_000 }, () 
     const store = await openStore({ databaseUrl: PG_URL, dataDir: '/nonexistent', schema });
     try {
       await store.migrate();
-      await store.createClient(client('pg-app'));
+      await store.identity.createClient(client('pg-app'));
     } finally {
       await store.close();
     }

@@ -49,7 +49,7 @@ export interface InProcessMandate extends TestGateway {
  */
 export async function readAudit(app: App, filter: AuditFilter = {}): Promise<AuditEntry[]> {
   await app.audit.flush();
-  const records = await app.store.listAudit({ types: filter.types, limit: filter.limit ?? 10_000 });
+  const records = await app.store.audit.list({ types: filter.types, limit: filter.limit ?? 10_000 });
   return records.map((record) => ({ ...(JSON.parse(record.body) as Omit<AuditEntry, 'hash'>), hash: record.hash }));
 }
 

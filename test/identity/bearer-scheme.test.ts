@@ -32,7 +32,7 @@ describe('the Bearer scheme in any case', { timeout: 60_000 }, () => {
     );
     registrationToken = randomToken(32);
     const now = Date.now();
-    await gw.app.store.createRegistrationToken({ hash: hashSecret(registrationToken), label: 'test', createdBy: 'test', createdAt: now, expiresAt: now + 3_600_000, usesLeft: 5 });
+    await gw.app.store.identity.createRegistrationToken({ hash: hashSecret(registrationToken), label: 'test', createdBy: 'test', createdAt: now, expiresAt: now + 3_600_000, usesLeft: 5 });
   });
   after(async () => {
     await gw?.stop();

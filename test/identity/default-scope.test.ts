@@ -34,7 +34,7 @@ describe('no scope asked: the server scope by default', { timeout: 60_000 }, () 
       ].join('\n'),
     );
     const now = Date.now();
-    await gw.app.store.createUser({ name: 'alice', passwordHash: await hashPassword(PASSWORD), groups: [], disabled: false, createdAt: now, updatedAt: now });
+    await gw.app.store.identity.createUser({ name: 'alice', passwordHash: await hashPassword(PASSWORD), groups: [], disabled: false, createdAt: now, updatedAt: now });
   });
   after(async () => {
     await gw?.stop();
@@ -99,7 +99,7 @@ describe('no scope asked: the server scope by default', { timeout: 60_000 }, () 
     assert.equal(jwtClaims(accessToken).scope, 'mcp:alpha');
     const principal = await gw.app.identity.verifier.verify(`Bearer ${accessToken}`, server('alpha'));
     assert.equal(principal.grants.all, true, 'the token allows everything on alpha');
-    const consents = await gw.app.store.listConsents({ user: 'alice', clientId });
+    const consents = await gw.app.store.identity.listConsents({ user: 'alice', clientId });
     assert.deepEqual(consents.map((c) => [c.resource, c.scopes]), [[resource, ['mcp:alpha']]]);
   });
 

@@ -66,7 +66,7 @@ before(async () => {
   });
 
   const now = Date.now();
-  await store.createClient({
+  await store.identity.createClient({
     id: CLIENT_ID,
     status: 'active',
     class: 'interactive',
@@ -81,7 +81,7 @@ before(async () => {
     decidedBy: null,
   });
   const hash = await hashPassword(PASSWORD);
-  for (const name of ['alice', 'bob', 'carol']) await store.createUser({ name, passwordHash: hash, groups: [], disabled: false, createdAt: now, updatedAt: now });
+  for (const name of ['alice', 'bob', 'carol']) await store.identity.createUser({ name, passwordHash: hash, groups: [], disabled: false, createdAt: now, updatedAt: now });
 
   const realAudit = new AuditLog(store);
   const audit = {
@@ -165,7 +165,7 @@ async function signIn(browser: Browser, html: string, user: string, password = P
 }
 
 async function events(type: string): Promise<Array<Record<string, unknown>>> {
-  const records = await store.listAudit({ types: [type] });
+  const records = await store.audit.list({ types: [type] });
   return records.map((record) => JSON.parse(record.body) as Record<string, unknown>);
 }
 
@@ -234,7 +234,7 @@ describe('interactions', () => {
     assert.equal(payload.aud, resource('files'));
     assert.equal(payload.sub, 'alice');
 
-    const stored = await store.getConsent('alice', CLIENT_ID, resource('files'));
+    const stored = await store.identity.getConsent('alice', CLIENT_ID, resource('files'));
     assert.deepEqual(stored?.scopes.sort(), ['mcp:files', 'mcp:files:tool:read']);
 
     const failed = await events('login.failed');
@@ -270,7 +270,7 @@ describe('interactions', () => {
     const deniedUrl = new URL(denied.headers.get('location')!);
     assert.equal(deniedUrl.searchParams.get('error'), 'access_denied');
     assert.ok((await events('consent.granted')).some((e) => e.actor === 'alice' && e.server === 'db' && e.outcome === 'denied'));
-    assert.equal(await store.getConsent('alice', CLIENT_ID, resource('db')), null);
+    assert.equal(await store.identity.getConsent('alice', CLIENT_ID, resource('db')), null);
   });
 
   it('a disabled user does not reuse a remembered consent', async () => {
@@ -281,7 +281,7 @@ describe('interactions', () => {
     const done = await browser.post(actionOf(consentHtml, 'consent'), { csrf: csrfOf(consentHtml, 'consent'), decision: 'allow' });
     assert.equal(done.status, 303);
     const { configuration } = instance(provider);
-    await store.setUserDisabled('carol', true, Date.now());
+    await store.identity.setUserDisabled('carol', true, Date.now());
     const ctx = {
       oidc: {
         session: { accountId: 'carol' },
@@ -294,7 +294,7 @@ describe('interactions', () => {
       },
     };
     assert.equal(await configuration.loadExistingGrant(ctx), undefined);
-    await store.setUserDisabled('carol', false, Date.now());
+    await store.identity.setUserDisabled('carol', false, Date.now());
     const grant = (await configuration.loadExistingGrant(ctx)) as { accountId: string; resources: Record<string, string> } | undefined;
     assert.equal(grant?.accountId, 'carol');
     assert.deepEqual(grant?.resources, { [resource('files')]: 'mcp:files' });
@@ -393,7 +393,7 @@ describe('interactions', () => {
     } finally {
       failAudit.on = false;
     }
-    assert.equal(await store.getConsent('bob', CLIENT_ID, resource('files')), null);
+    assert.equal(await store.identity.getConsent('bob', CLIENT_ID, resource('files')), null);
     // The interaction is still pending: allowing now works.
     const done = await browser.post(actionOf(consentHtml, 'consent'), { csrf: csrfOf(consentHtml, 'consent'), decision: 'allow' });
     assert.equal(done.status, 303);

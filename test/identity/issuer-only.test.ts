@@ -62,7 +62,7 @@ for (const issuerPath of ['', '/base']) {
         [`issuer: ${issuer}`, 'listen:', '  host: 127.0.0.1', 'servers:', '  - name: alpha', '    url: http://127.0.0.1:9/mcp', 'identity:', '  registration:', '    mode: open', 'log:', '  level: silent', ''].join('\n'),
       );
       const now = Date.now();
-      await gw.app.store.createUser({ name: 'alice', passwordHash: await hashPassword(PASSWORD), groups: [], disabled: false, createdAt: now, updatedAt: now });
+      await gw.app.store.identity.createUser({ name: 'alice', passwordHash: await hashPassword(PASSWORD), groups: [], disabled: false, createdAt: now, updatedAt: now });
     });
     after(async () => {
       await gw?.stop();

@@ -49,7 +49,7 @@ describe('revocation by time is exact to the millisecond, on one node and across
     otherBase = `http://127.0.0.1:${(otherServer.address() as AddressInfo).port}`;
     alpha = config.servers[0]!;
     const now = Date.now();
-    for (const name of ['alice', 'bob']) await store.createUser({ name, passwordHash: await hashPassword(PASSWORD), groups: [], disabled: false, createdAt: now, updatedAt: now });
+    for (const name of ['alice', 'bob']) await store.identity.createUser({ name, passwordHash: await hashPassword(PASSWORD), groups: [], disabled: false, createdAt: now, updatedAt: now });
     const registered = await register(gw.base, { client_name: 'machine', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' });
     assert.equal(registered.status, 201, JSON.stringify(registered.body));
     machine = { basic: { id: String(registered.body.client_id), secret: String(registered.body.client_secret) } };

@@ -57,7 +57,7 @@ describe('signing-key rotation while running', () => {
     const { client_id: id, client_secret: secret } = (await registered.json()) as { client_id: string; client_secret: string };
     credentials = Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64');
     const now = Date.now();
-    await store.createUser({ name: 'alice', passwordHash: await hashPassword(PASSWORD), groups: [], disabled: false, createdAt: now, updatedAt: now });
+    await store.identity.createUser({ name: 'alice', passwordHash: await hashPassword(PASSWORD), groups: [], disabled: false, createdAt: now, updatedAt: now });
   });
 
   /** Signs alice in through an interactive client: the code's token request (not yet sent). */
@@ -88,7 +88,7 @@ describe('signing-key rotation while running', () => {
 
   async function rotations(): Promise<{ reason: string; data: { kid: string; retired: string[] } }[]> {
     await audit.flush();
-    return (await store.listAudit({ types: ['keys.rotated'] })).map((r) => JSON.parse(r.body));
+    return (await store.audit.list({ types: ['keys.rotated'] })).map((r) => JSON.parse(r.body));
   }
 
   it('a young key is kept; at its rotation age a new key signs, the old one still verifies, and the other node follows', async () => {

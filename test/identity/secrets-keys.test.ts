@@ -184,13 +184,13 @@ describe('loadKeys', () => {
     assert.ok(first.cookie[0]!.length >= 43);
 
     // Raw rows: sealed, and the private scalar does not appear in the clear.
-    const rows = await store.listKeys('signing', t0);
+    const rows = await store.identity.listKeys('signing', t0);
     assert.equal(rows.length, 1);
     assert.match(rows[0]!.sealed, /^v1\./);
     assert.ok(!rows[0]!.sealed.includes(firstKey.d!), 'the private key is stored in the clear');
     assert.ok(!rows[0]!.sealed.includes('"d"'));
     assert.ok(!Buffer.from(rows[0]!.sealed.slice(3), 'base64url').toString('latin1').includes(firstKey.d!));
-    const cookieRows = await store.listKeys('cookie', t0);
+    const cookieRows = await store.identity.listKeys('cookie', t0);
     assert.equal(cookieRows.length, 1);
     assert.ok(!cookieRows[0]!.sealed.includes(first.cookie[0]!), 'the cookie key is stored in the clear');
 
@@ -214,7 +214,7 @@ describe('loadKeys', () => {
     assert.deepEqual(new Set(rotated.publicKeys.map((k) => k.kid)), new Set([rotated.created.kid, firstKey.kid]));
     assert.ok(rotated.publicKeys.every((k) => k.d === undefined));
     assert.deepEqual(rotated.cookie, first.cookie, 'the cookie key is not rotated with the signing key');
-    const retiredRow = (await store.listKeys('signing', t1)).find((k) => k.kid === firstKey.kid);
+    const retiredRow = (await store.identity.listKeys('signing', t1)).find((k) => k.kid === firstKey.kid);
     assert.equal(retiredRow?.retiredAt, t1);
     assert.equal(retiredRow?.expiresAt, t1 + DAY);
 

@@ -26,12 +26,12 @@ describe('identity start-up', () => {
       const second = await Identity.start({ config, store, audit, log });
       second.stop();
       await audit.flush();
-      const rotated = await store.listAudit({ types: ['keys.rotated'] });
+      const rotated = await store.audit.list({ types: ['keys.rotated'] });
       assert.equal(rotated.length, 1);
       const body = JSON.parse(rotated[0]!.body) as { reason: string; data: { kid: string; retired: string[] } };
       assert.equal(body.reason, 'first signing key');
       assert.deepEqual(body.data.retired, []);
-      const [key] = await store.listKeys('signing', Date.now());
+      const [key] = await store.identity.listKeys('signing', Date.now());
       assert.equal(body.data.kid, key?.kid, 'the event names the key in use');
     } finally {
       await store.close();

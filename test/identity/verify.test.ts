@@ -305,7 +305,7 @@ describe('TokenVerifier: revocation', () => {
   it('a revocation written straight to the store (as the CLI does) applies after refresh()', async () => {
     const { token, claims } = await sign();
     await verifier.verify(`Bearer ${token}`, FILES);
-    await store.addRevocation({ kind: 'user', value: claims.sub, revokedAt: Date.now(), expiresAt: keep('user') });
+    await store.identity.addRevocation({ kind: 'user', value: claims.sub, revokedAt: Date.now(), expiresAt: keep('user') });
     // Not yet known to this node: the poll has not run.
     await verifier.verify(`Bearer ${token}`, FILES);
     await revocations.refresh();
@@ -314,7 +314,7 @@ describe('TokenVerifier: revocation', () => {
 
   it('a token never seen before is checked against revocations too (not only cached ones)', async () => {
     const { token, claims } = await sign();
-    await store.addRevocation({ kind: 'jti', value: claims.jti, revokedAt: Date.now(), expiresAt: keep('jti') });
+    await store.identity.addRevocation({ kind: 'jti', value: claims.jti, revokedAt: Date.now(), expiresAt: keep('jti') });
     await revocations.refresh();
     await refused(verifier.verify(`Bearer ${token}`, FILES), 'revoked');
     // And a refused token was not cached as good: still refused.

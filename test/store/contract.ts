@@ -11,7 +11,7 @@ import { ChainVerifier, hashRecord, type VerifyResult } from '../../src/audit/ch
 import type { AuditRecord, EventType, TimedEvent } from '../../src/audit/events.ts';
 import { MIGRATIONS } from '../../src/store/migrations.ts';
 import { openStore } from '../../src/store/open.ts';
-import { AUDIT_LIST_MAX, StoreUnavailableError, type OpenStoreOptions, type Store } from '../../src/store/types.ts';
+import { AUDIT_LIST_MAX, SchemaError, StoreUnavailableError, type OpenStoreOptions, type Store } from '../../src/store/types.ts';
 
 export interface StoreHarness {
   /** Prepares a fresh, empty database for one test; returns openStore options addressing it. */
@@ -40,7 +40,7 @@ async function verify(store: Store): Promise<VerifyResult> {
   const verifier = new ChainVerifier();
   let afterSeq = 0;
   for (;;) {
-    const page = await store.listAudit({ afterSeq });
+    const page = await store.audit.list({ afterSeq });
     for (const record of page) verifier.push(record);
     if (page.length < AUDIT_LIST_MAX) return verifier.result();
     afterSeq = page.at(-1)!.seq;
@@ -63,7 +63,7 @@ try {
   await store.migrate();
   for (let i = 0; i < batches; i += 1) {
     const event = { time: new Date().toISOString(), type: 'mcp.request', outcome: 'success', data: { worker, i } };
-    await store.appendAudit(Array.from({ length: batchSize }, () => event));
+    await store.audit.append(Array.from({ length: batchSize }, () => event));
   }
 } finally {
   await store.close();
@@ -137,7 +137,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
     /** Five events, seq 1..5; returns them as appended. */
     async function seeded(): Promise<{ store: Store; records: AuditRecord[] }> {
       const store = await ready();
-      const records = await store.appendAudit(range(1, 5).map((i) => event('mcp.request', at(i), { data: { i } })));
+      const records = await store.audit.append(range(1, 5).map((i) => event('mcp.request', at(i), { data: { i } })));
       return { store, records };
     }
     async function tamper(...statements: string[]): Promise<void> {
@@ -159,6 +159,26 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
         assert.equal(Number(rows[0]?.n), MIGRATIONS.length);
       });
 
+      it('schema() compares without changing anything: all pending, then none; a newer schema is reported and refused', async () => {
+        const store = await open();
+        const before = await store.schema();
+        assert.deepEqual(before, { applied: [], pending: MIGRATIONS.map(({ version, name }) => ({ version, name })), unknown: [] });
+        assert.deepEqual(await store.migrations(), [], 'schema() created something');
+        const applied = await store.migrate();
+        assert.deepEqual(await store.schema(), { applied, pending: [], unknown: [] });
+
+        await harness.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'from_the_future', '2030-01-01T00:00:00.000Z')");
+        const newer = await store.schema();
+        assert.deepEqual(newer.unknown.map((m) => [m.version, m.name]), [[999, 'from_the_future']]);
+        assert.deepEqual(newer.pending, []);
+        await assert.rejects(store.migrate(), (error: unknown) => {
+          assert.ok(error instanceof SchemaError, String(error));
+          assert.match(error.message, /newer than this build/);
+          return true;
+        });
+        assert.equal((await store.migrations()).length, MIGRATIONS.length + 1);
+      });
+
       it('two stores migrating at once both succeed with one set of rows', async () => {
         const [a, b] = [await open(), await open()];
         const [ra, rb] = await Promise.all([a.migrate(), b.migrate()]);
@@ -172,34 +192,34 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
     describe('append, list, head', () => {
       it('an empty log has no head and no records', async () => {
         const store = await ready();
-        assert.equal(await store.auditHead(), null);
-        assert.deepEqual(await store.listAudit(), []);
-        assert.deepEqual(await store.appendAudit([]), []);
+        assert.equal(await store.audit.head(), null);
+        assert.deepEqual(await store.audit.list(), []);
+        assert.deepEqual(await store.audit.append([]), []);
         assert.deepEqual(await verify(store), { ok: true, count: 0, head: null });
       });
 
       it('round-trips records with contiguous seqs from 1 and a chain that verifies', async () => {
         const store = await ready();
-        const first = await store.appendAudit([event('gateway.started', at(0)), event('session.opened', at(1))]);
+        const first = await store.audit.append([event('gateway.started', at(0)), event('session.opened', at(1))]);
         assert.deepEqual(seqs(first), [1, 2]);
-        const second = await store.appendAudit([event('mcp.request', at(2), { server: null })]);
+        const second = await store.audit.append([event('mcp.request', at(2), { server: null })]);
         assert.deepEqual(seqs(second), [3]);
         assert.equal(second[0]?.prevHash, first[1]?.hash);
-        const listed = await store.listAudit();
+        const listed = await store.audit.list();
         assert.deepEqual(listed, [...first, ...second]);
         assert.equal(listed[2]?.server, null);
         assert.equal(listed[0]?.time, at(0), 'time must be kept as the exact string');
-        assert.deepEqual(await store.auditHead(), { seq: 3, hash: second[0]!.hash });
+        assert.deepEqual(await store.audit.head(), { seq: 3, hash: second[0]!.hash });
         assert.deepEqual(await verify(store), { ok: true, count: 3, head: { seq: 3, hash: second[0]!.hash } });
       });
 
-      it('recordAudit appends like appendAudit, resolving with nothing; the chain runs on across both', async () => {
+      it('audit.record appends like audit.append, resolving with nothing; the chain runs on across both', async () => {
         const store = await ready();
-        await store.appendAudit([event('gateway.started', at(0))]);
-        assert.equal(await store.recordAudit([event('mcp.request', at(1), { data: { i: 1 } }), event('auth.rejected', at(2))]), undefined);
-        await store.recordAudit([]);
-        const [last] = await store.appendAudit([event('mcp.request', at(3))]);
-        const listed = await store.listAudit();
+        await store.audit.append([event('gateway.started', at(0))]);
+        assert.equal(await store.audit.record([event('mcp.request', at(1), { data: { i: 1 } }), event('auth.rejected', at(2))]), undefined);
+        await store.audit.record([]);
+        const [last] = await store.audit.append([event('mcp.request', at(3))]);
+        const listed = await store.audit.list();
         assert.deepEqual(seqs(listed), [1, 2, 3, 4]);
         assert.deepEqual(listed.map((r) => r.type), ['gateway.started', 'mcp.request', 'auth.rejected', 'mcp.request']);
         assert.deepEqual(JSON.parse(listed[1]!.body).data, { i: 1 });
@@ -209,11 +229,11 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
 
       it('a second store on the same database continues the same chain', async () => {
         const a = await ready();
-        await a.appendAudit([event()]);
+        await a.audit.append([event()]);
         const b = await open();
-        const [record] = await b.appendAudit([event()]);
+        const [record] = await b.audit.append([event()]);
         assert.equal(record?.seq, 2);
-        assert.deepEqual(await a.auditHead(), { seq: 2, hash: record!.hash });
+        assert.deepEqual(await a.audit.head(), { seq: 2, hash: record!.hash });
       });
     });
 
@@ -223,7 +243,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
           assert.deepEqual(seqs(batch), range(batch[0]!.seq, batch[0]!.seq + batch.length - 1), 'batch not contiguous');
         }
         assert.deepEqual(seqs(results.flat()).sort((x, y) => x - y), range(1, total));
-        assert.deepEqual(seqs(await store.listAudit()), range(1, total));
+        assert.deepEqual(seqs(await store.audit.list()), range(1, total));
         const result = await verify(store);
         assert.equal(result.ok, true, JSON.stringify(result));
         assert.equal(result.count, total);
@@ -232,14 +252,14 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
       it('50 concurrent appends on one store yield contiguous seqs and a valid chain', async () => {
         const store = await ready();
         const results = await Promise.all(
-          range(1, 50).map((i) => store.appendAudit(range(1, (i % 3) + 1).map(() => event('mcp.request', at(i))))),
+          range(1, 50).map((i) => store.audit.append(range(1, (i % 3) + 1).map(() => event('mcp.request', at(i))))),
         );
         await assertSerial(store, results, results.flat().length);
       });
 
       it('two store instances appending concurrently share one serial chain', async () => {
         const [a, b] = [await ready(), await open()];
-        const results = await Promise.all(range(1, 50).map((i) => (i % 2 ? a : b).appendAudit([event(), event()])));
+        const results = await Promise.all(range(1, 50).map((i) => (i % 2 ? a : b).audit.append([event(), event()])));
         await assertSerial(a, results, 100);
       });
 
@@ -249,23 +269,23 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
         assert.deepEqual((await store.migrations()).map((m) => m.version), MIGRATIONS.map((m) => m.version));
         const rows = await harness.rows('SELECT CAST(count(*) AS integer) AS n FROM schema_migrations');
         assert.equal(Number(rows[0]?.n), MIGRATIONS.length);
-        assert.deepEqual(seqs(await store.listAudit()), range(1, 90));
-        assert.deepEqual(await verify(store), { ok: true, count: 90, head: await store.auditHead() });
+        assert.deepEqual(seqs(await store.audit.list()), range(1, 90));
+        assert.deepEqual(await verify(store), { ok: true, count: 90, head: await store.audit.head() });
       });
     });
 
     describe('failures', () => {
       it('a refused insert rolls back the whole batch and leaves the store usable', async () => {
         const store = await ready();
-        await store.appendAudit([event()]);
+        await store.audit.append([event()]);
         await harness.exec(harness.refuseUpstreamErrorSql);
         await assert.rejects(
-          store.appendAudit([event(), event('upstream.error'), event()]),
+          store.audit.append([event(), event('upstream.error'), event()]),
           StoreUnavailableError,
         );
-        await assert.rejects(store.recordAudit([event('upstream.error')]), StoreUnavailableError);
-        assert.deepEqual(seqs(await store.listAudit()), [1]);
-        const [next] = await store.appendAudit([event()]);
+        await assert.rejects(store.audit.record([event('upstream.error')]), StoreUnavailableError);
+        assert.deepEqual(seqs(await store.audit.list()), [1]);
+        const [next] = await store.audit.append([event()]);
         assert.equal(next?.seq, 2);
         assert.equal((await verify(store)).ok, true);
       });
@@ -273,31 +293,31 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
       it('an unserialisable event is a caller error (TypeError), and nothing is written', async () => {
         const store = await ready();
         const bad = event('mcp.request', at(0), { data: { big: 1n as never } });
-        await assert.rejects(store.appendAudit([event(), bad]), TypeError);
-        await assert.rejects(store.recordAudit([event(), bad]), TypeError);
-        assert.equal(await store.auditHead(), null);
-        assert.deepEqual(seqs(await store.appendAudit([event()])), [1]);
+        await assert.rejects(store.audit.append([event(), bad]), TypeError);
+        await assert.rejects(store.audit.record([event(), bad]), TypeError);
+        assert.equal(await store.audit.head(), null);
+        assert.deepEqual(seqs(await store.audit.append([event()])), [1]);
       });
 
       it('a closed store rejects with StoreUnavailableError', async () => {
         const store = await ready();
         await store.close();
         await assert.rejects(store.ping(), StoreUnavailableError);
-        await assert.rejects(store.appendAudit([event()]), StoreUnavailableError);
-        await assert.rejects(store.recordAudit([event()]), StoreUnavailableError);
+        await assert.rejects(store.audit.append([event()]), StoreUnavailableError);
+        await assert.rejects(store.audit.record([event()]), StoreUnavailableError);
         await store.close();
       });
     });
 
-    describe('listAudit filters', () => {
+    describe('audit.list filters', () => {
       const types: EventType[] = ['gateway.started', 'session.opened', 'mcp.request', 'session.closed', 'mcp.request', 'upstream.error'];
       async function six(): Promise<Store> {
         const store = await ready();
-        await store.appendAudit(types.map((type, i) => event(type, at(i))));
+        await store.audit.append(types.map((type, i) => event(type, at(i))));
         return store;
       }
-      const list = async (store: Store, query: Parameters<Store['listAudit']>[0]): Promise<number[]> =>
-        seqs(await store.listAudit(query));
+      const list = async (store: Store, query: Parameters<Store['audit']['list']>[0]): Promise<number[]> =>
+        seqs(await store.audit.list(query));
 
       it('types: exact names, prefixes ending in .*, and an empty list', async () => {
         const store = await six();
@@ -316,7 +336,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
         assert.deepEqual(await list(store, { since: '2025-01-01T00:00:02Z' }), [3, 4, 5, 6]);
         assert.deepEqual(await list(store, { since: '2025-01-01T01:00:02.001+01:00' }), [4, 5, 6]);
         assert.deepEqual(await list(store, { since: at(60) }), []);
-        await assert.rejects(store.listAudit({ since: 'yesterday' }), RangeError);
+        await assert.rejects(store.audit.list({ since: 'yesterday' }), RangeError);
       });
 
       it('afterSeq, limit, and combinations', async () => {
@@ -332,14 +352,14 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
       it(`limit defaults to and is capped at ${AUDIT_LIST_MAX}`, async () => {
         const store = await ready();
         const total = AUDIT_LIST_MAX + 1;
-        const appended = await store.appendAudit(range(1, total).map((i) => event('mcp.request', at(i))));
+        const appended = await store.audit.append(range(1, total).map((i) => event('mcp.request', at(i))));
         assert.equal(appended.length, total);
-        const page = await store.listAudit();
+        const page = await store.audit.list();
         assert.equal(page.length, AUDIT_LIST_MAX);
         assert.equal(page.at(-1)?.seq, AUDIT_LIST_MAX);
-        assert.equal((await store.listAudit({ limit: total * 2 })).length, AUDIT_LIST_MAX);
+        assert.equal((await store.audit.list({ limit: total * 2 })).length, AUDIT_LIST_MAX);
         assert.deepEqual(await list(store, { afterSeq: AUDIT_LIST_MAX }), [total]);
-        assert.deepEqual(await verify(store), { ok: true, count: total, head: await store.auditHead() });
+        assert.deepEqual(await verify(store), { ok: true, count: total, head: await store.audit.head() });
       });
     });
 
@@ -349,7 +369,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
         await assert.rejects(harness.exec("UPDATE audit_events SET outcome = 'denied' WHERE seq = 2"), /append-only/);
         await assert.rejects(harness.exec('DELETE FROM audit_events WHERE seq = 5'), /append-only/);
         await assert.rejects(harness.exec('DELETE FROM audit_events'), /append-only/);
-        assert.deepEqual(await store.listAudit(), records);
+        assert.deepEqual(await store.audit.list(), records);
       });
     });
 
@@ -365,7 +385,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
         await tamper(
           `UPDATE audit_events SET body = replace(body, '"outcome":"success"', '"outcome":"denied"'), outcome = 'denied' WHERE seq = 3`,
         );
-        assert.equal((await store.listAudit({ afterSeq: 2, limit: 1 }))[0]?.outcome, 'denied');
+        assert.equal((await store.audit.list({ afterSeq: 2, limit: 1 }))[0]?.outcome, 'denied');
         await assertBrokenAt(store, 3);
       });
 
@@ -392,7 +412,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
           'UPDATE audit_events SET seq = 3 WHERE seq = 4',
           'UPDATE audit_events SET seq = 4 WHERE seq = 1000',
         );
-        assert.deepEqual(seqs(await store.listAudit()), [1, 2, 3, 4, 5]);
+        assert.deepEqual(seqs(await store.audit.list()), [1, 2, 3, 4, 5]);
         await assertBrokenAt(store, 3);
       });
 
@@ -406,7 +426,7 @@ export function runStoreContract(label: string, harness: StoreHarness): void {
 
       it('known limit: deleting the newest events verifies, but the head no longer matches an anchored copy', async () => {
         const { store } = await seeded();
-        const anchored = await store.auditHead();
+        const anchored = await store.audit.head();
         await tamper('DELETE FROM audit_events WHERE seq >= 4');
         const result = await verify(store);
         assert.equal(result.ok, true);

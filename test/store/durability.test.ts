@@ -16,9 +16,9 @@ describe('SQLite durability settings', () => {
         const store = await openStore({ dataDir: dir, durability });
         await store.migrate();
         const time = new Date().toISOString();
-        await Promise.all([1, 2, 3].map((i) => store.appendAudit([{ time, type: 'mcp.request', outcome: 'success', data: { i } }])));
+        await Promise.all([1, 2, 3].map((i) => store.audit.append([{ time, type: 'mcp.request', outcome: 'success', data: { i } }])));
         const verifier = new ChainVerifier();
-        for (const record of await store.listAudit()) verifier.push(record);
+        for (const record of await store.audit.list()) verifier.push(record);
         assert.deepEqual(verifier.result().ok && verifier.result().count, 3);
         await store.close();
         const db = openDatabase(path.join(dir, 'mandate.db'), durability);

@@ -72,7 +72,7 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
           [[1, 'audit_events'], [2, 'identity']],
         );
         const store = await ready();
-        await store.appendAudit([{ time: new Date(T).toISOString(), type: 'gateway.started', outcome: 'success' }]);
+        await store.audit.append([{ time: new Date(T).toISOString(), type: 'gateway.started', outcome: 'success' }]);
         // Back to version 1: migration 2 must then apply cleanly on top of it.
         await harness.exec(
           'DROP TABLE oidc_artifacts; DROP TABLE clients; DROP TABLE registration_tokens; DROP TABLE users; ' +
@@ -81,9 +81,9 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
         const again = await open();
         const applied = await again.migrate();
         assert.deepEqual(applied.map((m) => m.name).slice(0, 2), ['audit_events', 'identity']);
-        assert.equal((await again.listAudit()).length, 1);
-        await again.createUser(user('alice'));
-        assert.equal((await again.getUser('alice'))?.name, 'alice');
+        assert.equal((await again.audit.list()).length, 1);
+        await again.identity.createUser(user('alice'));
+        assert.equal((await again.identity.getUser('alice'))?.name, 'alice');
       });
 
       it('the database itself refuses bad statuses, negative uses, and non-integer times', async () => {
@@ -116,115 +116,115 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
       it('round-trips the payload exactly; absent, other-model and expired artifacts are null even before a purge', async () => {
         const store = await ready();
         const now = Date.now();
-        await store.oidcUpsert('AuthorizationCode', 'k1', PAYLOAD, now + HOUR, { grantId: 'g1' });
-        await store.oidcUpsert('Grant', 'k2', { forever: true }, null, {});
-        await store.oidcUpsert('AuthorizationCode', 'old', { a: 1 }, now - 1, {});
-        await store.oidcUpsert('AuthorizationCode', 'older', { a: 1 }, now - HOUR, {});
+        await store.identity.oidcUpsert('AuthorizationCode', 'k1', PAYLOAD, now + HOUR, { grantId: 'g1' });
+        await store.identity.oidcUpsert('Grant', 'k2', { forever: true }, null, {});
+        await store.identity.oidcUpsert('AuthorizationCode', 'old', { a: 1 }, now - 1, {});
+        await store.identity.oidcUpsert('AuthorizationCode', 'older', { a: 1 }, now - HOUR, {});
 
-        const found = await store.oidcFind('AuthorizationCode', 'k1');
+        const found = await store.identity.oidcFind('AuthorizationCode', 'k1');
         assert.deepEqual(found, { payload: PAYLOAD, consumedAt: null, expiresAt: now + HOUR });
         assert.equal(JSON.stringify(found?.payload), JSON.stringify(PAYLOAD), 'key order or text changed');
-        assert.deepEqual(await store.oidcFind('Grant', 'k2'), { payload: { forever: true }, consumedAt: null, expiresAt: null });
+        assert.deepEqual(await store.identity.oidcFind('Grant', 'k2'), { payload: { forever: true }, consumedAt: null, expiresAt: null });
 
-        assert.equal(await store.oidcFind('AuthorizationCode', 'missing'), null);
-        assert.equal(await store.oidcFind('AccessToken', 'k1'), null, 'the model is part of the key');
-        assert.equal(await store.oidcFind('AuthorizationCode', 'old'), null);
-        assert.equal(await store.oidcFind('AuthorizationCode', 'older'), null);
+        assert.equal(await store.identity.oidcFind('AuthorizationCode', 'missing'), null);
+        assert.equal(await store.identity.oidcFind('AccessToken', 'k1'), null, 'the model is part of the key');
+        assert.equal(await store.identity.oidcFind('AuthorizationCode', 'old'), null);
+        assert.equal(await store.identity.oidcFind('AuthorizationCode', 'older'), null);
         assert.equal(await count('oidc_artifacts'), 4, 'expired rows are still there until purged');
       });
 
       it('an artifact expiring at this very millisecond is already gone', async () => {
         const store = await ready();
         const expiresAt = Date.now() + 20;
-        await store.oidcUpsert('Session', 's', {}, expiresAt, { uid: 'u' });
+        await store.identity.oidcUpsert('Session', 's', {}, expiresAt, { uid: 'u' });
         while (Date.now() < expiresAt) await new Promise((r) => setTimeout(r, 1));
-        assert.equal(await store.oidcFind('Session', 's'), null);
-        assert.equal(await store.oidcFindByUid('Session', 'u'), null);
+        assert.equal(await store.identity.oidcFind('Session', 's'), null);
+        assert.equal(await store.identity.oidcFindByUid('Session', 'u'), null);
       });
 
       it('finds by uid and by user code, per model, with the key; expired ones are null', async () => {
         const store = await ready();
         const now = Date.now();
-        await store.oidcUpsert('Session', 'sess-key', { accountId: 'alice' }, now + HOUR, { uid: 'uid-1' });
-        await store.oidcUpsert('Interaction', 'int-key', { prompt: 'login' }, now + HOUR, { uid: 'uid-1' });
-        await store.oidcUpsert('DeviceCode', 'dev-key', { params: { scope: 'openid' } }, now + HOUR, { userCode: 'code-1', grantId: 'g' });
-        await store.oidcUpsert('DeviceCode', 'dev-old', { old: true }, now - 1, { userCode: 'code-2' });
-        await store.oidcUpsert('Session', 'sess-old', { old: true }, now - 1, { uid: 'uid-2' });
+        await store.identity.oidcUpsert('Session', 'sess-key', { accountId: 'alice' }, now + HOUR, { uid: 'uid-1' });
+        await store.identity.oidcUpsert('Interaction', 'int-key', { prompt: 'login' }, now + HOUR, { uid: 'uid-1' });
+        await store.identity.oidcUpsert('DeviceCode', 'dev-key', { params: { scope: 'openid' } }, now + HOUR, { userCode: 'code-1', grantId: 'g' });
+        await store.identity.oidcUpsert('DeviceCode', 'dev-old', { old: true }, now - 1, { userCode: 'code-2' });
+        await store.identity.oidcUpsert('Session', 'sess-old', { old: true }, now - 1, { uid: 'uid-2' });
 
-        assert.deepEqual(await store.oidcFindByUid('Session', 'uid-1'), {
+        assert.deepEqual(await store.identity.oidcFindByUid('Session', 'uid-1'), {
           key: 'sess-key',
           payload: { accountId: 'alice' },
           consumedAt: null,
           expiresAt: now + HOUR,
         });
-        assert.equal((await store.oidcFindByUid('Interaction', 'uid-1'))?.key, 'int-key');
-        assert.equal(await store.oidcFindByUid('Grant', 'uid-1'), null);
-        assert.equal(await store.oidcFindByUid('Session', 'uid-2'), null);
-        assert.equal(await store.oidcFindByUid('Session', 'code-1'), null, 'a user code is not a uid');
-        assert.deepEqual(await store.oidcFindByUserCode('DeviceCode', 'code-1'), {
+        assert.equal((await store.identity.oidcFindByUid('Interaction', 'uid-1'))?.key, 'int-key');
+        assert.equal(await store.identity.oidcFindByUid('Grant', 'uid-1'), null);
+        assert.equal(await store.identity.oidcFindByUid('Session', 'uid-2'), null);
+        assert.equal(await store.identity.oidcFindByUid('Session', 'code-1'), null, 'a user code is not a uid');
+        assert.deepEqual(await store.identity.oidcFindByUserCode('DeviceCode', 'code-1'), {
           key: 'dev-key',
           payload: { params: { scope: 'openid' } },
           consumedAt: null,
           expiresAt: now + HOUR,
         });
-        assert.equal(await store.oidcFindByUserCode('DeviceCode', 'code-2'), null);
-        assert.equal(await store.oidcFindByUserCode('Session', 'code-1'), null);
+        assert.equal(await store.identity.oidcFindByUserCode('DeviceCode', 'code-2'), null);
+        assert.equal(await store.identity.oidcFindByUserCode('Session', 'code-1'), null);
       });
 
       it('upsert replaces payload, expiry and refs, but a consumed artifact stays consumed', async () => {
         const store = await ready();
         const now = Date.now();
-        await store.oidcUpsert('Session', 'k', { v: 1 }, now + MIN, { uid: 'uid-a', grantId: 'g-a' });
-        await store.oidcUpsert('Session', 'k', { v: 2 }, null, { uid: 'uid-b' });
-        assert.deepEqual(await store.oidcFind('Session', 'k'), { payload: { v: 2 }, consumedAt: null, expiresAt: null });
-        assert.equal(await store.oidcFindByUid('Session', 'uid-a'), null, 'the old uid still finds it');
-        assert.equal((await store.oidcFindByUid('Session', 'uid-b'))?.key, 'k');
-        await store.oidcRevokeByGrant('Session', 'g-a');
-        assert.notEqual(await store.oidcFind('Session', 'k'), null, 'the old grant id was kept');
+        await store.identity.oidcUpsert('Session', 'k', { v: 1 }, now + MIN, { uid: 'uid-a', grantId: 'g-a' });
+        await store.identity.oidcUpsert('Session', 'k', { v: 2 }, null, { uid: 'uid-b' });
+        assert.deepEqual(await store.identity.oidcFind('Session', 'k'), { payload: { v: 2 }, consumedAt: null, expiresAt: null });
+        assert.equal(await store.identity.oidcFindByUid('Session', 'uid-a'), null, 'the old uid still finds it');
+        assert.equal((await store.identity.oidcFindByUid('Session', 'uid-b'))?.key, 'k');
+        await store.identity.oidcRevokeByGrant('Session', 'g-a');
+        assert.notEqual(await store.identity.oidcFind('Session', 'k'), null, 'the old grant id was kept');
 
-        await store.oidcConsume('Session', 'k', now);
-        await store.oidcUpsert('Session', 'k', { v: 3 }, null, {});
-        assert.deepEqual(await store.oidcFind('Session', 'k'), { payload: { v: 3 }, consumedAt: now, expiresAt: null });
+        await store.identity.oidcConsume('Session', 'k', now);
+        await store.identity.oidcUpsert('Session', 'k', { v: 3 }, null, {});
+        assert.deepEqual(await store.identity.oidcFind('Session', 'k'), { payload: { v: 3 }, consumedAt: now, expiresAt: null });
         assert.equal(await count('oidc_artifacts'), 1);
       });
 
       it('consume keeps the first consumption time and says who consumed; consuming a missing artifact is harmless', async () => {
         const store = await ready();
-        await store.oidcUpsert('AuthorizationCode', 'code', { a: 1 }, null, {});
-        assert.equal(await store.oidcConsume('AuthorizationCode', 'code', T + 5), true);
-        assert.equal(await store.oidcConsume('AuthorizationCode', 'code', T + 9), false);
-        assert.equal((await store.oidcFind('AuthorizationCode', 'code'))?.consumedAt, T + 5);
-        assert.equal(await store.oidcConsume('AuthorizationCode', 'missing', T), false);
-        assert.equal(await store.oidcConsume('RefreshToken', 'code', T), false);
-        assert.equal(await store.oidcFind('RefreshToken', 'code'), null);
+        await store.identity.oidcUpsert('AuthorizationCode', 'code', { a: 1 }, null, {});
+        assert.equal(await store.identity.oidcConsume('AuthorizationCode', 'code', T + 5), true);
+        assert.equal(await store.identity.oidcConsume('AuthorizationCode', 'code', T + 9), false);
+        assert.equal((await store.identity.oidcFind('AuthorizationCode', 'code'))?.consumedAt, T + 5);
+        assert.equal(await store.identity.oidcConsume('AuthorizationCode', 'missing', T), false);
+        assert.equal(await store.identity.oidcConsume('RefreshToken', 'code', T), false);
+        assert.equal(await store.identity.oidcFind('RefreshToken', 'code'), null);
       });
 
       it('concurrent consumption of one artifact: exactly one caller consumes it', async () => {
         const store = await ready();
-        await store.oidcUpsert('RefreshToken', 'rt', { a: 1 }, null, {});
-        const results = await Promise.all(Array.from({ length: 6 }, (_, i) => store.oidcConsume('RefreshToken', 'rt', T + i)));
+        await store.identity.oidcUpsert('RefreshToken', 'rt', { a: 1 }, null, {});
+        const results = await Promise.all(Array.from({ length: 6 }, (_, i) => store.identity.oidcConsume('RefreshToken', 'rt', T + i)));
         assert.equal(results.filter(Boolean).length, 1);
       });
 
       it('destroy removes one artifact; revokeByGrant removes that model\'s artifacts of that grant only', async () => {
         const store = await ready();
         const refs = (grantId: string) => ({ grantId });
-        await store.oidcUpsert('AccessToken', 'a1', {}, null, refs('g1'));
-        await store.oidcUpsert('AccessToken', 'a2', {}, null, refs('g1'));
-        await store.oidcUpsert('AccessToken', 'a3', {}, null, refs('g2'));
-        await store.oidcUpsert('RefreshToken', 'r1', {}, null, refs('g1'));
-        await store.oidcUpsert('AccessToken', 'a4', {}, null, {});
+        await store.identity.oidcUpsert('AccessToken', 'a1', {}, null, refs('g1'));
+        await store.identity.oidcUpsert('AccessToken', 'a2', {}, null, refs('g1'));
+        await store.identity.oidcUpsert('AccessToken', 'a3', {}, null, refs('g2'));
+        await store.identity.oidcUpsert('RefreshToken', 'r1', {}, null, refs('g1'));
+        await store.identity.oidcUpsert('AccessToken', 'a4', {}, null, {});
 
-        await store.oidcDestroy('AccessToken', 'a4');
-        await store.oidcDestroy('RefreshToken', 'a1');
-        assert.equal(await store.oidcFind('AccessToken', 'a4'), null);
-        assert.notEqual(await store.oidcFind('AccessToken', 'a1'), null, 'destroy crossed models');
+        await store.identity.oidcDestroy('AccessToken', 'a4');
+        await store.identity.oidcDestroy('RefreshToken', 'a1');
+        assert.equal(await store.identity.oidcFind('AccessToken', 'a4'), null);
+        assert.notEqual(await store.identity.oidcFind('AccessToken', 'a1'), null, 'destroy crossed models');
 
-        await store.oidcRevokeByGrant('AccessToken', 'g1');
-        assert.equal(await store.oidcFind('AccessToken', 'a1'), null);
-        assert.equal(await store.oidcFind('AccessToken', 'a2'), null);
-        assert.notEqual(await store.oidcFind('AccessToken', 'a3'), null, 'another grant was revoked');
-        assert.notEqual(await store.oidcFind('RefreshToken', 'r1'), null, 'another model was revoked');
+        await store.identity.oidcRevokeByGrant('AccessToken', 'g1');
+        assert.equal(await store.identity.oidcFind('AccessToken', 'a1'), null);
+        assert.equal(await store.identity.oidcFind('AccessToken', 'a2'), null);
+        assert.notEqual(await store.identity.oidcFind('AccessToken', 'a3'), null, 'another grant was revoked');
+        assert.notEqual(await store.identity.oidcFind('RefreshToken', 'r1'), null, 'another model was revoked');
         assert.equal(await count('oidc_artifacts'), 2);
       });
     });
@@ -243,92 +243,92 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
           decidedBy: 'root',
           updatedAt: T + 3,
         });
-        await store.createClient(full);
+        await store.identity.createClient(full);
         const bare = client('c2', { registeredFrom: null });
-        await store.createClient(bare);
-        const got = await store.getClient('c1');
+        await store.identity.createClient(bare);
+        const got = await store.identity.getClient('c1');
         assert.deepEqual(got, full);
         assert.equal(JSON.stringify(got?.metadata), JSON.stringify(full.metadata));
-        assert.deepEqual(await store.getClient('c2'), bare);
-        assert.equal(await store.getClient('nope'), null);
+        assert.deepEqual(await store.identity.getClient('c2'), bare);
+        assert.equal(await store.identity.getClient('nope'), null);
 
-        await assert.rejects(store.createClient(client('c1', { owner: 'mallory' })), (error: unknown) => {
+        await assert.rejects(store.identity.createClient(client('c1', { owner: 'mallory' })), (error: unknown) => {
           assert.ok(error instanceof Error);
           assert.ok(!(error instanceof StoreUnavailableError), 'a duplicate is not an outage');
           assert.match(error.message, /already exists/);
           return true;
         });
         assert.equal(store.healthy, true);
-        assert.deepEqual(await store.getClient('c1'), full);
+        assert.deepEqual(await store.identity.getClient('c1'), full);
       });
 
       it('updateClientMetadata replaces metadata and secret, and leaves the status alone', async () => {
         const store = await ready();
-        await store.createClient(client('c', { status: 'active', secretHash: 'sha256:old' }));
-        await store.updateClientMetadata('c', { client_name: 'renamed', tags: ['x'] }, null, T + 50);
-        await store.updateClientMetadata('missing', {}, null, T);
-        assert.deepEqual(await store.getClient('c'), {
+        await store.identity.createClient(client('c', { status: 'active', secretHash: 'sha256:old' }));
+        await store.identity.updateClientMetadata('c', { client_name: 'renamed', tags: ['x'] }, null, T + 50);
+        await store.identity.updateClientMetadata('missing', {}, null, T);
+        assert.deepEqual(await store.identity.getClient('c'), {
           ...client('c', { status: 'active' }),
           metadata: { client_name: 'renamed', tags: ['x'] },
           secretHash: null,
           updatedAt: T + 50,
         });
-        await store.updateClientMetadata('c', { client_name: 'again' }, 'sha256:new', T + 60);
-        assert.equal((await store.getClient('c'))?.secretHash, 'sha256:new');
+        await store.identity.updateClientMetadata('c', { client_name: 'again' }, 'sha256:new', T + 60);
+        assert.equal((await store.identity.getClient('c'))?.secretHash, 'sha256:new');
       });
 
       it('lists clients oldest first, optionally by status', async () => {
         const store = await ready();
-        await store.createClient(client('b', { createdAt: T + 2, status: 'active' }));
-        await store.createClient(client('a', { createdAt: T + 3 }));
-        await store.createClient(client('c', { createdAt: T + 1 }));
-        await store.createClient(client('d', { createdAt: T + 1, status: 'revoked' }));
-        assert.deepEqual((await store.listClients()).map((c) => c.id), ['c', 'd', 'b', 'a']);
-        assert.deepEqual((await store.listClients({})).map((c) => c.id), ['c', 'd', 'b', 'a']);
-        assert.deepEqual((await store.listClients({ status: 'pending' })).map((c) => c.id), ['c', 'a']);
-        assert.deepEqual((await store.listClients({ status: 'revoked' })).map((c) => c.id), ['d']);
-        assert.deepEqual(await store.listClients({ status: 'rejected' }), []);
+        await store.identity.createClient(client('b', { createdAt: T + 2, status: 'active' }));
+        await store.identity.createClient(client('a', { createdAt: T + 3 }));
+        await store.identity.createClient(client('c', { createdAt: T + 1 }));
+        await store.identity.createClient(client('d', { createdAt: T + 1, status: 'revoked' }));
+        assert.deepEqual((await store.identity.listClients()).map((c) => c.id), ['c', 'd', 'b', 'a']);
+        assert.deepEqual((await store.identity.listClients({})).map((c) => c.id), ['c', 'd', 'b', 'a']);
+        assert.deepEqual((await store.identity.listClients({ status: 'pending' })).map((c) => c.id), ['c', 'a']);
+        assert.deepEqual((await store.identity.listClients({ status: 'revoked' })).map((c) => c.id), ['d']);
+        assert.deepEqual(await store.identity.listClients({ status: 'rejected' }), []);
       });
 
       it('transitionClient moves only from the given statuses, records who and when, and sets a missing owner', async () => {
         const store = await ready();
-        await store.createClient(client('p'));
-        await store.createClient(client('o', { owner: 'alice' }));
+        await store.identity.createClient(client('p'));
+        await store.identity.createClient(client('o', { owner: 'alice' }));
 
-        assert.equal(await store.transitionClient('p', ['active'], 'revoked', 'root', T + 1), false);
-        assert.deepEqual(await store.getClient('p'), client('p'), 'a refused transition changed something');
-        assert.equal(await store.transitionClient('p', [], 'active', 'root', T + 1), false);
-        assert.equal(await store.transitionClient('missing', ['pending'], 'active', 'root', T + 1), false);
+        assert.equal(await store.identity.transitionClient('p', ['active'], 'revoked', 'root', T + 1), false);
+        assert.deepEqual(await store.identity.getClient('p'), client('p'), 'a refused transition changed something');
+        assert.equal(await store.identity.transitionClient('p', [], 'active', 'root', T + 1), false);
+        assert.equal(await store.identity.transitionClient('missing', ['pending'], 'active', 'root', T + 1), false);
 
-        assert.equal(await store.transitionClient('p', ['pending', 'rejected'], 'active', 'root', T + 2), true);
-        assert.deepEqual(await store.getClient('p'), client('p', { status: 'active', decidedBy: 'root', updatedAt: T + 2 }));
-        assert.equal(await store.transitionClient('p', ['pending'], 'rejected', 'root', T + 3), false);
+        assert.equal(await store.identity.transitionClient('p', ['pending', 'rejected'], 'active', 'root', T + 2), true);
+        assert.deepEqual(await store.identity.getClient('p'), client('p', { status: 'active', decidedBy: 'root', updatedAt: T + 2 }));
+        assert.equal(await store.identity.transitionClient('p', ['pending'], 'rejected', 'root', T + 3), false);
 
-        assert.equal(await store.transitionClient('p', ['active'], 'revoked', 'sec', T + 4, 'carol'), true);
-        assert.deepEqual(await store.getClient('p'), client('p', { status: 'revoked', decidedBy: 'sec', updatedAt: T + 4, owner: 'carol' }));
+        assert.equal(await store.identity.transitionClient('p', ['active'], 'revoked', 'sec', T + 4, 'carol'), true);
+        assert.deepEqual(await store.identity.getClient('p'), client('p', { status: 'revoked', decidedBy: 'sec', updatedAt: T + 4, owner: 'carol' }));
 
-        assert.equal(await store.transitionClient('o', ['pending'], 'active', 'root', T + 5, 'mallory'), true);
-        assert.equal((await store.getClient('o'))?.owner, 'alice', 'an existing owner was overwritten');
+        assert.equal(await store.identity.transitionClient('o', ['pending'], 'active', 'root', T + 5, 'mallory'), true);
+        assert.equal((await store.identity.getClient('o'))?.owner, 'alice', 'an existing owner was overwritten');
       });
 
       it('concurrent approve and reject of the same pending client: exactly one wins', async () => {
         const [a, b] = [await ready(), await open()];
         await warm(a, b);
         const ids = Array.from({ length: 8 }, (_, i) => `race-${i}`);
-        for (const id of ids) await a.createClient(client(id));
+        for (const id of ids) await a.identity.createClient(client(id));
         const outcomes = await Promise.all(
           ids.map(async (id, i) => {
             const [first, second] = i % 2 ? [a, b] : [b, a];
             const [approved, rejected] = await Promise.all([
-              first.transitionClient(id, ['pending'], 'active', 'approver', T + 1, 'approver'),
-              second.transitionClient(id, ['pending'], 'rejected', 'rejecter', T + 2),
+              first.identity.transitionClient(id, ['pending'], 'active', 'approver', T + 1, 'approver'),
+              second.identity.transitionClient(id, ['pending'], 'rejected', 'rejecter', T + 2),
             ]);
             return { id, approved, rejected };
           }),
         );
         for (const { id, approved, rejected } of outcomes) {
           assert.equal(Number(approved) + Number(rejected), 1, `${id}: approved=${approved} rejected=${rejected}`);
-          const stored = await a.getClient(id);
+          const stored = await a.identity.getClient(id);
           assert.equal(stored?.status, approved ? 'active' : 'rejected');
           assert.equal(stored?.decidedBy, approved ? 'approver' : 'rejecter');
           assert.equal(stored?.owner, approved ? 'approver' : null);
@@ -337,29 +337,29 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
 
       it('countClientsFrom counts one address from `since` on (inclusive)', async () => {
         const store = await ready();
-        await store.createClient(client('a', { registeredFrom: '10.0.0.1', createdAt: T }));
-        await store.createClient(client('b', { registeredFrom: '10.0.0.1', createdAt: T + 10 }));
-        await store.createClient(client('c', { registeredFrom: '10.0.0.1', createdAt: T + 20 }));
-        await store.createClient(client('d', { registeredFrom: '10.0.0.2', createdAt: T + 20 }));
-        await store.createClient(client('e', { registeredFrom: null, createdAt: T + 20 }));
-        assert.equal(await store.countClientsFrom('10.0.0.1', T), 3);
-        assert.equal(await store.countClientsFrom('10.0.0.1', T + 10), 2);
-        assert.equal(await store.countClientsFrom('10.0.0.1', T + 21), 0);
-        assert.equal(await store.countClientsFrom('10.0.0.2', 0), 1);
-        assert.equal(await store.countClientsFrom('10.0.0.9', 0), 0);
+        await store.identity.createClient(client('a', { registeredFrom: '10.0.0.1', createdAt: T }));
+        await store.identity.createClient(client('b', { registeredFrom: '10.0.0.1', createdAt: T + 10 }));
+        await store.identity.createClient(client('c', { registeredFrom: '10.0.0.1', createdAt: T + 20 }));
+        await store.identity.createClient(client('d', { registeredFrom: '10.0.0.2', createdAt: T + 20 }));
+        await store.identity.createClient(client('e', { registeredFrom: null, createdAt: T + 20 }));
+        assert.equal(await store.identity.countClientsFrom('10.0.0.1', T), 3);
+        assert.equal(await store.identity.countClientsFrom('10.0.0.1', T + 10), 2);
+        assert.equal(await store.identity.countClientsFrom('10.0.0.1', T + 21), 0);
+        assert.equal(await store.identity.countClientsFrom('10.0.0.2', 0), 1);
+        assert.equal(await store.identity.countClientsFrom('10.0.0.9', 0), 0);
       });
 
       it('touchClient records the last use, never moving it back', async () => {
         const store = await ready();
-        await store.createClient(client('c'));
-        await store.touchClient('c', T + 100);
-        assert.equal((await store.getClient('c'))?.lastUsedAt, T + 100);
-        await store.touchClient('c', T + 50);
-        assert.equal((await store.getClient('c'))?.lastUsedAt, T + 100);
-        await store.touchClient('c', T + 200);
-        assert.equal((await store.getClient('c'))?.lastUsedAt, T + 200);
-        await store.touchClient('missing', T);
-        assert.equal((await store.getClient('c'))?.updatedAt, T, 'a touch is not an update');
+        await store.identity.createClient(client('c'));
+        await store.identity.touchClient('c', T + 100);
+        assert.equal((await store.identity.getClient('c'))?.lastUsedAt, T + 100);
+        await store.identity.touchClient('c', T + 50);
+        assert.equal((await store.identity.getClient('c'))?.lastUsedAt, T + 100);
+        await store.identity.touchClient('c', T + 200);
+        assert.equal((await store.identity.getClient('c'))?.lastUsedAt, T + 200);
+        await store.identity.touchClient('missing', T);
+        assert.equal((await store.identity.getClient('c'))?.updatedAt, T, 'a touch is not an update');
       });
 
       it('expireUnusedClients deletes only never-used pending or active clients created before the cut', async () => {
@@ -374,39 +374,39 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
           ['at-cut', { status: 'pending', createdAt: cut }, false],
           ['new', { status: 'pending', createdAt: cut + 1 }, false],
         ];
-        for (const [id, extra] of cases) await store.createClient(client(id, extra));
-        const expired = await store.expireUnusedClients(cut);
+        for (const [id, extra] of cases) await store.identity.createClient(client(id, extra));
+        const expired = await store.identity.expireUnusedClients(cut);
         assert.deepEqual(expired, ['old-active', 'old-pending']);
-        const left = (await store.listClients()).map((c) => c.id).sort();
+        const left = (await store.identity.listClients()).map((c) => c.id).sort();
         assert.deepEqual(left, cases.filter(([, , gone]) => !gone).map(([id]) => id).sort());
-        assert.deepEqual(await store.expireUnusedClients(cut), []);
+        assert.deepEqual(await store.identity.expireUnusedClients(cut), []);
       });
     });
 
     describe('registration tokens', () => {
       it('each use takes one of usesLeft; unknown, used-up and expired tokens are refused', async () => {
         const store = await ready();
-        await store.createRegistrationToken(token('two', { usesLeft: 2 }));
-        await store.createRegistrationToken(token('expiring', { expiresAt: T + 10, usesLeft: 5 }));
-        await store.createRegistrationToken(token('none', { usesLeft: 0, label: null }));
-        assert.equal(await store.useRegistrationToken('two', T), true);
-        assert.equal(await store.useRegistrationToken('two', T), true);
-        assert.equal(await store.useRegistrationToken('two', T), false);
-        assert.equal(await store.useRegistrationToken('none', T), false);
-        assert.equal(await store.useRegistrationToken('unknown', T), false);
-        assert.equal(await store.useRegistrationToken('expiring', T + 9), true);
-        assert.equal(await store.useRegistrationToken('expiring', T + 10), false, 'used at its expiry');
-        assert.equal(await store.useRegistrationToken('expiring', T + 11), false);
+        await store.identity.createRegistrationToken(token('two', { usesLeft: 2 }));
+        await store.identity.createRegistrationToken(token('expiring', { expiresAt: T + 10, usesLeft: 5 }));
+        await store.identity.createRegistrationToken(token('none', { usesLeft: 0, label: null }));
+        assert.equal(await store.identity.useRegistrationToken('two', T), true);
+        assert.equal(await store.identity.useRegistrationToken('two', T), true);
+        assert.equal(await store.identity.useRegistrationToken('two', T), false);
+        assert.equal(await store.identity.useRegistrationToken('none', T), false);
+        assert.equal(await store.identity.useRegistrationToken('unknown', T), false);
+        assert.equal(await store.identity.useRegistrationToken('expiring', T + 9), true);
+        assert.equal(await store.identity.useRegistrationToken('expiring', T + 10), false, 'used at its expiry');
+        assert.equal(await store.identity.useRegistrationToken('expiring', T + 11), false);
         const rows = await harness.rows('SELECT hash, uses_left FROM registration_tokens ORDER BY hash');
         assert.deepEqual(rows.map((r) => [r.hash, Number(r.uses_left)]), [['expiring', 4], ['none', 0], ['two', 0]]);
-        await assert.rejects(store.createRegistrationToken(token('two')), (e: unknown) => e instanceof Error && !(e instanceof StoreUnavailableError) && /already exists/.test(e.message));
+        await assert.rejects(store.identity.createRegistrationToken(token('two')), (e: unknown) => e instanceof Error && !(e instanceof StoreUnavailableError) && /already exists/.test(e.message));
       });
 
       it('a single-use token used five times at once succeeds exactly once', async () => {
         const [a, b] = [await ready(), await open()];
         await warm(a, b);
-        await a.createRegistrationToken(token('once', { usesLeft: 1 }));
-        const results = await Promise.all(Array.from({ length: 5 }, (_, i) => (i % 2 ? a : b).useRegistrationToken('once', T)));
+        await a.identity.createRegistrationToken(token('once', { usesLeft: 1 }));
+        const results = await Promise.all(Array.from({ length: 5 }, (_, i) => (i % 2 ? a : b).identity.useRegistrationToken('once', T)));
         assert.equal(results.filter(Boolean).length, 1, JSON.stringify(results));
         const rows = await harness.rows("SELECT uses_left FROM registration_tokens WHERE hash = 'once'");
         assert.equal(Number(rows[0]?.uses_left), 0);
@@ -417,41 +417,41 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
       it('round-trips users, lists them by name, refuses a duplicate name with a plain Error', async () => {
         const store = await ready();
         const carol = user('carol', { groups: ['b-team', 'a-team', 'émigrés'], passwordHash: null, disabled: true, updatedAt: T + 9 });
-        await store.createUser(user('bob', { groups: [] }));
-        await store.createUser(carol);
-        await store.createUser(user('alice'));
-        assert.deepEqual(await store.getUser('carol'), carol);
-        assert.deepEqual((await store.getUser('bob'))?.groups, []);
-        assert.equal(await store.getUser('dave'), null);
-        assert.equal(await store.getUser('Alice'), null, 'names are case-sensitive');
-        assert.deepEqual((await store.listUsers()).map((u) => u.name), ['alice', 'bob', 'carol']);
-        await assert.rejects(store.createUser(user('alice', { groups: ['admin'] })), (error: unknown) => {
+        await store.identity.createUser(user('bob', { groups: [] }));
+        await store.identity.createUser(carol);
+        await store.identity.createUser(user('alice'));
+        assert.deepEqual(await store.identity.getUser('carol'), carol);
+        assert.deepEqual((await store.identity.getUser('bob'))?.groups, []);
+        assert.equal(await store.identity.getUser('dave'), null);
+        assert.equal(await store.identity.getUser('Alice'), null, 'names are case-sensitive');
+        assert.deepEqual((await store.identity.listUsers()).map((u) => u.name), ['alice', 'bob', 'carol']);
+        await assert.rejects(store.identity.createUser(user('alice', { groups: ['admin'] })), (error: unknown) => {
           assert.ok(error instanceof Error && !(error instanceof StoreUnavailableError));
           assert.match(error.message, /already exists/);
           return true;
         });
-        assert.deepEqual((await store.getUser('alice'))?.groups, ['staff']);
+        assert.deepEqual((await store.identity.getUser('alice'))?.groups, ['staff']);
       });
 
       it('setUserDisabled flips the flag and the update time; false for an unknown user', async () => {
         const store = await ready();
-        await store.createUser(user('alice'));
-        assert.equal(await store.setUserDisabled('alice', true, T + 1), true);
-        assert.deepEqual(await store.getUser('alice'), user('alice', { disabled: true, updatedAt: T + 1 }));
-        assert.equal(await store.setUserDisabled('alice', false, T + 2), true);
-        assert.deepEqual(await store.getUser('alice'), user('alice', { disabled: false, updatedAt: T + 2 }));
-        assert.equal(await store.setUserDisabled('nobody', true, T), false);
-        assert.equal(await store.getUser('nobody'), null);
+        await store.identity.createUser(user('alice'));
+        assert.equal(await store.identity.setUserDisabled('alice', true, T + 1), true);
+        assert.deepEqual(await store.identity.getUser('alice'), user('alice', { disabled: true, updatedAt: T + 1 }));
+        assert.equal(await store.identity.setUserDisabled('alice', false, T + 2), true);
+        assert.deepEqual(await store.identity.getUser('alice'), user('alice', { disabled: false, updatedAt: T + 2 }));
+        assert.equal(await store.identity.setUserDisabled('nobody', true, T), false);
+        assert.equal(await store.identity.getUser('nobody'), null);
       });
 
       it('setUserGroups replaces the groups and the update time, nothing else; false for an unknown user', async () => {
         const store = await ready();
-        await store.createUser(user('alice'));
-        assert.equal(await store.setUserGroups('alice', ['eng', 'ops'], T + 3), true);
-        assert.deepEqual(await store.getUser('alice'), user('alice', { groups: ['eng', 'ops'], updatedAt: T + 3 }));
-        assert.equal(await store.setUserGroups('alice', [], T + 4), true);
-        assert.deepEqual((await store.getUser('alice'))?.groups, []);
-        assert.equal(await store.setUserGroups('nobody', ['x'], T), false);
+        await store.identity.createUser(user('alice'));
+        assert.equal(await store.identity.setUserGroups('alice', ['eng', 'ops'], T + 3), true);
+        assert.deepEqual(await store.identity.getUser('alice'), user('alice', { groups: ['eng', 'ops'], updatedAt: T + 3 }));
+        assert.equal(await store.identity.setUserGroups('alice', [], T + 4), true);
+        assert.deepEqual((await store.identity.getUser('alice'))?.groups, []);
+        assert.equal(await store.identity.setUserGroups('nobody', ['x'], T), false);
       });
     });
 
@@ -459,20 +459,20 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
       it('putConsent merges scopes (union, sorted) and updates grantedAt; resources are separate', async () => {
         const store = await ready();
         const base = { user: 'alice', clientId: 'c1', resource: 'https://mcp.example/files' };
-        await store.putConsent({ ...base, scopes: ['write', 'read', 'read'], grantedAt: T });
-        assert.deepEqual(await store.getConsent('alice', 'c1', base.resource), { ...base, scopes: ['read', 'write'], grantedAt: T });
-        await store.putConsent({ ...base, scopes: ['admin', 'read'], grantedAt: T + 5 });
-        assert.deepEqual(await store.getConsent('alice', 'c1', base.resource), {
+        await store.identity.putConsent({ ...base, scopes: ['write', 'read', 'read'], grantedAt: T });
+        assert.deepEqual(await store.identity.getConsent('alice', 'c1', base.resource), { ...base, scopes: ['read', 'write'], grantedAt: T });
+        await store.identity.putConsent({ ...base, scopes: ['admin', 'read'], grantedAt: T + 5 });
+        assert.deepEqual(await store.identity.getConsent('alice', 'c1', base.resource), {
           ...base,
           scopes: ['admin', 'read', 'write'],
           grantedAt: T + 5,
         });
-        await store.putConsent({ ...base, scopes: [], grantedAt: T + 6 });
-        assert.deepEqual((await store.getConsent('alice', 'c1', base.resource))?.scopes, ['admin', 'read', 'write'], 'consent narrowed');
-        await store.putConsent({ ...base, resource: 'https://mcp.example/mail', scopes: ['send'], grantedAt: T + 7 });
-        assert.deepEqual((await store.getConsent('alice', 'c1', 'https://mcp.example/mail'))?.scopes, ['send']);
-        assert.equal(await store.getConsent('alice', 'c2', base.resource), null);
-        assert.equal(await store.getConsent('bob', 'c1', base.resource), null);
+        await store.identity.putConsent({ ...base, scopes: [], grantedAt: T + 6 });
+        assert.deepEqual((await store.identity.getConsent('alice', 'c1', base.resource))?.scopes, ['admin', 'read', 'write'], 'consent narrowed');
+        await store.identity.putConsent({ ...base, resource: 'https://mcp.example/mail', scopes: ['send'], grantedAt: T + 7 });
+        assert.deepEqual((await store.identity.getConsent('alice', 'c1', 'https://mcp.example/mail'))?.scopes, ['send']);
+        assert.equal(await store.identity.getConsent('alice', 'c2', base.resource), null);
+        assert.equal(await store.identity.getConsent('bob', 'c1', base.resource), null);
       });
 
       it('concurrent first consents from two stores both land, merged', async () => {
@@ -482,12 +482,12 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
         await Promise.all(
           resources.flatMap((resource) =>
             Array.from({ length: 6 }, (_, i) =>
-              (i % 2 ? a : b).putConsent({ user: 'alice', clientId: 'c', resource, scopes: [`s${i}`], grantedAt: T + i }),
+              (i % 2 ? a : b).identity.putConsent({ user: 'alice', clientId: 'c', resource, scopes: [`s${i}`], grantedAt: T + i }),
             ),
           ),
         );
         for (const resource of resources) {
-          const consent = await a.getConsent('alice', 'c', resource);
+          const consent = await a.identity.getConsent('alice', 'c', resource);
           assert.deepEqual(consent?.scopes, ['s0', 's1', 's2', 's3', 's4', 's5'], `${resource}: a concurrent grant was lost`);
         }
       });
@@ -495,7 +495,7 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
       it('lists and deletes by user, client or both; an empty filter is refused', async () => {
         const store = await ready();
         const put = (u: string, c: string, r: string): Promise<void> =>
-          store.putConsent({ user: u, clientId: c, resource: r, scopes: ['s'], grantedAt: T });
+          store.identity.putConsent({ user: u, clientId: c, resource: r, scopes: ['s'], grantedAt: T });
         await put('bob', 'c2', 'r1');
         await put('alice', 'c2', 'r1');
         await put('alice', 'c1', 'r2');
@@ -504,22 +504,22 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
         const keys = (list: { user: string; clientId: string; resource: string }[]): string[] =>
           list.map((c) => `${c.user}/${c.clientId}/${c.resource}`);
 
-        assert.deepEqual(keys(await store.listConsents()), ['alice/c1/r1', 'alice/c1/r2', 'alice/c2/r1', 'bob/c1/r1', 'bob/c2/r1']);
-        assert.deepEqual(keys(await store.listConsents({ user: 'alice' })), ['alice/c1/r1', 'alice/c1/r2', 'alice/c2/r1']);
-        assert.deepEqual(keys(await store.listConsents({ clientId: 'c1' })), ['alice/c1/r1', 'alice/c1/r2', 'bob/c1/r1']);
-        assert.deepEqual(keys(await store.listConsents({ user: 'bob', clientId: 'c2' })), ['bob/c2/r1']);
-        assert.deepEqual(await store.listConsents({ user: 'nobody' }), []);
+        assert.deepEqual(keys(await store.identity.listConsents()), ['alice/c1/r1', 'alice/c1/r2', 'alice/c2/r1', 'bob/c1/r1', 'bob/c2/r1']);
+        assert.deepEqual(keys(await store.identity.listConsents({ user: 'alice' })), ['alice/c1/r1', 'alice/c1/r2', 'alice/c2/r1']);
+        assert.deepEqual(keys(await store.identity.listConsents({ clientId: 'c1' })), ['alice/c1/r1', 'alice/c1/r2', 'bob/c1/r1']);
+        assert.deepEqual(keys(await store.identity.listConsents({ user: 'bob', clientId: 'c2' })), ['bob/c2/r1']);
+        assert.deepEqual(await store.identity.listConsents({ user: 'nobody' }), []);
 
-        await assert.rejects(store.deleteConsents({}), (e: unknown) => e instanceof Error && !(e instanceof StoreUnavailableError));
-        await assert.rejects(store.deleteConsents({ user: undefined, clientId: undefined }), Error);
+        await assert.rejects(store.identity.deleteConsents({}), (e: unknown) => e instanceof Error && !(e instanceof StoreUnavailableError));
+        await assert.rejects(store.identity.deleteConsents({ user: undefined, clientId: undefined }), Error);
         assert.equal(await count('consents'), 5, 'an empty filter deleted something');
 
-        const gone = await store.deleteConsents({ clientId: 'c1' });
+        const gone = await store.identity.deleteConsents({ clientId: 'c1' });
         assert.deepEqual(keys(gone), ['alice/c1/r1', 'alice/c1/r2', 'bob/c1/r1']);
         assert.deepEqual(gone[0], { user: 'alice', clientId: 'c1', resource: 'r1', scopes: ['s'], grantedAt: T });
-        assert.deepEqual(keys(await store.deleteConsents({ user: 'alice', clientId: 'c2' })), ['alice/c2/r1']);
-        assert.deepEqual(await store.deleteConsents({ user: 'alice' }), []);
-        assert.deepEqual(keys(await store.listConsents()), ['bob/c2/r1']);
+        assert.deepEqual(keys(await store.identity.deleteConsents({ user: 'alice', clientId: 'c2' })), ['alice/c2/r1']);
+        assert.deepEqual(await store.identity.deleteConsents({ user: 'alice' }), []);
+        assert.deepEqual(keys(await store.identity.listConsents()), ['bob/c2/r1']);
       });
     });
 
@@ -531,21 +531,21 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
         const k3 = key('k3', { createdAt: T + 1, retiredAt: T + 2, expiresAt: T + 100 });
         const gone = key('gone', { createdAt: T + 3, retiredAt: T + 4, expiresAt: T + 50 });
         const cookie = key('cookie', { purpose: 'cookie', alg: 'HS256', createdAt: T + 5 });
-        for (const k of [k1, k2, k3, gone, cookie]) await store.putKey(k);
+        for (const k of [k1, k2, k3, gone, cookie]) await store.identity.putKey(k);
 
-        assert.deepEqual(await store.listKeys('signing', T + 10), [gone, k2, k3, k1]);
-        assert.deepEqual(await store.listKeys('signing', T + 50), [k2, k3, k1], 'a key expiring now is still listed');
-        assert.deepEqual(await store.listKeys('cookie', T + 50), [cookie]);
-        assert.deepEqual(await store.listKeys('signing', T + 100), [k2, k1]);
+        assert.deepEqual(await store.identity.listKeys('signing', T + 10), [gone, k2, k3, k1]);
+        assert.deepEqual(await store.identity.listKeys('signing', T + 50), [k2, k3, k1], 'a key expiring now is still listed');
+        assert.deepEqual(await store.identity.listKeys('cookie', T + 50), [cookie]);
+        assert.deepEqual(await store.identity.listKeys('signing', T + 100), [k2, k1]);
 
-        await store.retireKey('k2', T + 200, T + 300);
+        await store.identity.retireKey('k2', T + 200, T + 300);
         const retired = { ...k2, retiredAt: T + 200, expiresAt: T + 300 };
-        assert.deepEqual(await store.listKeys('signing', T + 299), [retired, k1]);
-        assert.deepEqual(await store.listKeys('signing', T + 300), [k1]);
+        assert.deepEqual(await store.identity.listKeys('signing', T + 299), [retired, k1]);
+        assert.deepEqual(await store.identity.listKeys('signing', T + 300), [k1]);
 
         const replaced = key('k1', { createdAt: T + 400, sealed: 'sealed:again' });
-        await store.putKey(replaced);
-        assert.deepEqual(await store.listKeys('signing', T + 400), [replaced]);
+        await store.identity.putKey(replaced);
+        assert.deepEqual(await store.identity.listKeys('signing', T + 400), [replaced]);
         assert.equal(await count('secret_keys'), 5);
       });
     });
@@ -553,30 +553,30 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
     describe('revocations', () => {
       it('seqs increase; listRevocations returns unexpired ones after a seq, in seq order', async () => {
         const store = await ready();
-        const r1 = await store.addRevocation({ kind: 'jti', value: 'j1', revokedAt: T, expiresAt: T + 100 });
-        const r2 = await store.addRevocation({ kind: 'grant', value: 'g1', revokedAt: T + 1, expiresAt: T + 10 });
-        const r3 = await store.addRevocation({ kind: 'user', value: 'alice', revokedAt: T + 2, expiresAt: T + 100 });
-        const r4 = await store.addRevocation({ kind: 'client', value: 'c1', revokedAt: T + 3, expiresAt: T + 100 });
+        const r1 = await store.identity.addRevocation({ kind: 'jti', value: 'j1', revokedAt: T, expiresAt: T + 100 });
+        const r2 = await store.identity.addRevocation({ kind: 'grant', value: 'g1', revokedAt: T + 1, expiresAt: T + 10 });
+        const r3 = await store.identity.addRevocation({ kind: 'user', value: 'alice', revokedAt: T + 2, expiresAt: T + 100 });
+        const r4 = await store.identity.addRevocation({ kind: 'client', value: 'c1', revokedAt: T + 3, expiresAt: T + 100 });
         assert.deepEqual(r1, { seq: r1.seq, kind: 'jti', value: 'j1', revokedAt: T, expiresAt: T + 100 });
         assert.ok(Number.isInteger(r1.seq) && r1.seq > 0);
         assert.ok(r1.seq < r2.seq && r2.seq < r3.seq && r3.seq < r4.seq, JSON.stringify([r1, r2, r3, r4]));
 
-        assert.deepEqual(await store.listRevocations(0, T + 5), [r1, r2, r3, r4]);
-        assert.deepEqual(await store.listRevocations(r1.seq, T + 5), [r2, r3, r4]);
-        assert.deepEqual(await store.listRevocations(0, T + 10), [r1, r3, r4], 'one expiring now is still listed');
-        assert.deepEqual(await store.listRevocations(r3.seq, T + 10), [r4]);
-        assert.deepEqual(await store.listRevocations(r4.seq, T), []);
-        assert.deepEqual(await store.listRevocations(0, T + 100), []);
+        assert.deepEqual(await store.identity.listRevocations(0, T + 5), [r1, r2, r3, r4]);
+        assert.deepEqual(await store.identity.listRevocations(r1.seq, T + 5), [r2, r3, r4]);
+        assert.deepEqual(await store.identity.listRevocations(0, T + 10), [r1, r3, r4], 'one expiring now is still listed');
+        assert.deepEqual(await store.identity.listRevocations(r3.seq, T + 10), [r4]);
+        assert.deepEqual(await store.identity.listRevocations(r4.seq, T), []);
+        assert.deepEqual(await store.identity.listRevocations(0, T + 100), []);
       });
 
       it('a purged seq is never handed out again', async () => {
         const store = await ready();
-        const first = await store.addRevocation({ kind: 'jti', value: 'a', revokedAt: T, expiresAt: T + 1 });
-        const last = await store.addRevocation({ kind: 'jti', value: 'b', revokedAt: T, expiresAt: T + 1 });
-        assert.equal(await store.purgeExpired(T + 1), 2);
-        const next = await store.addRevocation({ kind: 'jti', value: 'c', revokedAt: T, expiresAt: T + 10 });
+        const first = await store.identity.addRevocation({ kind: 'jti', value: 'a', revokedAt: T, expiresAt: T + 1 });
+        const last = await store.identity.addRevocation({ kind: 'jti', value: 'b', revokedAt: T, expiresAt: T + 1 });
+        assert.equal(await store.identity.purgeExpired(T + 1), 2);
+        const next = await store.identity.addRevocation({ kind: 'jti', value: 'c', revokedAt: T, expiresAt: T + 10 });
         assert.ok(next.seq > last.seq && last.seq > first.seq, `seq ${next.seq} reused (last was ${last.seq})`);
-        assert.deepEqual(await store.listRevocations(last.seq, T), [next]);
+        assert.deepEqual(await store.identity.listRevocations(last.seq, T), [next]);
       });
 
       it('concurrent adds from two stores get distinct seqs, all listed in order', async () => {
@@ -584,12 +584,12 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
         await warm(a, b);
         const added = await Promise.all(
           Array.from({ length: 20 }, (_, i) =>
-            (i % 2 ? a : b).addRevocation({ kind: 'jti', value: `j${i}`, revokedAt: T, expiresAt: T + HOUR }),
+            (i % 2 ? a : b).identity.addRevocation({ kind: 'jti', value: `j${i}`, revokedAt: T, expiresAt: T + HOUR }),
           ),
         );
         const seqs = added.map((r) => r.seq);
         assert.equal(new Set(seqs).size, 20);
-        const listed = await b.listRevocations(0, T);
+        const listed = await b.identity.listRevocations(0, T);
         assert.deepEqual(listed.map((r) => r.seq), [...seqs].sort((x, y) => x - y));
         assert.deepEqual(new Set(listed.map((r) => r.value)), new Set(added.map((r) => r.value)));
       });
@@ -599,52 +599,52 @@ export function runIdentityContract(label: string, harness: StoreHarness): void 
       it('deletes expired artifacts, revocations, registration tokens and keys (expiresAt <= now) and counts them', async () => {
         const store = await ready();
         const now = Date.now() + HOUR; // in the future, so oidcFind (which uses the clock) sees the live ones
-        await store.oidcUpsert('AccessToken', 'expired', {}, now - 1, { grantId: 'g' });
-        await store.oidcUpsert('AccessToken', 'at-now', {}, now, {});
-        await store.oidcUpsert('AccessToken', 'live', {}, now + 1, {});
-        await store.oidcUpsert('Grant', 'forever', {}, null, {});
-        await store.addRevocation({ kind: 'jti', value: 'old', revokedAt: T, expiresAt: now });
-        await store.addRevocation({ kind: 'jti', value: 'new', revokedAt: T, expiresAt: now + 1 });
-        await store.createRegistrationToken(token('old', { expiresAt: now - 5 }));
-        await store.createRegistrationToken(token('new', { expiresAt: now + 5 }));
-        await store.putKey(key('old', { retiredAt: T, expiresAt: now }));
-        await store.putKey(key('retired', { retiredAt: T, expiresAt: now + 1 }));
-        await store.putKey(key('active'));
+        await store.identity.oidcUpsert('AccessToken', 'expired', {}, now - 1, { grantId: 'g' });
+        await store.identity.oidcUpsert('AccessToken', 'at-now', {}, now, {});
+        await store.identity.oidcUpsert('AccessToken', 'live', {}, now + 1, {});
+        await store.identity.oidcUpsert('Grant', 'forever', {}, null, {});
+        await store.identity.addRevocation({ kind: 'jti', value: 'old', revokedAt: T, expiresAt: now });
+        await store.identity.addRevocation({ kind: 'jti', value: 'new', revokedAt: T, expiresAt: now + 1 });
+        await store.identity.createRegistrationToken(token('old', { expiresAt: now - 5 }));
+        await store.identity.createRegistrationToken(token('new', { expiresAt: now + 5 }));
+        await store.identity.putKey(key('old', { retiredAt: T, expiresAt: now }));
+        await store.identity.putKey(key('retired', { retiredAt: T, expiresAt: now + 1 }));
+        await store.identity.putKey(key('active'));
         // Rows that have no expiry of their own are never purged.
-        await store.createClient(client('c', { createdAt: 0 }));
-        await store.createUser(user('alice', { createdAt: 0 }));
-        await store.putConsent({ user: 'alice', clientId: 'c', resource: 'r', scopes: ['s'], grantedAt: 0 });
+        await store.identity.createClient(client('c', { createdAt: 0 }));
+        await store.identity.createUser(user('alice', { createdAt: 0 }));
+        await store.identity.putConsent({ user: 'alice', clientId: 'c', resource: 'r', scopes: ['s'], grantedAt: 0 });
 
-        assert.equal(await store.purgeExpired(now), 5);
+        assert.equal(await store.identity.purgeExpired(now), 5);
         assert.equal(await count('oidc_artifacts'), 2);
-        assert.notEqual(await store.oidcFind('AccessToken', 'live'), null);
-        assert.notEqual(await store.oidcFind('Grant', 'forever'), null);
-        assert.deepEqual((await store.listRevocations(0, 0)).map((r) => r.value), ['new']);
+        assert.notEqual(await store.identity.oidcFind('AccessToken', 'live'), null);
+        assert.notEqual(await store.identity.oidcFind('Grant', 'forever'), null);
+        assert.deepEqual((await store.identity.listRevocations(0, 0)).map((r) => r.value), ['new']);
         assert.deepEqual((await harness.rows('SELECT hash FROM registration_tokens')).map((r) => r.hash), ['new']);
-        assert.deepEqual((await store.listKeys('signing', 0)).map((k) => k.kid).sort(), ['active', 'retired']);
+        assert.deepEqual((await store.identity.listKeys('signing', 0)).map((k) => k.kid).sort(), ['active', 'retired']);
         assert.equal(await count('clients'), 1);
         assert.equal(await count('users'), 1);
         assert.equal(await count('consents'), 1);
-        assert.equal(await store.purgeExpired(now), 0);
+        assert.equal(await store.identity.purgeExpired(now), 0);
       });
     });
 
     describe('failures', () => {
       it('a closed store rejects identity calls with StoreUnavailableError, even a would-be duplicate', async () => {
         const store = await ready();
-        await store.createClient(client('c'));
+        await store.identity.createClient(client('c'));
         await store.close();
-        await assert.rejects(store.getClient('c'), StoreUnavailableError);
-        await assert.rejects(store.createClient(client('c')), StoreUnavailableError);
-        await assert.rejects(store.oidcFind('Session', 'k'), StoreUnavailableError);
-        await assert.rejects(store.putConsent({ user: 'u', clientId: 'c', resource: 'r', scopes: [], grantedAt: T }), StoreUnavailableError);
-        await assert.rejects(store.purgeExpired(T), StoreUnavailableError);
+        await assert.rejects(store.identity.getClient('c'), StoreUnavailableError);
+        await assert.rejects(store.identity.createClient(client('c')), StoreUnavailableError);
+        await assert.rejects(store.identity.oidcFind('Session', 'k'), StoreUnavailableError);
+        await assert.rejects(store.identity.putConsent({ user: 'u', clientId: 'c', resource: 'r', scopes: [], grantedAt: T }), StoreUnavailableError);
+        await assert.rejects(store.identity.purgeExpired(T), StoreUnavailableError);
       });
 
       it('a payload that is not JSON is a caller error (TypeError), and nothing is written', async () => {
         const store = await ready();
-        await assert.rejects(store.oidcUpsert('Session', 'k', { big: 1n }, null, {}), TypeError);
-        await assert.rejects(store.createClient(client('c', { metadata: { big: 1n } })), TypeError);
+        await assert.rejects(store.identity.oidcUpsert('Session', 'k', { big: 1n }, null, {}), TypeError);
+        await assert.rejects(store.identity.createClient(client('c', { metadata: { big: 1n } })), TypeError);
         assert.equal(await count('oidc_artifacts'), 0);
         assert.equal(await count('clients'), 0);
         assert.equal(store.healthy, true);

@@ -71,7 +71,7 @@ describe('PostgresStore specifics', { skip }, () => {
     port = await closedPort();
   });
 
-  it('a closed port: ping and appendAudit reject promptly with StoreUnavailableError, no password shown', async () => {
+  it('a closed port: ping and audit.append reject promptly with StoreUnavailableError, no password shown', async () => {
     const store = await openStore({ databaseUrl: `postgresql://mandate:hunter2@127.0.0.1:${port}/audit`, dataDir: '/x' });
     try {
       assert.equal(store.kind, 'postgres');
@@ -79,7 +79,7 @@ describe('PostgresStore specifics', { skip }, () => {
       const started = Date.now();
       const attempts = [
         () => store.ping(),
-        () => store.appendAudit([{ time: new Date().toISOString(), type: 'gateway.started', outcome: 'success' }]),
+        () => store.audit.append([{ time: new Date().toISOString(), type: 'gateway.started', outcome: 'success' }]),
         () => store.migrate(),
       ];
       for (const attempt of attempts) {
@@ -101,10 +101,10 @@ describe('PostgresStore specifics', { skip }, () => {
     try {
       assert.equal(store.healthy, true);
       const attempts = [
-        () => store.getClient('c'),
-        () => store.useRegistrationToken('h', Date.now()),
-        () => store.putConsent({ user: 'u', clientId: 'c', resource: 'r', scopes: ['s'], grantedAt: 1 }),
-        () => store.addRevocation({ kind: 'jti', value: 'j', revokedAt: 1, expiresAt: 2 }),
+        () => store.identity.getClient('c'),
+        () => store.identity.useRegistrationToken('h', Date.now()),
+        () => store.identity.putConsent({ user: 'u', clientId: 'c', resource: 'r', scopes: ['s'], grantedAt: 1 }),
+        () => store.identity.addRevocation({ kind: 'jti', value: 'j', revokedAt: 1, expiresAt: 2 }),
       ];
       for (const attempt of attempts) {
         await assert.rejects(attempt(), (error: unknown) => {
@@ -124,16 +124,16 @@ describe('PostgresStore specifics', { skip }, () => {
     const store = await openStore({ databaseUrl: URL_, dataDir: '/x', schema });
     try {
       await store.migrate();
-      await store.createUser({ name: 'alice', passwordHash: null, groups: [], disabled: false, createdAt: 1, updatedAt: 1 });
+      await store.identity.createUser({ name: 'alice', passwordHash: null, groups: [], disabled: false, createdAt: 1, updatedAt: 1 });
       await assert.rejects(
-        store.createUser({ name: 'alice', passwordHash: null, groups: [], disabled: false, createdAt: 1, updatedAt: 1 }),
+        store.identity.createUser({ name: 'alice', passwordHash: null, groups: [], disabled: false, createdAt: 1, updatedAt: 1 }),
         (error: unknown) => error instanceof Error && !(error instanceof StoreUnavailableError),
       );
       assert.equal(store.healthy, true, 'a duplicate name is not a sign of trouble');
       await raw((c) => c.query('DROP TABLE users'));
-      await assert.rejects(store.getUser('alice'), StoreUnavailableError);
+      await assert.rejects(store.identity.getUser('alice'), StoreUnavailableError);
       assert.equal(store.healthy, false);
-      assert.equal(await store.getClient('nope'), null);
+      assert.equal(await store.identity.getClient('nope'), null);
       assert.equal(store.healthy, true);
     } finally {
       await store.close();
@@ -156,9 +156,9 @@ describe('PostgresStore specifics', { skip }, () => {
     const store = await openStore({ databaseUrl: URL_, dataDir: '/x', schema });
     try {
       await store.migrate();
-      await store.appendAudit([{ time: new Date().toISOString(), type: 'gateway.started', outcome: 'success' }]);
+      await store.audit.append([{ time: new Date().toISOString(), type: 'gateway.started', outcome: 'success' }]);
       await assert.rejects(raw((c) => c.query('TRUNCATE audit_events')), /append-only/);
-      assert.equal((await store.auditHead())?.seq, 1);
+      assert.equal((await store.audit.head())?.seq, 1);
     } finally {
       await store.close();
       await raw((c) => c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));

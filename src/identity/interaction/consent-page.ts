@@ -125,6 +125,6 @@ async function recordGrant(audit: AuditLog, plan: ConsentPlan, grant: Grant): Pr
 async function rememberConsent(store: Store, plan: ConsentPlan): Promise<void> {
   const grantedAt = Date.now();
   for (const entry of plan.servers) {
-    await store.putConsent({ user: plan.accountId, clientId: plan.clientId, resource: entry.resource, scopes: [...entry.scopes, ...plan.oidcScopes], grantedAt });
+    await store.identity.putConsent({ user: plan.accountId, clientId: plan.clientId, resource: entry.resource, scopes: [...entry.scopes, ...plan.oidcScopes], grantedAt });
   }
 }

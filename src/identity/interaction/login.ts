@@ -106,7 +106,7 @@ async function admitAttempt(step: Step, client: ClientView, attempt: Attempt): P
 
 /** The user, if the name is an enabled user with this password; else why not. */
 async function checkPassword(store: Store, name: string | null, password: string): Promise<{ user: UserRecord } | { reason: string }> {
-  const user = name ? await store.getUser(name) : null;
+  const user = name ? await store.identity.getUser(name) : null;
   const hash = user && !user.disabled && user.passwordHash ? user.passwordHash : null;
   // Always one scrypt comparison, so the time taken does not tell which names exist.
   const matches = await verifyPassword(hash ?? (await decoyHash()), password);

@@ -107,7 +107,7 @@ export function requireLoginPrompt(interaction: Interaction): void {
 
 /** How the client is shown; refused if an administrator revoked or rejected it meanwhile. */
 export async function clientView(store: Store, clientId: string): Promise<ClientView> {
-  const record = await store.getClient(clientId);
+  const record = await store.identity.getClient(clientId);
   if (record && (record.status === 'revoked' || record.status === 'rejected')) {
     throw new PageError(400, 'unauthorized_client', 'this application is no longer allowed to sign in here');
   }
@@ -124,6 +124,6 @@ export async function clientView(store: Store, clientId: string): Promise<Client
 }
 
 export async function activeUser(store: Store, name: string): Promise<void> {
-  const user = await store.getUser(name);
+  const user = await store.identity.getUser(name);
   if (!user || user.disabled) throw new PageError(403, 'access_denied', 'this account is disabled');
 }

@@ -6,7 +6,7 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { seal } from '../../audit/chain.ts';
 import type { AuditRecord, TimedEvent } from '../../audit/events.ts';
-import { AUDIT_COLUMNS } from '../query.ts';
+import { AUDIT_HEAD_SQL, AUDIT_INSERT_SQL } from '../query.ts';
 import type { Durability } from '../types.ts';
 
 export const BUSY_TIMEOUT_MS = 5000;
@@ -39,8 +39,9 @@ export class Appender {
     this.db = db;
     this.begin = db.prepare('BEGIN IMMEDIATE');
     this.commit = db.prepare('COMMIT');
-    this.head = db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
-    this.insert = db.prepare(`INSERT INTO audit_events (${AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`);
+    // The same statement texts as the main connection's reads (../query.ts).
+    this.head = db.prepare(AUDIT_HEAD_SQL);
+    this.insert = db.prepare(AUDIT_INSERT_SQL);
   }
 
   append(events: readonly TimedEvent[]): AuditRecord[] {
