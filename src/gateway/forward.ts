@@ -214,8 +214,16 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         ...(response && isFailure(response) ? { errorCode: response.error.code } : {}),
       },
     };
+    const event = ctx.event ? ctx.event(response, outcome, base) : base;
+    if (failure?.kind === 'audit_unavailable') {
+      // Nothing was forwarded and the store is known to be failing: the refusal is answered
+      // at once, and its record goes in when the store is back (or is counted as lost).
+      deps.audit.emit(event);
+      ctx.channel.final(response as JsonRpcResponse, status);
+      return;
+    }
     try {
-      await deps.audit.record(ctx.event ? ctx.event(response, outcome, base) : base);
+      await deps.audit.record(event);
     } catch {
       deps.metrics.errors.inc({ server: name, kind: 'audit_unavailable' });
       if (outcome === 'cancelled') return;
