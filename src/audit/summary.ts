@@ -24,13 +24,12 @@ export class RefusalSummaries {
   private since = new Date();
   private readonly audit: AuditLog;
   private timer: NodeJS.Timeout | null = null;
+  private intervalMs = 60_000;
 
   constructor(audit: AuditLog, intervalMs: number) {
     this.audit = audit;
     this.interval = intervalMs;
   }
-
-  private intervalMs = 60_000;
 
   /** The interval in force; a reload may change it (from the next interval on). */
   set interval(ms: number) {
