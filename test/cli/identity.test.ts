@@ -16,6 +16,7 @@ import { hashSecret } from '../../src/identity/secrets.ts';
 import { verifyPassword } from '../../src/identity/users.ts';
 import { openStore } from '../../src/store/open.ts';
 import type { ClientRecord, Store } from '../../src/store/types.ts';
+import { auditEntries, auditRecords, verifyChain } from '../helpers/audit.ts';
 import { PG_URL, pgAdmin } from '../helpers/pg.ts';
 import { MANDATE, NODE, ROOT, tempDir } from '../helpers/process.ts';
 import { mandate, type CliResult } from './run.ts';
@@ -128,16 +129,6 @@ async function auditEvents(data: string): Promise<AuditEntry[]> {
   return JSON.parse(out.stdout) as AuditEntry[];
 }
 
-/** Runs `body`, then returns the audit events it added (and checks the chain still verifies). */
-async function newEvents(data: string, body: () => Promise<unknown>): Promise<AuditEntry[]> {
-  const before = (await auditEvents(data)).length;
-  await body();
-  const events = (await auditEvents(data)).slice(before);
-  const verify = await cli(data, ['audit', 'verify']);
-  assert.equal(verify.code, 0, verify.stdout + verify.stderr);
-  return events;
-}
-
 async function withStore<T>(data: string, body: (store: Store) => Promise<T>): Promise<T> {
   const store = await openStore({ dataDir: data });
   try {
@@ -145,6 +136,21 @@ async function withStore<T>(data: string, body: (store: Store) => Promise<T>): P
   } finally {
     await store.close();
   }
+}
+
+/**
+ * Runs `body` (commands under test), then returns the audit events it added,
+ * and checks the chain still verifies. The log is read here, not through
+ * `mandate audit list` and `audit verify` (tested in cli.test.ts): a process
+ * each would cost more than the command under test.
+ */
+async function newEvents(data: string, body: () => Promise<unknown>): Promise<AuditEntry[]> {
+  const before = (await withStore(data, (store) => auditRecords(store))).length;
+  await body();
+  const records = await withStore(data, (store) => auditRecords(store));
+  const verified = verifyChain(records);
+  assert.ok(verified.ok, `the audit chain no longer verifies: ${JSON.stringify(verified)}`);
+  return auditEntries(records.slice(before));
 }
 
 function client(id: string, overrides: Partial<ClientRecord> = {}): ClientRecord {

@@ -3,7 +3,7 @@
  * without an SDK smoothing over status codes or stream details.
  */
 import assert from 'node:assert/strict';
-import type { AuditEntry } from '../helpers/inprocess.ts';
+import type { AuditEntry } from '../helpers/audit.ts';
 import { rpcHeaders } from '../helpers/process.ts';
 
 export const CLIENT_VERSION = '2025-11-25';
@@ -161,7 +161,7 @@ export async function metricsText(base: string): Promise<string> {
   return res.text();
 }
 
-export type { AuditEntry } from '../helpers/inprocess.ts';
+export type { AuditEntry } from '../helpers/audit.ts';
 
 /** `mandate audit list --json` against a gateway's store. */
 export async function auditEvents(cli: (args: string[]) => Promise<{ code: number; stdout: string; stderr: string }>, extra: string[] = []): Promise<AuditEntry[]> {

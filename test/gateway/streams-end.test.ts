@@ -91,7 +91,7 @@ describe('streams end with their token', { timeout: 90_000 }, () => {
     assert.ok(getMs < 1000, `the GET stream ended ${getMs} ms after the revocation`);
     assert.ok(postMs < 1000, `the POST stream ended ${postMs} ms after the revocation`);
     assert.equal((answer as RpcMessage).error?.message, 'the token of this request was revoked');
-    assert.ok(upstream.messages('notifications/cancelled').some((m) => m.params?.requestId === 'long'), 'the upstream was told to cancel');
+    await eventually(async () => upstream.messages('notifications/cancelled'), (list) => list.some((m) => m.params?.requestId === 'long'), 'the upstream to be told to cancel');
     // Another token's stream stays open.
     upstream.push({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'still here' } });
     const { events, ended } = await readEventsUntil(otherStream, (list) => list.some((e) => e.data.includes('still here')));

@@ -11,29 +11,13 @@ import { pino } from 'pino';
 import { startApp, type App, type AppOptions } from '../../src/app.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import type { Store } from '../../src/store/types.ts';
+import { auditEntries, auditRecords, type AuditEntry, type AuditFilter } from './audit.ts';
 import { freePort, runCli, tempDir, writeTestConfig, type MandateOptions, type TestGateway } from './process.ts';
+
+export type { AuditEntry, AuditFilter };
 
 /** As for `mandate up` in process.ts (there is no environment to pass), plus what startApp takes in-process (filters, credentials, a logger). */
 export type InProcessOptions = Omit<MandateOptions, 'env'> & { app?: Omit<AppOptions, 'load'> };
-
-/** One audit event as `mandate audit list --json` prints it. */
-export interface AuditEntry {
-  seq: number;
-  type: string;
-  actor?: string | null;
-  server: string | null;
-  tool: string | null;
-  outcome: string;
-  reason: string | null;
-  data: Record<string, unknown>;
-  hash: string;
-}
-
-export interface AuditFilter {
-  /** Event types; an entry ending in `.*` matches a prefix, as `--type` does. */
-  types?: readonly string[];
-  limit?: number;
-}
 
 export interface InProcessMandate extends TestGateway {
   app: App;
@@ -43,14 +27,10 @@ export interface InProcessMandate extends TestGateway {
   stop(): Promise<void>;
 }
 
-/**
- * Reads the audit log of a running app, after everything reported so far was
- * written. The one place the tests read the store's audit records.
- */
+/** Reads the audit log of a running app, once everything reported so far is written. */
 export async function readAudit(app: App, filter: AuditFilter = {}): Promise<AuditEntry[]> {
   await app.audit.flush();
-  const records = await app.store.audit.list({ types: filter.types, limit: filter.limit ?? 10_000 });
-  return records.map((record) => ({ ...(JSON.parse(record.body) as Omit<AuditEntry, 'hash'>), hash: record.hash }));
+  return auditEntries(await auditRecords(app.store, filter));
 }
 
 /**
