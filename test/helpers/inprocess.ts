@@ -33,12 +33,18 @@ export async function readAudit(app: App, filter: AuditFilter = {}): Promise<Aud
   return auditEntries(await auditRecords(app.store, filter));
 }
 
+/** Starts Mandate in this process with the configuration a test gateway runs with (writeTestConfig). */
+export function startInProcess(options: InProcessOptions): Promise<InProcessMandate> {
+  return startWithConfig((configPath, base) => writeTestConfig(configPath, base, options), options);
+}
+
 /**
- * Starts Mandate in this process. The issuer must name the port, so a free
- * port is picked first; another process may take it before the app binds
- * it, so a failed bind is retried on a new port.
+ * Starts Mandate in this process with the configuration file `write` puts at
+ * `configPath` for a gateway at `base` (http://127.0.0.1:PORT). The issuer
+ * must name the port, so a free port is picked first; another process may
+ * take it before the app binds it, so a failed bind is retried on a new port.
  */
-export async function startInProcess(options: InProcessOptions): Promise<InProcessMandate> {
+export async function startWithConfig(write: (configPath: string, base: string) => void, options: Pick<InProcessOptions, 'dataDir' | 'databaseUrl' | 'app'> = {}): Promise<InProcessMandate> {
   const dir = tempDir('mandate-inprocess-');
   const configPath = path.join(dir, 'mandate.yaml');
   let last: unknown;
@@ -47,7 +53,7 @@ export async function startInProcess(options: InProcessOptions): Promise<InProce
     const base = `http://127.0.0.1:${port}`;
     // A failed attempt may have written to its data directory: each attempt gets its own.
     const dataDir = options.dataDir ?? path.join(dir, `data-${attempt}`);
-    writeTestConfig(configPath, base, options);
+    write(configPath, base);
     // The port as `mandate up --port` gives it; no environment: MANDATE_* variables of the test runner must not change the configuration.
     const load = () => loadConfig({ config: configPath, port, host: '127.0.0.1', data: dataDir, databaseUrl: options.databaseUrl }, {}, dir);
     let app: App;
