@@ -3,12 +3,15 @@ import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../version.ts';
 import { loadConfig } from '../config/load.ts';
 import { isPostgresUrl, parsePostgresUrl } from '../store/postgres/url.ts';
-import { exportLog, list, verify } from './audit.ts';
-import { createRegistrationToken, decideClient, listClients, showClient } from './clients.ts';
-import { listConsents, revokeConsents } from './consents.ts';
-import { revokeTokens } from './tokens.ts';
-import { addUser, listUsers, setUserDisabled } from './users.ts';
 import { run } from './common.ts';
+
+// Each command's module is loaded when that command runs: a command starts
+// without loading what the others need (the store, the authorization server).
+const auditCommands = () => import('./audit.ts');
+const clientCommands = () => import('./clients.ts');
+const consentCommands = () => import('./consents.ts');
+const tokenCommands = () => import('./tokens.ts');
+const userCommands = () => import('./users.ts');
 import { cleanLines, printJson, printLine } from './output.ts';
 
 /** A database URL as it may be shown: never its password (environment values stay names only too). */
@@ -101,10 +104,10 @@ storeOptions(
     .option('--type <type>', 'event type or prefix.* (repeatable, or comma-separated)', collect)
     .option('--limit <n>', 'at most this many events (default 1000)')
     .option('--after <seq>', 'only events after this sequence number'),
-).action((flags) => run(() => list(flags)));
+).action((flags) => run(async () => (await auditCommands()).list(flags)));
 storeOptions(
   audit.command('verify').description('check the hash chain: exit 0 if intact, 1 with the first bad event if not').option('--json', 'print JSON'),
-).action((flags) => run(() => verify(flags)));
+).action((flags) => run(async () => (await auditCommands()).verify(flags)));
 storeOptions(
   audit
     .command('export')
@@ -112,7 +115,7 @@ storeOptions(
     .addOption(new Option('--format <format>', 'output format').choices(['jsonl']).default('jsonl'))
     .option('--output <file>', 'write to a new file instead of standard output')
     .option('--since <time>', 'ISO 8601 time or a duration back from now'),
-).action((flags) => run(() => exportLog(flags)));
+).action((flags) => run(async () => (await auditCommands()).exportLog(flags)));
 
 const clients = program.command('clients').description('OAuth clients: review registrations, approve, reject, revoke');
 adminOptions(
@@ -121,19 +124,19 @@ adminOptions(
     .description('list clients, oldest first')
     .addOption(new Option('--status <status>', 'only clients with this status').choices(['pending', 'active', 'rejected', 'revoked'])),
   false,
-).action((flags) => run(() => listClients(flags)));
+).action((flags) => run(async () => (await clientCommands()).listClients(flags)));
 adminOptions(clients.command('show').description('show one client (whether it has a secret, never the secret)').argument('<id>', 'client id'), false).action(
-  (id: string, flags) => run(() => showClient(id, flags)),
+  (id: string, flags) => run(async () => (await clientCommands()).showClient(id, flags)),
 );
 adminOptions(clients.command('approve').description('approve a pending client (it may then obtain tokens)').argument('<id>', 'client id')).action(
-  (id: string, flags) => run(() => decideClient('approve', id, flags)),
+  (id: string, flags) => run(async () => (await clientCommands()).decideClient('approve', id, flags)),
 );
 adminOptions(clients.command('reject').description('reject a pending client').argument('<id>', 'client id')).action((id: string, flags) =>
-  run(() => decideClient('reject', id, flags)),
+  run(async () => (await clientCommands()).decideClient('reject', id, flags)),
 );
 adminOptions(
   clients.command('revoke').description('revoke a pending or active client, and every token issued to it').argument('<id>', 'client id'),
-).action((id: string, flags) => run(() => decideClient('revoke', id, flags)));
+).action((id: string, flags) => run(async () => (await clientCommands()).decideClient('revoke', id, flags)));
 adminOptions(
   clients
     .command('token')
@@ -143,7 +146,7 @@ adminOptions(
     .option('--uses <n>', 'registrations it allows (default 1, at most 1000)')
     .option('--expires-in <duration>', 'lifetime such as 30m, 24h, 7d (default 24h, at most 30d)')
     .option('--label <text>', 'a note to recognise it by'),
-).action((flags) => run(() => createRegistrationToken(flags)));
+).action((flags) => run(async () => (await clientCommands()).createRegistrationToken(flags)));
 
 const users = program.command('users').description('local users who log in with a password');
 adminOptions(
@@ -153,13 +156,13 @@ adminOptions(
     .argument('<name>', 'user name')
     .option('--password-stdin', 'read the password from standard input (one trailing newline is removed)')
     .option('--group <group>', 'a group the user belongs to (repeatable, or comma-separated)', collect),
-).action((name: string, flags) => run(() => addUser(name, flags)));
-adminOptions(users.command('list').description('list users'), false).action((flags) => run(() => listUsers(flags)));
+).action((name: string, flags) => run(async () => (await userCommands()).addUser(name, flags)));
+adminOptions(users.command('list').description('list users'), false).action((flags) => run(async () => (await userCommands()).listUsers(flags)));
 adminOptions(users.command('disable').description('disable a user: no more logins, and every token issued for them is refused').argument('<name>', 'user name')).action(
-  (name: string, flags) => run(() => setUserDisabled(name, true, flags)),
+  (name: string, flags) => run(async () => (await userCommands()).setUserDisabled(name, true, flags)),
 );
 adminOptions(users.command('enable').description('enable a disabled user').argument('<name>', 'user name')).action((name: string, flags) =>
-  run(() => setUserDisabled(name, false, flags)),
+  run(async () => (await userCommands()).setUserDisabled(name, false, flags)),
 );
 
 const tokens = program.command('tokens').description('access and refresh tokens');
@@ -170,20 +173,20 @@ adminOptions(
     .option('--client <id>', 'every token issued to this client')
     .option('--user <name>', 'every token issued for this user')
     .option('--jti <id>', 'the token with this jti'),
-).action((flags) => run(() => revokeTokens(flags)));
+).action((flags) => run(async () => (await tokenCommands()).revokeTokens(flags)));
 
 const consents = program.command('consents').description("users' consents to clients");
 adminOptions(
   consents.command('list').description('list consents').option('--user <name>', 'only this user').option('--client <id>', 'only this client'),
   false,
-).action((flags) => run(() => listConsents(flags)));
+).action((flags) => run(async () => (await consentCommands()).listConsents(flags)));
 adminOptions(
   consents
     .command('revoke')
     .description('remove consents (the user is asked again); give --user, --client or both')
     .option('--user <name>', "this user's consents")
     .option('--client <id>', 'consents given to this client'),
-).action((flags) => run(() => revokeConsents(flags)));
+).action((flags) => run(async () => (await consentCommands()).revokeConsents(flags)));
 
 // `mandate audit export | head` closes the pipe early: that is not an error.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

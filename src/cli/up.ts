@@ -1,5 +1,5 @@
 /** `mandate up`: start the gateway and run until a signal. */
-import { startApp, type App } from '../app.ts';
+import type { App } from '../app.ts';
 import { loadConfig, type ConfigOptions } from '../config/load.ts';
 import { cleanLines, printLine, printNote } from './output.ts';
 
@@ -47,6 +47,8 @@ export async function up(options: ConfigOptions): Promise<number> {
     );
   });
 
+  // Loaded once the configuration is known to be good: a bad file is refused without loading the gateway.
+  const { startApp } = await import('../app.ts');
   app = await startApp(config, { load: () => loadConfig(options) });
   const base = `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${app.port}`;
   printLine(`Mandate is listening on ${base} (store: ${app.store.description})`);
