@@ -18,6 +18,7 @@
  * and must be the one the URL names. Audit events are recorded before the
  * interaction finishes: if they cannot be written, nothing finishes (503).
  */
+import { correlationId } from '../gateway/errors.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { errors } from 'oidc-provider';
 import { StoreUnavailableError } from '../store/types.ts';
@@ -108,8 +109,9 @@ function sendFailure(deps: InteractionDeps, req: IncomingMessage, res: ServerRes
   } else if (error instanceof StoreUnavailableError) {
     sendError(req, res, 503, 'temporarily_unavailable', AUDIT_DOWN, { 'Retry-After': '5' });
   } else {
-    deps.log?.error({ err: error instanceof Error ? { name: error.name, message: error.message } : String(error) }, 'an interaction failed');
-    sendError(req, res, 500, 'server_error', 'the request could not be completed');
+    const id = correlationId();
+    deps.log?.error({ correlationId: id, err: error instanceof Error ? { name: error.name, message: error.message } : String(error) }, 'an interaction failed');
+    sendError(req, res, 500, 'server_error', `the request could not be completed (reference ${id})`);
   }
 }
 

@@ -27,6 +27,7 @@ import { auditGateStep, discoveryStep, errorsStep, evidenceStep, jwtTokensStep }
 import { AuthError, TokenVerifier, type Principal } from './verify.ts';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { ServerRegistry } from '../gateway/registry.ts';
+import { correlationId } from '../gateway/errors.ts';
 
 /** Nothing of the authorization server's at this path. */
 const NOT_FOUND = new OAuthRefusal(404, 'not_found', 'nothing here');
@@ -127,7 +128,12 @@ export class Identity {
     const { config, store, audit, log } = this.deps;
     const servers = this.servers;
     const provider = createProvider({ config, store, secret: this.secret, keys, hooks: this.hooks, servers });
-    provider.on('server_error', (_ctx: unknown, error: unknown) => log.error({ err: String(error) }, 'authorization server error'));
+    // An unexpected error: logged with a correlation id that the client's error answer carries (errorsStep).
+    provider.on('server_error', (ctx: KoaContextWithOIDC, error: unknown) => {
+      const id = correlationId();
+      (ctx.state as Record<string, unknown>).correlationId = id;
+      log.error({ correlationId: id, err: String(error), stack: error instanceof Error ? error.stack : undefined }, 'authorization server error');
+    });
     // A refused authorization request issues nothing, but it is evidence (a pending or revoked
     // client, a missing PKCE, a redirect URI that does not match): on record, without waiting.
     provider.on('authorization.error', (ctx: KoaContextWithOIDC, error: { error?: string; error_description?: string }) => {

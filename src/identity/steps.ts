@@ -59,6 +59,9 @@ export function errorsStep(): Step {
     const reason = inactiveClientReason();
     const body = ctx.body as Record<string, unknown> | null;
     if (reason !== null && body && typeof body === 'object' && body.error === 'invalid_client') body.error_description = reason;
+    // An internal error's answer names it as the log does (the server_error handler in service.ts).
+    const id = (ctx.state as Record<string, unknown>).correlationId;
+    if (typeof id === 'string' && body && typeof body === 'object' && !Buffer.isBuffer(body)) body.correlation_id = id;
   };
 }
 

@@ -157,6 +157,30 @@ describe('errors that can be traced, and refused upstream credentials', { timeou
     assert.match(logged.err ?? '', /on fire/);
   });
 
+  it('an internal error of the authorization server carries a correlation id that the log records too', async () => {
+    const identity = mandate.app.store.identity;
+    const original = identity.getClient.bind(identity);
+    identity.getClient = async () => {
+      throw new Error('the client table is on fire');
+    };
+    try {
+      const res = await fetch(`${mandate.base}/oauth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('someone:secret').toString('base64')}` },
+        body: new URLSearchParams({ grant_type: 'client_credentials', resource: mandate.endpoint('local') }),
+      });
+      assert.equal(res.status, 500);
+      const body = (await res.json()) as { error?: string; correlation_id?: string };
+      assert.equal(body.error, 'server_error');
+      assert.match(body.correlation_id ?? '', /^[0-9a-f]{16}$/);
+      assert.ok(!JSON.stringify(body).includes('on fire'));
+      const logged = lines.map((line) => JSON.parse(line) as { correlationId?: string; err?: string }).find((entry) => entry.correlationId === body.correlation_id);
+      assert.match(logged?.err ?? '', /on fire/);
+    } finally {
+      identity.getClient = original;
+    }
+  });
+
   it('an upstream 401 is reported as refused credentials naming the server, not as unavailable; the upstream challenge is not relayed', async () => {
     const res = await post(mandate.endpoint('guarded'), initializeMessage('init-guarded'));
     assert.equal(res.headers.get('www-authenticate'), null);
