@@ -12,20 +12,11 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PG_URL, pgAdmin } from '../helpers/pg.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
-import { NODE, ROOT, runCli, startMandate, tempDir, waitFor, type Mandate } from '../helpers/process.ts';
+import { alive, NODE, ROOT, runCli, startMandate, tempDir, waitFor, type Mandate } from '../helpers/process.ts';
 import { auditEvents, metricsText, openSession, sample, toolText, type RawSession, type RpcMessage } from './raw.ts';
 
 const SLOW = path.join(ROOT, 'test/fixtures/slow-server.ts');
 const skipPg = process.env.MANDATE_TEST_PG === '0' ? 'MANDATE_TEST_PG=0' : false;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Stops fixture processes a killed gateway could not stop (they should exit on stdin EOF). */
 async function reapFixtures(startsFile: string): Promise<void> {

@@ -16,7 +16,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { registerMachine } from '../helpers/oauth.ts';
-import { NODE, ROOT, runCli, startMandate, tempDir, waitFor, type Mandate } from '../helpers/process.ts';
+import { alive, NODE, ROOT, runCli, startMandate, tempDir, waitFor, type Mandate } from '../helpers/process.ts';
 import { auditEvents, eventually, post, initializeMessage } from './raw.ts';
 
 const CRASHY = path.join(ROOT, 'test/fixtures/crashy-server.ts');
@@ -30,15 +30,6 @@ async function connect(url: string, name: string): Promise<Client> {
 async function echo(client: Client, text: string): Promise<string> {
   const result = await client.callTool({ name: 'echo', arguments: { text } });
   return ((result.content as { text: string }[])[0]?.text ?? '');
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Rewrites the gateway's configuration file with these servers (and extra keys), as an operator would. */

@@ -26,6 +26,16 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Whether a process with this pid is alive (signal 0 probes without sending anything). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function tempDir(prefix = 'mandate-test-'): string {
   return mkdtempSync(path.join(tmpdir(), prefix));
 }
