@@ -68,7 +68,7 @@ type HttpServer = RegisteredServer & { url: string };
 const keyOf = (server: RegisteredServer): string => `${server.name}#${server.generation}`;
 
 /** Limits count by subject: the user, or the machine client. */
-export const principalKey = (principal: Principal | null): string | null => principal?.sub ?? null;
+const principalKey = (principal: Principal | null): string | null => principal?.sub ?? null;
 
 export class Gateway {
   /** The gateway settings in force; replaced on reload. */
@@ -299,15 +299,6 @@ export class Gateway {
 
   get sessionCount(): number {
     return this.sessions.size;
-  }
-
-  /** Open sessions of one principal (the per-principal limit counts these). */
-  sessionsOf(principal: Principal): number {
-    return this.perPrincipal.get(principalKey(principal) ?? '') ?? 0;
-  }
-
-  get processCount(): number {
-    return this.stdioProcesses;
   }
 
   /**
