@@ -9,7 +9,7 @@ import type { JsonValue } from './audit/events.ts';
 import { AuditLog } from './audit/log.ts';
 import { beginRun, endRun, recoverCrashedRuns, type RunMarker } from './audit/recovery.ts';
 import { RefusalSummaries } from './audit/summary.ts';
-import { diffConfig } from './config/diff.ts';
+import { diffConfig, inForce } from './config/diff.ts';
 import { ConfigError, type Config } from './config/load.ts';
 import { openControlSocket, type ControlSocket } from './control/socket.ts';
 import type { CredentialHook } from './gateway/credentials.ts';
@@ -167,9 +167,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     }
     const diff = diffConfig(current, next);
     // Recorded before it applies: a configuration is never in force without its record.
-    const serversBefore = new ServerRegistry(registry.list());
-    const preview = serversBefore.replace(next.servers);
-    const changed = { added: preview.added, removed: preview.removed, changed: preview.changed };
+    const { added, removed, changed: altered } = registry.plan(next.servers).change;
+    const changed = { added, removed, changed: altered };
     try {
       await audit.record({
         type: 'config.loaded',
@@ -180,12 +179,12 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     } catch (error) {
       return { ok: false, source, error: `the audit log cannot be written, so nothing was changed: ${error instanceof Error ? error.message : String(error)}` };
     }
-    gateway.settings = next.gateway;
-    refusals.interval = next.audit.summaryIntervalSeconds * 1000;
-    log.level = next.log.level;
-    registry.replace(next.servers);
     // What needs a restart keeps its running value.
-    current = { ...next, issuer: current.issuer, listen: current.listen, dataDir: current.dataDir, databaseUrl: current.databaseUrl, audit: { ...next.audit, durability: current.audit.durability }, identity: current.identity };
+    current = inForce(current, next);
+    gateway.settings = current.gateway;
+    refusals.interval = current.audit.summaryIntervalSeconds * 1000;
+    log.level = current.log.level;
+    registry.replace(current.servers);
     for (const warning of next.warnings) log.warn(warning);
     if (diff.restartRequired.length > 0) log.warn({ settings: diff.restartRequired }, 'these settings changed but need a restart to take effect');
     log.info({ servers: changed, applied: diff.applied }, 'configuration reloaded');

@@ -14,6 +14,15 @@ const RESTART_ONLY = ['issuer', 'listen', 'dataDir', 'databaseUrl', 'audit.durab
 /** Settings applied while running. */
 const LIVE = ['servers', 'gateway', 'audit.summaryIntervalSeconds', 'log'] as const;
 
+/**
+ * The restart-only settings for this pair: the list above, and the allowed
+ * browser origins when the issuer changed (they default to the issuer's
+ * origin, which stays the running one until a restart).
+ */
+function restartOnly(current: Config, next: Config): string[] {
+  return current.issuer === next.issuer ? [...RESTART_ONLY] : [...RESTART_ONLY, 'gateway.allowedOrigins'];
+}
+
 function at(config: Config, path: string): unknown {
   let value: unknown = config;
   for (const part of path.split('.')) value = (value as Record<string, unknown> | undefined)?.[part];
@@ -37,8 +46,27 @@ export interface ConfigDiff {
   restartRequired: string[];
 }
 
+/**
+ * The configuration in force after a reload: `next`, except that every
+ * setting that needs a restart keeps its running value.
+ */
+export function inForce(current: Config, next: Config): Config {
+  const result = structuredClone(next);
+  for (const path of restartOnly(current, next)) {
+    const parts = path.split('.');
+    const last = parts.pop() as string;
+    let target = result as unknown as Record<string, unknown>;
+    for (const part of parts) target = target[part] as Record<string, unknown>;
+    target[last] = structuredClone(at(current, path));
+  }
+  return result;
+}
+
 export function diffConfig(current: Config, next: Config): ConfigDiff {
-  const restartRequired = RESTART_ONLY.flatMap((path) => differences(at(current, path), at(next, path), path));
-  const applied = LIVE.filter((path) => path !== 'servers').flatMap((path) => differences(at(current, path), at(next, path), path));
+  const kept = restartOnly(current, next);
+  const restartRequired = kept.flatMap((path) => differences(at(current, path), at(next, path), path));
+  const applied = LIVE.filter((path) => path !== 'servers')
+    .flatMap((path) => differences(at(current, path), at(next, path), path))
+    .filter((path) => !kept.some((restart) => path === restart || path.startsWith(`${restart}.`)));
   return { applied, restartRequired };
 }

@@ -77,10 +77,10 @@ export class ServerRegistry {
   }
 
   /**
-   * Makes `next` the set of servers. Unchanged servers keep their object and
-   * generation; listeners hear of the change after it is in force.
+   * What `replace(next)` would do, without doing it: the resulting servers
+   * (unchanged ones keep their object and generation) and the change.
    */
-  replace(next: readonly ResolvedServer[]): ServerChange {
+  plan(next: readonly ResolvedServer[]): { servers: Map<string, RegisteredServer>; change: ServerChange } {
     const previous = this.servers;
     const generation = this.current + 1;
     const servers = new Map<string, RegisteredServer>();
@@ -95,12 +95,20 @@ export class ServerRegistry {
       (old === undefined ? change.added : change.changed).push(server.name);
     }
     for (const name of previous.keys()) if (!servers.has(name)) change.removed.push(name);
-    if (change.added.length + change.removed.length + change.changed.length === 0) {
-      change.generation = this.current;
-      return change;
-    }
     for (const list of [change.added, change.removed, change.changed]) list.sort();
-    this.current = generation;
+    if (change.added.length + change.removed.length + change.changed.length === 0) change.generation = this.current;
+    return { servers, change };
+  }
+
+  /**
+   * Makes `next` the set of servers. Unchanged servers keep their object and
+   * generation; listeners hear of the change after it is in force.
+   */
+  replace(next: readonly ResolvedServer[]): ServerChange {
+    const previous = this.servers;
+    const { servers, change } = this.plan(next);
+    if (change.generation === this.current) return change;
+    this.current = change.generation;
     this.servers = servers;
     this.byEndpoint = new Map([...servers.values()].map((server) => [server.endpoint, server]));
     for (const listener of this.listeners) listener(change, previous);
