@@ -60,7 +60,6 @@ const TOKEN_KINDS: Record<AuthReason, ErrorKind> = {
   insufficient_scope: 'insufficient_scope',
 };
 
-const LIMIT_KINDS: ReadonlySet<ErrorKind> = new Set(['session_limit', 'principal_limit', 'process_limit', 'rate_limited']);
 
 type HttpServer = RegisteredServer & { url: string };
 
@@ -189,19 +188,24 @@ export class Gateway {
     if (!this.principalRate.take(principal.sub)) throw this.limited(ctx, 'gateway.limits.principalRate', this.principalRate.retryAfter(principal.sub), principal);
   }
 
-  /** A request refused by a rate limit: recorded as a counted summary, answered with 429. */
+  /** A request refused by a rate limit: answered with 429. */
   private limited(ctx: RequestContext, limit: string, retryAfter: number, principal: Principal | null = null): GatewayError {
-    const error = new GatewayError('rate_limited', `too many requests (${limit}); try again in ${retryAfter} s`, {
-      headers: { 'retry-after': String(retryAfter) },
-      data: { limit },
-      counted: true,
-    });
-    this.recordLimit(ctx, error, principal);
-    return error;
+    return this.overLimit(ctx, 'rate_limited', `too many requests (${limit}); try again in ${retryAfter} s`, String(retryAfter), { limit }, principal);
   }
 
-  private recordLimit(ctx: RequestContext, error: GatewayError, principal: Principal | null): void {
-    const limit = (error.data as { limit?: string } | undefined)?.limit ?? error.kind;
+
+
+  /** The registered server of this name, or 404. */
+  server(name: string): RegisteredServer {
+    const server = this.registry.get(name);
+    if (!server) throw new GatewayError('unknown_server', `no MCP server named "${name.slice(0, 64)}" is configured`);
+    return server;
+  }
+
+  /** A request refused by a limit: recorded as a counted summary (limit.exceeded), answered with 429 or 503. */
+  private overLimit(ctx: RequestContext, kind: ErrorKind, message: string, retryAfter: string, data: { limit: string; value?: number }, principal = ctx.principal): GatewayError {
+    const error = new GatewayError(kind, message, { headers: { 'retry-after': retryAfter }, data, counted: true });
+    const { limit } = data;
     const who = principal?.sub ?? ctx.address;
     this.deps.refusals.record(`limit.exceeded\n${who}\n${limit}`, {
       type: 'limit.exceeded',
@@ -212,44 +216,28 @@ export class Gateway {
       data: { address: ctx.address, method: ctx.req.method ?? null, ...(principal ? { client_id: principal.clientId } : {}) },
     });
     this.deps.metrics.errors.inc({ server: ctx.server.name, kind: error.kind });
+    return error;
   }
 
-  /** Opens the session a request's initialize asks for; a refusal by a limit is recorded. */
-  openSessionFor(ctx: RequestContext): Session {
-    try {
-      return this.openSession(ctx.server, ctx.access);
-    } catch (error) {
-      if (!(error instanceof GatewayError) || !LIMIT_KINDS.has(error.kind)) throw error;
-      this.recordLimit(ctx, error, ctx.principal);
-      throw new GatewayError(error.kind, error.message, { headers: error.headers, data: error.data, counted: true });
-    }
-  }
-
-  /** The registered server of this name, or 404. */
-  server(name: string): RegisteredServer {
-    const server = this.registry.get(name);
-    if (!server) throw new GatewayError('unknown_server', `no MCP server named "${name.slice(0, 64)}" is configured`);
-    return server;
-  }
-
-  /** A new session whose initialize is about to be forwarded; refused (nothing started) beyond a limit. */
-  openSession(server: RegisteredServer, access: Access | null): Session {
+  /** A new session for the request's initialize, about to be forwarded; refused (nothing started) beyond a limit. */
+  openSession(ctx: RequestContext): Session {
+    const { server, access } = ctx;
     const { maxSessions, limits } = this.settings;
     if (this.sessions.size >= maxSessions) {
-      throw new GatewayError('session_limit', 'the gateway has too many open sessions; try again later', { headers: { 'retry-after': '5' } });
+      throw this.overLimit(ctx, 'session_limit', 'the gateway has too many open sessions; try again later', '5', { limit: 'gateway.maxSessions', value: maxSessions });
     }
     const key = principalKey(access?.principal ?? null);
     const held = key === null ? 0 : (this.perPrincipal.get(key) ?? 0);
     if (key !== null && held >= limits.sessionsPerPrincipal) {
-      throw new GatewayError('principal_limit', `too many open sessions for this principal (gateway.limits.sessionsPerPrincipal is ${limits.sessionsPerPrincipal}): end one first`, {
-        headers: { 'retry-after': '30' },
-        data: { limit: 'gateway.limits.sessionsPerPrincipal', value: limits.sessionsPerPrincipal },
+      throw this.overLimit(ctx, 'principal_limit', `too many open sessions for this principal (gateway.limits.sessionsPerPrincipal is ${limits.sessionsPerPrincipal}): end one first`, '30', {
+        limit: 'gateway.limits.sessionsPerPrincipal',
+        value: limits.sessionsPerPrincipal,
       });
     }
     if (server.command !== undefined && this.stdioProcesses >= limits.stdioProcesses) {
-      throw new GatewayError('process_limit', `too many server processes on this gateway node (gateway.limits.stdioProcesses is ${limits.stdioProcesses}); try again later`, {
-        headers: { 'retry-after': '30' },
-        data: { limit: 'gateway.limits.stdioProcesses', value: limits.stdioProcesses },
+      throw this.overLimit(ctx, 'process_limit', `too many server processes on this gateway node (gateway.limits.stdioProcesses is ${limits.stdioProcesses}); try again later`, '30', {
+        limit: 'gateway.limits.stdioProcesses',
+        value: limits.stdioProcesses,
       });
     }
     const session = new Session(server, this.sessionDeps, access);

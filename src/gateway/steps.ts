@@ -141,7 +141,7 @@ export const dispatch: Step = async (ctx, gateway) => {
   if (ctx.route === 'stateless') return handleStateless(ctx, gateway);
   if (ctx.route === 'initialize') {
     if (message.kind !== 'request') return;
-    return gateway.openSessionFor(ctx).initialize(message.message, res);
+    return gateway.openSession(ctx).initialize(message.message, res);
   }
   const session = ctx.session as Session;
   switch (message.kind) {
