@@ -13,7 +13,7 @@ import type { JsonRpcMessage } from '../../src/gateway/jsonrpc.ts';
 import { ECHO_TOOL, MODERN_VERSION, result, startFakeUpstream, type FakeUpstream, type Message } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { EVERYTHING, NODE } from '../helpers/process.ts';
-import { openSession, parseSse, post, readEventsUntil, responseOf, type RawSession, type RpcMessage } from './raw.ts';
+import { eventually, openSession, parseSse, post, readEventsUntil, responseOf, type RawSession, type RpcMessage } from './raw.ts';
 
 const SECRET_TOOL = { name: 'secret', description: 'not for you', inputSchema: { type: 'object' } };
 
@@ -208,8 +208,8 @@ describe('the delivery seam: every route through one filter chain', { timeout: 1
         const answer = await responseOf(res, 'chatty-1');
         assert.equal(answer.error?.code, -32600);
         assert.match(answer.error?.message ?? '', /refused by the test filter/);
-        const cancelled = json.messages('notifications/cancelled').find((m) => m.params?.requestId === 'chatty-1');
-        assert.ok(cancelled, 'the upstream heard notifications/cancelled');
+        // The notice goes out without holding the answer: wait for the upstream to have it.
+        await eventually(async () => json.messages('notifications/cancelled'), (list) => list.some((m) => m.params?.requestId === 'chatty-1'), 'the upstream to hear notifications/cancelled');
       } finally {
         filter.refuse = () => false;
       }
