@@ -19,6 +19,9 @@ import { createHttpServer } from './gateway/http-server.ts';
 import { ServerRegistry, type ServerChange } from './gateway/registry.ts';
 import { Identity } from './identity/service.ts';
 import { createLogger, type Logger } from './observability/log.ts';
+import { NO_FILTERS } from './gateway/delivery.ts';
+import { listFilter } from './policy/enforce.ts';
+import { PolicyService, writeStarterSet, type PolicyLoadOutcome } from './policy/service.ts';
 import { Metrics } from './observability/metrics.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/types.ts';
@@ -38,6 +41,8 @@ export type ReloadOutcome =
       /** Settings that changed but keep their running value until a restart. */
       restartRequired: string[];
       warnings: string[];
+      /** The policy directory, read again with the configuration. */
+      policy: PolicyLoadOutcome;
     }
   | { ok: false; source: string | null; error: string };
 
@@ -46,6 +51,7 @@ export interface App {
   store: Store;
   audit: AuditLog;
   registry: ServerRegistry;
+  policy: PolicyService;
   gateway: Gateway;
   identity: Identity;
   server: http.Server;
@@ -57,6 +63,8 @@ export interface App {
   port: number;
   /** Re-reads the configuration (as at start) and applies what can change while running. */
   reload(): Promise<ReloadOutcome>;
+  /** Re-reads the policy directory (`mandate policy reload`). */
+  reloadPolicies(): Promise<PolicyLoadOutcome>;
   stop(): Promise<void>;
 }
 
@@ -121,6 +129,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     await store.close();
     throw error;
   }
+  const policy = new PolicyService(config.policies, { audit, log, run: run.run, servers: () => registry.list().map((server) => server.name) });
+  if (!config.policiesConfigured && writeStarterSet(config.policies)) log.info({ dir: config.policies }, 'wrote the starter policy set (the token\'s scopes decide)');
+  // A set that cannot be loaded leaves none in force: every decided request is refused and /readyz says why.
+  await policy.load('start');
+  policy.watch();
   const refusals = new RefusalSummaries(audit, config.audit.summaryIntervalSeconds * 1000);
   const gateway = new Gateway(config.gateway, {
     audit,
@@ -130,8 +143,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     run: run.run,
     auth: identity,
     refusals,
-    filters: options.filters,
+    filters: (options.filters ?? NO_FILTERS).after(listFilter(policy)),
     credentials: options.credentials,
+    policy,
   });
   let markStarted!: () => void;
   let markFailed!: (error: unknown) => void;
@@ -188,7 +202,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     for (const warning of next.warnings) log.warn(warning);
     if (diff.restartRequired.length > 0) log.warn({ settings: diff.restartRequired }, 'these settings changed but need a restart to take effect');
     log.info({ servers: changed, applied: diff.applied }, 'configuration reloaded');
-    return { ok: true, source, sha256: next.configHash, servers: changed, applied: diff.applied, restartRequired: diff.restartRequired, warnings: next.warnings };
+    const policies = await policy.load('reload', current.policies);
+    return { ok: true, source, sha256: next.configHash, servers: changed, applied: diff.applied, restartRequired: diff.restartRequired, warnings: next.warnings, policy: policies };
   };
 
   let port: number;
@@ -203,7 +218,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     });
     port = (server.address() as AddressInfo).port;
     if (options.controlSocket !== false) {
-      control = await openControlSocket(config.dataDir, { reload }, (error) => log.error({ err: String(error) }, 'control request failed'));
+      control = await openControlSocket(config.dataDir, { reload, reloadPolicies: () => policy.load('command') }, (error) => log.error({ err: String(error) }, 'control request failed'));
       if (control === null) log.warn({ dataDir: config.dataDir }, 'another gateway answers on this data directory\'s control socket: `mandate reload` reaches that one');
     }
     await audit.record({
@@ -219,6 +234,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     await control?.close();
     identity.stop();
     refusals.stop();
+    await policy.stop();
     await gateway.shutdown();
     await audit.flush();
     endRun(config.dataDir, run);
@@ -237,6 +253,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       await gateway.shutdown();
       identity.stop();
       refusals.stop();
+      await policy.stop();
       server.closeAllConnections();
       await audit.record({ type: 'gateway.stopped', outcome: 'success', data: { pid: process.pid, run: run.run } }).catch(() => undefined);
       await audit.flush();
@@ -254,6 +271,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     store,
     audit,
     registry,
+    policy,
     gateway,
     identity,
     server,
@@ -262,6 +280,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     run,
     port,
     reload,
+    reloadPolicies: () => policy.load('command'),
     stop,
   };
 }

@@ -30,8 +30,12 @@ export interface ResolvedServer extends ServerConfig {
   transport: 'http' | 'stdio';
 }
 
-export interface Config extends Omit<ParsedConfig, 'servers' | 'issuer' | 'gateway'> {
+export interface Config extends Omit<ParsedConfig, 'servers' | 'issuer' | 'gateway' | 'policies'> {
   issuer: string;
+  /** The policy directory, absolute. */
+  policies: string;
+  /** Whether `policies` was set (otherwise the data directory's, where the starter set is written). */
+  policiesConfigured: boolean;
   servers: ResolvedServer[];
   gateway: ParsedConfig['gateway'] & { allowedOrigins: string[] };
   configPath: string | null;
@@ -146,6 +150,8 @@ export function loadConfig(options: ConfigOptions = {}, env: NodeJS.ProcessEnv =
     issuer,
     servers,
     gateway: { ...config.gateway, allowedOrigins },
+    policies: config.policies !== undefined ? path.resolve(baseDir, config.policies) : path.join(dataDir, 'policies'),
+    policiesConfigured: config.policies !== undefined,
     configPath,
     configHash: file?.hash ?? null,
     dataDir,

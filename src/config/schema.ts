@@ -82,6 +82,8 @@ export const configSchema = z
       })
       .default({ host: '127.0.0.1', port: 8080, trustedProxies: [] }),
     servers: z.array(serverSchema).default([]),
+    /** Directory of Cedar policy files (`*.cedar`, `*.cedarschema`); relative to this file. Default: `policies` in the data directory, where a starter set is written on first start. */
+    policies: z.string().min(1).optional(),
     gateway: z
       .strictObject({
         /** Browser origins allowed to call MCP endpoints (DNS-rebinding protection). Default: the issuer's origin. */

@@ -18,6 +18,8 @@ export function controlSocketPath(dataDir: string): string {
 export interface ControlHandlers {
   /** Re-reads the configuration; resolves with the outcome (applied or refused). */
   reload(): Promise<{ ok: boolean } & Record<string, unknown>>;
+  /** Re-reads the policy directory; resolves with the outcome (in force or refused). */
+  reloadPolicies(): Promise<{ ok: boolean } & Record<string, unknown>>;
 }
 
 export interface ControlSocket {
@@ -47,7 +49,12 @@ async function handle(handlers: ControlHandlers, req: IncomingMessage, res: Serv
     sendJson(res, 200, await handlers.reload());
     return;
   }
-  sendJson(res, 404, { error: 'not_found', detail: 'POST /reload is the only control request' });
+  if (req.url === '/policy/reload' && req.method === 'POST') {
+    req.resume();
+    sendJson(res, 200, await handlers.reloadPolicies());
+    return;
+  }
+  sendJson(res, 404, { error: 'not_found', detail: 'POST /reload and POST /policy/reload are the control requests' });
 }
 
 /**

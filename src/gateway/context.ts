@@ -11,6 +11,7 @@ import type { Caller } from './forward.ts';
 import type { Classified, RequestId } from './jsonrpc.ts';
 import type { RegisteredServer } from './registry.ts';
 import type { Access, Session } from './session.ts';
+import type { Decision } from '../policy/engine.ts';
 
 /** How a POST is served: a stateless (2026-07-28) request, a session's first request, or one in a session. */
 export type PostRoute = 'stateless' | 'initialize' | 'session';
@@ -30,6 +31,8 @@ export class RequestContext {
   body = '';
   /** Set by `parse`. */
   parsed!: Classified;
+  /** Set by `decide`: the policy decision that allowed the request (null when it is not a decision). */
+  decision: Decision | null = null;
   /** Set by `route`. */
   route: PostRoute = 'session';
   /** Set by `findSession` (GET, DELETE, and POSTs in a session). */

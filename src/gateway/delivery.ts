@@ -30,6 +30,8 @@ export interface Delivery {
   server: RegisteredServer;
   /** The caller the message is delivered to (null when tokens are not required and none was sent). */
   principal: Principal | null;
+  /** The client's network address for the request this belongs to (null on the standalone stream). */
+  address: string | null;
   /** The session handle (never the id), or null for a stateless request. */
   session: string | null;
   /** The client request this message answers or relates to; null on the standalone stream. */
@@ -64,6 +66,11 @@ export class FilterChain {
 
   get size(): number {
     return this.filters.length;
+  }
+
+  /** A chain with `first` ahead of these filters. */
+  after(first: MessageFilter): FilterChain {
+    return new FilterChain([first, ...this.filters]);
   }
 
   apply(message: JsonRpcMessage, delivery: Delivery): Outcome {

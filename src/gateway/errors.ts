@@ -42,6 +42,8 @@ export type ErrorKind =
   | 'token_invalid'
   | 'insufficient_scope'
   | 'audit_unavailable'
+  | 'policy_denied'
+  | 'policy_unavailable'
   | 'internal';
 
 /**
@@ -82,6 +84,8 @@ const WIRE: Record<ErrorKind, { status: number; code: number; oauth?: string }> 
   token_invalid: { status: 401, code: RpcCode.InvalidRequest, oauth: 'invalid_token' },
   insufficient_scope: { status: 403, code: RpcCode.InvalidRequest, oauth: 'insufficient_scope' },
   audit_unavailable: { status: 503, code: RpcCode.InternalError },
+  policy_denied: { status: 403, code: RpcCode.PolicyDenied },
+  policy_unavailable: { status: 503, code: RpcCode.InternalError },
   internal: { status: 500, code: RpcCode.InternalError },
 };
 

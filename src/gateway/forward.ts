@@ -15,6 +15,7 @@ import type { IdentityEvent, Outcome } from '../audit/events.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Logger } from '../observability/log.ts';
 import type { Principal } from '../identity/verify.ts';
+import type { Decision } from '../policy/engine.ts';
 
 export interface ForwardDeps {
   audit: AuditLog;
@@ -44,6 +45,10 @@ export interface ForwardContext {
   /** Idle timeout (reset by every related message) and hard cap, ms. */
   idleTimeoutMs: number;
   maxDurationMs: number;
+  /** The client's network address (policy context). */
+  address: string | null;
+  /** The policy decision that allowed this request (its record names the determining policies). */
+  decision: Decision | null;
   /** Session handle (never the id itself) and protocol, for the record. */
   session: string | null;
   protocol: string | null;
@@ -98,11 +103,32 @@ function filterResponse(response: JsonRpcResponse, request: JsonRpcRequest, ctx:
   return passed;
 }
 
+/** `policy.allowed`: the decision that let a call through, written before the call is forwarded. */
+function allowedEvent(message: JsonRpcRequest, ctx: ForwardContext): IdentityEvent {
+  const decision = ctx.decision as Decision;
+  return {
+    type: 'policy.allowed',
+    actor: ctx.caller?.actor ?? 'anonymous',
+    server: ctx.server.name,
+    tool: targetName(message.method, message.params),
+    outcome: 'success',
+    reason: `permitted by ${decision.policies.join(', ')}`,
+    data: {
+      method: message.method,
+      policies: [...decision.policies],
+      policySet: decision.set,
+      session: ctx.session,
+      address: ctx.address,
+      ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
+    },
+  };
+}
+
 export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps: ForwardDeps): Exchange {
   const controller = new AbortController();
   const started = performance.now();
   const name = ctx.server.name;
-  const delivery = (route: 'response' | 'related'): Delivery => ({ server: ctx.server, principal: ctx.principal, session: ctx.session, request: message, route });
+  const delivery = (route: 'response' | 'related'): Delivery => ({ server: ctx.server, principal: ctx.principal, address: ctx.address, session: ctx.session, request: message, route });
   const related = ctx.filters.size === 0 ? null : delivery('related');
   const timed = !NO_TIMEOUT_METHODS.has(message.method);
   // One timer serves both limits: the idle deadline moves with every related
@@ -148,6 +174,8 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
     try {
       try {
         await deps.audit.ensureWritable();
+        // A call's decision is on record before the call is made: a crash after forwarding leaves the decision.
+        if (ctx.decision !== null && message.method === 'tools/call') await deps.audit.record(allowedEvent(message, ctx));
       } catch (error) {
         throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the request was refused', { detail: String(error), cause: error });
       }
@@ -212,6 +240,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         latencyMs: Math.round(seconds * 1000 * 100) / 100,
         ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
         ...(response && isFailure(response) ? { errorCode: response.error.code } : {}),
+        ...(ctx.decision ? { policies: [...ctx.decision.policies], policySet: ctx.decision.set } : {}),
       },
     };
     const event = ctx.event ? ctx.event(response, outcome, base) : base;

@@ -20,6 +20,7 @@ import { Session, type Access, type SessionDeps } from './session.ts';
 import { createPool, HttpUpstream } from './upstream/http.ts';
 import { StdioUpstream } from './upstream/stdio.ts';
 import type { Upstream, UpstreamHooks } from './upstream/types.ts';
+import type { PolicyService } from '../policy/service.ts';
 
 /** The idle sweep runs at half the idle time, at most every 30 s. */
 const sweepEvery = (idleMs: number): number => Math.min(30_000, Math.max(250, idleMs / 2));
@@ -47,6 +48,8 @@ export interface GatewayDeps extends ForwardDeps {
   refusals: RefusalSummaries;
   filters?: FilterChain;
   credentials?: CredentialHook;
+  /** The policy plane: every request that reaches a server is decided by it (none: nothing is decided, for tests of the transport alone). */
+  policy?: PolicyService | null;
 }
 
 /** How a refused token is answered, by the reason it was refused. */
@@ -77,6 +80,8 @@ export class Gateway {
   readonly auth: Authenticator;
   readonly filters: FilterChain;
   readonly credentials: CredentialHook;
+  /** The policy plane (null: no request is decided). */
+  readonly policy: PolicyService | null;
   /** Requests without a valid token, per network address. */
   private readonly addressRate = new TokenBuckets(() => this.settings.limits.addressRate);
   /** Requests per verified principal. */
@@ -102,6 +107,7 @@ export class Gateway {
     this.auth = deps.auth;
     this.filters = deps.filters ?? NO_FILTERS;
     this.credentials = deps.credentials ?? NO_CREDENTIALS;
+    this.policy = deps.policy ?? null;
     this.sessionDeps = {
       ...deps,
       settings: () => this.settings,

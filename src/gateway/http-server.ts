@@ -33,9 +33,14 @@ async function ready(deps: HttpDeps, res: ServerResponse, started: boolean): Pro
     sendJson(res, 503, { status: 'starting' });
     return;
   }
+  const policy = deps.gateway.policy;
+  if (policy !== null && policy.problem !== null) {
+    sendJson(res, 503, { status: 'unavailable', reason: 'no policy set is in force', detail: policy.problem });
+    return;
+  }
   try {
     await deps.store.ping();
-    sendJson(res, 200, { status: 'ready', store: deps.store.kind, servers: deps.gateway.registry.size });
+    sendJson(res, 200, { status: 'ready', store: deps.store.kind, servers: deps.gateway.registry.size, ...(policy?.engine ? { policySet: policy.engine.hash } : {}) });
   } catch {
     sendJson(res, 503, { status: 'unavailable', reason: 'store unreachable' });
   }

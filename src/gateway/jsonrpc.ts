@@ -55,6 +55,8 @@ export const RpcCode = {
   UpstreamUnavailable: -32000,
   /** Upstream did not answer in time (the SDK's RequestTimeout). */
   RequestTimeout: -32001,
+  /** A policy denied the request (Mandate's code). */
+  PolicyDenied: -32003,
   /** 2026-07-28: HTTP headers do not match the body. */
   HeaderMismatch: -32020,
   /** 2026-07-28: protocol version not supported. */

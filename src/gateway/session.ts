@@ -14,6 +14,13 @@ import { ResponseChannel, SseStream } from './stream.ts';
 import type { Upstream, UpstreamHooks } from './upstream/types.ts';
 import type { Config } from '../config/load.ts';
 import type { Principal } from '../identity/verify.ts';
+import type { Decision } from '../policy/engine.ts';
+
+/** Where a client request came from and the policy decision that let it through. */
+export interface Asked {
+  address: string;
+  decision: Decision | null;
+}
 
 export const LEGACY_VERSIONS = ['2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05'] as const;
 
@@ -133,7 +140,7 @@ export class Session {
   private fromUpstream(message: JsonRpcMessage): void {
     const filters = this.deps.filters();
     if (filters.size > 0) {
-      const outcome = filters.apply(message, { server: this.server, principal: this.principal, session: this.handle, request: null, route: 'standalone' });
+      const outcome = filters.apply(message, { server: this.server, principal: this.principal, address: null, session: this.handle, request: null, route: 'standalone' });
       if (outcome.action !== 'pass') {
         this.deps.metrics.errors.inc({ server: this.server.name, kind: outcome.action === 'drop' ? 'message_dropped' : 'message_refused' });
         if ('id' in message && 'method' in message) this.withhold(message);
@@ -170,10 +177,10 @@ export class Session {
   }
 
   /** The initialize request that opens this session. */
-  initialize(message: JsonRpcRequest, res: ServerResponse): Promise<void> {
+  initialize(message: JsonRpcRequest, res: ServerResponse, asked: Asked): Promise<void> {
     this.requestCount += 1;
     const clientInfo = (message.params?.clientInfo ?? {}) as { name?: unknown; version?: unknown };
-    return this.forward(message, res, {
+    return this.forward(message, res, asked, {
       event: (response, outcome, base) => ({
         ...base,
         type: 'session.opened',
@@ -207,15 +214,15 @@ export class Session {
     });
   }
 
-  request(message: JsonRpcRequest, res: ServerResponse): Promise<void> {
+  request(message: JsonRpcRequest, res: ServerResponse, asked: Asked): Promise<void> {
     if (message.method === 'initialize') {
       throw new GatewayError('invalid_request', 'this session is already initialized');
     }
     this.requestCount += 1;
-    return this.forward(message, res, {});
+    return this.forward(message, res, asked, {});
   }
 
-  private forward(message: JsonRpcRequest, res: ServerResponse, extra: Pick<Parameters<typeof startExchange>[1], 'event' | 'beforeAnswer'>): Promise<void> {
+  private forward(message: JsonRpcRequest, res: ServerResponse, asked: Asked, extra: Pick<Parameters<typeof startExchange>[1], 'event' | 'beforeAnswer'>): Promise<void> {
     const key = idKey(message.id);
     if (this.inflight.has(key)) throw new GatewayError('duplicate_id', 'a request with this id is still in flight in this session');
     this.touch();
@@ -233,6 +240,8 @@ export class Session {
         maxDurationMs: settings.maxRequestMs,
         session: this.handle,
         protocol: this.protocolVersion,
+        address: asked.address,
+        decision: asked.decision,
         notifyCancel: true,
         onRelated: (related) => this.noteServerMessage(related),
         onWithheld: (request) => this.withhold(request),

@@ -3,7 +3,7 @@
  * method one ordered list of small named steps over one request context.
  *
  *   POST    origin → resolveServer → authenticate → postHeaders → readBody → parse
- *           → checkBounds → checkScope → (decide: policy) → route → findSession → dispatch
+ *           → checkBounds → checkScope → decide → route → findSession → dispatch
  *   GET     origin → resolveServer → authenticate → getHeaders → findSession → listen
  *   DELETE  origin → resolveServer → authenticate → findSession → endSession
  *
@@ -19,6 +19,11 @@ import { checkBounds as boundsOf, MessageError, parseMessage, type Classified } 
 import { LEGACY_VERSIONS, type Session } from './session.ts';
 import { AuthError } from '../identity/verify.ts';
 import { missingScope } from '../identity/scopes.ts';
+import type { IdentityEvent } from '../audit/events.ts';
+import type { Decision } from '../policy/engine.ts';
+import { requestDecision } from '../policy/enforce.ts';
+import { isDecided, type DecisionRequest } from '../policy/request.ts';
+import { targetName } from './jsonrpc.ts';
 
 export type Step = (ctx: RequestContext, gateway: Gateway) => void | Promise<void>;
 
@@ -96,6 +101,75 @@ export const checkScope: Step = (ctx, gateway) => {
   throw gateway.refuseToken(ctx, new AuthError('insufficient_scope', `the token does not allow ${what}`, { scope: needed, principal: access.principal }));
 };
 
+/** The durable record of a decision; a refusal when the audit log cannot take it (nothing is forwarded unrecorded). */
+async function recordDecision(gateway: Gateway, event: IdentityEvent): Promise<void> {
+  try {
+    await gateway.deps.audit.record(event);
+  } catch (error) {
+    throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the request was refused', { detail: String(error), cause: error });
+  }
+}
+
+function deniedEvent(ctx: RequestContext, decision: Decision | null, extra: IdentityEvent['data']): IdentityEvent {
+  const { method, params } = (ctx.parsed as Classified & { kind: 'request' }).message;
+  const policies = decision?.policies ?? [];
+  return {
+    type: 'policy.denied',
+    actor: ctx.caller?.actor ?? 'anonymous',
+    server: ctx.server.name,
+    tool: targetName(method, params),
+    outcome: decision === null || decision.error !== null ? 'error' : 'denied',
+    reason: decision === null ? 'no policy set is in force' : (decision.error ?? (policies.length > 0 ? `forbidden by ${policies.join(', ')}` : 'no policy permits it')),
+    data: {
+      method,
+      policies: [...policies],
+      policySet: decision?.set ?? null,
+      address: ctx.address,
+      ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
+      ...extra,
+    },
+  };
+}
+
+/** A denied request: recorded durably, then answered (403, the step-up challenge, or 503 when nothing could decide). */
+async function deny(ctx: RequestContext, gateway: Gateway, asked: DecisionRequest, decision: Decision | null): Promise<GatewayError> {
+  const { method, params } = (ctx.parsed as Classified & { kind: 'request' }).message;
+  const engine = gateway.policy?.engine ?? null;
+  const stepUp = decision !== null && decision.error === null && engine !== null && ctx.principal !== null ? engine.stepUp(asked) : null;
+  await recordDecision(gateway, deniedEvent(ctx, decision, stepUp !== null ? { stepUp } : {}));
+  gateway.deps.metrics.errors.inc({ server: ctx.server.name, kind: 'policy_denied' });
+  if (decision === null) return new GatewayError('policy_unavailable', 'no policy set is in force: the request was refused', { detail: gateway.policy?.problem ?? undefined, counted: true });
+  if (decision.error !== null) return new GatewayError('policy_unavailable', 'the request could not be decided by policy: it was refused', { detail: decision.error, counted: true });
+  const tool = targetName(method, params);
+  const what = tool !== null ? `"${tool.slice(0, 128)}"` : method.slice(0, 64);
+  if (stepUp !== null) {
+    const message = `${what} needs the scope ${stepUp}`;
+    const error = new AuthError('insufficient_scope', message, { scope: stepUp, principal: ctx.principal ?? undefined });
+    return new GatewayError('insufficient_scope', message, { headers: gateway.auth.challenge(ctx.server, error), counted: true });
+  }
+  return new GatewayError('policy_denied', `${what} is not allowed by policy`, { counted: true });
+}
+
+/**
+ * Every request that reaches a server is decided by the policy set in force
+ * (docs/policy.md). A denial is recorded durably before it is answered. An
+ * allowed request carries its decision to the exchange (forward.ts): a
+ * tools/call's is recorded before it is forwarded, so a crash cannot leave a
+ * call without its decision, and every allowed request's `mcp.request`
+ * record names the determining policies.
+ */
+export const decide: Step = async (ctx, gateway) => {
+  const policy = gateway.policy;
+  const message = ctx.parsed;
+  if (policy === null || message.kind !== 'request' || !isDecided(message.message.method)) return;
+  const { method, params } = message.message;
+  const asked = requestDecision(policy, ctx.principal, ctx.server, method, params, ctx.address);
+  const engine = policy.engine;
+  const decision = engine === null ? null : engine.decide(asked);
+  if (decision === null || !decision.allow) throw await deny(ctx, gateway, asked, decision);
+  ctx.decision = decision;
+};
+
 /** Stateless (2026-07-28), a new session's initialize, or a request in a session. */
 export const route: Step = (ctx) => {
   const message = ctx.parsed;
@@ -141,12 +215,12 @@ export const dispatch: Step = async (ctx, gateway) => {
   if (ctx.route === 'stateless') return handleStateless(ctx, gateway);
   if (ctx.route === 'initialize') {
     if (message.kind !== 'request') return;
-    return gateway.openSession(ctx).initialize(message.message, res);
+    return gateway.openSession(ctx).initialize(message.message, res, { address: ctx.address, decision: null });
   }
   const session = ctx.session as Session;
   switch (message.kind) {
     case 'request':
-      return session.request(message.message, res);
+      return session.request(message.message, res, { address: ctx.address, decision: ctx.decision });
     case 'notification':
       await session.notification(message.message);
       res.writeHead(202, { 'mcp-session-id': session.id }).end();
@@ -174,7 +248,7 @@ export const endSession: Step = async (ctx) => {
 // ---------------------------------------------------------------- the lists
 
 export const PIPELINES: Readonly<Record<string, readonly Step[]>> = {
-  POST: [origin, resolveServer, authenticate, postHeaders, readRequestBody, parse, checkBounds, checkScope, route, findSession, dispatch],
+  POST: [origin, resolveServer, authenticate, postHeaders, readRequestBody, parse, checkBounds, checkScope, decide, route, findSession, dispatch],
   GET: [origin, resolveServer, authenticate, getHeaders, findSession, listen],
   DELETE: [origin, resolveServer, authenticate, findSession, endSession],
 };

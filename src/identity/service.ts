@@ -113,6 +113,12 @@ export class Identity {
     this.verifier = new TokenVerifier(config.issuer, keys.publicKeys, revocations, {
       reloadKeys: () => publicSigningKeys(store, secret),
       groupsOf: async (user) => (await store.identity.getUser(user))?.groups ?? [],
+      clientOf: async (id) => {
+        const client = await store.identity.getClient(id);
+        if (client === null) return null;
+        const name = client.metadata.client_name;
+        return { name: typeof name === 'string' && name !== '' ? name : id, owner: client.owner, kind: client.class };
+      },
     });
     this.csrfKey = createHmac('sha256', secret).update('mandate-csrf').digest('base64url');
     this.mount(keys);

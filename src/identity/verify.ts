@@ -29,6 +29,16 @@ export class AuthError extends Error {
   }
 }
 
+/** An OAuth client as policies see it (its Cedar `Client` entity). */
+export interface ClientFacts {
+  id: string;
+  /** `client_name` from its registration, else its id. */
+  name: string;
+  /** The user who registered or approved it, when known. */
+  owner: string | null;
+  kind: 'interactive' | 'machine';
+}
+
 export interface Principal {
   /** The user, or for client credentials the client id. */
   sub: string;
@@ -37,6 +47,8 @@ export interface Principal {
   /** The user's groups, as the store held them when this token was first seen here; [] for a machine token. */
   groups: readonly string[];
   clientId: string;
+  /** What the store held about the client when this token was first seen here (policy decisions). */
+  client: ClientFacts;
   scopes: readonly string[];
   jti: string;
   grantId: string | undefined;
@@ -78,6 +90,8 @@ export class TokenVerifier {
   private readonly reloadKeys: (() => Promise<JWK[]>) | null;
   /** Reads a user's groups (once per token, when it is first verified). */
   private readonly groupsOf: ((user: string) => Promise<readonly string[]>) | null;
+  /** Reads what the store knows of a client (once per token). */
+  private readonly clientOf: ((clientId: string) => Promise<Omit<ClientFacts, 'id'> | null>) | null;
   private lastReload = 0;
   private reloading: Promise<boolean> | null = null;
 
@@ -85,13 +99,19 @@ export class TokenVerifier {
     issuer: string,
     publicKeys: JWK[],
     revocations: RevocationList,
-    options: { clockToleranceS?: number; reloadKeys?: () => Promise<JWK[]>; groupsOf?: (user: string) => Promise<readonly string[]> } = {},
+    options: {
+      clockToleranceS?: number;
+      reloadKeys?: () => Promise<JWK[]>;
+      groupsOf?: (user: string) => Promise<readonly string[]>;
+      clientOf?: (clientId: string) => Promise<Omit<ClientFacts, 'id'> | null>;
+    } = {},
   ) {
     this.issuer = issuer;
     this.revocations = revocations;
     this.clockToleranceS = options.clockToleranceS ?? 5;
     this.reloadKeys = options.reloadKeys ?? null;
     this.groupsOf = options.groupsOf ?? null;
+    this.clientOf = options.clientOf ?? null;
     this.keySet = createLocalJWKSet({ keys: publicKeys });
   }
 
@@ -202,6 +222,7 @@ export class TokenVerifier {
       user,
       groups: user !== null && this.groupsOf ? await this.groupsOf(user) : [],
       clientId,
+      client: { id: clientId, ...((this.clientOf ? await this.clientOf(clientId) : null) ?? { name: clientId, owner: null, kind: user === null ? 'machine' : 'interactive' }) },
       scopes,
       grants: grantsFor(server.name, scopes),
       jti: payload.jti!,

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { FilterChain, type Delivery, type MessageFilter, type Verdict } from '../../src/gateway/delivery.ts';
 import { GatewayError } from '../../src/gateway/errors.ts';
 import type { JsonRpcMessage } from '../../src/gateway/jsonrpc.ts';
-import { ECHO_TOOL, MODERN_VERSION, result, startFakeUpstream, type FakeUpstream, type Message } from '../helpers/fake-upstream.ts';
+import { ECHO_TOOL, MODERN_VERSION, result, startFakeUpstream, startRouteUpstreams, type FakeUpstream, type Message } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { EVERYTHING, NODE } from '../helpers/process.ts';
 import { eventually, openSession, parseSse, post, readEventsUntil, responseOf, type RawSession, type RpcMessage } from './raw.ts';
@@ -61,15 +61,7 @@ describe('the delivery seam: every route through one filter chain', { timeout: 1
   let modern: FakeUpstream;
 
   before(async () => {
-    [json, sse, modern] = await Promise.all([
-      startFakeUpstream({ tools: [ECHO_TOOL, SECRET_TOOL] }),
-      startFakeUpstream({ tools: [ECHO_TOOL, SECRET_TOOL] }),
-      startFakeUpstream({ tools: [ECHO_TOOL, SECRET_TOOL], modern: true, sessions: false }),
-    ]);
-    // tools/list answered as SSE, with a log notification before the result.
-    sse.on('tools/list', (message: Message) => ({
-      sse: [{ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing tools' } }, result(message, { tools: sse.tools })],
-    }));
+    ({ json, sse, modern } = await startRouteUpstreams([ECHO_TOOL, SECRET_TOOL]));
     mandate = await startInProcess({
       servers: [
         { name: 'json', url: json.url },

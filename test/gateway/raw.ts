@@ -97,15 +97,15 @@ export function initializeMessage(id: string | number, clientName = 'mandate-tes
 }
 
 /** initialize + notifications/initialized, as a session-based (2025-11-25) client does. */
-export async function openSession(url: string, clientName = 'mandate-tests'): Promise<RawSession> {
-  const res = await post(url, initializeMessage('init', clientName));
+export async function openSession(url: string, clientName = 'mandate-tests', extra: Record<string, string> = {}): Promise<RawSession> {
+  const res = await post(url, initializeMessage('init', clientName), extra);
   assert.equal(res.status, 200, `initialize answered HTTP ${res.status}`);
   const id = res.headers.get('mcp-session-id');
   assert.ok(id, 'initialize answer carries Mcp-Session-Id');
   const answer = await responseOf(res, 'init');
   assert.ok(answer.result, `initialize failed: ${JSON.stringify(answer.error)}`);
   const protocol = String(answer.result.protocolVersion);
-  const headers = { 'mcp-session-id': id, 'mcp-protocol-version': protocol };
+  const headers = { ...extra, 'mcp-session-id': id, 'mcp-protocol-version': protocol };
   const initialized = await post(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, headers);
   assert.equal(initialized.status, 202);
   await initialized.body?.cancel();

@@ -344,3 +344,20 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
   };
   return fake;
 }
+
+/**
+ * Three upstreams for tests of every delivery route: `json` answers as JSON,
+ * `sse` answers tools/list as an event stream with a notification before
+ * the result, `modern` is stateless (2026-07-28). Each lists `tools`.
+ */
+export async function startRouteUpstreams(tools: Tool[]): Promise<{ json: FakeUpstream; sse: FakeUpstream; modern: FakeUpstream }> {
+  const [json, sse, modern] = await Promise.all([
+    startFakeUpstream({ tools: [...tools] }),
+    startFakeUpstream({ tools: [...tools] }),
+    startFakeUpstream({ tools: [...tools], modern: true, sessions: false }),
+  ]);
+  sse.on('tools/list', (message: Message) => ({
+    sse: [{ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing tools' } }, result(message, { tools: sse.tools })],
+  }));
+  return { json, sse, modern };
+}

@@ -276,3 +276,21 @@ export function addUser(name: string, password: string, storeArgs: string[]): Pr
     child.stdin.end(`${password}\n`);
   });
 }
+
+/**
+ * An access token for `user` at MCP server `server`: a public client is
+ * registered (open registration), the user signs in and consents, and the
+ * code is exchanged. `scope` defaults to the server's scope.
+ */
+export async function userToken(base: string, user: string, password: string, server: string, scope = `mcp:${server}`): Promise<string> {
+  const client = await register(base, { client_name: `agent-of-${user}`, redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] });
+  if (client.status !== 201) throw new Error(`registration answered ${client.status}: ${JSON.stringify(client.body)}`);
+  const clientId = String(client.body.client_id);
+  const resource = `${base}/mcp/${server}`;
+  const { verifier, challenge } = pkcePair();
+  const start = authorizeUrl(base, { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URI, resource, scope, code_challenge: challenge, code_challenge_method: 'S256', state: 'st' });
+  const { code } = await loginAndConsent(base, start, user, password);
+  const answer = await token(base, { grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, code_verifier: verifier, client_id: clientId, resource });
+  if (answer.status !== 200) throw new Error(`token answered ${answer.status}: ${JSON.stringify(answer.body)}`);
+  return String(answer.body.access_token);
+}

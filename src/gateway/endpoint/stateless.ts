@@ -144,6 +144,8 @@ export async function handleStateless(ctx: RequestContext, gateway: Gateway): Pr
       maxDurationMs: gateway.settings.maxRequestMs,
       session: null,
       protocol: version,
+      address: ctx.address,
+      decision: ctx.decision,
       headers,
       notifyCancel: false,
     },

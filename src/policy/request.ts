@@ -1,0 +1,223 @@
+/**
+ * A decision request, as the gateway knows it, and how it becomes Cedar's
+ * principal, action, resource, entities and context (docs/policy.md, "The
+ * model"). Entities are kept small: the principal (with its groups), the
+ * client, the action (with its group) and the resource (with its server).
+ */
+import { isIP } from 'node:net';
+import type * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+
+export type Principal = { type: 'User'; id: string; groups: readonly string[] } | { type: 'Client'; id: string };
+
+export interface ClientFacts {
+  id: string;
+  name: string;
+  /** The user who registered or approved it, when known. */
+  owner: string | null;
+  kind: 'interactive' | 'machine' | 'anonymous';
+}
+
+export interface ToolHints {
+  readOnlyHint?: boolean;
+  destructiveHint?: boolean;
+  idempotentHint?: boolean;
+  openWorldHint?: boolean;
+}
+
+export type TargetType = 'Server' | 'Tool' | 'Prompt' | 'Resource';
+
+export interface Target {
+  type: TargetType;
+  /** The tool, prompt or URI; the server name for a Server. */
+  name: string;
+}
+
+export interface DecisionRequest {
+  principal: Principal;
+  client: ClientFacts;
+  /** The MCP method: the action id. */
+  method: string;
+  server: string;
+  target: Target;
+  /** For a Tool: the hints from the upstream's own tools/list. */
+  hints?: ToolHints;
+  scopes: readonly string[];
+  /** tools/call arguments as the client sent them. */
+  args?: Record<string, unknown>;
+  /** Request time, epoch ms. */
+  now: number;
+  /** Seconds since the token was issued. */
+  tokenAge: number;
+  sourceAddress: string;
+}
+
+/** Action groups: `read` (every list, reads, subscriptions, prompts, completion) and `call`. */
+export const ACTION_GROUP: Readonly<Record<string, string>> = {
+  'tools/call': 'call',
+  'tools/list': 'read',
+  'resources/list': 'read',
+  'resources/templates/list': 'read',
+  'prompts/list': 'read',
+  'resources/read': 'read',
+  'resources/subscribe': 'read',
+  'resources/unsubscribe': 'read',
+  'prompts/get': 'read',
+  'completion/complete': 'read',
+};
+
+/** Methods that are not policy decisions: the handshake, liveness, and every notification. */
+export function isDecided(method: string): boolean {
+  return method !== 'initialize' && method !== 'ping' && !method.startsWith('notifications/');
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** What a request targets: its tool, prompt or resource, else its server. */
+export function targetOf(server: string, method: string, params: Record<string, unknown> | undefined): Target {
+  const name = (key: string): string | null => (params !== undefined && typeof params[key] === 'string' ? (params[key] as string) : null);
+  switch (method) {
+    case 'tools/call': {
+      const tool = name('name');
+      if (tool !== null) return { type: 'Tool', name: tool };
+      break;
+    }
+    case 'prompts/get': {
+      const prompt = name('name');
+      if (prompt !== null) return { type: 'Prompt', name: prompt };
+      break;
+    }
+    case 'resources/read':
+    case 'resources/subscribe':
+    case 'resources/unsubscribe': {
+      const uri = name('uri');
+      if (uri !== null) return { type: 'Resource', name: uri };
+      break;
+    }
+    case 'completion/complete': {
+      const ref = params?.ref;
+      if (isObject(ref) && ref.type === 'ref/prompt' && typeof ref.name === 'string') return { type: 'Prompt', name: ref.name };
+      if (isObject(ref) && ref.type === 'ref/resource' && typeof ref.uri === 'string') return { type: 'Resource', name: ref.uri };
+      break;
+    }
+  }
+  return { type: 'Server', name: server };
+}
+
+export function resourceId(server: string, target: Target): string {
+  return target.type === 'Server' ? server : `${server}/${target.name}`;
+}
+
+// ---------------------------------------------------------------- arguments
+
+const ESCAPES = new Set(['__entity', '__extn', '__expr']);
+
+/**
+ * tools/call arguments as a Cedar record. Cedar has no null, no fractions and
+ * 64-bit integers only; such values (and objects shaped like Cedar's own
+ * escapes, which would change meaning) are left out and named, with their
+ * path, in `omitted`.
+ */
+export function argsRecord(args: Record<string, unknown> | undefined): { record: Record<string, cedar.CedarValueJson>; omitted: string[] } {
+  const omitted: string[] = [];
+  const convert = (value: unknown, path: string): cedar.CedarValueJson | undefined => {
+    if (typeof value === 'string' || typeof value === 'boolean') return value;
+    if (typeof value === 'number') return Number.isSafeInteger(value) ? value : undefined;
+    if (Array.isArray(value)) {
+      const items: cedar.CedarValueJson[] = [];
+      for (const item of value) {
+        const converted = convert(item, `${path}[]`);
+        if (converted === undefined) return undefined;
+        items.push(converted);
+      }
+      return items;
+    }
+    if (isObject(value)) return record(value, path);
+    return undefined;
+  };
+  const record = (value: Record<string, unknown>, prefix: string): Record<string, cedar.CedarValueJson> => {
+    const out: Record<string, cedar.CedarValueJson> = {};
+    for (const [key, item] of Object.entries(value)) {
+      const path = prefix === '' ? key : `${prefix}.${key}`;
+      const converted = ESCAPES.has(key) ? undefined : convert(item, path);
+      if (converted === undefined) omitted.push(path);
+      else out[key] = converted;
+    }
+    return out;
+  };
+  return { record: args !== undefined && isObject(args) ? record(args, '') : {}, omitted };
+}
+
+/** A network address as Cedar's ip() reads it (IPv4-mapped IPv6 as IPv4; anything else as the unspecified address). */
+export function cedarAddress(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped?.[1] !== undefined) return mapped[1];
+  const bare = address.split('%')[0] ?? '';
+  return isIP(bare) !== 0 ? bare : '0.0.0.0';
+}
+
+// ---------------------------------------------------------------- Cedar's form
+
+const uid = (type: string, id: string): cedar.TypeAndId => ({ type, id });
+
+function clientEntity(client: ClientFacts): cedar.EntityJson {
+  const attrs: Record<string, cedar.CedarValueJson> = { name: client.name, kind: client.kind };
+  if (client.owner !== null) attrs.owner = { __entity: uid('User', client.owner) };
+  return { uid: uid('Client', client.id), attrs, parents: [] };
+}
+
+function targetEntity(request: DecisionRequest): cedar.EntityJson {
+  const { server, target } = request;
+  if (target.type === 'Server') return { uid: uid('Server', server), attrs: { name: server }, parents: [] };
+  const attrs: Record<string, cedar.CedarValueJson> = { name: target.name, server };
+  if (target.type === 'Tool' && request.hints) {
+    for (const [key, value] of Object.entries(request.hints)) if (typeof value === 'boolean') attrs[key] = value;
+  }
+  return { uid: uid(target.type, resourceId(server, target)), attrs, parents: [uid('Server', server)] };
+}
+
+export interface CedarRequest {
+  principal: cedar.TypeAndId;
+  action: cedar.TypeAndId;
+  resource: cedar.TypeAndId;
+  entities: cedar.EntityJson[];
+  context: Record<string, cedar.CedarValueJson>;
+}
+
+/**
+ * Cedar's request. `reads` names the context attributes the applicable
+ * policies read (`*`: all): the rest are left out, which is what keeps a
+ * decision cheap.
+ */
+export function toCedar(request: DecisionRequest, reads: ReadonlySet<string>, unknownArgs = false): CedarRequest {
+  const all = reads.has('*');
+  const wants = (attr: string) => all || reads.has(attr);
+  const entities: cedar.EntityJson[] = [];
+  const { principal } = request;
+  if (principal.type === 'User') {
+    if (principal.groups.length > 0) entities.push({ uid: uid('User', principal.id), attrs: {}, parents: principal.groups.map((group) => uid('Group', group)) });
+  } else entities.push(clientEntity(request.client));
+  if (principal.type === 'User' && wants('client')) entities.push(clientEntity(request.client));
+  const group = ACTION_GROUP[request.method];
+  if (group !== undefined) entities.push({ uid: uid('Action', request.method), attrs: {}, parents: [uid('Action', group)] });
+  const target = targetEntity(request);
+  entities.push(target);
+
+  const context: Record<string, cedar.CedarValueJson> = {};
+  if (wants('client')) context.client = { __entity: uid('Client', request.client.id) };
+  if (wants('scopes')) context.scopes = [...request.scopes];
+  if (unknownArgs) {
+    if (wants('args')) context.args = { __extn: { fn: 'unknown', arg: 'args' } };
+    if (wants('argsOmitted')) context.argsOmitted = { __extn: { fn: 'unknown', arg: 'argsOmitted' } };
+  } else if (wants('args') || wants('argsOmitted')) {
+    const { record, omitted } = argsRecord(request.args);
+    if (wants('args')) context.args = record;
+    if (wants('argsOmitted')) context.argsOmitted = omitted;
+  }
+  if (wants('now')) context.now = { __extn: { fn: 'datetime', arg: new Date(request.now).toISOString() } };
+  if (wants('tokenAge')) context.tokenAge = Math.max(0, Math.floor(request.tokenAge));
+  if (wants('sourceAddress')) context.sourceAddress = { __extn: { fn: 'ip', arg: cedarAddress(request.sourceAddress) } };
+  const principalUid = principal.type === 'User' ? uid('User', principal.id) : uid('Client', principal.id);
+  return { principal: principalUid, action: uid('Action', request.method), resource: target.uid as cedar.TypeAndId, entities, context };
+}

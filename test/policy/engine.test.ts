@@ -1,0 +1,263 @@
+/**
+ * The policy engine in-process: loading a set (problems named by file and
+ * line), decisions (groups, forbid over permit, arguments, machine clients,
+ * tool hints, evaluation errors fail closed), list-time partial decisions,
+ * the step-up scope, and arguments as Cedar sees them.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { PolicyEngine } from '../../src/policy/engine.ts';
+import { loadPolicyDir, loadPolicyTexts, PolicySetError, type Problem } from '../../src/policy/load.ts';
+import { argsRecord, cedarAddress, type DecisionRequest } from '../../src/policy/request.ts';
+import { tempDir } from '../helpers/process.ts';
+
+const ARGS_SCHEMA = 'type Args = { path?: String, count?: Long };';
+
+const POLICIES = `
+@id("readers-read")
+permit (principal in Group::"readers", action in Action::"read", resource in Server::"files");
+
+@id("readers-read-file")
+permit (principal in Group::"readers", action == Action::"tools/call", resource == Tool::"files/read_file")
+  when { context.args has path && context.args.path like "/srv/public/*" };
+
+@id("small-batches")
+permit (principal in Group::"readers", action == Action::"tools/call", resource == Tool::"files/batch")
+  when { context.args has count && context.args.count <= 10 };
+
+@id("no-secrets")
+forbid (principal, action, resource == Tool::"files/read_file")
+  when { context.args has path && context.args.path like "*secret*" };
+
+@id("machines-list")
+permit (principal is Client, action == Action::"tools/list", resource)
+  when { principal.kind == "machine" };
+
+@id("admins-scope")
+permit (principal in Group::"admins", action == Action::"tools/call", resource == Tool::"files/delete")
+  when { context.scopes.contains("mcp:files:admin") };
+
+@id("read-only-tools")
+permit (principal in Group::"auditors", action == Action::"tools/call", resource in Server::"files")
+  when { resource has readOnlyHint && resource.readOnlyHint };
+`;
+
+function engineFor(policies = POLICIES, schema = ARGS_SCHEMA): PolicyEngine {
+  return new PolicyEngine(loadPolicyTexts('test', [{ name: 'main.cedar', text: policies }], schema ? [{ name: 'args.cedarschema', text: schema }] : []));
+}
+
+function ask(overrides: Partial<DecisionRequest> = {}): DecisionRequest {
+  return {
+    principal: { type: 'User', id: 'alice', groups: ['readers'] },
+    client: { id: 'mc_1', name: 'agent', owner: 'alice', kind: 'interactive' },
+    method: 'tools/call',
+    server: 'files',
+    target: { type: 'Tool', name: 'read_file' },
+    scopes: ['mcp:files'],
+    args: {},
+    now: Date.parse('2026-12-03T08:00:00Z'),
+    tokenAge: 5,
+    sourceAddress: '127.0.0.1',
+    ...overrides,
+  };
+}
+
+function problemsOf(fn: () => unknown): readonly Problem[] {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof PolicySetError, String(error));
+    return error.problems;
+  }
+  assert.fail('the set was accepted');
+}
+
+describe('loading a policy set', () => {
+  it('names each policy by its @id, else FILE:LINE, and hashes the files', () => {
+    const source = loadPolicyTexts('t', [{ name: 'a.cedar', text: '// c\n\npermit (principal, action, resource);\n@id("x") forbid (principal, action, resource == Server::"s");' }]);
+    assert.deepEqual(
+      source.policies.map((p) => [p.id, p.line, p.server]),
+      [
+        ['a.cedar:3', 3, null],
+        ['x', 4, 's'],
+      ],
+    );
+    assert.match(source.hash, /^[0-9a-f]{64}$/);
+    const other = loadPolicyTexts('t', [{ name: 'a.cedar', text: 'permit (principal, action, resource);' }]);
+    assert.notEqual(other.hash, source.hash);
+  });
+
+  it('a syntax error is refused with its file, line and column', () => {
+    const [problem] = problemsOf(() => loadPolicyTexts('t', [{ name: 'ok.cedar', text: 'permit (principal, action, resource);' }, { name: 'bad.cedar', text: '// one\npermit (principal, action = Action::"read", resource);' }]));
+    assert.equal(problem?.file, 'bad.cedar');
+    assert.equal(problem?.line, 2);
+    assert.ok((problem?.column ?? 0) > 1);
+    assert.match(problem?.message ?? '', /not a valid operator/);
+  });
+
+  it('a policy that does not validate against the schema is refused with file and line (an unknown attribute, an unknown action)', () => {
+    const problems = problemsOf(() =>
+      loadPolicyTexts('t', [{ name: 'p.cedar', text: 'permit (principal, action, resource);\n\npermit (principal, action == Action::"tools/call", resource)\n  when { context.args.path == "x" };\npermit (principal, action == Action::"tools/delete", resource);' }]),
+    );
+    assert.ok(problems.some((p) => p.file === 'p.cedar' && p.line === 4 && /args/.test(p.message)), JSON.stringify(problems));
+    assert.ok(problems.some((p) => p.file === 'p.cedar' && p.line === 5 && /tools\/delete/.test(p.message)), JSON.stringify(problems));
+  });
+
+  it('declaring Args in a .cedarschema file makes argument conditions valid', () => {
+    const text = 'permit (principal, action == Action::"tools/call", resource) when { context.args.path like "/tmp/*" };';
+    assert.match(problemsOf(() => loadPolicyTexts('t', [{ name: 'p.cedar', text }]))[0]?.message ?? '', /args\.path/);
+    // Declared optional, an access needs `has` first: the validator says so.
+    assert.match(problemsOf(() => loadPolicyTexts('t', [{ name: 'p.cedar', text }], [{ name: 'args.cedarschema', text: ARGS_SCHEMA }]))[0]?.message ?? '', /optional attribute/);
+    assert.equal(loadPolicyTexts('t', [{ name: 'p.cedar', text }], [{ name: 'args.cedarschema', text: 'type Args = { path: String };' }]).policies.length, 1);
+    const broken = problemsOf(() => loadPolicyTexts('t', [{ name: 'p.cedar', text }], [{ name: 'args.cedarschema', text: 'type Args = { path: Strin };' }]));
+    assert.ok(broken.length > 0);
+  });
+
+  it('duplicate ids and templates are refused', () => {
+    const dup = problemsOf(() => loadPolicyTexts('t', [{ name: 'a.cedar', text: '@id("p") permit (principal, action, resource);' }, { name: 'b.cedar', text: '@id("p") forbid (principal, action, resource);' }]));
+    assert.match(dup[0]?.message ?? '', /"p" is already used at a\.cedar:1/);
+    const template = problemsOf(() => loadPolicyTexts('t', [{ name: 't.cedar', text: 'permit (principal == ?principal, action, resource);' }]));
+    assert.match(template[0]?.message ?? '', /template/);
+  });
+
+  it('reads only *.cedar and *.cedarschema files from a directory; a missing directory is a problem', () => {
+    const dir = tempDir('mandate-policies-');
+    writeFileSync(path.join(dir, 'a.cedar'), 'permit (principal, action, resource);');
+    writeFileSync(path.join(dir, 'notes.md'), 'not a policy');
+    mkdirSync(path.join(dir, 'sub'));
+    const source = loadPolicyDir(dir);
+    assert.deepEqual(source.files, ['a.cedar']);
+    assert.match(problemsOf(() => loadPolicyDir(path.join(dir, 'missing')))[0]?.message ?? '', /cannot read the policy directory/);
+  });
+});
+
+describe('decisions', () => {
+  const engine = engineFor();
+
+  it('default deny: nothing permits it, no policy is named', () => {
+    const decision = engine.decide(ask({ principal: { type: 'User', id: 'bob', groups: [] } }));
+    assert.deepEqual([decision.allow, decision.policies, decision.error], [false, [], null]);
+  });
+
+  it('a group permit allows, and the decision names it and the set', () => {
+    const decision = engine.decide(ask({ method: 'tools/list', target: { type: 'Server', name: 'files' } }));
+    assert.deepEqual([decision.allow, decision.policies], [true, ['readers-read']]);
+    assert.equal(decision.set, engine.hash);
+    assert.equal(engine.decide(ask({ method: 'tools/list', server: 'other', target: { type: 'Server', name: 'other' } })).allow, false);
+  });
+
+  it('arguments decide at call time: a path prefix and a numeric bound', () => {
+    assert.equal(engine.decide(ask({ args: { path: '/srv/public/a.txt' } })).allow, true);
+    assert.equal(engine.decide(ask({ args: { path: '/etc/passwd' } })).allow, false);
+    assert.equal(engine.decide(ask({ args: {} })).allow, false);
+    const batch = { target: { type: 'Tool' as const, name: 'batch' } };
+    assert.equal(engine.decide(ask({ ...batch, args: { count: 10 } })).allow, true);
+    assert.equal(engine.decide(ask({ ...batch, args: { count: 11 } })).allow, false);
+  });
+
+  it('a forbid beats a permit, and is named as the reason', () => {
+    const decision = engine.decide(ask({ args: { path: '/srv/public/secret.txt' } }));
+    assert.deepEqual([decision.allow, decision.policies], [false, ['no-secrets']]);
+  });
+
+  it('a machine client is decided as a Client with its kind', () => {
+    const machine = { principal: { type: 'Client' as const, id: 'mc_m' }, client: { id: 'mc_m', name: 'robot', owner: null, kind: 'machine' as const } };
+    assert.equal(engine.decide(ask({ ...machine, method: 'tools/list', target: { type: 'Server', name: 'files' } })).allow, true);
+    assert.equal(engine.decide(ask({ ...machine, method: 'tools/list', target: { type: 'Server', name: 'files' }, client: { ...machine.client, kind: 'interactive' } })).allow, false);
+  });
+
+  it('tool hints come from the request (the upstream list), and are absent unless given', () => {
+    const auditor = { principal: { type: 'User' as const, id: 'carol', groups: ['auditors'] }, target: { type: 'Tool' as const, name: 'stat' } };
+    assert.equal(engine.decide(ask(auditor)).allow, false);
+    assert.equal(engine.decide(ask({ ...auditor, hints: { readOnlyHint: true } })).allow, true);
+    assert.equal(engine.decide(ask({ ...auditor, hints: { readOnlyHint: false } })).allow, false);
+  });
+
+  it('a policy that cannot be evaluated denies the request and says which (fail closed)', () => {
+    // Args declares count as a Long; a string makes `<=` an evaluation error, and the permit must not be skipped silently.
+    const decision = engine.decide(ask({ target: { type: 'Tool', name: 'batch' }, args: { count: 'many' } }));
+    assert.equal(decision.allow, false);
+    assert.match(decision.error ?? '', /small-batches/);
+    // A forbid that errors must not turn into an allow either.
+    const strict = engineFor('permit (principal, action, resource);\n@id("f") forbid (principal, action, resource) when { context.args has count && context.args.count > 3 };');
+    const forbidErrors = strict.decide(ask({ args: { count: 'x' } }));
+    assert.equal(forbidErrors.allow, false);
+    assert.match(forbidErrors.error ?? '', /"f"/);
+  });
+
+  it('the context holds time, token age and address', () => {
+    const timed = engineFor(`permit (principal, action, resource) when { context.now < datetime("2027-01-01") && context.tokenAge < 60 && context.sourceAddress.isInRange(ip("10.0.0.0/8")) };`, '');
+    assert.equal(timed.decide(ask({ sourceAddress: '10.1.2.3' })).allow, true);
+    assert.equal(timed.decide(ask({ sourceAddress: '::ffff:10.1.2.3' })).allow, true);
+    assert.equal(timed.decide(ask({ sourceAddress: '192.168.1.1' })).allow, false);
+    assert.equal(timed.decide(ask({ sourceAddress: '10.1.2.3', tokenAge: 120 })).allow, false);
+    assert.equal(timed.decide(ask({ sourceAddress: '10.1.2.3', now: Date.parse('2027-02-01T00:00:00Z') })).allow, false);
+  });
+
+  it('context.client names the client a user calls through', () => {
+    const through = engineFor(`permit (principal, action, resource) when { context.client == Client::"mc_1" && context.client has owner && context.client.owner == principal };`, '');
+    assert.equal(through.decide(ask()).allow, true);
+    assert.equal(through.decide(ask({ client: { id: 'mc_2', name: 'other', owner: 'alice', kind: 'interactive' } })).allow, false);
+    assert.equal(through.decide(ask({ client: { id: 'mc_1', name: 'agent', owner: 'bob', kind: 'interactive' } })).allow, false);
+  });
+
+  it('cached decisions follow what they were built from (groups, scopes)', () => {
+    const list = { method: 'tools/list', target: { type: 'Server' as const, name: 'files' } };
+    assert.equal(engine.decide(ask(list)).allow, true);
+    assert.equal(engine.decide(ask({ ...list, principal: { type: 'User', id: 'alice', groups: [] } })).allow, false);
+    const del = { principal: { type: 'User' as const, id: 'root', groups: ['admins'] }, target: { type: 'Tool' as const, name: 'delete' } };
+    assert.equal(engine.decide(ask(del)).allow, false);
+    assert.equal(engine.decide(ask({ ...del, scopes: ['mcp:files', 'mcp:files:admin'] })).allow, true);
+  });
+});
+
+describe('list-time decisions and step-up', () => {
+  const engine = engineFor();
+
+  it('an item whose call depends on arguments is shown; one no call of could be allowed is not', () => {
+    assert.equal(engine.couldAllow(ask()), true, 'read_file: allowed for some paths');
+    assert.equal(engine.couldAllow(ask({ target: { type: 'Tool', name: 'batch' } })), true);
+    assert.equal(engine.couldAllow(ask({ target: { type: 'Tool', name: 'delete' } })), false);
+    assert.equal(engine.couldAllow(ask({ principal: { type: 'User', id: 'bob', groups: [] } })), false);
+  });
+
+  it('an unconditional forbid hides the item even where a permit reads the arguments', () => {
+    const hidden = engineFor(`${POLICIES}\n@id("no-read-file") forbid (principal, action, resource == Tool::"files/read_file");`);
+    assert.equal(hidden.couldAllow(ask()), false);
+    assert.equal(hidden.couldAllow(ask({ target: { type: 'Tool', name: 'batch' } })), true);
+  });
+
+  it('the step-up scope is one a policy tests for and that would allow the request', () => {
+    const del = ask({ principal: { type: 'User', id: 'root', groups: ['admins'] }, target: { type: 'Tool', name: 'delete' } });
+    assert.equal(engine.stepUp(del), 'mcp:files:admin');
+    assert.equal(engine.stepUp(ask({ principal: { type: 'User', id: 'bob', groups: [] }, target: { type: 'Tool', name: 'delete' } })), null);
+  });
+});
+
+describe('arguments as Cedar sees them', () => {
+  it('strings, booleans, safe integers, arrays and records pass; fractions, nulls and Cedar escapes are left out and named', () => {
+    const { record, omitted } = argsRecord({
+      path: '/a',
+      recursive: true,
+      depth: 3,
+      ratio: 0.5,
+      nothing: null,
+      tags: ['a', 'b'],
+      mixed: [1, null],
+      nested: { ok: 'y', bad: 1.5 },
+      sneaky: { __entity: { type: 'User', id: 'admin' } },
+      __extn: { fn: 'ip', arg: '1.1.1.1' },
+      big: 2 ** 60,
+    });
+    assert.deepEqual(record, { path: '/a', recursive: true, depth: 3, tags: ['a', 'b'], nested: { ok: 'y' }, sneaky: {} });
+    assert.deepEqual(omitted.sort(), ['__extn', 'big', 'mixed', 'nested.bad', 'nothing', 'ratio', 'sneaky.__entity'].sort());
+  });
+
+  it('addresses: IPv4-mapped IPv6 as IPv4, zones dropped, anything else the unspecified address', () => {
+    assert.equal(cedarAddress('::ffff:127.0.0.1'), '127.0.0.1');
+    assert.equal(cedarAddress('fe80::1%eth0'), 'fe80::1');
+    assert.equal(cedarAddress('not an address'), '0.0.0.0');
+  });
+});
