@@ -7,13 +7,16 @@
  *   - Mandate            `bin/mandate.js up` with one server `bench` in front of it,
  *   - baseline           (with --baseline-bin) another build of Mandate, set up
  *                        the same way: the cost of a change, measured in the same run,
- * then runs bench/load.ts (also a child process) against each target in
+ * runs bench/policy.ts (the policy engine alone: decision latency with 1,000
+ * policies, a 200-tool list filtered), then runs bench/load.ts (also a child process) against each target in
  * interleaved rounds, takes the median of the rounds per target, prints a
  * table and rewrites docs/benchmarks.md.
  *
  * Options (flags win over environment variables):
  *   --only direct,hop,mandate   BENCH_ONLY         targets to run (default: all three, and
- *                                                  baseline with --baseline-bin)
+ *                                                  baseline with --baseline-bin; `policy`,
+ *                                                  the policy engine on its own, runs unless
+ *                                                  --only leaves it out)
  *   --concurrency N             BENCH_CONCURRENCY  request loops (default 32)
  *   --duration S                BENCH_DURATION     measured seconds per run (default 5)
  *   --warmup S                  BENCH_WARMUP       warm-up seconds per run (default 1)
@@ -38,6 +41,7 @@ import { dirname, join, resolve as resolvePath } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { BENCH_ARGS_SCHEMA, benchPolicies } from './policy-set.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const NODE = process.execPath;
@@ -48,6 +52,11 @@ const DOCS_FILE = join(ROOT, 'docs', 'benchmarks.md');
 const TARGET_RATIO = 0.8;
 /** Tail target: Mandate's p99 at most this much above the bare hop's, ms. */
 const TARGET_P99_GAP_MS = 2;
+/** Policy targets: decision p50 and p99 (µs), a 200-tool list filtered (ms), and Mandate with policy / the build before it. */
+const POLICY_P50_US = 50;
+const POLICY_P99_US = 200;
+const POLICY_LIST_MS = 5;
+const POLICY_BASELINE_RATIO = 0.9;
 const PAUSE_BETWEEN_RUNS_MS = 500;
 
 type Target = 'direct' | 'hop' | 'mandate' | 'baseline';
@@ -80,6 +89,8 @@ function bounded(raw: string | undefined, name: string, fallback: number, min: n
 
 interface Options {
   targets: Target[];
+  /** Run bench/policy.ts (the policy engine on its own). */
+  policy: boolean;
   concurrency: number;
   durationS: number;
   warmupS: number;
@@ -120,8 +131,10 @@ function parseOptions(): Options {
   const available = ALL_TARGETS.filter((t) => t !== 'baseline' || baselineBin !== null);
   const only = option(values.only, 'BENCH_ONLY');
   let targets: Target[] = [...available];
+  let policy = true;
   if (only !== undefined && only.trim() !== '') {
     const wanted = new Set(only.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== ''));
+    policy = wanted.delete('policy');
     for (const w of wanted) {
       if (w === 'baseline' && baselineBin === null) throw new UsageError('--only: the baseline target needs --baseline-bin PATH');
       if (!(ALL_TARGETS as readonly string[]).includes(w)) {
@@ -130,9 +143,10 @@ function parseOptions(): Options {
     }
     targets = available.filter((t) => wanted.has(t));
   }
-  if (targets.length === 0) throw new UsageError('--only selects no target');
+  if (targets.length === 0 && !policy) throw new UsageError('--only selects no target');
   return {
     targets,
+    policy,
     concurrency: bounded(option(values.concurrency, 'BENCH_CONCURRENCY'), 'concurrency', 32, 1, 1024, true),
     durationS: bounded(option(values.duration, 'BENCH_DURATION'), 'duration', 5, 1, 60, false),
     warmupS: bounded(option(values.warmup, 'BENCH_WARMUP'), 'warmup', 1, 0, 30, false),
@@ -288,6 +302,8 @@ interface GatewaySetup {
   bin: string;
   /** With the identity section (tokens required); false for a build from before authentication. */
   identity: boolean;
+  /** A policy directory for its `policies:` key (a build from before policies has none). */
+  policies?: string;
 }
 
 async function startMandate(setup: GatewaySetup, upstreamPort: number, tmp: string, readyTimeoutS: number, durability: Options['durability']): Promise<{ child: ChildProcess; port: number }> {
@@ -309,6 +325,7 @@ async function startMandate(setup: GatewaySetup, upstreamPort: number, tmp: stri
       '  - name: bench',
       `    url: http://127.0.0.1:${upstreamPort}/mcp`,
       ...(durability ? ['audit:', `  durability: ${durability}`] : []),
+      ...(setup.policies ? [`policies: ${JSON.stringify(setup.policies)}`] : []),
       // Authentication stays on: the load carries a client-credentials token.
       ...(setup.identity ? ['identity:', '  accessTokenTtl: 7200', '  registration:', '    mode: open'] : []),
       '',
@@ -382,13 +399,30 @@ const gatewayNotes = new Map<Target, string>();
  * baseline build from before authentication refuses the identity section; it
  * is then started without it and called without a token (and the report says so).
  */
+/**
+ * The policy set this build's Mandate decides with: the bench server's
+ * permit for machine clients among 990 policies for 99 other servers
+ * (bench/policy-set.ts), so each decision runs against a large set.
+ */
+async function writeBenchPolicies(dir: string): Promise<string> {
+  const policies = join(dir, 'policies');
+  await mkdir(policies, { recursive: true });
+  await writeFile(join(policies, 'args.cedarschema'), BENCH_ARGS_SCHEMA);
+  await writeFile(
+    join(policies, 'bench.cedar'),
+    `@id("bench-machines")\npermit (principal is Client, action in [Action::"tools/call", Action::"tools/list"], resource in Server::"bench")\n  when { principal.kind == "machine" };\n${benchPolicies(99, 10)}\n`,
+  );
+  return policies;
+}
+
 async function startGateway(target: Target, opts: Options, upstreamPort: number, dir: string): Promise<{ url: string; headers: string[] }> {
   const bin = target === 'baseline' ? opts.baselineBin : opts.mandateBin;
   if (bin === null) throw new UsageError('the baseline target needs --baseline-bin PATH');
   let identity = true;
   let started: { child: ChildProcess; port: number };
+  const policies = target === 'mandate' ? await writeBenchPolicies(dir) : undefined;
   try {
-    started = await startMandate({ name: target, bin, identity }, upstreamPort, dir, opts.readyTimeoutS, opts.durability);
+    started = await startMandate({ name: target, bin, identity, ...(policies ? { policies } : {}) }, upstreamPort, dir, opts.readyTimeoutS, opts.durability);
   } catch (error) {
     if (!(target === 'baseline' && error instanceof StartError && error.exitedWith?.includes('identity'))) throw error;
     identity = false;
@@ -400,6 +434,37 @@ async function startGateway(target: Target, opts: Options, upstreamPort: number,
   gatewayNotes.set(target, identity ? `${build}, with a client-credentials token on every request` : `${build}, a build without authentication (it refused the identity section), called without a token`);
   console.log(`bench: ${TARGET_NAMES[target]} ready on port ${started.port} (${identity ? 'requests carry an access token' : 'no authentication in this build'})`);
   return { url: `http://127.0.0.1:${started.port}/mcp/bench`, headers };
+}
+
+// ---------------------------------------------------------------- the policy engine alone
+
+interface PolicyFigures {
+  policies: number;
+  servers: number;
+  decisions: number;
+  cached: { p50Us: number; p99Us: number; perSecond: number };
+  uncached: { p50Us: number; p99Us: number; perSecond: number };
+  list: { tools: number; firstMs: number; secondMs: number };
+}
+
+/** bench/policy.ts in its own process (nothing else runs meanwhile); its one JSON line. */
+function runPolicyBench(): Promise<PolicyFigures> {
+  return new Promise((resolve, reject) => {
+    const child = track(spawn(NODE, [join(BENCH, 'policy.ts')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
+    let out = '';
+    let err = '';
+    child.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`bench/policy.ts exited ${code}: ${err.slice(-2000)}`));
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as PolicyFigures);
+      } catch {
+        reject(new Error(`bench/policy.ts printed no result: ${out.slice(-500)}`));
+      }
+    });
+  });
 }
 
 // ---------------------------------------------------------------- load runs
@@ -559,7 +624,42 @@ function machine(): Machine {
   };
 }
 
-function renderDocs(summaries: Map<Target, Summary>, opts: Options, m: Machine, date: string): string {
+/** The policy section: the engine alone, and Mandate with its policy set against the build before it. */
+function renderPolicy(policy: PolicyFigures | null, summaries: Map<Target, Summary>): string {
+  const mandate = summaries.get('mandate');
+  const baseline = summaries.get('baseline');
+  const mb = ratio(mandate, baseline);
+  const verdict = (ok: boolean) => (ok ? 'met' : 'not met');
+  const engine =
+    policy === null
+      ? 'The policy engine was not measured in this run (`--only` left out `policy`).'
+      : `| | p50 | p99 | decisions/s |
+| --- | ---: | ---: | ---: |
+| decision, as the gateway runs it (with its cache) | ${policy.cached.p50Us} µs | ${policy.cached.p99Us} µs | ${policy.cached.perSecond.toLocaleString('en-US')} |
+| decision, every one evaluated (cache off) | ${policy.uncached.p50Us} µs | ${policy.uncached.p99Us} µs | ${policy.uncached.perSecond.toLocaleString('en-US')} |
+
+A ${policy.list.tools}-tool \`tools/list\` filtered for a caller seen for the first time: **${policy.list.firstMs} ms**; the same list again: ${policy.list.secondMs} ms.
+
+Against the targets (${policy.policies} policies across ${policy.servers} servers, ${policy.decisions.toLocaleString('en-US')} decisions): p50 ≤ ${POLICY_P50_US} µs: **${verdict(policy.cached.p50Us <= POLICY_P50_US)}** (${policy.cached.p50Us} µs); p99 ≤ ${POLICY_P99_US} µs: **${verdict(policy.cached.p99Us <= POLICY_P99_US)}** (${policy.cached.p99Us} µs); the list ≤ ${POLICY_LIST_MS} ms: **${verdict(policy.list.firstMs <= POLICY_LIST_MS)}** (${policy.list.firstMs} ms). Evaluated without the cache, a decision takes ${policy.uncached.p50Us} µs at p50: a new question costs that once.`;
+  const e2e =
+    mb === null
+      ? 'Mandate with policy against the build before it: not measured in this run (it needs `--baseline-bin`).'
+      : `End to end, Mandate deciding every \`tools/call\` with its policy set (and recording each allowed call before forwarding it) against the baseline build: **${fmtRatio(mb)}** (median of the per-round ratios ${fmtPaired(pairedRatios(mandate, baseline))}), p50 ${fmtMs(mandate?.p50Ms ?? null)} against ${fmtMs(baseline?.p50Ms ?? null)} ms, p99 ${fmtMs(mandate?.p99Ms ?? null)} against ${fmtMs(baseline?.p99Ms ?? null)} ms; target ≥ ${POLICY_BASELINE_RATIO}×: **${verdict(mb >= POLICY_BASELINE_RATIO)}**.`;
+  return `## Policy
+
+bench/policy.ts decides \`tools/call\` requests with 1,000 policies across 100
+servers (bench/policy-set.ts: per server a read permit for its team, tool
+permits, every third with an argument condition, a forbid, a permit on
+read-only tools), in one process, for ten agents per server each calling a
+random tool of its server with a path argument; then filters a 200-tool list.
+
+${engine}
+
+${e2e}
+`;
+}
+
+function renderDocs(summaries: Map<Target, Summary>, opts: Options, m: Machine, date: string, policy: PolicyFigures | null): string {
   const direct = summaries.get('direct');
   const hop = summaries.get('hop');
   const mandate = summaries.get('mandate');
@@ -706,6 +806,7 @@ waits for its durable audit record.
 
 ${verdict}${anyErrors ? '\n\n**This run had errors** (see the table); its figures are not valid.' : ''}
 
+${renderPolicy(policy, summaries)}
 ${WHERE_THE_TIME_GOES}`;
 }
 
@@ -753,6 +854,23 @@ async function main(): Promise<number> {
   const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   console.log(`bench: ${opts.targets.join(', ')} | concurrency ${opts.concurrency}, ${opts.warmupS} s warm-up + ${opts.durationS} s, ${opts.rounds} round(s)`);
   console.log(`bench: ${m.nproc} CPU(s), ${m.memoryGiB} GiB, node ${m.node}, load ${m.loadAvg}`);
+
+  let policy: PolicyFigures | null = null;
+  if (opts.policy) {
+    policy = await runPolicyBench();
+    console.log(
+      `policy engine: ${policy.policies} policies / ${policy.servers} servers; decision p50 ${policy.cached.p50Us} µs, p99 ${policy.cached.p99Us} µs ` +
+        `(uncached p50 ${policy.uncached.p50Us} µs, p99 ${policy.uncached.p99Us} µs); ${policy.list.tools}-tool list ${policy.list.firstMs} ms first, ${policy.list.secondMs} ms again`,
+    );
+  }
+  if (opts.targets.length === 0) {
+    if (opts.writeDocs) {
+      await mkdir(join(ROOT, 'docs'), { recursive: true });
+      await writeFile(DOCS_FILE, renderDocs(new Map(), opts, m, date, policy));
+      console.log(`bench: wrote ${DOCS_FILE}`);
+    }
+    return 0;
+  }
 
   const upstream = await startListener('upstream', join(BENCH, 'upstream.ts'), ['--port', '0'], tmp);
   const urls = new Map<Target, string>();
@@ -817,7 +935,7 @@ async function main(): Promise<number> {
   }
   if (opts.writeDocs) {
     await mkdir(join(ROOT, 'docs'), { recursive: true });
-    await writeFile(DOCS_FILE, renderDocs(summaries, opts, m, date));
+    await writeFile(DOCS_FILE, renderDocs(summaries, opts, m, date, policy));
     console.log(`bench: wrote ${DOCS_FILE}`);
   }
   return anyErrors ? 1 : 0;

@@ -12,6 +12,7 @@ const clientCommands = () => import('./clients.ts');
 const consentCommands = () => import('./consents.ts');
 const tokenCommands = () => import('./tokens.ts');
 const userCommands = () => import('./users.ts');
+const policyCommands = () => import('./policy.ts');
 import { cleanLines, printJson, printLine } from './output.ts';
 
 /** A database URL as it may be shown: never its password (environment values stay names only too). */
@@ -187,6 +188,55 @@ adminOptions(
     .option('--user <name>', "this user's consents")
     .option('--client <id>', 'consents given to this client'),
 ).action((flags) => run(async () => (await consentCommands()).revokeConsents(flags)));
+
+const policy = program.command('policy').description('check, test and explain the Cedar policy set, and make the gateway reload it');
+/** Where a command reads the policy set when not told a directory: the configuration's `policies:`, else DATA/policies. */
+function policyDirOptions(command: Command): Command {
+  return command
+    .option('--config <file>', 'configuration file naming the policy directory (env MANDATE_CONFIG; default ./mandate.yaml if present)')
+    .option('--data <dir>', 'data directory: its policies/ when the configuration names no directory (env MANDATE_DATA; default ./.mandate)')
+    .option('--json', 'print JSON');
+}
+policyDirOptions(
+  policy
+    .command('validate')
+    .description('parse and validate a policy directory against the schema: exit 0 if valid, 1 with each problem (file:line:col) if not')
+    .argument('[dir]', 'policy directory (default: the configured one)'),
+).action((dir: string | undefined, flags) => run(async () => (await policyCommands()).validate(dir, flags)));
+policyDirOptions(
+  policy
+    .command('test')
+    .description('decide the cases in YAML files with a policy set: exit 0 if every case is as expected, 1 if one is not')
+    .argument('<files...>', 'cases files (YAML lists of cases)')
+    .option('--policies <dir>', 'policy directory (default: the configured one)'),
+).action((files: string[], flags) => run(async () => (await policyCommands()).test(files, flags)));
+policyDirOptions(
+  policy
+    .command('explain')
+    .description('decide one request and show why: the decision, the determining policies, the entities and context built')
+    .option('--user <name>', 'the user calling (else --client alone: a machine client calling as itself)')
+    .option('--group <group>', "a group of the user (repeatable, or comma-separated)", collect)
+    .option('--client <id>', "the client (a user's call: default test-client)")
+    .requiredOption('--server <name>', 'the server called')
+    .option('--tool <name>', 'a tools/call of this tool')
+    .option('--method <method>', 'another MCP method (tools/list, prompts/get, resources/read…)')
+    .option('--target <name>', 'the prompt or resource URI the method names')
+    .option('--args <json>', "the tool's arguments, a JSON object")
+    .option('--scope <scope>', "a scope of the token (repeatable, or comma-separated)", collect)
+    .option('--policies <dir>', 'policy directory (default: the configured one)'),
+).action((flags) => run(async () => (await policyCommands()).explain(flags)));
+policyDirOptions(
+  policy
+    .command('schema')
+    .description("print the Cedar schema policies are validated against: Mandate's, plus the policy directory's additions")
+    .option('--policies <dir>', 'policy directory (default: the configured one, if it exists)'),
+).action((flags) => run(async () => (await policyCommands()).schema(flags)));
+policy
+  .command('reload')
+  .description('make the gateway serving a data directory re-read its policy directory; exit 0 once the set is in force, 1 if it was refused')
+  .option('--data <dir>', 'data directory of the gateway (env MANDATE_DATA; default ./.mandate)')
+  .option('--json', 'print the outcome as JSON')
+  .action((flags: { data?: string; json?: boolean }) => run(async () => (await policyCommands()).reload(flags)));
 
 // `mandate audit export | head` closes the pipe early: that is not an error.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

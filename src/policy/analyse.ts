@@ -20,6 +20,12 @@ export interface PolicyFacts {
   reads: ReadonlySet<string>;
   /** Literal scopes it tests `context.scopes` for. */
   scopes: readonly string[];
+  /** It may depend on the action's group (`action in …`): the decision needs the action entity. */
+  actionGroups: boolean;
+  /** It reads the resource's attributes: the decision needs them. */
+  resourceAttributes: boolean;
+  /** Its conditions depend on which resource it is (not only its type, server and attributes). */
+  resourceIdentity: boolean;
 }
 
 type Node = unknown;
@@ -45,9 +51,17 @@ function literalStrings(node: Node): string[] {
   return [];
 }
 
-function walk(node: Node, reads: Set<string>, scopes: Set<string>): void {
+interface Found {
+  reads: Set<string>;
+  scopes: Set<string>;
+  /** "resource." when the resource's attributes may be read, "resource=" when its identity may matter; "action" when the action is used at all. */
+  uses: Set<string>;
+}
+
+function walk(node: Node, found: Found): void {
+  const { reads, scopes, uses } = found;
   if (Array.isArray(node)) {
-    for (const item of node) walk(item, reads, scopes);
+    for (const item of node) walk(item, found);
     return;
   }
   if (!isObject(node)) return;
@@ -55,7 +69,32 @@ function walk(node: Node, reads: Set<string>, scopes: Set<string>): void {
     reads.add('*');
     return;
   }
+  if (node.Var === 'action') uses.add('action');
+  // The resource in a position not recognised below: it may be read any way.
+  if (node.Var === 'resource') {
+    uses.add('resource.');
+    uses.add('resource=');
+  }
   for (const [key, value] of Object.entries(node)) {
+    if (isObject(value) && isObject(value.left) && value.left.Var === 'resource') {
+      // resource.attr, resource has attr: its attributes.
+      if (key === '.' || key === 'has') {
+        uses.add('resource.');
+        // Its name tells one target from another; the hints and its server do not.
+        if (typeof value.attr !== 'string' || value.attr === 'name') uses.add('resource=');
+        continue;
+      }
+      // resource is T, resource in Server::"x": the same for every target of one type on one server.
+      // resource == …, resource in another entity: its identity.
+      if (key === 'is' || key === 'in' || key === '==' || key === '!=') {
+        const right = value.right;
+        const serverLiteral = key === 'in' && isObject(right) && isObject(right.Value) && isObject(right.Value.__entity) && right.Value.__entity.type === 'Server';
+        if (key !== 'is' && !serverLiteral) uses.add('resource=');
+        walk(value.right, found);
+        walk(value.in, found);
+        continue;
+      }
+    }
     if ((key === '.' || key === 'has') && isObject(value) && isContext(value.left)) {
       const attr = value.attr;
       if (typeof attr === 'string') reads.add(attr);
@@ -67,7 +106,7 @@ function walk(node: Node, reads: Set<string>, scopes: Set<string>): void {
       for (const scope of literalStrings(value.right)) scopes.add(scope);
     }
     if (key === 'Value') continue;
-    walk(value, reads, scopes);
+    walk(value, found);
   }
 }
 
@@ -94,9 +133,17 @@ function serverOf(resource: cedar.ResourceConstraint): string | null {
 }
 
 export function analyse(policy: cedar.PolicyJson): PolicyFacts {
-  const reads = new Set<string>();
-  const scopes = new Set<string>();
-  walk(policy.conditions, reads, scopes);
+  const found: Found = { reads: new Set(), scopes: new Set(), uses: new Set() };
+  walk(policy.conditions, found);
   const exact = policy.resource.op === '==' && 'entity' in policy.resource ? uidKey(policy.resource.entity) : null;
-  return { effect: policy.effect, server: serverOf(policy.resource), resource: exact, reads, scopes: [...scopes] };
+  return {
+    effect: policy.effect,
+    server: serverOf(policy.resource),
+    resource: exact,
+    reads: found.reads,
+    scopes: [...found.scopes],
+    actionGroups: policy.action.op === 'in' || found.uses.has('action'),
+    resourceAttributes: found.uses.has('resource.'),
+    resourceIdentity: found.uses.has('resource='),
+  };
 }

@@ -15,7 +15,7 @@
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import { PER_REQUEST } from './analyse.ts';
 import type { LoadedPolicy, PolicySource } from './load.ts';
-import { resourceId, toCedar, type DecisionRequest } from './request.ts';
+import { resourceId, toCedar, type DecisionRequest, type Needs } from './request.ts';
 
 export interface Decision {
   allow: boolean;
@@ -31,25 +31,54 @@ interface Subset {
   /** Cedar's id for the preparsed set. */
   id: string;
   policies: readonly LoadedPolicy[];
-  texts: Record<string, string>;
-  reads: ReadonlySet<string>;
-  /** Some applicable policy reads per-request context other than arguments. */
-  perRequest: boolean;
-  /** The policies that read the arguments. */
-  argPolicies: readonly LoadedPolicy[];
   /** Literal scopes the policies test for. */
   scopes: readonly string[];
+  /** What the policies that can apply to one target read, by target. */
+  views: Map<string, View>;
+  /** Preparsed sets of some of these policies (by their ids), shared by the targets they decide. */
+  sets: Map<string, string>;
   cache: Map<string, Decision>;
   lists: Map<string, boolean>;
 }
 
+/**
+ * The policies of a subset that can apply to one target (those whose scope
+ * names no other resource exactly), and what they read. Cedar evaluates a
+ * policy's conditions only when its scope matches, so the context need hold
+ * only what these read.
+ */
+interface View {
+  /** Cedar's id for the preparsed set these policies decide with (the subset's when they are all of it). */
+  id: string;
+  relevant: readonly LoadedPolicy[];
+  reads: ReadonlySet<string>;
+  /** Some of them read the arguments. */
+  args: boolean;
+  /** Some of them read context that changes per request: the decision is not cached. */
+  perRequest: boolean;
+  needs: Needs;
+  /**
+   * No policy names this target or depends on which one it is: every target
+   * of its type on its server with the same attributes is decided alike, and
+   * shares a cache entry (a long list costs a few decisions, not one per item).
+   */
+  generic: boolean;
+}
+
 const CACHE_LIMIT = 10_000;
+/** Targets per engine that get a preparsed set of their own policies (each decision then evaluates only those). */
+const VIEW_SETS = 20_000;
 const ARG_ATTRS = new Set(['args', 'argsOmitted', '*']);
 let serial = 0;
 
 function setCached<V>(cache: Map<string, V>, key: string, value: V): void {
   if (cache.size >= CACHE_LIMIT) cache.clear();
   cache.set(key, value);
+}
+
+export interface EngineOptions {
+  /** Cache decisions that read nothing per request (default true; off only to measure). */
+  cache?: boolean;
 }
 
 export class PolicyEngine {
@@ -60,8 +89,12 @@ export class PolicyEngine {
   private readonly byServer = new Map<string, LoadedPolicy[]>();
   private readonly subsets = new Map<string, Subset>();
 
-  constructor(source: PolicySource) {
+  private readonly caching: boolean;
+  private viewSets = 0;
+
+  constructor(source: PolicySource, options: EngineOptions = {}) {
     this.source = source;
+    this.caching = options.cache ?? true;
     this.hash = source.hash;
     const global: LoadedPolicy[] = [];
     for (const policy of source.policies) {
@@ -86,29 +119,56 @@ export class PolicyEngine {
     if (subset !== undefined) return subset;
     const policies = key === '' ? this.global : [...this.global, ...(this.byServer.get(key) as LoadedPolicy[])];
     const texts: Record<string, string> = {};
-    const reads = new Set<string>();
     const scopes = new Set<string>();
     for (const policy of policies) {
       texts[policy.id] = policy.text;
-      for (const attr of policy.reads) reads.add(attr);
       for (const scope of policy.scopes) scopes.add(scope);
     }
     const id = `mandate-${this.serial}-${key}`;
     const parsed = cedar.preparsePolicySet(id, { staticPolicies: texts });
     if (parsed.type === 'failure') throw new Error(`the policy set could not be prepared: ${parsed.errors.map((e) => e.message).join('; ')}`);
-    subset = {
-      id,
-      policies,
-      texts,
-      reads,
-      perRequest: [...reads].some((attr) => attr === '*' || (PER_REQUEST.has(attr) && !ARG_ATTRS.has(attr))),
-      argPolicies: policies.filter((policy) => [...policy.reads].some((attr) => ARG_ATTRS.has(attr))),
-      scopes: [...scopes],
-      cache: new Map(),
-      lists: new Map(),
-    };
+    subset = { id, policies, scopes: [...scopes], views: new Map(), sets: new Map(), cache: new Map(), lists: new Map() };
     this.subsets.set(key, subset);
     return subset;
+  }
+
+  private view(subset: Subset, request: DecisionRequest): View {
+    const target = `${request.target.type}::${resourceId(request.server, request.target)}`;
+    let view = subset.views.get(target);
+    if (view !== undefined) return view;
+    const relevant = subset.policies.filter((policy) => policy.resource === null || policy.resource === target);
+    const reads = new Set<string>();
+    for (const policy of relevant) for (const attr of policy.reads) reads.add(attr);
+    const attrs = [...reads];
+    const kept = subset.views.size < CACHE_LIMIT;
+    let id = subset.id;
+    if (relevant.length < subset.policies.length) {
+      // Targets that no policy names exactly share one set: the subset without the exact-target policies.
+      const ids = relevant.map((policy) => policy.id).join('\0');
+      const shared = subset.sets.get(ids);
+      if (shared !== undefined) id = shared;
+      else if (this.viewSets < VIEW_SETS) {
+        const texts: Record<string, string> = {};
+        for (const policy of relevant) texts[policy.id] = policy.text;
+        const own = `${subset.id}#${this.viewSets}`;
+        if (cedar.preparsePolicySet(own, { staticPolicies: texts }).type === 'success') {
+          id = own;
+          this.viewSets += 1;
+          subset.sets.set(ids, own);
+        }
+      }
+    }
+    view = {
+      id,
+      relevant,
+      reads,
+      args: attrs.some((attr) => ARG_ATTRS.has(attr)),
+      perRequest: attrs.some((attr) => attr === '*' || PER_REQUEST.has(attr)),
+      needs: { actionGroup: relevant.some((policy) => policy.actionGroups), resourceAttributes: relevant.some((policy) => policy.resourceAttributes) },
+      generic: relevant.every((policy) => policy.resource === null && !policy.resourceIdentity),
+    };
+    if (kept) subset.views.set(target, view);
+    return view;
   }
 
   /** Prepares every server's policies now (at load, not on the first request). */
@@ -119,36 +179,46 @@ export class PolicyEngine {
 
   /** Releases what Cedar holds for this set. */
   dispose(): void {
-    for (const subset of this.subsets.values()) cedar.preparsePolicySet(subset.id, { staticPolicies: {} });
+    for (const subset of this.subsets.values()) {
+      for (const id of subset.sets.values()) cedar.preparsePolicySet(id, { staticPolicies: {} });
+      cedar.preparsePolicySet(subset.id, { staticPolicies: {} });
+    }
     this.subsets.clear();
   }
 
-  private cacheKey(request: DecisionRequest): string {
+  /** Everything a cached decision was built from, and only that: what the view's policies cannot read is left out, so more requests share an entry. */
+  private cacheKey(request: DecisionRequest, view: View): string {
     const { principal, client, target, hints } = request;
     const who = principal.type === 'User' ? `U${principal.id}\u0001${principal.groups.join('\u0001')}` : `C${principal.id}`;
-    const hinted = hints === undefined ? '' : `${hints.readOnlyHint}${hints.destructiveHint}${hints.idempotentHint}${hints.openWorldHint}`;
-    return `${who}\0${client.id}\0${client.name}\0${client.owner}\0${client.kind}\0${request.scopes.join(' ')}\0${request.method}\0${target.type}\0${resourceId(request.server, target)}\0${hinted}`;
+    const all = view.reads.has('*');
+    const withClient = all || view.reads.has('client') || principal.type === 'Client';
+    const via = withClient ? `${client.id}\u0001${client.name}\u0001${client.owner}\u0001${client.kind}` : '';
+    const scopes = all || view.reads.has('scopes') ? request.scopes.join(' ') : '';
+    const hinted = hints === undefined || !view.needs.resourceAttributes ? '' : `${hints.readOnlyHint}${hints.destructiveHint}${hints.idempotentHint}${hints.openWorldHint}`;
+    const what = view.generic ? `${request.server}\u0001*` : resourceId(request.server, target);
+    return `${who}\0${via}\0${scopes}\0${request.method}\0${target.type}\0${what}\0${hinted}`;
   }
 
   /** Decides one request. */
   decide(request: DecisionRequest): Decision {
     const subset = this.subset(request.server);
-    const cacheable = !subset.perRequest && subset.argPolicies.length === 0;
-    const key = cacheable ? this.cacheKey(request) : '';
+    const view = this.view(subset, request);
+    const cacheable = this.caching && !view.perRequest;
+    const key = cacheable ? this.cacheKey(request, view) : '';
     if (cacheable) {
       const hit = subset.cache.get(key);
       if (hit !== undefined) return hit;
     }
-    const decision = this.evaluate(subset, request);
+    const decision = this.evaluate(subset, view, request);
     if (cacheable && decision.error === null) setCached(subset.cache, key, decision);
     return decision;
   }
 
-  private evaluate(subset: Subset, request: DecisionRequest): Decision {
-    const built = toCedar(request, subset.reads);
+  private evaluate(subset: Subset, view: View, request: DecisionRequest): Decision {
+    const built = toCedar(request, view.reads, false, view.needs);
     let answer: cedar.AuthorizationAnswer;
     try {
-      answer = cedar.statefulIsAuthorized({ ...built, preparsedPolicySetId: subset.id, validateRequest: false });
+      answer = cedar.statefulIsAuthorized({ ...built, preparsedPolicySetId: view.id, validateRequest: false });
     } catch (error) {
       return { allow: false, policies: [], error: `the policy engine failed: ${(error as Error).message}`, set: this.hash };
     }
@@ -177,20 +247,17 @@ export class PolicyEngine {
    */
   couldAllow(request: DecisionRequest): boolean {
     const subset = this.subset(request.server);
-    const target = `${request.target.type}::${resourceId(request.server, request.target)}`;
-    const relevant = subset.argPolicies.filter((policy) => policy.resource === null || policy.resource === target);
-    if (relevant.length === 0) {
-      const decision = this.decide({ ...request, args: {} });
-      return decision.allow;
-    }
-    const key = subset.perRequest ? '' : this.cacheKey(request);
+    const view = this.view(subset, request);
+    if (!view.args) return this.decide({ ...request, args: {} }).allow;
+    const perRequest = [...view.reads].some((attr) => attr === '*' || (PER_REQUEST.has(attr) && !ARG_ATTRS.has(attr)));
+    const key = this.caching && !perRequest ? this.cacheKey(request, view) : '';
     if (key !== '') {
       const hit = subset.lists.get(key);
       if (hit !== undefined) return hit;
     }
     const policies: Record<string, string> = {};
-    for (const policy of subset.policies) if (policy.resource === null || policy.resource === target) policies[policy.id] = policy.text;
-    const built = toCedar(request, subset.reads, true);
+    for (const policy of view.relevant) policies[policy.id] = policy.text;
+    const built = toCedar(request, view.reads, true, view.needs);
     let shown: boolean;
     try {
       const answer = cedar.isAuthorizedPartial({ ...built, policies: { staticPolicies: policies }, validateRequest: false });
@@ -211,7 +278,7 @@ export class PolicyEngine {
     const have = new Set(request.scopes);
     for (const scope of subset.scopes.slice(0, 16)) {
       if (have.has(scope)) continue;
-      const decision = this.evaluate(subset, { ...request, scopes: [...request.scopes, scope] });
+      const decision = this.evaluate(subset, this.view(subset, request), { ...request, scopes: [...request.scopes, scope] });
       if (decision.allow) return scope;
     }
     return null;

@@ -215,8 +215,8 @@ export function loadPolicyTexts(dir: string, policyFiles: readonly FileText[], s
       };
     };
     const errors = answer.validationErrors.map((entry) => place(entry.policyId, entry.error));
-    // The same mistake is reported once per action it applies to: keep one.
-    const unique = [...new Map(errors.map((problem) => [describeProblem(problem), problem])).values()];
+    // Cedar reports one mistake once per action it applies to (naming the action): keep the first per place.
+    const unique = [...new Map(errors.map((problem) => [`${problem.policy}\0${problem.file}:${problem.line}:${problem.column}`, problem])).values()];
     if (unique.length > 0) throw new PolicySetError(unique);
     for (const entry of answer.validationWarnings) warnings.push(place(entry.policyId, entry.error));
     for (const error of answer.otherWarnings) warnings.push({ file: null, line: null, column: null, message: cedarMessage(error) });

@@ -167,11 +167,11 @@ function clientEntity(client: ClientFacts): cedar.EntityJson {
   return { uid: uid('Client', client.id), attrs, parents: [] };
 }
 
-function targetEntity(request: DecisionRequest): cedar.EntityJson {
+function targetEntity(request: DecisionRequest, withAttributes: boolean): cedar.EntityJson {
   const { server, target } = request;
-  if (target.type === 'Server') return { uid: uid('Server', server), attrs: { name: server }, parents: [] };
-  const attrs: Record<string, cedar.CedarValueJson> = { name: target.name, server };
-  if (target.type === 'Tool' && request.hints) {
+  if (target.type === 'Server') return { uid: uid('Server', server), attrs: withAttributes ? { name: server } : {}, parents: [] };
+  const attrs: Record<string, cedar.CedarValueJson> = withAttributes ? { name: target.name, server } : {};
+  if (withAttributes && target.type === 'Tool' && request.hints) {
     for (const [key, value] of Object.entries(request.hints)) if (typeof value === 'boolean') attrs[key] = value;
   }
   return { uid: uid(target.type, resourceId(server, target)), attrs, parents: [uid('Server', server)] };
@@ -185,12 +185,23 @@ export interface CedarRequest {
   context: Record<string, cedar.CedarValueJson>;
 }
 
+/** What the applicable policies need of the entities (default: everything). */
+export interface Needs {
+  /** The action entity with its group (`action in Action::"read"`). */
+  actionGroup: boolean;
+  /** The resource's attributes (its server is always its parent). */
+  resourceAttributes: boolean;
+}
+
+const EVERYTHING: Needs = { actionGroup: true, resourceAttributes: true };
+
 /**
  * Cedar's request. `reads` names the context attributes the applicable
- * policies read (`*`: all): the rest are left out, which is what keeps a
- * decision cheap.
+ * policies read (`*`: all) and `needs` what they need of the entities: the
+ * rest is left out, which is what keeps a decision cheap (each entity and
+ * attribute crosses into WebAssembly at a cost).
  */
-export function toCedar(request: DecisionRequest, reads: ReadonlySet<string>, unknownArgs = false): CedarRequest {
+export function toCedar(request: DecisionRequest, reads: ReadonlySet<string>, unknownArgs = false, needs: Needs = EVERYTHING): CedarRequest {
   const all = reads.has('*');
   const wants = (attr: string) => all || reads.has(attr);
   const entities: cedar.EntityJson[] = [];
@@ -200,8 +211,8 @@ export function toCedar(request: DecisionRequest, reads: ReadonlySet<string>, un
   } else entities.push(clientEntity(request.client));
   if (principal.type === 'User' && wants('client')) entities.push(clientEntity(request.client));
   const group = ACTION_GROUP[request.method];
-  if (group !== undefined) entities.push({ uid: uid('Action', request.method), attrs: {}, parents: [uid('Action', group)] });
-  const target = targetEntity(request);
+  if (group !== undefined && needs.actionGroup) entities.push({ uid: uid('Action', request.method), attrs: {}, parents: [uid('Action', group)] });
+  const target = targetEntity(request, needs.resourceAttributes);
   entities.push(target);
 
   const context: Record<string, cedar.CedarValueJson> = {};

@@ -20,7 +20,7 @@ const STARTER_DIR = new URL('./starter/', import.meta.url);
 
 export type PolicyLoadOutcome =
   | { ok: true; dir: string; sha256: string; policies: number; files: readonly string[]; warnings: string[]; unchanged: boolean }
-  | { ok: false; dir: string; error: string; problems: readonly Problem[] };
+  | { ok: false; dir: string; error: string; problems: readonly Problem[]; /** The set still in force (its SHA-256), or null when none is. */ kept: string | null };
 
 /** Writes the starter set into `dir` when it does not exist yet; true when it did. */
 export function writeStarterSet(dir: string): boolean {
@@ -114,7 +114,7 @@ export class PolicyService {
       await audit
         .record({ type: 'policy.rejected', outcome: 'failure', reason: lines[0] ?? 'invalid policy set', data: { dir, trigger: reason, problems: lines.slice(0, 50), kept: this.current?.hash ?? null, run } })
         .catch(() => undefined);
-      return { ok: false, dir, error: message, problems };
+      return { ok: false, dir, error: message, problems, kept: this.current?.hash ?? null };
     }
     const previous = this.current;
     const warnings = engine.source.warnings.map(describeProblem);
@@ -134,7 +134,7 @@ export class PolicyService {
       engine.dispose();
       const message = `the audit log cannot be written, so the policy set was not changed: ${(error as Error).message}`;
       if (this.current === null) this.failure = message;
-      return { ok: false, dir, error: message, problems: [] };
+      return { ok: false, dir, error: message, problems: [], kept: this.current?.hash ?? null };
     }
     this.current = engine;
     this.failure = null;

@@ -11,29 +11,15 @@ import { describe, it } from 'node:test';
 import { PolicyEngine } from '../../src/policy/engine.ts';
 import { loadPolicyDir, loadPolicyTexts, PolicySetError, type Problem } from '../../src/policy/load.ts';
 import { argsRecord, cedarAddress, type DecisionRequest } from '../../src/policy/request.ts';
+import { FILES_POLICIES } from '../helpers/policies.ts';
 import { tempDir } from '../helpers/process.ts';
 
 const ARGS_SCHEMA = 'type Args = { path?: String, count?: Long };';
 
-const POLICIES = `
-@id("readers-read")
-permit (principal in Group::"readers", action in Action::"read", resource in Server::"files");
-
-@id("readers-read-file")
-permit (principal in Group::"readers", action == Action::"tools/call", resource == Tool::"files/read_file")
-  when { context.args has path && context.args.path like "/srv/public/*" };
-
+const POLICIES = `${FILES_POLICIES}
 @id("small-batches")
 permit (principal in Group::"readers", action == Action::"tools/call", resource == Tool::"files/batch")
   when { context.args has count && context.args.count <= 10 };
-
-@id("no-secrets")
-forbid (principal, action, resource == Tool::"files/read_file")
-  when { context.args has path && context.args.path like "*secret*" };
-
-@id("machines-list")
-permit (principal is Client, action == Action::"tools/list", resource)
-  when { principal.kind == "machine" };
 
 @id("admins-scope")
 permit (principal in Group::"admins", action == Action::"tools/call", resource == Tool::"files/delete")
@@ -103,6 +89,9 @@ describe('loading a policy set', () => {
     );
     assert.ok(problems.some((p) => p.file === 'p.cedar' && p.line === 4 && /args/.test(p.message)), JSON.stringify(problems));
     assert.ok(problems.some((p) => p.file === 'p.cedar' && p.line === 5 && /tools\/delete/.test(p.message)), JSON.stringify(problems));
+    // A mistake in a policy for every action is reported once, not once per action.
+    const once = problemsOf(() => loadPolicyTexts('t', [{ name: 'q.cedar', text: 'permit (principal, action, resource) when { context.nope };' }]));
+    assert.equal(once.length, 1, JSON.stringify(once));
   });
 
   it('declaring Args in a .cedarschema file makes argument conditions valid', () => {
@@ -259,5 +248,27 @@ describe('arguments as Cedar sees them', () => {
     assert.equal(cedarAddress('::ffff:127.0.0.1'), '127.0.0.1');
     assert.equal(cedarAddress('fe80::1%eth0'), 'fe80::1');
     assert.equal(cedarAddress('not an address'), '0.0.0.0');
+  });
+});
+
+describe('decisions shared between targets', () => {
+  it('targets no policy tells apart share a decision; a condition on the name or a named target does not', () => {
+    const engine = engineFor(
+      `permit (principal, action == Action::"tools/call", resource in Server::"files") when { resource has readOnlyHint && resource.readOnlyHint };
+forbid (principal, action, resource in Server::"names") when { resource.name == "secret" };
+permit (principal, action, resource in Server::"names");
+permit (principal, action, resource == Tool::"exact/one");`,
+      '',
+    );
+    const call = (server: string, name: string, hints?: { readOnlyHint: boolean }) => engine.decide(ask({ server, target: { type: 'Tool', name }, ...(hints ? { hints } : {}) })).allow;
+    assert.equal(call('files', 'a', { readOnlyHint: true }), true);
+    assert.equal(call('files', 'b', { readOnlyHint: true }), true);
+    assert.equal(call('files', 'c', { readOnlyHint: false }), false, 'the hints are part of what is shared');
+    assert.equal(call('files', 'd'), false, 'no hints: the attribute is absent');
+    assert.equal(call('names', 'public'), true);
+    assert.equal(call('names', 'secret'), false, 'a condition on the name decides per target');
+    assert.equal(call('names', 'other'), true);
+    assert.equal(call('exact', 'one'), true);
+    assert.equal(call('exact', 'two'), false, 'a named target is decided on its own');
   });
 });

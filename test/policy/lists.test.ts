@@ -76,6 +76,11 @@ describe('list filtering on every route', { timeout: 120_000 }, () => {
     const answer = (await res.json()) as RpcMessage;
     assert.equal(answer.error?.code, -32003);
     assert.equal(json.messages('tools/call').length, 0, 'the denied call never reached the upstream');
+    // A call that names no tool is not decided on the server in its place.
+    const nameless = await session.post({ jsonrpc: '2.0', id: 'nameless', method: 'tools/call', params: { arguments: {} } });
+    assert.equal(nameless.status, 400);
+    assert.equal(((await nameless.json()) as RpcMessage).error?.code, -32602);
+    assert.equal(json.messages('tools/call').length, 0);
   });
 
   it('SSE with a notification first: the notification passes, the list is filtered', async () => {
