@@ -644,7 +644,7 @@ Against the targets (${policy.policies} policies across ${policy.servers} server
   const e2e =
     mb === null
       ? 'Mandate with policy against the build before it: not measured in this run (it needs `--baseline-bin`).'
-      : `End to end, Mandate deciding every \`tools/call\` with its policy set (and recording each allowed call before forwarding it) against the baseline build: **${fmtRatio(mb)}** (median of the per-round ratios ${fmtPaired(pairedRatios(mandate, baseline))}), p50 ${fmtMs(mandate?.p50Ms ?? null)} against ${fmtMs(baseline?.p50Ms ?? null)} ms, p99 ${fmtMs(mandate?.p99Ms ?? null)} against ${fmtMs(baseline?.p99Ms ?? null)} ms; target ≥ ${POLICY_BASELINE_RATIO}×: **${verdict(mb >= POLICY_BASELINE_RATIO)}**.`;
+      : `End to end, Mandate deciding every \`tools/call\` with its policy set (and journaling each allowed call before forwarding it) against the baseline build: **${fmtRatio(mb)}** (median of the per-round ratios ${fmtPaired(pairedRatios(mandate, baseline))}), p50 ${fmtMs(mandate?.p50Ms ?? null)} against ${fmtMs(baseline?.p50Ms ?? null)} ms, p99 ${fmtMs(mandate?.p99Ms ?? null)} against ${fmtMs(baseline?.p99Ms ?? null)} ms; target ≥ ${POLICY_BASELINE_RATIO}×: **${verdict(mb >= POLICY_BASELINE_RATIO)}**.`;
   return `## Policy
 
 bench/policy.ts decides \`tools/call\` requests with 1,000 policies across 100

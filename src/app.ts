@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { JsonValue } from './audit/events.ts';
 import { AuditLog } from './audit/log.ts';
 import { beginRun, endRun, recoverCrashedRuns, type RunMarker } from './audit/recovery.ts';
+import { CallJournal, recoveredCall } from './audit/calls.ts';
 import { RefusalSummaries } from './audit/summary.ts';
 import { diffConfig, inForce } from './config/diff.ts';
 import { ConfigError, type Config } from './config/load.ts';
@@ -115,6 +116,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     log.error({ type: event.type, err: String(error) }, 'an identity event could not be written to the audit log');
   };
   const run = beginRun(config.dataDir);
+  const calls = new CallJournal(config.dataDir, run.run, config.audit.durability);
   let current = config;
 
   let identity: Identity;
@@ -137,6 +139,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const refusals = new RefusalSummaries(audit, config.audit.summaryIntervalSeconds * 1000);
   const gateway = new Gateway(config.gateway, {
     audit,
+    calls,
     metrics,
     log,
     registry,
@@ -255,9 +258,17 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       refusals.stop();
       await policy.stop();
       server.closeAllConnections();
+      // Calls forwarded whose own record could not be written: their decisions go in now, or the run
+      // stays marked as unfinished so the next start recovers them from the journal.
+      const unfinished = calls.pending;
+      const recorded = await Promise.all(unfinished.map((entry) => audit.record(recoveredCall(entry, run.run)).then(() => true, () => false)));
+      const complete = recorded.every(Boolean);
       await audit.record({ type: 'gateway.stopped', outcome: 'success', data: { pid: process.pid, run: run.run } }).catch(() => undefined);
       await audit.flush();
-      endRun(config.dataDir, run);
+      if (complete) {
+        calls.close();
+        endRun(config.dataDir, run);
+      } else log.error({ calls: unfinished.length }, 'decisions of forwarded calls could not be recorded; they stay in the call journal for the next start');
       await store.close();
       log.info('mandate gateway stopped');
       log.flush();

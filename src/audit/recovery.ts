@@ -3,8 +3,10 @@
  * data directory (runs/RUN.json: its run id, process id and start time) that
  * an orderly stop removes. A marker whose process is gone at the next start
  * is a run that crashed (kill -9, OOM kill, power loss): the new run records
- * `gateway.recovered` naming it, and closes in the log every session that run
- * opened and never closed (`session.closed`, reason `crash`).
+ * `gateway.recovered` naming it, closes in the log every session that run
+ * opened and never closed (`session.closed`, reason `crash`), and records the
+ * calls it forwarded whose own record never came (`policy.allowed`,
+ * `recovered`, from the run's call journal: src/audit/calls.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,6 +14,7 @@ import path from 'node:path';
 import type { Store } from '../store/types.ts';
 import type { AuditLog } from './log.ts';
 import type { IdentityEvent } from './events.ts';
+import { forgetCalls, journaledCalls, recoveredCall } from './calls.ts';
 
 export interface RunMarker {
   run: string;
@@ -97,18 +100,40 @@ async function openSessionsOf(store: Store, run: RunMarker): Promise<SessionBody
   return [...open.values()];
 }
 
+/** Which of the run's journaled calls the log has an `mcp.request` for (read from the first journaled call's time on). */
+async function answeredCalls(store: Store, run: RunMarker, since: string): Promise<Set<string>> {
+  const answered = new Set<string>();
+  const prefix = `${run.run}.`;
+  let afterSeq = 0;
+  for (;;) {
+    const page = await store.audit.list({ afterSeq, since, types: ['mcp.request'], limit: PAGE });
+    for (const record of page) {
+      const call = (JSON.parse(record.body) as { data?: { call?: unknown } }).data?.call;
+      if (typeof call === 'string' && call.startsWith(prefix)) answered.add(call);
+    }
+    const last = page.at(-1);
+    if (page.length < PAGE || !last) break;
+    afterSeq = last.seq;
+  }
+  return answered;
+}
+
 /** Records every crashed run found in the data directory, and closes its sessions in the log; then forgets its marker. */
 export async function recoverCrashedRuns(dataDir: string, store: Store, audit: AuditLog, current: RunMarker): Promise<RunMarker[]> {
   const crashed = crashedRuns(dataDir).filter((marker) => marker.run !== current.run);
   for (const marker of crashed) {
     const sessions = await openSessionsOf(store, marker);
+    const journal = journaledCalls(dataDir, marker.run);
+    const answered = journal.entries.length === 0 ? new Set<string>() : await answeredCalls(store, marker, (journal.entries[0] as { time: string }).time);
+    const calls = { entries: journal.entries.filter((entry) => !answered.has(entry.ref)), files: journal.files };
     const events: IdentityEvent[] = [
       {
         type: 'gateway.recovered',
         outcome: 'success',
         reason: 'the previous run stopped without an orderly shutdown',
-        data: { previousRun: marker.run, previousPid: marker.pid, previousStartedAt: marker.startedAt, sessionsClosed: sessions.length, run: current.run },
+        data: { previousRun: marker.run, previousPid: marker.pid, previousStartedAt: marker.startedAt, sessionsClosed: sessions.length, callsRecovered: calls.entries.length, run: current.run },
       },
+      ...calls.entries.map((entry) => recoveredCall(entry, marker.run)),
       ...sessions.map(
         (opened): IdentityEvent => ({
           type: 'session.closed',
@@ -121,6 +146,7 @@ export async function recoverCrashedRuns(dataDir: string, store: Store, audit: A
       ),
     ];
     await Promise.all(events.map((event) => audit.record(event)));
+    forgetCalls(calls.files);
     rmSync(markerFile(dataDir, marker.run), { force: true });
   }
   return crashed;

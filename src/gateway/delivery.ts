@@ -45,6 +45,12 @@ export type Verdict = void | undefined | { drop: true } | { replace: JsonRpcMess
 export interface MessageFilter {
   /** Names the filter in logs and errors. */
   readonly name: string;
+  /**
+   * When set, the filter sees only final responses to requests with these
+   * methods (nothing related, nothing on the standalone stream): the chain
+   * is then skipped for every other message, at no cost.
+   */
+  readonly responsesTo?: ReadonlySet<string>;
   filter(message: JsonRpcMessage, delivery: Delivery): Verdict;
 }
 
@@ -68,6 +74,11 @@ export class FilterChain {
     return this.filters.length;
   }
 
+  /** Whether any filter looks at a message on this route for a request with this method (null: the standalone stream). */
+  watches(method: string | null, route: Route): boolean {
+    return this.filters.some((filter) => filter.responsesTo === undefined || (route === 'response' && method !== null && filter.responsesTo.has(method)));
+  }
+
   /** A chain with `first` ahead of these filters. */
   after(first: MessageFilter): FilterChain {
     return new FilterChain([first, ...this.filters]);
@@ -76,6 +87,7 @@ export class FilterChain {
   apply(message: JsonRpcMessage, delivery: Delivery): Outcome {
     let current = message;
     for (const filter of this.filters) {
+      if (filter.responsesTo !== undefined && (delivery.route !== 'response' || delivery.request === null || !filter.responsesTo.has(delivery.request.method))) continue;
       let verdict: Verdict;
       try {
         verdict = filter.filter(current, delivery);

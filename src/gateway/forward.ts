@@ -11,6 +11,7 @@ import type { RegisteredServer } from './registry.ts';
 import type { ResponseChannel } from './stream.ts';
 import type { Upstream } from './upstream/types.ts';
 import type { AuditLog } from '../audit/log.ts';
+import type { CallEntry, CallJournal } from '../audit/calls.ts';
 import type { IdentityEvent, Outcome } from '../audit/events.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Logger } from '../observability/log.ts';
@@ -19,6 +20,8 @@ import type { Decision } from '../policy/engine.ts';
 
 export interface ForwardDeps {
   audit: AuditLog;
+  /** Where an allowed call's decision is written before the call is forwarded. */
+  calls: CallJournal;
   metrics: Metrics;
   log: Logger;
 }
@@ -103,16 +106,13 @@ function filterResponse(response: JsonRpcResponse, request: JsonRpcRequest, ctx:
   return passed;
 }
 
-/** `policy.allowed`: the decision that let a call through, written before the call is forwarded. */
-function allowedEvent(message: JsonRpcRequest, ctx: ForwardContext): IdentityEvent {
+/** The decision that let a call through, journaled before the call is forwarded (`policy.allowed` if the call's own record never comes). */
+function callEntry(message: JsonRpcRequest, ctx: ForwardContext): CallEntry {
   const decision = ctx.decision as Decision;
   return {
-    type: 'policy.allowed',
     actor: ctx.caller?.actor ?? 'anonymous',
     server: ctx.server.name,
     tool: targetName(message.method, message.params),
-    outcome: 'success',
-    reason: `permitted by ${decision.policies.join(', ')}`,
     data: {
       method: message.method,
       policies: [...decision.policies],
@@ -129,7 +129,9 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
   const started = performance.now();
   const name = ctx.server.name;
   const delivery = (route: 'response' | 'related'): Delivery => ({ server: ctx.server, principal: ctx.principal, address: ctx.address, session: ctx.session, request: message, route });
-  const related = ctx.filters.size === 0 ? null : delivery('related');
+  // A chain that looks at nothing of this request costs nothing.
+  const related = ctx.filters.watches(message.method, 'related') ? delivery('related') : null;
+  const checked = ctx.filters.watches(message.method, 'response');
   const timed = !NO_TIMEOUT_METHODS.has(message.method);
   // One timer serves both limits: the idle deadline moves with every related
   // message, the hard deadline does not; the timer re-arms itself as needed.
@@ -171,16 +173,17 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
     let status = 200;
     let outcome: Outcome;
     let failure: GatewayError | null = null;
+    let journaled: number | null = null;
     try {
       try {
         await deps.audit.ensureWritable();
         // A call's decision is on record before the call is made: a crash after forwarding leaves the decision.
-        if (ctx.decision !== null && message.method === 'tools/call') await deps.audit.record(allowedEvent(message, ctx));
+        if (ctx.decision !== null && message.method === 'tools/call') journaled = await deps.calls.begin(callEntry(message, ctx));
       } catch (error) {
         throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the request was refused', { detail: String(error), cause: error });
       }
       const answer = await ctx.upstream.request(message, { signal: controller.signal, headers: ctx.headers, principal: ctx.principal, onMessage });
-      const passed = ctx.filters.size === 0 ? answer.message : filterResponse(answer.message, message, ctx, delivery('response'));
+      const passed = checked ? filterResponse(answer.message, message, ctx, delivery('response')) : answer.message;
       if (passed instanceof GatewayError) throw passed;
       response = passed;
       if (passed === answer.message) status = answer.status;
@@ -241,6 +244,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
         ...(response && isFailure(response) ? { errorCode: response.error.code } : {}),
         ...(ctx.decision ? { policies: [...ctx.decision.policies], policySet: ctx.decision.set } : {}),
+        ...(journaled !== null ? { call: deps.calls.ref(journaled) } : {}),
       },
     };
     const event = ctx.event ? ctx.event(response, outcome, base) : base;
@@ -253,6 +257,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
     }
     try {
       await deps.audit.record(event);
+      if (journaled !== null) deps.calls.done(journaled);
     } catch {
       deps.metrics.errors.inc({ server: name, kind: 'audit_unavailable' });
       if (outcome === 'cancelled') return;

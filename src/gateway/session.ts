@@ -139,7 +139,7 @@ export class Session {
   /** A message related to no request: through the filters, then onto the standalone stream. */
   private fromUpstream(message: JsonRpcMessage): void {
     const filters = this.deps.filters();
-    if (filters.size > 0) {
+    if (filters.watches(null, 'standalone')) {
       const outcome = filters.apply(message, { server: this.server, principal: this.principal, address: null, session: this.handle, request: null, route: 'standalone' });
       if (outcome.action !== 'pass') {
         this.deps.metrics.errors.inc({ server: this.server.name, kind: outcome.action === 'drop' ? 'message_dropped' : 'message_refused' });

@@ -92,6 +92,7 @@ function malformed(server: string, method: string, detail: string): { refuse: Ga
 export function listFilter(policy: PolicyService): MessageFilter {
   return {
     name: 'policy-lists',
+    responsesTo: LIST_METHODS,
     filter(message: JsonRpcMessage, delivery): Verdict {
       const { request, server } = delivery;
       if (delivery.route !== 'response' || request === null) return;

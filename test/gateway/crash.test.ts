@@ -2,14 +2,16 @@
  * Crash evidence: after `kill -9` and a restart on the same data directory,
  * the log says that the previous run stopped uncleanly (`gateway.recovered`
  * naming it) and closes the sessions it left open (`session.closed`, reason
- * `crash`). An orderly stop leaves nothing to recover.
+ * `crash`). A call that was forwarded when the gateway died has its policy
+ * decision recorded at the next start (`policy.allowed`, recovered). An
+ * orderly stop leaves nothing to recover.
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { EVERYTHING, NODE, startMandate, tempDir, type Mandate } from '../helpers/process.ts';
 import { auditEvents, openSession } from './raw.ts';
-import { rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 
 describe('evidence of a crash', { timeout: 120_000 }, () => {
   const dir = tempDir('mandate-crash-');
@@ -53,5 +55,42 @@ describe('evidence of a crash', { timeout: 120_000 }, () => {
     await restarted.stop('SIGTERM');
     running = await startMandate({ servers, dataDir });
     assert.equal((await auditEvents(running.cli, ['--type', 'gateway.recovered'])).length, 1);
+  });
+
+  it('a call forwarded when the gateway is killed: its decision is recorded at the next start; a call answered before is not recovered', async () => {
+    const runs = path.join(dataDir, 'runs');
+    const journals = () => readdirSync(runs).filter((name) => name.endsWith('.calls'));
+    await running?.stop('SIGTERM');
+    const crashed = await startMandate({ servers, dataDir });
+    running = crashed;
+    const session = await openSession(crashed.endpoint('everything'));
+    assert.match(JSON.stringify(await session.callTool('echo', { message: 'answered' })), /answered/);
+    // A long call: forwarded (its decision journaled first), never answered before the kill.
+    const pending = session.post({ jsonrpc: '2.0', id: 'long', method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 30, steps: 3 } } }).catch(() => null);
+    const deadline = Date.now() + 10_000;
+    while (!journals().some((name) => readFileSync(path.join(runs, name), 'utf8').includes('trigger-long-running-operation'))) {
+      assert.ok(Date.now() < deadline, 'the call was never journaled');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await crashed.stop('SIGKILL');
+    await pending;
+
+    const restarted = await startMandate({ servers, dataDir });
+    running = restarted;
+    const allowed = await auditEvents(restarted.cli, ['--type', 'policy.allowed']);
+    assert.equal(allowed.length, 1, JSON.stringify(allowed));
+    const [call] = allowed;
+    assert.equal(call?.tool, 'trigger-long-running-operation');
+    assert.equal(call?.server, 'everything');
+    assert.equal(call?.data.recovered, true);
+    assert.deepEqual(call?.data.policies, ['scopes-decide']);
+    assert.match(String(call?.data.policySet), /^[0-9a-f]{64}$/);
+    const recovered = (await auditEvents(restarted.cli, ['--type', 'gateway.recovered'])).at(-1);
+    assert.equal(recovered?.data.callsRecovered, 1);
+    const echo = (await auditEvents(restarted.cli, ['--type', 'mcp.request'])).find((e) => e.tool === 'echo');
+    assert.deepEqual(echo?.data.policies, ['scopes-decide'], 'the answered call names its policies in its own record');
+    assert.deepEqual(journals(), [], 'the journal of the crashed run is gone once recovered');
+    const verified = await restarted.cli(['audit', 'verify']);
+    assert.equal(verified.code, 0, verified.stdout);
   });
 });

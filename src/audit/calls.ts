@@ -1,0 +1,276 @@
+/**
+ * The journal of calls in flight: before an allowed `tools/call` is
+ * forwarded, its decision (who, which tool, which policies, which set) is
+ * appended to this run's journal in the data directory (runs/RUN.N.calls),
+ * and the call's `mcp.request` event names it (`data.call`: RUN.ID). A crash
+ * leaves the journal behind: at the next start every call in it that the
+ * log has no `mcp.request` for is recorded as `policy.allowed` (`recovered`),
+ * so no forwarded call is left without the record of why it was allowed.
+ * A journal file is removed once all its calls are answered and recorded.
+ *
+ * Appending is a write to a file the process holds open (the lines of one
+ * turn of the event loop in one system call): it survives a crash of the
+ * process (kill -9, an OOM kill) at once. With `audit.durability: power` the
+ * call also waits for the file to be synced (one fdatasync for every line
+ * appended meanwhile), so it survives a power loss too.
+ */
+import { closeSync, fdatasync, fstatSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import type { IdentityEvent, JsonValue } from './events.ts';
+
+const DIR = 'runs';
+/** A journal file is replaced by a new one past this size, and removed once every call in it is done. */
+const ROTATE_BYTES = 16 * 1024 * 1024;
+
+/** What the journal keeps of a call: the data of its `policy.allowed` event. */
+export interface CallEntry {
+  actor: string;
+  server: string;
+  tool: string | null;
+  data: { [key: string]: JsonValue };
+}
+
+interface JournalFile {
+  file: string;
+  fd: number;
+  size: number;
+  /** Calls begun in this file and not yet done. */
+  pending: Set<number>;
+  /** The next sync of this file (not started yet), and the one running. */
+  next: Promise<void> | null;
+  running: Promise<void> | null;
+}
+
+const journalName = (run: string, part: number) => `${run}.${part}.calls`;
+const JOURNAL = /^([0-9a-f]{16})\.(\d+)\.calls$/;
+
+interface Waiting {
+  id: number;
+  line: string;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+export class CallJournal {
+  private readonly dataDir: string;
+  private readonly run: string;
+  private readonly sync: boolean;
+  private current: JournalFile | null = null;
+  private readonly files: JournalFile[] = [];
+  private readonly where = new Map<number, { journal: JournalFile | null; entry: CallEntry & { time: string; ref: string } }>();
+  private nextId = 1;
+  private part = 0;
+  /** Lines gathered in this turn of the event loop: written with one system call. */
+  private begins: Waiting[] = [];
+  private scheduled = false;
+
+  constructor(dataDir: string, run: string, durability: 'process' | 'power') {
+    this.dataDir = dataDir;
+    this.run = run;
+    this.sync = durability === 'power';
+  }
+
+  /** Calls begun and not done, oldest first (an orderly stop records them). */
+  get pending(): (CallEntry & { time: string; ref: string })[] {
+    return [...this.where.values()].map((held) => held.entry);
+  }
+
+  private open(): JournalFile {
+    const file = path.join(this.dataDir, DIR, journalName(this.run, this.part++));
+    const fd = openSync(file, 'a', 0o600);
+    const journal: JournalFile = { file, fd, size: fstatSync(fd).size, pending: new Set(), next: null, running: null };
+    this.files.push(journal);
+    return journal;
+  }
+
+  private append(journal: JournalFile, lines: string): void {
+    const bytes = Buffer.from(lines, 'utf8');
+    writeSync(journal.fd, bytes);
+    journal.size += bytes.length;
+  }
+
+  /** One fdatasync covering every line appended before it starts. */
+  private synced(journal: JournalFile): Promise<void> {
+    if (journal.next !== null) return journal.next;
+    const after = journal.running ?? Promise.resolve();
+    const next = after
+      .catch(() => undefined)
+      .then(() => {
+        journal.next = null;
+        const running = new Promise<void>((resolve, reject) => fdatasync(journal.fd, (error) => (error ? reject(error) : resolve())));
+        journal.running = running;
+        return running.finally(() => {
+          if (journal.running === running) journal.running = null;
+        });
+      });
+    journal.next = next;
+    return next;
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+
+  /** Writes the calls this turn gathered to the current file, with one system call and (durability power) one sync. */
+  private flush(): void {
+    const begins = this.begins;
+    this.begins = [];
+    if (begins.length === 0) return;
+    let journal: JournalFile;
+    try {
+      if (this.current === null || this.current.size > ROTATE_BYTES) this.current = this.open();
+      journal = this.current;
+      this.append(journal, begins.map((waiting) => waiting.line).join(''));
+    } catch (error) {
+      for (const waiting of begins) {
+        this.where.delete(waiting.id);
+        waiting.reject(error);
+      }
+      return;
+    }
+    for (const waiting of begins) {
+      journal.pending.add(waiting.id);
+      const held = this.where.get(waiting.id);
+      if (held !== undefined) held.journal = journal;
+    }
+    if (!this.sync) {
+      for (const waiting of begins) waiting.resolve();
+      return;
+    }
+    this.synced(journal).then(
+      () => begins.forEach((waiting) => waiting.resolve()),
+      (error: unknown) => begins.forEach((waiting) => waiting.reject(error)),
+    );
+  }
+
+  /**
+   * Appends a call about to be forwarded; resolves with its id once the line
+   * is written (at once), and with durability power synced: calls begun in
+   * one turn of the event loop then share the write and the sync.
+   */
+  begin(entry: CallEntry, now = new Date()): Promise<number> {
+    const id = this.nextId++;
+    const time = now.toISOString();
+    this.where.set(id, { journal: null, entry: { ...entry, time, ref: this.ref(id) } });
+    const line = `${JSON.stringify({ begin: id, time, ...entry })}\n`;
+    if (!this.sync) {
+      // Nothing to wait for: written now, so the call goes on without waiting for a turn of the loop.
+      try {
+        if (this.current === null || this.current.size > ROTATE_BYTES) this.current = this.open();
+        this.append(this.current, line);
+      } catch (error) {
+        this.where.delete(id);
+        return Promise.reject(error);
+      }
+      this.current.pending.add(id);
+      (this.where.get(id) as { journal: JournalFile | null }).journal = this.current;
+      return Promise.resolve(id);
+    }
+    return new Promise<number>((resolve, reject) => {
+      this.begins.push({ id, line, resolve: () => resolve(id), reject });
+      this.schedule();
+    });
+  }
+
+  /** The call's own record is durable: it needs no recovery (its file goes once all its calls are done). */
+  done(id: number): void {
+    const journal = this.where.get(id)?.journal;
+    this.where.delete(id);
+    if (journal == null) return;
+    journal.pending.delete(id);
+    if (journal !== this.current && journal.pending.size === 0) this.remove(journal);
+  }
+
+  /** How the call's own `mcp.request` event names it (`data.call`): recovery leaves out the calls the log has. */
+  ref(id: number): string {
+    return `${this.run}.${id}`;
+  }
+
+  private remove(journal: JournalFile): void {
+    const index = this.files.indexOf(journal);
+    if (index >= 0) this.files.splice(index, 1);
+    if (journal.running !== null || journal.next !== null) {
+      // A sync still uses the descriptor: close once it settles.
+      void Promise.allSettled([journal.running, journal.next]).then(() => this.discard(journal));
+      return;
+    }
+    this.discard(journal);
+  }
+
+  private discard(journal: JournalFile): void {
+    try {
+      closeSync(journal.fd);
+    } catch {
+      // already closed
+    }
+    rmSync(journal.file, { force: true });
+  }
+
+  /** Orderly stop with nothing pending: the journal is no longer needed. */
+  close(): void {
+    this.begins = [];
+    for (const journal of [...this.files]) this.remove(journal);
+    this.current = null;
+  }
+}
+
+/** A crashed run's journaled calls, oldest first, each with its ref (a torn last line is skipped). */
+export function journaledCalls(dataDir: string, run: string): { entries: (CallEntry & { time: string; ref: string })[]; files: string[] } {
+  let names: string[];
+  try {
+    names = readdirSync(path.join(dataDir, DIR));
+  } catch {
+    return { entries: [], files: [] };
+  }
+  const files = names
+    .map((name) => JOURNAL.exec(name))
+    .filter((match): match is RegExpExecArray => match !== null && match[1] === run)
+    .sort((a, b) => Number(a[2]) - Number(b[2]))
+    .map((match) => path.join(dataDir, DIR, match[0]));
+  const entries: (CallEntry & { time: string; ref: string })[] = [];
+  for (const file of files) {
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      if (line === '') continue;
+      let parsed: { begin?: unknown; time?: unknown; actor?: unknown; server?: unknown; tool?: unknown; data?: unknown };
+      try {
+        parsed = JSON.parse(line) as typeof parsed;
+      } catch {
+        continue;
+      }
+      if (typeof parsed.begin !== 'number' || typeof parsed.time !== 'string' || typeof parsed.actor !== 'string' || typeof parsed.server !== 'string') continue;
+      entries.push({
+        ref: `${run}.${parsed.begin}`,
+        time: parsed.time,
+        actor: parsed.actor,
+        server: parsed.server,
+        tool: typeof parsed.tool === 'string' ? parsed.tool : null,
+        data: typeof parsed.data === 'object' && parsed.data !== null ? (parsed.data as { [key: string]: JsonValue }) : {},
+      });
+    }
+  }
+  return { entries, files };
+}
+
+/** The `policy.allowed` event of a call recovered from a journal: it was forwarded, its own record never written. */
+export function recoveredCall(entry: CallEntry & { time: string; ref: string }, run: string): IdentityEvent {
+  const policies = Array.isArray(entry.data.policies) ? entry.data.policies.filter((p): p is string => typeof p === 'string') : [];
+  return {
+    type: 'policy.allowed',
+    actor: entry.actor,
+    server: entry.server,
+    tool: entry.tool,
+    outcome: 'success',
+    reason: `permitted by ${policies.join(', ')}`,
+    data: { ...entry.data, call: entry.ref, recovered: true, calledAt: entry.time, run },
+  };
+}
+
+/** Removes a recovered run's journal. */
+export function forgetCalls(files: readonly string[]): void {
+  for (const file of files) rmSync(file, { force: true });
+}

@@ -1,0 +1,84 @@
+/**
+ * The call journal in-process: what a crashed run leaves (begun, not done)
+ * is what recovery reads back; a torn last line is skipped; a full file is
+ * replaced by a new one and removed once its calls are done; an orderly
+ * close leaves nothing.
+ */
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdirSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { CallJournal, forgetCalls, journaledCalls, recoveredCall } from '../../src/audit/calls.ts';
+import { tempDir } from '../helpers/process.ts';
+
+const RUN = '0123456789abcdef';
+
+function journalDir(): string {
+  const dir = tempDir('mandate-calls-');
+  mkdirSync(path.join(dir, 'runs'));
+  return dir;
+}
+
+/** The journal writes what a turn gathered at the next one. */
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+const entry = (tool: string) => ({ actor: 'alice', server: 'files', tool, data: { method: 'tools/call', policies: ['p1', 'p2'], policySet: 'a'.repeat(64) } });
+
+describe('the call journal', () => {
+  for (const durability of ['process', 'power'] as const) {
+    it(`(${durability}) the calls a run journaled are read back with their refs; a torn last line is skipped`, async () => {
+      const dir = journalDir();
+      const journal = new CallJournal(dir, RUN, durability);
+      const answered = await journal.begin(entry('answered'));
+      await Promise.all([journal.begin(entry('left-1')), journal.begin(entry('left-2'))]);
+      journal.done(answered);
+      assert.deepEqual(journal.pending.map((e) => e.tool), ['left-1', 'left-2']);
+      assert.equal(journal.ref(answered), `${RUN}.${answered}`);
+      // The process dies here (no close); the last write was torn.
+      const [file] = readdirSync(path.join(dir, 'runs'));
+      appendFileSync(path.join(dir, 'runs', file as string), '{"begin":99,"time":"2026-');
+      const { entries, files } = journaledCalls(dir, RUN);
+      // Which were answered is for the log to say (recovery reads the calls' mcp.request events).
+      assert.deepEqual(entries.map((e) => [e.tool, e.ref]), [['answered', `${RUN}.1`], ['left-1', `${RUN}.2`], ['left-2', `${RUN}.3`]]);
+      assert.equal(journaledCalls(dir, 'fedcba9876543210').entries.length, 0, 'another run has no calls here');
+      const event = recoveredCall(entries[1] as (typeof entries)[number], RUN);
+      assert.equal(event.type, 'policy.allowed');
+      assert.equal(event.reason, 'permitted by p1, p2');
+      assert.deepEqual([event.data?.recovered, event.data?.run, event.data?.call, typeof event.data?.calledAt], [true, RUN, `${RUN}.2`, 'string']);
+      forgetCalls(files);
+      assert.deepEqual(readdirSync(path.join(dir, 'runs')), []);
+    });
+  }
+
+  it('an orderly close with everything done leaves no file', async () => {
+    const dir = journalDir();
+    const journal = new CallJournal(dir, RUN, 'power');
+    journal.done(await journal.begin(entry('x')));
+    await turn();
+    journal.close();
+    assert.deepEqual(readdirSync(path.join(dir, 'runs')), []);
+  });
+
+  it('a full file is replaced, and removed once every call in it is done', async () => {
+    const dir = journalDir();
+    const journal = new CallJournal(dir, RUN, 'process');
+    const big = { ...entry('big'), data: { method: 'tools/call', policies: ['p'], policySet: 'b'.repeat(64), pad: 'x'.repeat(1024 * 1024 - 4096) } };
+    const first = await journal.begin(big);
+    const ids: number[] = [];
+    for (let i = 0; i < 17; i += 1) ids.push(await journal.begin(big));
+    // Answered calls stay in the current file until it is replaced.
+    const together = await Promise.all([journal.begin(entry('a')), journal.begin(entry('b'))]);
+    for (const id of together) journal.done(id);
+    const names = () => readdirSync(path.join(dir, 'runs')).sort();
+    assert.deepEqual(names(), [`${RUN}.0.calls`, `${RUN}.1.calls`]);
+    journal.done(first);
+    for (const id of ids.slice(0, 16)) journal.done(id);
+    await turn();
+    assert.deepEqual(names(), [`${RUN}.1.calls`], 'the full file went once all its calls were done');
+    assert.deepEqual(journaledCalls(dir, RUN).entries.map((e) => e.tool), ['big', 'a', 'b']);
+    journal.done(ids[16] as number);
+    await turn();
+    journal.close();
+    assert.deepEqual(names(), []);
+  });
+});
