@@ -8,11 +8,11 @@
  * so no forwarded call is left without the record of why it was allowed.
  * A journal file is removed once all its calls are answered and recorded.
  *
- * Appending is a write to a file the process holds open (the lines of one
- * turn of the event loop in one system call): it survives a crash of the
- * process (kill -9, an OOM kill) at once. With `audit.durability: power` the
- * call also waits for the file to be synced (one fdatasync for every line
- * appended meanwhile), so it survives a power loss too.
+ * Appending is a write to a file the process holds open: it survives a
+ * crash of the process (kill -9, an OOM kill) at once. With
+ * `audit.durability: power` the call also waits for the file to be synced
+ * (one fdatasync for every line appended meanwhile), so it survives a power
+ * loss too.
  */
 import { closeSync, fdatasync, fstatSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -44,13 +44,6 @@ interface JournalFile {
 const journalName = (run: string, part: number) => `${run}.${part}.calls`;
 const JOURNAL = /^([0-9a-f]{16})\.(\d+)\.calls$/;
 
-interface Waiting {
-  id: number;
-  line: string;
-  resolve: () => void;
-  reject: (error: unknown) => void;
-}
-
 export class CallJournal {
   private readonly dataDir: string;
   private readonly run: string;
@@ -60,9 +53,6 @@ export class CallJournal {
   private readonly where = new Map<number, { journal: JournalFile | null; entry: CallEntry & { time: string; ref: string } }>();
   private nextId = 1;
   private part = 0;
-  /** Lines gathered in this turn of the event loop: written with one system call. */
-  private begins: Waiting[] = [];
-  private scheduled = false;
 
   constructor(dataDir: string, run: string, durability: 'process' | 'power') {
     this.dataDir = dataDir;
@@ -107,74 +97,30 @@ export class CallJournal {
     return next;
   }
 
-  private schedule(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.flush();
-    });
-  }
-
-  /** Writes the calls this turn gathered to the current file, with one system call and (durability power) one sync. */
-  private flush(): void {
-    const begins = this.begins;
-    this.begins = [];
-    if (begins.length === 0) return;
-    let journal: JournalFile;
-    try {
-      if (this.current === null || this.current.size > ROTATE_BYTES) this.current = this.open();
-      journal = this.current;
-      this.append(journal, begins.map((waiting) => waiting.line).join(''));
-    } catch (error) {
-      for (const waiting of begins) {
-        this.where.delete(waiting.id);
-        waiting.reject(error);
-      }
-      return;
-    }
-    for (const waiting of begins) {
-      journal.pending.add(waiting.id);
-      const held = this.where.get(waiting.id);
-      if (held !== undefined) held.journal = journal;
-    }
-    if (!this.sync) {
-      for (const waiting of begins) waiting.resolve();
-      return;
-    }
-    this.synced(journal).then(
-      () => begins.forEach((waiting) => waiting.resolve()),
-      (error: unknown) => begins.forEach((waiting) => waiting.reject(error)),
-    );
-  }
-
   /**
    * Appends a call about to be forwarded; resolves with its id once the line
-   * is written (at once), and with durability power synced: calls begun in
-   * one turn of the event loop then share the write and the sync.
+   * is written (at once) and, with durability power, synced: one sync covers
+   * the calls begun while the one before it ran.
    */
   begin(entry: CallEntry, now = new Date()): Promise<number> {
     const id = this.nextId++;
     const time = now.toISOString();
     this.where.set(id, { journal: null, entry: { ...entry, time, ref: this.ref(id) } });
     const line = `${JSON.stringify({ begin: id, time, ...entry })}\n`;
-    if (!this.sync) {
-      // Nothing to wait for: written now, so the call goes on without waiting for a turn of the loop.
-      try {
-        if (this.current === null || this.current.size > ROTATE_BYTES) this.current = this.open();
-        this.append(this.current, line);
-      } catch (error) {
-        this.where.delete(id);
-        return Promise.reject(error);
-      }
-      this.current.pending.add(id);
-      (this.where.get(id) as { journal: JournalFile | null }).journal = this.current;
-      return Promise.resolve(id);
+    // Written now, so the call waits for no turn of the loop; with durability power, for the
+    // next sync of the file, which covers every line written before it starts.
+    let journal: JournalFile;
+    try {
+      if (this.current === null || this.current.size > ROTATE_BYTES) this.current = this.open();
+      journal = this.current;
+      this.append(journal, line);
+    } catch (error) {
+      this.where.delete(id);
+      return Promise.reject(error);
     }
-    return new Promise<number>((resolve, reject) => {
-      this.begins.push({ id, line, resolve: () => resolve(id), reject });
-      this.schedule();
-    });
+    journal.pending.add(id);
+    (this.where.get(id) as { journal: JournalFile | null }).journal = journal;
+    return this.sync ? this.synced(journal).then(() => id) : Promise.resolve(id);
   }
 
   /** The call's own record is durable: it needs no recovery (its file goes once all its calls are done). */
@@ -213,7 +159,6 @@ export class CallJournal {
 
   /** Orderly stop with nothing pending: the journal is no longer needed. */
   close(): void {
-    this.begins = [];
     for (const journal of [...this.files]) this.remove(journal);
     this.current = null;
   }
