@@ -702,9 +702,12 @@ Streamable HTTP, against ${baseline === undefined ? 'three' : 'four'} targets me
    called at \`/mcp/bench\` with a client-credentials access token on every
    request (verified, audience-checked and revocation-checked by the gateway), with ${opts.durability === null ? 'its default settings (audit.durability: power, an fsync per commit)' : `its default settings except \`audit.durability: ${opts.durability}\``}. Every
    request is parsed in both directions and its \`mcp.request\` event is
-   committed to the SQLite audit log before the answer is sent.
+   committed to the SQLite audit log before the answer is sent. Every request is
+   decided by a set of 991 Cedar policies (\`policies:\`: a permit for machine
+   clients on \`bench\`, and bench/policy-set.ts for 99 other servers), and each
+   allowed call is written to the call journal before it is forwarded (docs/audit.md).
 ${baseline === undefined ? '' : `4. **Mandate, baseline build**: another build of Mandate (\`--baseline-bin\`), set up
-   the same way: ${gatewayNotes.get('baseline') ?? 'as above'}. Mandate / baseline
+   the same way (without \`policies:\` if it predates them): ${gatewayNotes.get('baseline') ?? 'as above'}. Mandate / baseline
    is what the change between the two builds costs, measured in the same run.
 `}
 The load generator (bench/load.ts, its own process) first acts as a client:
