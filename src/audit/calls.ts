@@ -50,7 +50,8 @@ export class CallJournal {
   private readonly sync: boolean;
   private current: JournalFile | null = null;
   private readonly files: JournalFile[] = [];
-  private readonly where = new Map<number, { journal: JournalFile | null; entry: CallEntry & { time: string; ref: string } }>();
+  /** The file of each call begun and not done (nothing else is kept in memory: the file has the rest). */
+  private readonly where = new Map<number, JournalFile>();
   private nextId = 1;
   private part = 0;
 
@@ -60,9 +61,11 @@ export class CallJournal {
     this.sync = durability === 'power';
   }
 
-  /** Calls begun and not done, oldest first (an orderly stop records them). */
+  /** Calls begun and not done, oldest first (an orderly stop records them), read back from the journal. */
   get pending(): (CallEntry & { time: string; ref: string })[] {
-    return [...this.where.values()].map((held) => held.entry);
+    if (this.where.size === 0) return [];
+    const refs = new Set([...this.where.keys()].map((id) => this.ref(id)));
+    return journaledCalls(this.dataDir, this.run).entries.filter((entry) => refs.has(entry.ref));
   }
 
   private open(): JournalFile {
@@ -73,10 +76,10 @@ export class CallJournal {
     return journal;
   }
 
-  private append(journal: JournalFile, lines: string): void {
-    const bytes = Buffer.from(lines, 'utf8');
-    writeSync(journal.fd, bytes);
-    journal.size += bytes.length;
+  private append(journal: JournalFile, line: string): void {
+    writeSync(journal.fd, line);
+    // Characters, not bytes: the size only decides when a new file starts.
+    journal.size += line.length;
   }
 
   /** One fdatasync covering every line appended before it starts. */
@@ -104,9 +107,7 @@ export class CallJournal {
    */
   begin(entry: CallEntry, now = new Date()): Promise<number> {
     const id = this.nextId++;
-    const time = now.toISOString();
-    this.where.set(id, { journal: null, entry: { ...entry, time, ref: this.ref(id) } });
-    const line = `${JSON.stringify({ begin: id, time, ...entry })}\n`;
+    const line = `${JSON.stringify({ begin: id, time: now.toISOString(), ...entry })}\n`;
     // Written now, so the call waits for no turn of the loop; with durability power, for the
     // next sync of the file, which covers every line written before it starts.
     let journal: JournalFile;
@@ -115,19 +116,18 @@ export class CallJournal {
       journal = this.current;
       this.append(journal, line);
     } catch (error) {
-      this.where.delete(id);
       return Promise.reject(error);
     }
     journal.pending.add(id);
-    (this.where.get(id) as { journal: JournalFile | null }).journal = journal;
+    this.where.set(id, journal);
     return this.sync ? this.synced(journal).then(() => id) : Promise.resolve(id);
   }
 
   /** The call's own record is durable: it needs no recovery (its file goes once all its calls are done). */
   done(id: number): void {
-    const journal = this.where.get(id)?.journal;
+    const journal = this.where.get(id);
+    if (journal === undefined) return;
     this.where.delete(id);
-    if (journal == null) return;
     journal.pending.delete(id);
     if (journal !== this.current && journal.pending.size === 0) this.remove(journal);
   }

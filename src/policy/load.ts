@@ -72,18 +72,26 @@ interface FileText {
   text: string;
 }
 
+/** The offsets where each line of the last text asked about starts (a file's policies are placed one after another). */
+let indexed: { text: string; starts: number[] } | null = null;
+
 /** Line and column (1-based) of a character offset. */
 function position(text: string, offset: number): { line: number; column: number } {
-  let line = 1;
-  let start = 0;
-  const end = Math.min(Math.max(0, offset), text.length);
-  for (let i = 0; i < end; i++) {
-    if (text.charCodeAt(i) === 10) {
-      line += 1;
-      start = i + 1;
-    }
+  if (indexed?.text !== text) {
+    const starts = [0];
+    for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) === 10) starts.push(i + 1);
+    indexed = { text, starts };
   }
-  return { line, column: end - start + 1 };
+  const { starts } = indexed;
+  const at = Math.min(Math.max(0, offset), text.length);
+  let low = 0;
+  let high = starts.length - 1;
+  while (low < high) {
+    const mid = (low + high + 1) >> 1;
+    if ((starts[mid] as number) <= at) low = mid;
+    else high = mid - 1;
+  }
+  return { line: low + 1, column: at - (starts[low] as number) + 1 };
 }
 
 function cedarMessage(error: cedar.DetailedError): string {
