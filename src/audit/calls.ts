@@ -30,6 +30,23 @@ export interface CallEntry {
   data: { [key: string]: JsonValue };
 }
 
+/**
+ * A call as it is journaled: what is the same for every call of one caller
+ * under one decision (`fixed`: the JSON of `actor`, `server` and `data`,
+ * without its braces, made once by `fixedPart`), and what is not.
+ */
+export interface CallLine {
+  fixed: string;
+  tool: string | null;
+  session: string | null;
+  address: string | null;
+}
+
+/** The part of a journal line shared by every call of one caller under one decision. */
+export function fixedPart(actor: string, server: string, data: { [key: string]: JsonValue }): string {
+  return JSON.stringify({ actor, server, data }).slice(1, -1);
+}
+
 interface JournalFile {
   file: string;
   fd: number;
@@ -105,9 +122,9 @@ export class CallJournal {
    * is written (at once) and, with durability power, synced: one sync covers
    * the calls begun while the one before it ran.
    */
-  begin(entry: CallEntry, now = new Date()): Promise<number> {
+  begin(call: CallLine, now = Date.now()): Promise<number> {
     const id = this.nextId++;
-    const line = `${JSON.stringify({ begin: id, time: now.toISOString(), ...entry })}\n`;
+    const line = `{"begin":${id},"at":${now},"tool":${JSON.stringify(call.tool)},"session":${JSON.stringify(call.session)},"address":${JSON.stringify(call.address)},${call.fixed}}\n`;
     // Written now, so the call waits for no turn of the loop; with durability power, for the
     // next sync of the file, which covers every line written before it starts.
     let journal: JournalFile;
@@ -181,20 +198,25 @@ export function journaledCalls(dataDir: string, run: string): { entries: (CallEn
   for (const file of files) {
     for (const line of readFileSync(file, 'utf8').split('\n')) {
       if (line === '') continue;
-      let parsed: { begin?: unknown; time?: unknown; actor?: unknown; server?: unknown; tool?: unknown; data?: unknown };
+      let parsed: { begin?: unknown; at?: unknown; actor?: unknown; server?: unknown; tool?: unknown; session?: unknown; address?: unknown; data?: unknown };
       try {
         parsed = JSON.parse(line) as typeof parsed;
       } catch {
         continue;
       }
-      if (typeof parsed.begin !== 'number' || typeof parsed.time !== 'string' || typeof parsed.actor !== 'string' || typeof parsed.server !== 'string') continue;
+      if (typeof parsed.begin !== 'number' || typeof parsed.at !== 'number' || typeof parsed.actor !== 'string' || typeof parsed.server !== 'string') continue;
+      const data = typeof parsed.data === 'object' && parsed.data !== null ? (parsed.data as { [key: string]: JsonValue }) : {};
       entries.push({
         ref: `${run}.${parsed.begin}`,
-        time: parsed.time,
+        time: new Date(parsed.at).toISOString(),
         actor: parsed.actor,
         server: parsed.server,
         tool: typeof parsed.tool === 'string' ? parsed.tool : null,
-        data: typeof parsed.data === 'object' && parsed.data !== null ? (parsed.data as { [key: string]: JsonValue }) : {},
+        data: {
+          ...data,
+          session: typeof parsed.session === 'string' ? parsed.session : null,
+          address: typeof parsed.address === 'string' ? parsed.address : null,
+        },
       });
     }
   }

@@ -11,7 +11,7 @@ import type { RegisteredServer } from './registry.ts';
 import type { ResponseChannel } from './stream.ts';
 import type { Upstream } from './upstream/types.ts';
 import type { AuditLog } from '../audit/log.ts';
-import type { CallEntry, CallJournal } from '../audit/calls.ts';
+import { fixedPart, type CallJournal, type CallLine } from '../audit/calls.ts';
 import type { IdentityEvent, Outcome } from '../audit/events.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Logger } from '../observability/log.ts';
@@ -106,22 +106,30 @@ function filterResponse(response: JsonRpcResponse, request: JsonRpcRequest, ctx:
   return passed;
 }
 
+/** The fixed part of each caller's journal lines, per decision (decisions are shared while their policy set is in force). */
+const fixedParts = new WeakMap<Decision, Map<string, string>>();
+
 /** The decision that let a call through, journaled before the call is forwarded (`policy.allowed` if the call's own record never comes). */
-function callEntry(message: JsonRpcRequest, ctx: ForwardContext): CallEntry {
+function callLine(message: JsonRpcRequest, ctx: ForwardContext): CallLine {
   const decision = ctx.decision as Decision;
-  return {
-    actor: ctx.caller?.actor ?? 'anonymous',
-    server: ctx.server.name,
-    tool: targetName(message.method, message.params),
-    data: {
-      method: message.method,
+  let byCaller = fixedParts.get(decision);
+  if (byCaller === undefined) {
+    byCaller = new Map();
+    fixedParts.set(decision, byCaller);
+  }
+  const key = `${ctx.caller?.key ?? ''}\0${ctx.caller?.tokenRef ?? ''}\0${ctx.server.name}`;
+  let fixed = byCaller.get(key);
+  if (fixed === undefined) {
+    fixed = fixedPart(ctx.caller?.actor ?? 'anonymous', ctx.server.name, {
+      method: 'tools/call',
       policies: [...decision.policies],
       policySet: decision.set,
-      session: ctx.session,
-      address: ctx.address,
       ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
-    },
-  };
+    });
+    if (byCaller.size >= 1000) byCaller.clear();
+    byCaller.set(key, fixed);
+  }
+  return { fixed, tool: targetName(message.method, message.params), session: ctx.session, address: ctx.address };
 }
 
 export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps: ForwardDeps): Exchange {
@@ -178,7 +186,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
       try {
         await deps.audit.ensureWritable();
         // A call's decision is on record before the call is made: a crash after forwarding leaves the decision.
-        if (ctx.decision !== null && message.method === 'tools/call') journaled = await deps.calls.begin(callEntry(message, ctx));
+        if (ctx.decision !== null && message.method === 'tools/call') journaled = await deps.calls.begin(callLine(message, ctx));
       } catch (error) {
         throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the request was refused', { detail: String(error), cause: error });
       }

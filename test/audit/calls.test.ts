@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { CallJournal, forgetCalls, journaledCalls, recoveredCall } from '../../src/audit/calls.ts';
+import { CallJournal, fixedPart, forgetCalls, journaledCalls, recoveredCall } from '../../src/audit/calls.ts';
 import { tempDir } from '../helpers/process.ts';
 
 const RUN = '0123456789abcdef';
@@ -22,7 +22,8 @@ function journalDir(): string {
 /** The journal writes what a turn gathered at the next one. */
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
-const entry = (tool: string) => ({ actor: 'alice', server: 'files', tool, data: { method: 'tools/call', policies: ['p1', 'p2'], policySet: 'a'.repeat(64) } });
+const FIXED = fixedPart('alice', 'files', { method: 'tools/call', policies: ['p1', 'p2'], policySet: 'a'.repeat(64) });
+const entry = (tool: string) => ({ fixed: FIXED, tool, session: 'abc123', address: '10.0.0.7' });
 
 describe('the call journal', () => {
   for (const durability of ['process', 'power'] as const) {
@@ -45,6 +46,7 @@ describe('the call journal', () => {
       assert.equal(event.type, 'policy.allowed');
       assert.equal(event.reason, 'permitted by p1, p2');
       assert.deepEqual([event.data?.recovered, event.data?.run, event.data?.call, typeof event.data?.calledAt], [true, RUN, `${RUN}.2`, 'string']);
+      assert.deepEqual([event.actor, event.server, event.tool, event.data?.session, event.data?.address, event.data?.policySet], ['alice', 'files', 'left-1', 'abc123', '10.0.0.7', 'a'.repeat(64)]);
       forgetCalls(files);
       assert.deepEqual(readdirSync(path.join(dir, 'runs')), []);
     });
@@ -62,7 +64,7 @@ describe('the call journal', () => {
   it('a full file is replaced, and removed once every call in it is done', async () => {
     const dir = journalDir();
     const journal = new CallJournal(dir, RUN, 'process');
-    const big = { ...entry('big'), data: { method: 'tools/call', policies: ['p'], policySet: 'b'.repeat(64), pad: 'x'.repeat(1024 * 1024 - 4096) } };
+    const big = { ...entry('big'), fixed: fixedPart('alice', 'files', { method: 'tools/call', policies: ['p'], policySet: 'b'.repeat(64), pad: 'x'.repeat(1024 * 1024 - 4096) }) };
     const first = await journal.begin(big);
     const ids: number[] = [];
     for (let i = 0; i < 17; i += 1) ids.push(await journal.begin(big));
