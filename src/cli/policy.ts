@@ -282,7 +282,8 @@ function requestOf(input: CaseInput, actions: ReadonlyMap<string, ActionShape>, 
     method: input.action,
     server,
     target,
-    ...(input.hints !== undefined ? { hints: input.hints as ToolHints } : {}),
+    // The case states what the upstream declares: no hints given is none declared.
+    ...(target.type === 'Tool' ? { hints: (input.hints ?? {}) as ToolHints } : {}),
     scopes: context.scopes ?? [],
     args: context.args ?? {},
     now: context.now !== undefined ? Date.parse(context.now) : now,
@@ -510,7 +511,7 @@ function explainRequest(flags: ExplainFlags, actions: ReadonlyMap<string, Action
 
   if (flags.args !== undefined && method !== 'tools/call') throw new UsageError('--args: only tools/call has arguments');
   const args = flags.args !== undefined ? parseArgs(flags.args) : {};
-  return { principal, client, method, server: flags.server, target, scopes: splitList(flags.scope), args, now: Date.now(), tokenAge: 0, sourceAddress: '127.0.0.1' };
+  return { principal, client, method, server: flags.server, target, ...(target.type === 'Tool' ? { hints: {} } : {}), scopes: splitList(flags.scope), args, now: Date.now(), tokenAge: 0, sourceAddress: '127.0.0.1' };
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;

@@ -119,7 +119,15 @@ function deniedEvent(ctx: RequestContext, decision: Decision | null, extra: Iden
     server: ctx.server.name,
     tool: targetName(method, params),
     outcome: decision === null || decision.error !== null ? 'error' : 'denied',
-    reason: decision === null ? 'no policy set is in force' : (decision.error ?? (policies.length > 0 ? `forbidden by ${policies.join(', ')}` : 'no policy permits it')),
+    reason:
+      decision === null
+        ? 'no policy set is in force'
+        : (decision.error ??
+          (decision.unseen === true
+            ? `depends on the tool's hints, and this server's tool list has not been seen (policies ${policies.join(', ')})`
+            : policies.length > 0
+              ? `forbidden by ${policies.join(', ')}`
+              : 'no policy permits it')),
     data: {
       method,
       policies: [...policies],
@@ -135,13 +143,16 @@ function deniedEvent(ctx: RequestContext, decision: Decision | null, extra: Iden
 async function deny(ctx: RequestContext, gateway: Gateway, asked: DecisionRequest, decision: Decision | null): Promise<GatewayError> {
   const { method, params } = (ctx.parsed as Classified & { kind: 'request' }).message;
   const engine = gateway.policy?.engine ?? null;
-  const stepUp = decision !== null && decision.error === null && engine !== null && ctx.principal !== null ? engine.stepUp(asked) : null;
+  const stepUp = decision !== null && decision.error === null && decision.unseen !== true && engine !== null && ctx.principal !== null ? engine.stepUp(asked) : null;
   await recordDecision(gateway, deniedEvent(ctx, decision, stepUp !== null ? { stepUp } : {}));
   gateway.deps.metrics.errors.inc({ server: ctx.server.name, kind: 'policy_denied' });
   if (decision === null) return new GatewayError('policy_unavailable', 'no policy set is in force: the request was refused', { detail: gateway.policy?.problem ?? undefined, counted: true });
   if (decision.error !== null) return new GatewayError('policy_unavailable', 'the request could not be decided by policy: it was refused', { detail: decision.error, counted: true });
   const tool = targetName(method, params);
   const what = tool !== null ? `"${tool.slice(0, 128)}"` : method.slice(0, 64);
+  if (decision.unseen === true) {
+    return new GatewayError('policy_denied', `${what} cannot be decided before the gateway has seen this server's tool list: list the tools (tools/list), then call again`, { counted: true });
+  }
   if (stepUp !== null) {
     const message = `${what} needs the scope ${stepUp}`;
     const error = new AuthError('insufficient_scope', message, { scope: stepUp, principal: ctx.principal ?? undefined });

@@ -10,7 +10,7 @@ import { GatewayError } from '../gateway/errors.ts';
 import type { JsonRpcMessage } from '../gateway/jsonrpc.ts';
 import type { RegisteredServer } from '../gateway/registry.ts';
 import type { PolicyService } from './service.ts';
-import { targetOf, type ClientFacts, type DecisionRequest, type Principal, type Target, type ToolHints } from './request.ts';
+import { HINTS, targetOf, type ClientFacts, type DecisionRequest, type Principal, type Target, type ToolHints } from './request.ts';
 
 /** Without a token (only when identity.requireToken is false). */
 const ANONYMOUS: ClientFacts = { id: 'anonymous', name: 'anonymous', owner: null, kind: 'anonymous' };
@@ -69,13 +69,12 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-const HINT_NAMES = ['readOnlyHint', 'destructiveHint', 'idempotentHint', 'openWorldHint'] as const;
 
 function hintsOf(tool: Record<string, unknown>): ToolHints {
   const annotations = tool.annotations;
   const hints: ToolHints = {};
   if (!isObject(annotations)) return hints;
-  for (const name of HINT_NAMES) if (typeof annotations[name] === 'boolean') hints[name] = annotations[name];
+  for (const name of HINTS) if (typeof annotations[name] === 'boolean') hints[name] = annotations[name];
   return hints;
 }
 

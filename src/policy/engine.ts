@@ -23,6 +23,12 @@ export interface Decision {
   policies: readonly string[];
   /** Set when a policy could not be evaluated (the request is denied). */
   error: string | null;
+  /**
+   * Set when the decision depends on a tool's hints and the gateway has not
+   * seen the upstream's tools/list that declares them (the request is denied
+   * until it has).
+   */
+  unseen?: true;
   /** The policy set's SHA-256. */
   set: string;
 }
@@ -203,6 +209,7 @@ export class PolicyEngine {
   decide(request: DecisionRequest): Decision {
     const subset = this.subset(request.server);
     const view = this.view(subset, request);
+    if (request.target.type === 'Tool' && request.hints === undefined && view.needs.resourceAttributes) return this.withoutHints(view, request);
     const cacheable = this.caching && !view.perRequest;
     const key = cacheable ? this.cacheKey(request, view) : '';
     if (cacheable) {
@@ -212,6 +219,30 @@ export class PolicyEngine {
     const decision = this.evaluate(subset, view, request);
     if (cacheable && decision.error === null) setCached(subset.cache, key, decision);
     return decision;
+  }
+
+  /**
+   * A call to a tool whose hints the gateway has not seen, decided by
+   * policies that read a tool's attributes: the hints are unknown to Cedar,
+   * so a forbid on a hint can never be skipped because the hint was not
+   * known. A decision that depends on them is a denial until the upstream's
+   * list has been seen. Not cached.
+   */
+  private withoutHints(view: View, request: DecisionRequest): Decision {
+    const policies: Record<string, string> = {};
+    for (const policy of view.relevant) policies[policy.id] = policy.text;
+    const built = toCedar(request, view.reads, false, view.needs);
+    let answer: cedar.PartialAuthorizationAnswer;
+    try {
+      answer = cedar.isAuthorizedPartial({ ...built, policies: { staticPolicies: policies }, validateRequest: false });
+    } catch (error) {
+      return { allow: false, policies: [], error: `the policy engine failed: ${(error as Error).message}`, set: this.hash };
+    }
+    if (answer.type === 'failure') return { allow: false, policies: [], error: `the policy engine failed: ${answer.errors.map((e) => e.message).join('; ')}`, set: this.hash };
+    const { decision, errored, mustBeDetermining, nontrivialResiduals } = answer.response;
+    if (errored.length > 0) return { allow: false, policies: errored, error: `policy "${errored[0]}" could not be evaluated`, set: this.hash };
+    if (decision === null) return { allow: false, policies: nontrivialResiduals, error: null, set: this.hash, unseen: true };
+    return { allow: decision === 'allow', policies: mustBeDetermining, error: null, set: this.hash };
   }
 
   private evaluate(subset: Subset, view: View, request: DecisionRequest): Decision {

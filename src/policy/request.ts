@@ -26,6 +26,8 @@ export interface ToolHints {
 
 export type TargetType = 'Server' | 'Tool' | 'Prompt' | 'Resource';
 
+export const HINTS = ['readOnlyHint', 'destructiveHint', 'idempotentHint', 'openWorldHint'] as const;
+
 export interface Target {
   type: TargetType;
   /** The tool, prompt or URI; the server name for a Server. */
@@ -39,7 +41,7 @@ export interface DecisionRequest {
   method: string;
   server: string;
   target: Target;
-  /** For a Tool: the hints from the upstream's own tools/list. */
+  /** For a Tool: the hints from the upstream's own tools/list; undefined when the gateway has not seen that list. */
   hints?: ToolHints;
   scopes: readonly string[];
   /** tools/call arguments as the client sent them. */
@@ -173,6 +175,9 @@ function targetEntity(request: DecisionRequest, withAttributes: boolean): cedar.
   const attrs: Record<string, cedar.CedarValueJson> = withAttributes ? { name: target.name, server } : {};
   if (withAttributes && target.type === 'Tool' && request.hints) {
     for (const [key, value] of Object.entries(request.hints)) if (typeof value === 'boolean') attrs[key] = value;
+  } else if (withAttributes && target.type === 'Tool') {
+    // Not seen yet: unknown to Cedar (partial evaluation), never taken as absent.
+    for (const hint of HINTS) attrs[hint] = { __extn: { fn: 'unknown', arg: hint } };
   }
   return { uid: uid(target.type, resourceId(server, target)), attrs, parents: [uid('Server', server)] };
 }

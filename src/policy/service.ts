@@ -46,9 +46,11 @@ export class ToolHintCache {
     }
   }
 
+  /** The tool's hints; none (`{}`) for a tool the server's list did not declare; undefined until a list of this server was seen. */
   get(server: string, generation: number, tool: string): ToolHints | undefined {
     const entry = this.servers.get(server);
-    return entry?.generation === generation ? entry.tools.get(tool) : undefined;
+    if (entry?.generation !== generation) return undefined;
+    return entry.tools.get(tool) ?? {};
   }
 }
 

@@ -251,6 +251,29 @@ describe('arguments as Cedar sees them', () => {
   });
 });
 
+describe('tool hints the gateway has not seen', () => {
+  const engine = engineFor(
+    `@id("all") permit (principal, action, resource);
+@id("no-destructive-machines") forbid (principal is Client, action == Action::"tools/call", resource is Tool)
+  when { resource has destructiveHint && resource.destructiveHint };`,
+    '',
+  );
+  const machine = { principal: { type: 'Client' as const, id: 'mc_m' }, client: { id: 'mc_m', name: 'robot', owner: null, kind: 'machine' as const } };
+
+  it('a forbid on a hint is never skipped because the hint is unknown: the call is refused until the list is seen', () => {
+    const unseen = engine.decide(ask({ ...machine, target: { type: 'Tool', name: 'wipe' } }));
+    assert.deepEqual([unseen.allow, unseen.unseen, unseen.policies], [false, true, ['no-destructive-machines']]);
+    assert.equal(engine.decide(ask({ ...machine, target: { type: 'Tool', name: 'wipe' }, hints: { destructiveHint: true } })).allow, false);
+    assert.equal(engine.decide(ask({ ...machine, target: { type: 'Tool', name: 'wipe' }, hints: { destructiveHint: false } })).allow, true);
+    assert.equal(engine.decide(ask({ ...machine, target: { type: 'Tool', name: 'wipe' }, hints: {} })).allow, true, 'seen, and not declared destructive');
+  });
+
+  it('a decision that does not depend on the hints is taken without them', () => {
+    const user = engine.decide(ask({ target: { type: 'Tool', name: 'wipe' } }));
+    assert.deepEqual([user.allow, user.unseen, user.policies], [true, undefined, ['all']]);
+  });
+});
+
 describe('decisions shared between targets', () => {
   it('targets no policy tells apart share a decision; a condition on the name or a named target does not', () => {
     const engine = engineFor(

@@ -26,7 +26,10 @@ const POLICIES = `
 @id("no-env") forbid (principal, action == Action::"tools/call", resource == Tool::"stdio/get-env");
 @id("no-private-prompts") forbid (principal, action == Action::"prompts/get", resource is Prompt) when { resource.name like "private*" };
 @id("no-etc") forbid (principal, action == Action::"resources/read", resource is Resource) when { resource.name like "file:///etc/*" };
+@id("no-destructive") forbid (principal, action == Action::"tools/call", resource is Tool) when { resource has destructiveHint && resource.destructiveHint };
 `;
+
+const WIPE_TOOL = { name: 'wipe', description: 'deletes everything', inputSchema: { type: 'object' }, annotations: { destructiveHint: true } };
 
 const names = (answer: RpcMessage, field = 'tools', key = 'name'): string[] => ((answer.result?.[field] ?? []) as Record<string, string>[]).map((item) => item[key] as string);
 
@@ -35,9 +38,11 @@ describe('list filtering on every route', { timeout: 120_000 }, () => {
   let json: FakeUpstream;
   let sse: FakeUpstream;
   let modern: FakeUpstream;
+  let hinted: FakeUpstream;
 
   before(async () => {
     ({ json, sse, modern } = await startRouteUpstreams([ECHO_TOOL, SECRET_TOOL]));
+    hinted = await startFakeUpstream({ tools: [ECHO_TOOL, WIPE_TOOL] });
     // Pages: the cursor and the rest of the result pass; each page is filtered.
     json.on('prompts/list', (message: Message) => {
       const cursor = (message.params as { cursor?: string } | undefined)?.cursor;
@@ -58,6 +63,7 @@ describe('list filtering on every route', { timeout: 120_000 }, () => {
         { name: 'sse', url: sse.url },
         { name: 'modern', url: modern.url },
         { name: 'stdio', command: NODE, args: [EVERYTHING, 'stdio'] },
+        { name: 'hinted', url: hinted.url },
       ],
       extra: { policies: dir },
     });
@@ -65,7 +71,26 @@ describe('list filtering on every route', { timeout: 120_000 }, () => {
 
   after(async () => {
     await mandate?.stop();
-    await Promise.all([json?.close(), sse?.close(), modern?.close()]);
+    await Promise.all([json?.close(), sse?.close(), modern?.close(), hinted?.close()]);
+  });
+
+  it('a tool the upstream declares destructive: refused before its list is seen, hidden and refused after', async () => {
+    const session = await openSession(mandate.endpoint('hinted'));
+    const early = await session.post({ jsonrpc: '2.0', id: 'early', method: 'tools/call', params: { name: 'wipe', arguments: {} } });
+    assert.equal(early.status, 403);
+    assert.match(((await early.json()) as RpcMessage).error?.message ?? '', /tool list/);
+    // The forbid reads a hint of every tool: echo cannot be decided before the list either.
+    const echo = await session.post({ jsonrpc: '2.0', id: 'echo-early', method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
+    assert.equal(echo.status, 403);
+    assert.deepEqual(names(await session.call('tools/list')), ['echo']);
+    const after = await session.post({ jsonrpc: '2.0', id: 'echo-late', method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
+    assert.equal(after.status, 200, 'once the list is seen, echo is decided (and allowed)');
+    const late = await session.post({ jsonrpc: '2.0', id: 'late', method: 'tools/call', params: { name: 'wipe', arguments: {} } });
+    assert.equal(late.status, 403);
+    assert.match(((await late.json()) as RpcMessage).error?.message ?? '', /"wipe" is not allowed by policy/);
+    assert.equal(hinted.messages('tools/call').filter((m) => (m.params as { name?: string }).name === 'wipe').length, 0, 'wipe never reached the upstream');
+    const denied = (await mandate.audit({ types: ['policy.denied'] })).filter((e) => e.tool === 'wipe');
+    assert.deepEqual(denied.map((e) => e.data.policies), [['no-destructive'], ['no-destructive']]);
   });
 
   it('JSON: the forbidden tool is not listed, and calling it by name is denied', async () => {
@@ -202,5 +227,32 @@ describe('no policy set in force, and the step-up challenge', { timeout: 60_000 
     assert.match(challenge, /scope="mcp:up:admin"/);
     const denied = await mandate.audit({ types: ['policy.denied'] });
     assert.ok(denied.some((e) => e.data.stepUp === 'mcp:up:admin'), JSON.stringify(denied));
+  });
+
+  it('a policy that cannot be evaluated refuses the request (503), and its denial names the policy', async () => {
+    writeFileSync(path.join(dir, 'args.cedarschema'), 'type Args = { count?: Long };\n');
+    writeFileSync(
+      path.join(dir, 'main.cedar'),
+      '@id("list") permit (principal, action == Action::"tools/list", resource);\n@id("small") permit (principal, action == Action::"tools/call", resource == Tool::"up/echo") when { context.args has count && context.args.count < 3 };\n',
+    );
+    assert.equal((await mandate.app.reloadPolicies()).ok, true);
+    const token = await machineToken(mandate.base, await registerMachine(mandate.base), 'up');
+    const session = await openSession(mandate.endpoint('up'), 'policy-tests', { authorization: `Bearer ${token}` });
+    const before = upstream.messages('tools/call').length;
+    const ok = await session.post({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'echo', arguments: { count: 2 } } });
+    assert.equal(ok.status, 200);
+    // A string where the policy compares a number: an evaluation error, never a skipped policy.
+    const res = await session.post({ jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'echo', arguments: { count: 'two' } } });
+    assert.equal(res.status, 503);
+    const answer = (await res.json()) as RpcMessage;
+    assert.equal(answer.error?.code, -32603);
+    assert.match(answer.error?.message ?? '', /could not be decided by policy/);
+    assert.doesNotMatch(JSON.stringify(answer), /small|count/, 'the answer names no policy and no condition');
+    assert.equal(upstream.messages('tools/call').length, before + 1, 'only the decided call reached the upstream');
+    const denied = await mandate.audit({ types: ['policy.denied'] });
+    const failed = denied.find((e) => e.outcome === 'error' && e.tool === 'echo');
+    assert.ok(failed, JSON.stringify(denied));
+    assert.deepEqual(failed.data.policies, ['small']);
+    assert.match(String(failed.reason), /policy "small" could not be evaluated/);
   });
 });
