@@ -136,6 +136,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   // A set that cannot be loaded leaves none in force: every decided request is refused and /readyz says why.
   await policy.load('start');
   policy.watch();
+  const reloadPolicies = () => policy.load('command');
   const refusals = new RefusalSummaries(audit, config.audit.summaryIntervalSeconds * 1000);
   const gateway = new Gateway(config.gateway, {
     audit,
@@ -221,7 +222,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     });
     port = (server.address() as AddressInfo).port;
     if (options.controlSocket !== false) {
-      control = await openControlSocket(config.dataDir, { reload, reloadPolicies: () => policy.load('command') }, (error) => log.error({ err: String(error) }, 'control request failed'));
+      control = await openControlSocket(config.dataDir, { reload, reloadPolicies }, (error) => log.error({ err: String(error) }, 'control request failed'));
       if (control === null) log.warn({ dataDir: config.dataDir }, 'another gateway answers on this data directory\'s control socket: `mandate reload` reaches that one');
     }
     await audit.record({
@@ -291,7 +292,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     run,
     port,
     reload,
-    reloadPolicies: () => policy.load('command'),
+    reloadPolicies,
     stop,
   };
 }

@@ -30,6 +30,9 @@ export interface CallEntry {
   data: { [key: string]: JsonValue };
 }
 
+/** A call read back from a journal: its entry, when it was made, and its ref (RUN.ID). */
+export type JournaledCall = CallEntry & { time: string; ref: string };
+
 /**
  * A call as it is journaled: what is the same for every call of one caller
  * under one decision (`fixed`: the JSON of `actor`, `server` and `data`,
@@ -51,8 +54,8 @@ interface JournalFile {
   file: string;
   fd: number;
   size: number;
-  /** Calls begun in this file and not yet done. */
-  pending: Set<number>;
+  /** How many calls begun in this file are not done yet. */
+  open: number;
   /** The next sync of this file (not started yet), and the one running. */
   next: Promise<void> | null;
   running: Promise<void> | null;
@@ -79,7 +82,7 @@ export class CallJournal {
   }
 
   /** Calls begun and not done, oldest first (an orderly stop records them), read back from the journal. */
-  get pending(): (CallEntry & { time: string; ref: string })[] {
+  get pending(): JournaledCall[] {
     if (this.where.size === 0) return [];
     const refs = new Set([...this.where.keys()].map((id) => this.ref(id)));
     return journaledCalls(this.dataDir, this.run).entries.filter((entry) => refs.has(entry.ref));
@@ -88,7 +91,7 @@ export class CallJournal {
   private open(): JournalFile {
     const file = path.join(this.dataDir, DIR, journalName(this.run, this.part++));
     const fd = openSync(file, 'a', 0o600);
-    const journal: JournalFile = { file, fd, size: fstatSync(fd).size, pending: new Set(), next: null, running: null };
+    const journal: JournalFile = { file, fd, size: fstatSync(fd).size, open: 0, next: null, running: null };
     this.files.push(journal);
     return journal;
   }
@@ -135,7 +138,7 @@ export class CallJournal {
     } catch (error) {
       return Promise.reject(error);
     }
-    journal.pending.add(id);
+    journal.open += 1;
     this.where.set(id, journal);
     return this.sync ? this.synced(journal).then(() => id) : Promise.resolve(id);
   }
@@ -145,8 +148,8 @@ export class CallJournal {
     const journal = this.where.get(id);
     if (journal === undefined) return;
     this.where.delete(id);
-    journal.pending.delete(id);
-    if (journal !== this.current && journal.pending.size === 0) this.remove(journal);
+    journal.open -= 1;
+    if (journal !== this.current && journal.open === 0) this.remove(journal);
   }
 
   /** How the call's own `mcp.request` event names it (`data.call`): recovery leaves out the calls the log has. */
@@ -182,7 +185,7 @@ export class CallJournal {
 }
 
 /** A crashed run's journaled calls, oldest first, each with its ref (a torn last line is skipped). */
-export function journaledCalls(dataDir: string, run: string): { entries: (CallEntry & { time: string; ref: string })[]; files: string[] } {
+export function journaledCalls(dataDir: string, run: string): { entries: JournaledCall[]; files: string[] } {
   let names: string[];
   try {
     names = readdirSync(path.join(dataDir, DIR));
@@ -194,7 +197,7 @@ export function journaledCalls(dataDir: string, run: string): { entries: (CallEn
     .filter((match): match is RegExpExecArray => match !== null && match[1] === run)
     .sort((a, b) => Number(a[2]) - Number(b[2]))
     .map((match) => path.join(dataDir, DIR, match[0]));
-  const entries: (CallEntry & { time: string; ref: string })[] = [];
+  const entries: JournaledCall[] = [];
   for (const file of files) {
     for (const line of readFileSync(file, 'utf8').split('\n')) {
       if (line === '') continue;
@@ -224,7 +227,7 @@ export function journaledCalls(dataDir: string, run: string): { entries: (CallEn
 }
 
 /** The `policy.allowed` event of a call recovered from a journal: it was forwarded, its own record never written. */
-export function recoveredCall(entry: CallEntry & { time: string; ref: string }, run: string): IdentityEvent {
+export function recoveredCall(entry: JournaledCall, run: string): IdentityEvent {
   const policies = Array.isArray(entry.data.policies) ? entry.data.policies.filter((p): p is string => typeof p === 'string') : [];
   return {
     type: 'policy.allowed',

@@ -44,17 +44,14 @@ function answers(file: string): Promise<boolean> {
 }
 
 async function handle(handlers: ControlHandlers, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  if (req.url === '/reload' && req.method === 'POST') {
-    req.resume();
-    sendJson(res, 200, await handlers.reload());
+  const requests: Record<string, () => Promise<unknown>> = { '/reload': () => handlers.reload(), '/policy/reload': () => handlers.reloadPolicies() };
+  const run = req.method === 'POST' && req.url !== undefined && Object.hasOwn(requests, req.url) ? requests[req.url] : undefined;
+  if (run === undefined) {
+    sendJson(res, 404, { error: 'not_found', detail: `${Object.keys(requests).map((path) => `POST ${path}`).join(' and ')} are the control requests` });
     return;
   }
-  if (req.url === '/policy/reload' && req.method === 'POST') {
-    req.resume();
-    sendJson(res, 200, await handlers.reloadPolicies());
-    return;
-  }
-  sendJson(res, 404, { error: 'not_found', detail: 'POST /reload and POST /policy/reload are the control requests' });
+  req.resume();
+  sendJson(res, 200, await run());
 }
 
 /**

@@ -63,6 +63,11 @@ function failedCheck(server: string, filter: string, detail: string): GatewayErr
   return new GatewayError('upstream_protocol', `upstream server "${server}" sent a message the gateway could not check`, { detail: `filter ${filter}: ${detail}` });
 }
 
+/** Whether a filter looks at a message on this route for a request with this method (null: the standalone stream). */
+function looksAt(filter: MessageFilter, method: string | null, route: Route): boolean {
+  return filter.responsesTo === undefined || (route === 'response' && method !== null && filter.responsesTo.has(method));
+}
+
 export class FilterChain {
   private readonly filters: readonly MessageFilter[];
 
@@ -76,7 +81,7 @@ export class FilterChain {
 
   /** Whether any filter looks at a message on this route for a request with this method (null: the standalone stream). */
   watches(method: string | null, route: Route): boolean {
-    return this.filters.some((filter) => filter.responsesTo === undefined || (route === 'response' && method !== null && filter.responsesTo.has(method)));
+    return this.filters.some((filter) => looksAt(filter, method, route));
   }
 
   /** A chain with `first` ahead of these filters. */
@@ -87,7 +92,7 @@ export class FilterChain {
   apply(message: JsonRpcMessage, delivery: Delivery): Outcome {
     let current = message;
     for (const filter of this.filters) {
-      if (filter.responsesTo !== undefined && (delivery.route !== 'response' || delivery.request === null || !filter.responsesTo.has(delivery.request.method))) continue;
+      if (!looksAt(filter, delivery.request?.method ?? null, delivery.route)) continue;
       let verdict: Verdict;
       try {
         verdict = filter.filter(current, delivery);

@@ -22,7 +22,7 @@ import { missingScope } from '../identity/scopes.ts';
 import type { IdentityEvent } from '../audit/events.ts';
 import type { Decision } from '../policy/engine.ts';
 import { requestDecision } from '../policy/enforce.ts';
-import { isDecided, type DecisionRequest } from '../policy/request.ts';
+import { isDecided, NAMED_TARGET, type DecisionRequest } from '../policy/request.ts';
 import { targetName } from './jsonrpc.ts';
 
 export type Step = (ctx: RequestContext, gateway: Gateway) => void | Promise<void>;
@@ -161,16 +161,6 @@ async function deny(ctx: RequestContext, gateway: Gateway, asked: DecisionReques
   return new GatewayError('policy_denied', `${what} is not allowed by policy`, { counted: true });
 }
 
-/** Methods whose decision is on a named target, and what names it. */
-const NAMED_TARGET: Readonly<Record<string, string>> = {
-  'tools/call': 'params.name (a string)',
-  'prompts/get': 'params.name (a string)',
-  'resources/read': 'params.uri (a string)',
-  'resources/subscribe': 'params.uri (a string)',
-  'resources/unsubscribe': 'params.uri (a string)',
-  'completion/complete': 'params.ref (a ref/prompt with a name, or a ref/resource with a uri)',
-};
-
 /**
  * Every request that reaches a server is decided by the policy set in force
  * (docs/policy.md). A denial is recorded durably before it is answered. An
@@ -185,9 +175,7 @@ export const decide: Step = async (ctx, gateway) => {
   if (policy === null || message.kind !== 'request' || !isDecided(message.message.method)) return;
   const { method, params } = message.message;
   const asked = requestDecision(policy, ctx.principal, ctx.server, method, params, ctx.address);
-  // A request for a tool, prompt or resource that names none is not decided on its server instead.
-  const needs = NAMED_TARGET[method];
-  if (needs !== undefined && asked.target.type === 'Server') throw new GatewayError('invalid_params', `${method.slice(0, 64)} needs ${needs}`);
+  if (asked === null) throw new GatewayError('invalid_params', `${method.slice(0, 64)} needs ${NAMED_TARGET[method] ?? 'its target'}`);
   const engine = policy.engine;
   const decision = engine === null ? null : engine.decide(asked);
   if (decision === null || !decision.allow) throw await deny(ctx, gateway, asked, decision);

@@ -6,6 +6,7 @@
  * be cached), and the scopes it tests for (the step-up challenge).
  */
 import type * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import { isObject } from '../gateway/jsonrpc.ts';
 
 /** Context attributes whose value changes from one request to the next. */
 export const PER_REQUEST = new Set(['args', 'argsOmitted', 'now', 'tokenAge', 'sourceAddress']);
@@ -29,10 +30,6 @@ export interface PolicyFacts {
 }
 
 type Node = unknown;
-
-function isObject(value: Node): value is Record<string, Node> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 function isContext(node: Node): boolean {
   return isObject(node) && node.Var === 'context';

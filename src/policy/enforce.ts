@@ -7,7 +7,7 @@
 import type { Principal as TokenPrincipal } from '../identity/verify.ts';
 import type { MessageFilter, Verdict } from '../gateway/delivery.ts';
 import { GatewayError } from '../gateway/errors.ts';
-import type { JsonRpcMessage } from '../gateway/jsonrpc.ts';
+import { isObject, type JsonRpcMessage } from '../gateway/jsonrpc.ts';
 import type { RegisteredServer } from '../gateway/registry.ts';
 import type { PolicyService } from './service.ts';
 import { HINTS, targetOf, type ClientFacts, type DecisionRequest, type Principal, type Target, type ToolHints } from './request.ts';
@@ -47,9 +47,10 @@ export function decisionRequest(
   };
 }
 
-/** The request a client sent, as a decision request. */
-export function requestDecision(policy: PolicyService, token: TokenPrincipal | null, server: RegisteredServer, method: string, params: Record<string, unknown> | undefined, address: string): DecisionRequest {
+/** The request a client sent, as a decision request; null when it names none of the target its method needs (NAMED_TARGET). */
+export function requestDecision(policy: PolicyService, token: TokenPrincipal | null, server: RegisteredServer, method: string, params: Record<string, unknown> | undefined, address: string): DecisionRequest | null {
   const target = targetOf(server.name, method, params);
+  if (target === null) return null;
   const args = method === 'tools/call' && typeof params?.arguments === 'object' && params.arguments !== null && !Array.isArray(params.arguments) ? (params.arguments as Record<string, unknown>) : undefined;
   const hints = target.type === 'Tool' ? policy.hints.get(server.name, server.generation, target.name) : undefined;
   return decisionRequest(token, server.name, method, target, address, { args: args ?? {}, ...(hints ? { hints } : {}) });
@@ -64,10 +65,6 @@ const LISTS: Readonly<Record<string, { field: string; method: string; type: Targ
 };
 
 export const LIST_METHODS: ReadonlySet<string> = new Set(Object.keys(LISTS));
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 
 function hintsOf(tool: Record<string, unknown>): ToolHints {

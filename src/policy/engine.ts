@@ -57,11 +57,15 @@ interface View {
   /** Cedar's id for the preparsed set these policies decide with (the subset's when they are all of it). */
   id: string;
   relevant: readonly LoadedPolicy[];
+  /** Their texts by id, as a partial evaluation is given them. */
+  texts: Record<string, string>;
   reads: ReadonlySet<string>;
   /** Some of them read the arguments. */
   args: boolean;
   /** Some of them read context that changes per request: the decision is not cached. */
   perRequest: boolean;
+  /** Some of them read context that changes per request besides the arguments: a list-time answer is not cached. */
+  perRequestBesidesArgs: boolean;
   needs: Needs;
   /**
    * No policy names this target or depends on which one it is: every target
@@ -76,6 +80,13 @@ const CACHE_LIMIT = 10_000;
 const VIEW_SETS = 20_000;
 const ARG_ATTRS = new Set(['args', 'argsOmitted', '*']);
 let serial = 0;
+
+/** Policies by id, as Cedar takes a set. */
+function textsOf(policies: readonly LoadedPolicy[]): Record<string, string> {
+  const texts: Record<string, string> = {};
+  for (const policy of policies) texts[policy.id] = policy.text;
+  return texts;
+}
 
 function setCached<V>(cache: Map<string, V>, key: string, value: V): void {
   if (cache.size >= CACHE_LIMIT) cache.clear();
@@ -124,14 +135,9 @@ export class PolicyEngine {
     let subset = this.subsets.get(key);
     if (subset !== undefined) return subset;
     const policies = key === '' ? this.global : [...this.global, ...(this.byServer.get(key) as LoadedPolicy[])];
-    const texts: Record<string, string> = {};
-    const scopes = new Set<string>();
-    for (const policy of policies) {
-      texts[policy.id] = policy.text;
-      for (const scope of policy.scopes) scopes.add(scope);
-    }
+    const scopes = new Set(policies.flatMap((policy) => policy.scopes));
     const id = `mandate-${this.serial}-${key}`;
-    const parsed = cedar.preparsePolicySet(id, { staticPolicies: texts });
+    const parsed = cedar.preparsePolicySet(id, { staticPolicies: textsOf(policies) });
     if (parsed.type === 'failure') throw new Error(`the policy set could not be prepared: ${parsed.errors.map((e) => e.message).join('; ')}`);
     subset = { id, policies, scopes: [...scopes], views: new Map(), sets: new Map(), cache: new Map(), lists: new Map() };
     this.subsets.set(key, subset);
@@ -146,6 +152,7 @@ export class PolicyEngine {
     const reads = new Set<string>();
     for (const policy of relevant) for (const attr of policy.reads) reads.add(attr);
     const attrs = [...reads];
+    const texts = textsOf(relevant);
     const kept = subset.views.size < CACHE_LIMIT;
     let id = subset.id;
     if (relevant.length < subset.policies.length) {
@@ -154,8 +161,6 @@ export class PolicyEngine {
       const shared = subset.sets.get(ids);
       if (shared !== undefined) id = shared;
       else if (this.viewSets < VIEW_SETS) {
-        const texts: Record<string, string> = {};
-        for (const policy of relevant) texts[policy.id] = policy.text;
         const own = `${subset.id}#${this.viewSets}`;
         if (cedar.preparsePolicySet(own, { staticPolicies: texts }).type === 'success') {
           id = own;
@@ -167,9 +172,11 @@ export class PolicyEngine {
     view = {
       id,
       relevant,
+      texts,
       reads,
       args: attrs.some((attr) => ARG_ATTRS.has(attr)),
       perRequest: attrs.some((attr) => attr === '*' || PER_REQUEST.has(attr)),
+      perRequestBesidesArgs: attrs.some((attr) => attr === '*' || (PER_REQUEST.has(attr) && !ARG_ATTRS.has(attr))),
       needs: { actionGroup: relevant.some((policy) => policy.actionGroups), resourceAttributes: relevant.some((policy) => policy.resourceAttributes) },
       generic: relevant.every((policy) => policy.resource === null && !policy.resourceIdentity),
     };
@@ -216,7 +223,7 @@ export class PolicyEngine {
       const hit = subset.cache.get(key);
       if (hit !== undefined) return hit;
     }
-    const decision = this.evaluate(subset, view, request);
+    const decision = this.evaluate(view, request);
     if (cacheable && decision.error === null) setCached(subset.cache, key, decision);
     return decision;
   }
@@ -229,33 +236,39 @@ export class PolicyEngine {
    * list has been seen. Not cached.
    */
   private withoutHints(view: View, request: DecisionRequest): Decision {
-    const policies: Record<string, string> = {};
-    for (const policy of view.relevant) policies[policy.id] = policy.text;
-    const built = toCedar(request, view.reads, false, view.needs);
-    let answer: cedar.PartialAuthorizationAnswer;
-    try {
-      answer = cedar.isAuthorizedPartial({ ...built, policies: { staticPolicies: policies }, validateRequest: false });
-    } catch (error) {
-      return { allow: false, policies: [], error: `the policy engine failed: ${(error as Error).message}`, set: this.hash };
-    }
-    if (answer.type === 'failure') return { allow: false, policies: [], error: `the policy engine failed: ${answer.errors.map((e) => e.message).join('; ')}`, set: this.hash };
-    const { decision, errored, mustBeDetermining, nontrivialResiduals } = answer.response;
+    const answer = this.partial(view, request, false);
+    if (typeof answer === 'string') return this.failed(answer);
+    const { decision, errored, mustBeDetermining, nontrivialResiduals } = answer;
     if (errored.length > 0) return { allow: false, policies: errored, error: `policy "${errored[0]}" could not be evaluated`, set: this.hash };
     if (decision === null) return { allow: false, policies: nontrivialResiduals, error: null, set: this.hash, unseen: true };
     return { allow: decision === 'allow', policies: mustBeDetermining, error: null, set: this.hash };
   }
 
-  private evaluate(subset: Subset, view: View, request: DecisionRequest): Decision {
+  /** Cedar itself failed: a denial that says so. */
+  private failed(message: string): Decision {
+    return { allow: false, policies: [], error: `the policy engine failed: ${message}`, set: this.hash };
+  }
+
+  /** Partial evaluation with the view's policies (the arguments unknown when `unknownArgs`); Cedar's message when it failed. */
+  private partial(view: View, request: DecisionRequest, unknownArgs: boolean): cedar.ResidualResponse | string {
+    const built = toCedar(request, view.reads, unknownArgs, view.needs);
+    try {
+      const answer = cedar.isAuthorizedPartial({ ...built, policies: { staticPolicies: view.texts }, validateRequest: false });
+      return answer.type === 'failure' ? answer.errors.map((e) => e.message).join('; ') : answer.response;
+    } catch (error) {
+      return (error as Error).message;
+    }
+  }
+
+  private evaluate(view: View, request: DecisionRequest): Decision {
     const built = toCedar(request, view.reads, false, view.needs);
     let answer: cedar.AuthorizationAnswer;
     try {
       answer = cedar.statefulIsAuthorized({ ...built, preparsedPolicySetId: view.id, validateRequest: false });
     } catch (error) {
-      return { allow: false, policies: [], error: `the policy engine failed: ${(error as Error).message}`, set: this.hash };
+      return this.failed((error as Error).message);
     }
-    if (answer.type === 'failure') {
-      return { allow: false, policies: [], error: `the policy engine failed: ${answer.errors.map((e) => e.message).join('; ')}`, set: this.hash };
-    }
+    if (answer.type === 'failure') return this.failed(answer.errors.map((e) => e.message).join('; '));
     const { decision, diagnostics } = answer.response;
     if (diagnostics.errors.length > 0) {
       const first = diagnostics.errors[0] as cedar.AuthorizationError;
@@ -280,22 +293,13 @@ export class PolicyEngine {
     const subset = this.subset(request.server);
     const view = this.view(subset, request);
     if (!view.args) return this.decide({ ...request, args: {} }).allow;
-    const perRequest = [...view.reads].some((attr) => attr === '*' || (PER_REQUEST.has(attr) && !ARG_ATTRS.has(attr)));
-    const key = this.caching && !perRequest ? this.cacheKey(request, view) : '';
+    const key = this.caching && !view.perRequestBesidesArgs ? this.cacheKey(request, view) : '';
     if (key !== '') {
       const hit = subset.lists.get(key);
       if (hit !== undefined) return hit;
     }
-    const policies: Record<string, string> = {};
-    for (const policy of view.relevant) policies[policy.id] = policy.text;
-    const built = toCedar(request, view.reads, true, view.needs);
-    let shown: boolean;
-    try {
-      const answer = cedar.isAuthorizedPartial({ ...built, policies: { staticPolicies: policies }, validateRequest: false });
-      shown = answer.type === 'residuals' && answer.response.errored.length === 0 && answer.response.decision !== 'deny';
-    } catch {
-      shown = false;
-    }
+    const answer = this.partial(view, request, true);
+    const shown = typeof answer !== 'string' && answer.errored.length === 0 && answer.decision !== 'deny';
     if (key !== '') setCached(subset.lists, key, shown);
     return shown;
   }
@@ -306,10 +310,11 @@ export class PolicyEngine {
    */
   stepUp(request: DecisionRequest): string | null {
     const subset = this.subset(request.server);
+    const view = this.view(subset, request);
     const have = new Set(request.scopes);
     for (const scope of subset.scopes.slice(0, 16)) {
       if (have.has(scope)) continue;
-      const decision = this.evaluate(subset, this.view(subset, request), { ...request, scopes: [...request.scopes, scope] });
+      const decision = this.evaluate(view, { ...request, scopes: [...request.scopes, scope] });
       if (decision.allow) return scope;
     }
     return null;

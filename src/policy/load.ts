@@ -98,7 +98,24 @@ function cedarMessage(error: cedar.DetailedError): string {
   return error.help ? `${error.message} (${error.help})` : error.message;
 }
 
-function readSources(dir: string): { policies: FileText[]; schemas: FileText[] } {
+/** Cedar's error in a file, placed at its first source location. */
+function placed(file: FileText, error: cedar.DetailedError): Problem {
+  const at = error.sourceLocations?.[0];
+  const where = at ? position(file.text, at.start) : null;
+  return { file: file.name, line: where?.line ?? null, column: where?.column ?? null, message: cedarMessage(error) };
+}
+
+/** A policy directory's files as read, and their hash (what a set loaded from them would report). */
+export interface PolicyFiles {
+  dir: string;
+  policies: FileText[];
+  schemas: FileText[];
+  /** SHA-256 (hex) over every file's name and content, in name order. */
+  hash: string;
+}
+
+/** Reads a policy directory's `*.cedar` and `*.cedarschema` files (nothing parsed yet); throws PolicySetError when it cannot. */
+export function readPolicyDir(dir: string): PolicyFiles {
   let names: string[];
   try {
     if (!statSync(dir).isDirectory()) throw new PolicySetError([{ file: null, line: null, column: null, message: `${dir} is not a directory` }]);
@@ -108,10 +125,9 @@ function readSources(dir: string): { policies: FileText[]; schemas: FileText[] }
     throw new PolicySetError([{ file: null, line: null, column: null, message: `cannot read the policy directory ${dir}: ${(error as Error).message}` }]);
   }
   const read = (name: string): FileText => ({ name, text: readFileSync(join(dir, name), 'utf8') });
-  return {
-    policies: names.filter((name) => name.endsWith('.cedar')).map(read),
-    schemas: names.filter((name) => name.endsWith('.cedarschema')).map(read),
-  };
+  const policies = names.filter((name) => name.endsWith('.cedar')).map(read);
+  const schemas = names.filter((name) => name.endsWith('.cedarschema')).map(read);
+  return { dir, policies, schemas, hash: hashOf([...policies, ...schemas]) };
 }
 
 /** Mandate's schema plus the directory's declarations; `type Args = {}` unless they declare Args. */
@@ -120,11 +136,7 @@ function effectiveSchema(additions: readonly FileText[], problems: Problem[]): s
   for (const file of additions) {
     const parsed = cedar.schemaToJson(file.text);
     if (parsed.type === 'failure') {
-      for (const error of parsed.errors) {
-        const at = error.sourceLocations?.[0];
-        const where = at ? position(file.text, at.start) : null;
-        problems.push({ file: file.name, line: where?.line ?? null, column: where?.column ?? null, message: cedarMessage(error) });
-      }
+      problems.push(...parsed.errors.map((error) => placed(file, error)));
       continue;
     }
     if (Object.values(parsed.json).some((ns) => ns.commonTypes && 'Args' in ns.commonTypes)) declaresArgs = true;
@@ -134,18 +146,10 @@ function effectiveSchema(additions: readonly FileText[], problems: Problem[]): s
 
 /** Splits one file into policies, each named and placed. */
 function splitFile(file: FileText, problems: Problem[], seen: Map<string, LoadedPolicy>): LoadedPolicy[] {
-  const parsed = cedar.checkParsePolicySet({ staticPolicies: file.text });
-  if (parsed.type === 'failure') {
-    for (const error of parsed.errors) {
-      const at = error.sourceLocations?.[0];
-      const where = at ? position(file.text, at.start) : null;
-      problems.push({ file: file.name, line: where?.line ?? null, column: where?.column ?? null, message: cedarMessage(error) });
-    }
-    return [];
-  }
+  // One parse: Cedar splits the file into its policies, or says where it could not.
   const parts = cedar.policySetTextToParts(file.text);
   if (parts.type === 'failure') {
-    problems.push({ file: file.name, line: null, column: null, message: parts.errors.map(cedarMessage).join('; ') });
+    problems.push(...parts.errors.map((error) => placed(file, error)));
     return [];
   }
   let cursor = 0;
@@ -189,12 +193,17 @@ function hashOf(files: readonly FileText[]): string {
 
 /** Reads, parses and validates a policy directory; throws PolicySetError listing every problem. */
 export function loadPolicyDir(dir: string): PolicySource {
-  const { policies: policyFiles, schemas } = readSources(dir);
-  return loadPolicyTexts(dir, policyFiles, schemas);
+  return loadPolicyFiles(readPolicyDir(dir));
 }
 
 /** The same for texts already in memory (tests, `policy explain`). */
 export function loadPolicyTexts(dir: string, policyFiles: readonly FileText[], schemaFiles: readonly FileText[] = []): PolicySource {
+  return loadPolicyFiles({ dir, policies: [...policyFiles], schemas: [...schemaFiles], hash: hashOf([...policyFiles, ...schemaFiles]) });
+}
+
+/** Parses and validates files read by readPolicyDir. */
+export function loadPolicyFiles(files: PolicyFiles): PolicySource {
+  const { dir, policies: policyFiles, schemas: schemaFiles } = files;
   const problems: Problem[] = [];
   const schema = effectiveSchema(schemaFiles, problems);
   const seen = new Map<string, LoadedPolicy>();
@@ -229,5 +238,5 @@ export function loadPolicyTexts(dir: string, policyFiles: readonly FileText[], s
     for (const entry of answer.validationWarnings) warnings.push(place(entry.policyId, entry.error));
     for (const error of answer.otherWarnings) warnings.push({ file: null, line: null, column: null, message: cedarMessage(error) });
   }
-  return { dir, hash: hashOf([...policyFiles, ...schemaFiles]), schema, policies, warnings, files: [...policyFiles, ...schemaFiles].map((file) => file.name) };
+  return { dir, hash: files.hash, schema, policies, warnings, files: [...policyFiles, ...schemaFiles].map((file) => file.name) };
 }

@@ -6,6 +6,7 @@
  */
 import { isIP } from 'node:net';
 import type * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import { isObject } from '../gateway/jsonrpc.ts';
 
 export type Principal = { type: 'User'; id: string; groups: readonly string[] } | { type: 'Client'; id: string };
 
@@ -72,39 +73,38 @@ export function isDecided(method: string): boolean {
   return method !== 'initialize' && method !== 'ping' && !method.startsWith('notifications/');
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
+/** Methods decided on a named target, and what names it: without it such a request is invalid, never decided on its server instead. */
+export const NAMED_TARGET: Readonly<Record<string, string>> = {
+  'tools/call': 'params.name (a string)',
+  'prompts/get': 'params.name (a string)',
+  'resources/read': 'params.uri (a string)',
+  'resources/subscribe': 'params.uri (a string)',
+  'resources/unsubscribe': 'params.uri (a string)',
+  'completion/complete': 'params.ref (a ref/prompt with a name, or a ref/resource with a uri)',
+};
 
-/** What a request targets: its tool, prompt or resource, else its server. */
-export function targetOf(server: string, method: string, params: Record<string, unknown> | undefined): Target {
-  const name = (key: string): string | null => (params !== undefined && typeof params[key] === 'string' ? (params[key] as string) : null);
+/** What a request targets: its tool, prompt or resource, else its server; null when a method of NAMED_TARGET names none. */
+export function targetOf(server: string, method: string, params: Record<string, unknown> | undefined): Target | null {
+  const text = (key: string): string | null => (params !== undefined && typeof params[key] === 'string' ? (params[key] as string) : null);
+  const named = (type: TargetType, name: string | null): Target | null => (name === null ? null : { type, name });
   switch (method) {
-    case 'tools/call': {
-      const tool = name('name');
-      if (tool !== null) return { type: 'Tool', name: tool };
-      break;
-    }
-    case 'prompts/get': {
-      const prompt = name('name');
-      if (prompt !== null) return { type: 'Prompt', name: prompt };
-      break;
-    }
+    case 'tools/call':
+      return named('Tool', text('name'));
+    case 'prompts/get':
+      return named('Prompt', text('name'));
     case 'resources/read':
     case 'resources/subscribe':
-    case 'resources/unsubscribe': {
-      const uri = name('uri');
-      if (uri !== null) return { type: 'Resource', name: uri };
-      break;
-    }
+    case 'resources/unsubscribe':
+      return named('Resource', text('uri'));
     case 'completion/complete': {
       const ref = params?.ref;
       if (isObject(ref) && ref.type === 'ref/prompt' && typeof ref.name === 'string') return { type: 'Prompt', name: ref.name };
       if (isObject(ref) && ref.type === 'ref/resource' && typeof ref.uri === 'string') return { type: 'Resource', name: ref.uri };
-      break;
+      return null;
     }
+    default:
+      return { type: 'Server', name: server };
   }
-  return { type: 'Server', name: server };
 }
 
 export function resourceId(server: string, target: Target): string {

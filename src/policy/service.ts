@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { AuditLog } from '../audit/log.ts';
 import type { Logger } from '../observability/log.ts';
 import { PolicyEngine } from './engine.ts';
-import { describeProblem, loadPolicyDir, PolicySetError, type Problem } from './load.ts';
+import { describeProblem, loadPolicyFiles, PolicySetError, readPolicyDir, type Problem } from './load.ts';
 import type { ToolHints } from './request.ts';
 
 export const STARTER_FILES = ['starter.cedar', 'starter.cases.yaml'] as const;
@@ -103,9 +103,16 @@ export class PolicyService {
 
   private async loadNow(reason: string, dir: string): Promise<PolicyLoadOutcome> {
     const { audit, log, run } = this.deps;
+    const previous = this.current;
     let engine: PolicyEngine;
     try {
-      engine = new PolicyEngine(loadPolicyDir(dir));
+      const files = readPolicyDir(dir);
+      // The same files as the set in force: nothing to parse, validate or prepare again.
+      if (previous !== null && previous.hash === files.hash && dir === this.directory) {
+        const { source } = previous;
+        return { ok: true, dir, sha256: source.hash, policies: previous.size, files: source.files, warnings: source.warnings.map(describeProblem), unchanged: true };
+      }
+      engine = new PolicyEngine(loadPolicyFiles(files));
       engine.prepare(this.deps.servers());
     } catch (error) {
       const problems: Problem[] = error instanceof PolicySetError ? [...error.problems] : [{ file: null, line: null, column: null, message: (error as Error).message }];
@@ -118,12 +125,7 @@ export class PolicyService {
         .catch(() => undefined);
       return { ok: false, dir, error: message, problems, kept: this.current?.hash ?? null };
     }
-    const previous = this.current;
     const warnings = engine.source.warnings.map(describeProblem);
-    if (previous !== null && previous.hash === engine.hash && dir === this.directory) {
-      engine.dispose();
-      return { ok: true, dir, sha256: engine.hash, policies: engine.size, files: engine.source.files, warnings, unchanged: true };
-    }
     try {
       // Recorded before it applies: a policy set never decides without its record.
       await audit.record({

@@ -10,9 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import { FilterChain, type Delivery, type MessageFilter, type Verdict } from '../../src/gateway/delivery.ts';
 import { GatewayError } from '../../src/gateway/errors.ts';
 import type { JsonRpcMessage } from '../../src/gateway/jsonrpc.ts';
-import { ECHO_TOOL, MODERN_VERSION, result, startFakeUpstream, startRouteUpstreams, type FakeUpstream, type Message } from '../helpers/fake-upstream.ts';
+import { ECHO_TOOL, MODERN_VERSION, result, startRouteUpstreams, type FakeUpstream, type RouteUpstreams } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
-import { EVERYTHING, NODE } from '../helpers/process.ts';
 import { eventually, openSession, parseSse, post, readEventsUntil, responseOf, type RawSession, type RpcMessage } from './raw.ts';
 
 const SECRET_TOOL = { name: 'secret', description: 'not for you', inputSchema: { type: 'object' } };
@@ -56,26 +55,20 @@ const names = (answer: RpcMessage): string[] => ((answer.result?.tools ?? []) as
 describe('the delivery seam: every route through one filter chain', { timeout: 120_000 }, () => {
   const filter = new TestFilter();
   let mandate: InProcessMandate;
+  let routes: RouteUpstreams;
   let json: FakeUpstream;
   let sse: FakeUpstream;
   let modern: FakeUpstream;
 
   before(async () => {
-    ({ json, sse, modern } = await startRouteUpstreams([ECHO_TOOL, SECRET_TOOL]));
-    mandate = await startInProcess({
-      servers: [
-        { name: 'json', url: json.url },
-        { name: 'sse', url: sse.url },
-        { name: 'modern', url: modern.url },
-        { name: 'stdio', command: NODE, args: [EVERYTHING, 'stdio'] },
-      ],
-      app: { filters: new FilterChain([filter]) },
-    });
+    routes = await startRouteUpstreams([ECHO_TOOL, SECRET_TOOL]);
+    ({ json, sse, modern } = routes);
+    mandate = await startInProcess({ servers: routes.servers, app: { filters: new FilterChain([filter]) } });
   });
 
   after(async () => {
     await mandate?.stop();
-    await Promise.all([json?.close(), sse?.close(), modern?.close()]);
+    await routes?.close();
   });
 
   it('a tools/list answered as JSON: the filter sees the response and drops the tool', async () => {

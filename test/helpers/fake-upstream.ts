@@ -24,6 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
+import { EVERYTHING, NODE } from './process.ts';
 
 export const MODERN_VERSION = '2026-07-28';
 export const SESSION_VERSIONS = ['2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05'];
@@ -345,12 +346,21 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
   return fake;
 }
 
+export interface RouteUpstreams {
+  json: FakeUpstream;
+  sse: FakeUpstream;
+  modern: FakeUpstream;
+  /** The gateway's servers for every route: these three by their names, and `stdio` (server-everything). */
+  servers: Record<string, unknown>[];
+  close(): Promise<void>;
+}
+
 /**
  * Three upstreams for tests of every delivery route: `json` answers as JSON,
  * `sse` answers tools/list as an event stream with a notification before
  * the result, `modern` is stateless (2026-07-28). Each lists `tools`.
  */
-export async function startRouteUpstreams(tools: Tool[]): Promise<{ json: FakeUpstream; sse: FakeUpstream; modern: FakeUpstream }> {
+export async function startRouteUpstreams(tools: Tool[]): Promise<RouteUpstreams> {
   const [json, sse, modern] = await Promise.all([
     startFakeUpstream({ tools: [...tools] }),
     startFakeUpstream({ tools: [...tools] }),
@@ -359,5 +369,18 @@ export async function startRouteUpstreams(tools: Tool[]): Promise<{ json: FakeUp
   sse.on('tools/list', (message: Message) => ({
     sse: [{ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing tools' } }, result(message, { tools: sse.tools })],
   }));
-  return { json, sse, modern };
+  return {
+    json,
+    sse,
+    modern,
+    servers: [
+      { name: 'json', url: json.url },
+      { name: 'sse', url: sse.url },
+      { name: 'modern', url: modern.url },
+      { name: 'stdio', command: NODE, args: [EVERYTHING, 'stdio'] },
+    ],
+    close: async () => {
+      await Promise.all([json.close(), sse.close(), modern.close()]);
+    },
+  };
 }

@@ -11,10 +11,10 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ECHO_TOOL, MODERN_VERSION, result, startFakeUpstream, startRouteUpstreams, type FakeUpstream, type Message } from '../helpers/fake-upstream.ts';
+import { ECHO_TOOL, MODERN_VERSION, result, startFakeUpstream, startRouteUpstreams, type FakeUpstream, type RouteUpstreams, type Message } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { machineToken, registerMachine } from '../helpers/oauth.ts';
-import { EVERYTHING, NODE, tempDir } from '../helpers/process.ts';
+import { tempDir } from '../helpers/process.ts';
 import { openSession, parseSse, post, readEventsUntil, responseOf, type RpcMessage } from '../gateway/raw.ts';
 
 const SECRET_TOOL = { name: 'secret', description: 'not for you', inputSchema: { type: 'object' } };
@@ -35,13 +35,13 @@ const names = (answer: RpcMessage, field = 'tools', key = 'name'): string[] => (
 
 describe('list filtering on every route', { timeout: 120_000 }, () => {
   let mandate: InProcessMandate;
+  let routes: RouteUpstreams;
   let json: FakeUpstream;
-  let sse: FakeUpstream;
-  let modern: FakeUpstream;
   let hinted: FakeUpstream;
 
   before(async () => {
-    ({ json, sse, modern } = await startRouteUpstreams([ECHO_TOOL, SECRET_TOOL]));
+    routes = await startRouteUpstreams([ECHO_TOOL, SECRET_TOOL]);
+    json = routes.json;
     hinted = await startFakeUpstream({ tools: [ECHO_TOOL, WIPE_TOOL] });
     // Pages: the cursor and the rest of the result pass; each page is filtered.
     json.on('prompts/list', (message: Message) => {
@@ -57,21 +57,12 @@ describe('list filtering on every route', { timeout: 120_000 }, () => {
     json.on('resources/templates/list', (message: Message) => ({ json: result(message, { resourceTemplates: [{ uriTemplate: 'file:///etc/{name}', name: 'etc' }, { uriTemplate: 'file:///srv/{name}', name: 'srv' }] }) }));
     const dir = tempDir('mandate-list-policies-');
     writeFileSync(path.join(dir, 'main.cedar'), POLICIES);
-    mandate = await startInProcess({
-      servers: [
-        { name: 'json', url: json.url },
-        { name: 'sse', url: sse.url },
-        { name: 'modern', url: modern.url },
-        { name: 'stdio', command: NODE, args: [EVERYTHING, 'stdio'] },
-        { name: 'hinted', url: hinted.url },
-      ],
-      extra: { policies: dir },
-    });
+    mandate = await startInProcess({ servers: [...routes.servers, { name: 'hinted', url: hinted.url }], extra: { policies: dir } });
   });
 
   after(async () => {
     await mandate?.stop();
-    await Promise.all([json?.close(), sse?.close(), modern?.close(), hinted?.close()]);
+    await Promise.all([routes?.close(), hinted?.close()]);
   });
 
   it('a tool the upstream declares destructive: refused before its list is seen, hidden and refused after', async () => {
