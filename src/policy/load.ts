@@ -124,9 +124,18 @@ export function readPolicyDir(dir: string): PolicyFiles {
     if (error instanceof PolicySetError) throw error;
     throw new PolicySetError([{ file: null, line: null, column: null, message: `cannot read the policy directory ${dir}: ${(error as Error).message}` }]);
   }
-  const read = (name: string): FileText => ({ name, text: readFileSync(join(dir, name), 'utf8') });
-  const policies = names.filter((name) => name.endsWith('.cedar')).map(read);
-  const schemas = names.filter((name) => name.endsWith('.cedarschema')).map(read);
+  const problems: Problem[] = [];
+  const read = (name: string): FileText[] => {
+    try {
+      return [{ name, text: readFileSync(join(dir, name), 'utf8') }];
+    } catch (error) {
+      problems.push({ file: name, line: null, column: null, message: `cannot read it: ${(error as Error).message}` });
+      return [];
+    }
+  };
+  const policies = names.filter((name) => name.endsWith('.cedar')).flatMap(read);
+  const schemas = names.filter((name) => name.endsWith('.cedarschema')).flatMap(read);
+  if (problems.length > 0) throw new PolicySetError(problems);
   return { dir, policies, schemas, hash: hashOf([...policies, ...schemas]) };
 }
 

@@ -119,6 +119,11 @@ describe('loading a policy set', () => {
     const source = loadPolicyDir(dir);
     assert.deepEqual(source.files, ['a.cedar']);
     assert.match(problemsOf(() => loadPolicyDir(path.join(dir, 'missing')))[0]?.message ?? '', /cannot read the policy directory/);
+    // A .cedar entry that cannot be read is a problem named by its file, not an error without one.
+    mkdirSync(path.join(dir, 'odd.cedar'));
+    const [odd] = problemsOf(() => loadPolicyDir(dir));
+    assert.equal(odd?.file, 'odd.cedar');
+    assert.match(odd?.message ?? '', /cannot read it/);
   });
 });
 
