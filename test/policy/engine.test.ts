@@ -256,6 +256,27 @@ describe('arguments as Cedar sees them', () => {
   });
 });
 
+describe('the rest of the model, as policies name it', () => {
+  it('the call group, a Resource by id, every tool hint, and the arguments left out', () => {
+    const engine = engineFor(
+      `@id("calls") permit (principal, action in Action::"call", resource in Server::"files") when { resource has idempotentHint && resource.idempotentHint };
+@id("doc") permit (principal, action == Action::"resources/read", resource == Resource::"files/file:///srv/doc.md");
+@id("closed-world") forbid (principal, action in Action::"call", resource) when { resource has openWorldHint && resource.openWorldHint };
+@id("no-fractions") forbid (principal, action == Action::"tools/call", resource) when { context.argsOmitted.contains("ratio") };`,
+      '',
+    );
+    const tool = (hints: Record<string, boolean>, args: Record<string, unknown> = {}) => engine.decide(ask({ target: { type: 'Tool', name: 'stat' }, hints, args }));
+    assert.deepEqual([tool({ idempotentHint: true }).allow, tool({ idempotentHint: true }).policies], [true, ['calls']]);
+    assert.equal(tool({ idempotentHint: false }).allow, false);
+    assert.deepEqual(tool({ idempotentHint: true, openWorldHint: true }).policies, ['closed-world']);
+    const fraction = tool({ idempotentHint: true }, { ratio: 0.5 });
+    assert.deepEqual([fraction.allow, fraction.policies], [false, ['no-fractions']]);
+    const read = (uri: string) => engine.decide(ask({ method: 'resources/read', target: { type: 'Resource', name: uri } })).allow;
+    assert.equal(read('file:///srv/doc.md'), true);
+    assert.equal(read('file:///srv/other.md'), false);
+  });
+});
+
 describe('tool hints the gateway has not seen', () => {
   const engine = engineFor(
     `@id("all") permit (principal, action, resource);
