@@ -116,7 +116,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     log.error({ type: event.type, err: String(error) }, 'an identity event could not be written to the audit log');
   };
   const run = beginRun(config.dataDir);
-  const calls = new CallJournal(config.dataDir, run.run, config.audit.durability);
+  const calls = new CallJournal(config.dataDir, run.run, config.audit.durability, config.audit.journalSync);
   let current = config;
 
   let identity: Identity;

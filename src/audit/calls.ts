@@ -10,9 +10,13 @@
  *
  * Appending is a write to a file the process holds open: it survives a
  * crash of the process (kill -9, an OOM kill) at once. With
- * `audit.durability: power` the call also waits for the file to be synced
- * (one fdatasync for every line appended meanwhile), so it survives a power
- * loss too.
+ * `audit.durability: power` the file is also synced (one fdatasync for every
+ * line written while the one before it ran), so that the line survives a
+ * power loss too. `audit.journalSync` says whether the call waits for that
+ * before it is forwarded (`before-forward`), or is forwarded while the sync
+ * runs (`while-forwarding`, the default): then a power loss within one sync
+ * of forwarding can lose the decision of a call that was never answered
+ * (an answered call's own `mcp.request` is durable before its answer).
  */
 import { closeSync, fdatasync, fstatSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -59,7 +63,14 @@ interface JournalFile {
   /** The next sync of this file (not started yet), and the one running. */
   next: Promise<void> | null;
   running: Promise<void> | null;
+  /** Every call with an id up to this one is synced. */
+  syncedThrough: number;
+  /** Why a sync of this file failed: its unsynced lines can no longer be trusted to be synced. */
+  failed: Error | null;
 }
+
+/** When a call's journal line must be synced (with durability power): before the call is forwarded, or before it is answered. */
+export type JournalSync = 'before-forward' | 'while-forwarding';
 
 const journalName = (run: string, part: number) => `${run}.${part}.calls`;
 const JOURNAL = /^([0-9a-f]{16})\.(\d+)\.calls$/;
@@ -68,6 +79,8 @@ export class CallJournal {
   private readonly dataDir: string;
   private readonly run: string;
   private readonly sync: boolean;
+  /** With durability power: the call waits for its line's sync before it is forwarded (else before it is answered). */
+  readonly syncsBeforeForward: boolean;
   private current: JournalFile | null = null;
   private readonly files: JournalFile[] = [];
   /** The file of each call begun and not done (nothing else is kept in memory: the file has the rest). */
@@ -75,10 +88,11 @@ export class CallJournal {
   private nextId = 1;
   private part = 0;
 
-  constructor(dataDir: string, run: string, durability: 'process' | 'power') {
+  constructor(dataDir: string, run: string, durability: 'process' | 'power', when: JournalSync = 'while-forwarding') {
     this.dataDir = dataDir;
     this.run = run;
     this.sync = durability === 'power';
+    this.syncsBeforeForward = this.sync && when === 'before-forward';
   }
 
   /** Calls begun and not done, oldest first (an orderly stop records them), read back from the journal. */
@@ -91,7 +105,7 @@ export class CallJournal {
   private open(): JournalFile {
     const file = path.join(this.dataDir, DIR, journalName(this.run, this.part++));
     const fd = openSync(file, 'a', 0o600);
-    const journal: JournalFile = { file, fd, size: fstatSync(fd).size, open: 0, next: null, running: null };
+    const journal: JournalFile = { file, fd, size: fstatSync(fd).size, open: 0, next: null, running: null, syncedThrough: 0, failed: null };
     this.files.push(journal);
     return journal;
   }
@@ -110,7 +124,21 @@ export class CallJournal {
       .catch(() => undefined)
       .then(() => {
         journal.next = null;
-        const running = new Promise<void>((resolve, reject) => fdatasync(journal.fd, (error) => (error ? reject(error) : resolve())));
+        // Every line written so far (writes are synchronous) is covered by this sync.
+        const through = this.nextId - 1;
+        const running = new Promise<void>((resolve, reject) =>
+          fdatasync(journal.fd, (error) => {
+            if (error) {
+              // A failed sync may have dropped the pages it could not write: a later sync
+              // that succeeds proves nothing about them.
+              journal.failed ??= error;
+              reject(error);
+              return;
+            }
+            if (journal.failed === null) journal.syncedThrough = Math.max(journal.syncedThrough, through);
+            resolve();
+          }),
+        );
         journal.running = running;
         return running.finally(() => {
           if (journal.running === running) journal.running = null;
@@ -121,26 +149,42 @@ export class CallJournal {
   }
 
   /**
-   * Appends a call about to be forwarded; resolves with its id once the line
-   * is written (at once) and, with durability power, synced: one sync covers
-   * the calls begun while the one before it ran.
+   * Appends a call about to be forwarded and returns its id; throws if the
+   * line cannot be written. The line is written at once (so the call waits
+   * for no turn of the loop) and, with durability power, a sync of the file
+   * starts (or the next one is queued): one sync covers every line written
+   * before it starts. `durable` says when the call may go on.
    */
-  begin(call: CallLine, now = Date.now()): Promise<number> {
-    const id = this.nextId++;
-    const line = `{"begin":${id},"at":${now},"tool":${JSON.stringify(call.tool)},"session":${JSON.stringify(call.session)},"address":${JSON.stringify(call.address)},${call.fixed}}\n`;
-    // Written now, so the call waits for no turn of the loop; with durability power, for the
-    // next sync of the file, which covers every line written before it starts.
-    let journal: JournalFile;
-    try {
-      if (this.current === null || this.current.size > ROTATE_BYTES) this.current = this.open();
-      journal = this.current;
-      this.append(journal, line);
-    } catch (error) {
-      return Promise.reject(error);
+  begin(call: CallLine, now = Date.now()): number {
+    if (this.current === null || this.current.size > ROTATE_BYTES || this.current.failed !== null) {
+      const replaced = this.current;
+      this.current = this.open();
+      if (replaced !== null && replaced.open === 0) this.remove(replaced);
     }
+    const journal = this.current;
+    const id = this.nextId;
+    this.append(journal, `{"begin":${id},"at":${now},"tool":${JSON.stringify(call.tool)},"session":${JSON.stringify(call.session)},"address":${JSON.stringify(call.address)},${call.fixed}}\n`);
+    this.nextId += 1;
     journal.open += 1;
     this.where.set(id, journal);
-    return this.sync ? this.synced(journal).then(() => id) : Promise.resolve(id);
+    // Its outcome is read through durable(); a failure marks the file.
+    if (this.sync) this.synced(journal).catch(() => undefined);
+    return id;
+  }
+
+  /**
+   * Resolves once the call's line is synced (at once with durability
+   * process, or when a sync already covered it: then null, nothing to wait
+   * for); rejects if the file could not be synced.
+   */
+  durable(id: number): Promise<void> | null {
+    if (!this.sync) return null;
+    const journal = this.where.get(id);
+    if (journal === undefined || journal.syncedThrough >= id) return null;
+    if (journal.failed !== null) return Promise.reject(journal.failed);
+    return this.synced(journal).then(() => {
+      if (journal.syncedThrough < id) throw journal.failed ?? new Error('the call journal was not synced');
+    });
   }
 
   /** The call's own record is durable: it needs no recovery (its file goes once all its calls are done). */

@@ -9,7 +9,7 @@ import canonicalize from 'canonicalize';
 import type { Config } from './load.ts';
 
 /** Settings a running gateway cannot change; a change to one of them needs a restart. */
-const RESTART_ONLY = ['issuer', 'listen', 'dataDir', 'databaseUrl', 'audit.durability', 'identity', 'store'] as const;
+const RESTART_ONLY = ['issuer', 'listen', 'dataDir', 'databaseUrl', 'audit.durability', 'audit.journalSync', 'identity', 'store'] as const;
 
 /** Settings applied while running. */
 const LIVE = ['servers', 'policies', 'gateway', 'audit.summaryIntervalSeconds', 'log'] as const;

@@ -121,10 +121,16 @@ export const configSchema = z
       .strictObject({
         /** SQLite: `power` (default) survives power loss (fsync per commit); `process` only a gateway crash (kill -9), for more throughput. */
         durability: z.enum(['process', 'power']).default('power'),
+        /**
+         * With durability power: when an allowed call's line in the call journal is synced. `before-forward`:
+         * the call waits for it; `while-forwarding` (default): the sync starts before the call is forwarded
+         * and runs while it does (docs/audit.md says what each survives).
+         */
+        journalSync: z.enum(['before-forward', 'while-forwarding']).default('while-forwarding'),
         /** Repeated refusals (no valid token, over a limit) are recorded once, then counted: one summary event per kind per interval. */
         summaryIntervalSeconds: z.number().int().min(1).max(86_400).default(60),
       })
-      .default({ durability: 'power', summaryIntervalSeconds: 60 }),
+      .default({ durability: 'power', journalSync: 'while-forwarding', summaryIntervalSeconds: 60 }),
     store: z
       .strictObject({
         /** PostgreSQL: the longest wait for a database connection (a new one, or a free one from the pool), ms. */

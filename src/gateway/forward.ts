@@ -186,7 +186,10 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
       try {
         await deps.audit.ensureWritable();
         // A call's decision is on record before the call is made: a crash after forwarding leaves the decision.
-        if (ctx.decision !== null && message.method === 'tools/call') journaled = await deps.calls.begin(callLine(message, ctx));
+        if (ctx.decision !== null && message.method === 'tools/call') {
+          journaled = deps.calls.begin(callLine(message, ctx));
+          if (deps.calls.syncsBeforeForward) await deps.calls.durable(journaled);
+        }
       } catch (error) {
         throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the request was refused', { detail: String(error), cause: error });
       }

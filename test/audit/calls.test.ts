@@ -2,7 +2,9 @@
  * The call journal in-process: what a crashed run leaves (begun, not done)
  * is what recovery reads back; a torn last line is skipped; a full file is
  * replaced by a new one and removed once its calls are done; an orderly
- * close leaves nothing.
+ * close leaves nothing; with durability power a line is synced before the
+ * call goes on (before-forward) or while it runs (while-forwarding), and a
+ * file whose sync failed is never trusted again.
  */
 import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, readdirSync } from 'node:fs';
@@ -10,6 +12,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { CallJournal, fixedPart, forgetCalls, journaledCalls, recoveredCall } from '../../src/audit/calls.ts';
 import { tempDir } from '../helpers/process.ts';
+import { makeUnsyncable } from '../helpers/unsyncable.ts';
 
 const RUN = '0123456789abcdef';
 
@@ -82,5 +85,55 @@ describe('the call journal', () => {
     await turn();
     journal.close();
     assert.deepEqual(names(), []);
+  });
+
+  it('(power, before-forward) a call can wait for its line to be synced; a line a sync covered needs no wait', async () => {
+    const journal = new CallJournal(journalDir(), RUN, 'power', 'before-forward');
+    assert.equal(journal.syncsBeforeForward, true);
+    const id = journal.begin(entry('x'));
+    const waiting = journal.durable(id);
+    assert.ok(waiting instanceof Promise, 'a line just written is not synced yet');
+    await waiting;
+    assert.equal(journal.durable(id), null, 'covered by the sync it waited for');
+    journal.done(id);
+    journal.close();
+  });
+
+  it('(power, while-forwarding) the sync starts with the line, without anyone waiting for it', async () => {
+    const journal = new CallJournal(journalDir(), RUN, 'power');
+    assert.equal(journal.syncsBeforeForward, false);
+    const first = journal.begin(entry('a'));
+    const second = journal.begin(entry('b'));
+    const deadline = Date.now() + 5000;
+    while (journal.durable(first) !== null || journal.durable(second) !== null) {
+      assert.ok(Date.now() < deadline, 'the lines were never synced');
+      await turn();
+    }
+    journal.close();
+  });
+
+  it('(process) nothing is synced and nothing waits, whatever journalSync says', () => {
+    const journal = new CallJournal(journalDir(), RUN, 'process', 'before-forward');
+    assert.equal(journal.syncsBeforeForward, false);
+    assert.equal(journal.durable(journal.begin(entry('x'))), null);
+    journal.close();
+  });
+
+  it('(power) a file whose sync failed refuses its unsynced calls, and the next call starts a new file', async () => {
+    const dir = journalDir();
+    const journal = new CallJournal(dir, RUN, 'power', 'before-forward');
+    const synced = journal.begin(entry('synced'));
+    await journal.durable(synced);
+    // The journal's descriptor now names a file that cannot be synced, as a failing disk would answer.
+    makeUnsyncable(path.join(dir, 'runs', `${RUN}.0.calls`));
+    const unsynced = journal.begin(entry('unsynced'));
+    await assert.rejects(journal.durable(unsynced) ?? Promise.resolve(), 'a line the failed sync should have covered');
+    await assert.rejects(journal.durable(unsynced) ?? Promise.resolve(), 'a later sync of the same file is not trusted');
+    assert.equal(journal.durable(synced), null, 'a line synced before the failure stays synced');
+    const next = journal.begin(entry('next'));
+    await journal.durable(next);
+    assert.deepEqual(readdirSync(path.join(dir, 'runs')).sort(), [`${RUN}.0.calls`, `${RUN}.1.calls`]);
+    for (const id of [synced, unsynced, next]) journal.done(id);
+    journal.close();
   });
 });

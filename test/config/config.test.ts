@@ -42,6 +42,7 @@ describe('mandate up refuses a bad configuration, naming the field', { timeout: 
     { name: 'a port as a string', yaml: 'listen:\n  port: "8080"\n', message: /listen\.port/ },
     { name: 'a log level that does not exist', yaml: 'log:\n  level: loud\n', message: /log\.level/ },
     { name: 'an audit durability that does not exist', yaml: 'audit:\n  durability: eventually\n', message: /audit\.durability/ },
+    { name: 'a journal sync that does not exist', yaml: 'audit:\n  journalSync: later\n', message: /audit\.journalSync/ },
     { name: 'an allowed origin with a path', yaml: 'gateway:\n  allowedOrigins: [https://app.example.com/path]\n', message: /gateway\.allowedOrigins: "https:\/\/app\.example\.com\/path" is not an origin/ },
     { name: 'an issuer with a query', yaml: 'issuer: https://gw.example.com/?tenant=1\n', message: /issuer: must not have a query/ },
     { name: 'invalid YAML', yaml: 'servers: [\n  name: x\n', message: /not valid YAML/ },
@@ -126,10 +127,11 @@ describe('mandate config prints what a configuration resolves to', { timeout: 60
       servers: { name: string; endpoint: string; transport: string; env: unknown; cwd?: string; timeoutMs?: number }[];
       gateway: { maxBodyBytes: number; allowedOrigins: string[] };
       listen: { host: string; port: number };
-      audit: { durability: string };
+      audit: { durability: string; journalSync: string };
     };
     assert.equal(resolved.issuer, 'https://gw.example.com/base');
     assert.equal(resolved.audit.durability, 'power', 'evidence survives power loss unless configured otherwise');
+    assert.equal(resolved.audit.journalSync, 'while-forwarding');
     assert.equal(resolved.configPath, config);
     assert.deepEqual(resolved.servers.map((s) => [s.name, s.endpoint, s.transport]), [
       ['files', 'https://gw.example.com/base/mcp/files', 'stdio'],
