@@ -267,7 +267,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       await audit.record({ type: 'gateway.stopped', outcome: 'success', data: { pid: process.pid, run: run.run } }).catch(() => undefined);
       await audit.flush();
       if (complete) {
-        calls.close();
+        await calls.close();
         endRun(config.dataDir, run);
       } else log.error({ calls: unfinished.length }, 'decisions of forwarded calls could not be recorded; they stay in the call journal for the next start');
       await store.close();

@@ -14,8 +14,9 @@
  * line written while the one before it ran), so that the line survives a
  * power loss too. `audit.journalSync` says whether the call waits for that
  * before it is forwarded (`before-forward`), or is forwarded while the sync
- * runs (`while-forwarding`, the default): then a power loss within one sync
- * of forwarding can lose the decision of a call that was never answered
+ * runs (`while-forwarding`, the default: one sync for the calls of every 5 ms):
+ * then a power loss within about 5 ms of forwarding can lose the decision
+ * of a call that was never answered
  * (an answered call's own `mcp.request` is durable before its answer).
  */
 import { closeSync, fdatasync, fstatSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
@@ -65,9 +66,18 @@ interface JournalFile {
   running: Promise<void> | null;
   /** Every call with an id up to this one is synced. */
   syncedThrough: number;
+  /** Removed (every call in it done): its descriptor is closed or about to be. */
+  removed: boolean;
   /** Why a sync of this file failed: its unsynced lines can no longer be trusted to be synced. */
   failed: Error | null;
 }
+
+/**
+ * With `while-forwarding`, a sync starts this long after the first line it
+ * will cover: one fdatasync for every call of that time, instead of one
+ * always running beside the audit log's own (docs/performance.md).
+ */
+export const GROUP_SYNC_MS = 5;
 
 /** When a call's journal line must be synced (with durability power): before the call is forwarded, or before it is answered. */
 export type JournalSync = 'before-forward' | 'while-forwarding';
@@ -86,6 +96,10 @@ export class CallJournal {
   /** The file of each call begun and not done (nothing else is kept in memory: the file has the rest). */
   private readonly where = new Map<number, JournalFile>();
   private nextId = 1;
+  /** Lines begun in this turn of the event loop, written together at its end (to the current file). */
+  private unwritten: string[] = [];
+  /** Settles once they are written. */
+  private writing: PromiseWithResolvers<void> | null = null;
   private part = 0;
 
   constructor(dataDir: string, run: string, durability: 'process' | 'power', when: JournalSync = 'while-forwarding') {
@@ -98,6 +112,7 @@ export class CallJournal {
   /** Calls begun and not done, oldest first (an orderly stop records them), read back from the journal. */
   get pending(): JournaledCall[] {
     if (this.where.size === 0) return [];
+    this.write();
     const refs = new Set([...this.where.keys()].map((id) => this.ref(id)));
     return journaledCalls(this.dataDir, this.run).entries.filter((entry) => refs.has(entry.ref));
   }
@@ -105,26 +120,27 @@ export class CallJournal {
   private open(): JournalFile {
     const file = path.join(this.dataDir, DIR, journalName(this.run, this.part++));
     const fd = openSync(file, 'a', 0o600);
-    const journal: JournalFile = { file, fd, size: fstatSync(fd).size, open: 0, next: null, running: null, syncedThrough: 0, failed: null };
+    const journal: JournalFile = { file, fd, size: fstatSync(fd).size, open: 0, next: null, running: null, syncedThrough: 0, failed: null, removed: false };
     this.files.push(journal);
     return journal;
   }
 
-  private append(journal: JournalFile, line: string): void {
-    writeSync(journal.fd, line);
-    // Characters, not bytes: the size only decides when a new file starts.
-    journal.size += line.length;
-  }
-
-  /** One fdatasync covering every line appended before it starts. */
+  /**
+   * One fdatasync covering every line appended before it starts: at once
+   * after the one running (before-forward), or GROUP_SYNC_MS later (while-forwarding).
+   */
   private synced(journal: JournalFile): Promise<void> {
     if (journal.next !== null) return journal.next;
     const after = journal.running ?? Promise.resolve();
     const next = after
       .catch(() => undefined)
-      .then(() => {
+      .then(async () => {
+        if (!this.syncsBeforeForward) await new Promise((resolve) => setTimeout(resolve, GROUP_SYNC_MS));
         journal.next = null;
-        // Every line written so far (writes are synchronous) is covered by this sync.
+        if (journal.removed) return;
+        // Every line begun so far is written now (writes are synchronous), so this sync covers it.
+        if (journal === this.current) this.write();
+        if (journal.failed !== null) throw journal.failed;
         const through = this.nextId - 1;
         const running = new Promise<void>((resolve, reject) =>
           fdatasync(journal.fd, (error) => {
@@ -157,19 +173,60 @@ export class CallJournal {
    */
   begin(call: CallLine, now = Date.now()): number {
     if (this.current === null || this.current.size > ROTATE_BYTES || this.current.failed !== null) {
+      // What was begun for the file it replaces goes there first.
+      this.write();
       const replaced = this.current;
       this.current = this.open();
-      if (replaced !== null && replaced.open === 0) this.remove(replaced);
+      if (replaced !== null && replaced.open === 0) void this.remove(replaced);
     }
     const journal = this.current;
     const id = this.nextId;
-    this.append(journal, `{"begin":${id},"at":${now},"tool":${JSON.stringify(call.tool)},"session":${JSON.stringify(call.session)},"address":${JSON.stringify(call.address)},${call.fixed}}\n`);
+    const line = `{"begin":${id},"at":${now},"tool":${JSON.stringify(call.tool)},"session":${JSON.stringify(call.session)},"address":${JSON.stringify(call.address)},${call.fixed}}\n`;
+    this.unwritten.push(line);
+    // Characters, not bytes: the size only decides when a new file starts.
+    journal.size += line.length;
     this.nextId += 1;
     journal.open += 1;
     this.where.set(id, journal);
+    if (this.writing === null) {
+      this.writing = Promise.withResolvers<void>();
+      // A call whose line cannot be written is refused: nobody waiting is no unhandled rejection.
+      this.writing.promise.catch(() => undefined);
+      setImmediate(() => this.write());
+    }
     // Its outcome is read through durable(); a failure marks the file.
     if (this.sync) this.synced(journal).catch(() => undefined);
     return id;
+  }
+
+  /**
+   * Resolves once the call may be forwarded: its line written (every line
+   * begun in one turn of the event loop goes in one write, at its end) and,
+   * with `before-forward`, synced; rejects if it could not be. Null when
+   * there is nothing to wait for.
+   */
+  forwardable(id: number): Promise<void> | null {
+    if (this.syncsBeforeForward) return this.durable(id);
+    return this.writing?.promise ?? null;
+  }
+
+  /** Writes the lines begun and not written yet (to the current file), and settles their wait. */
+  private write(): void {
+    const writing = this.writing;
+    if (writing === null) return;
+    this.writing = null;
+    const lines = this.unwritten.join('');
+    this.unwritten = [];
+    const journal = this.current;
+    if (journal === null) return writing.reject(new Error('the call journal is closed'));
+    try {
+      writeSync(journal.fd, lines);
+      writing.resolve();
+    } catch (error) {
+      // Part of the lines may be in the file: it is not written to again.
+      journal.failed ??= error instanceof Error ? error : new Error(String(error));
+      writing.reject(error);
+    }
   }
 
   /**
@@ -193,7 +250,7 @@ export class CallJournal {
     if (journal === undefined) return;
     this.where.delete(id);
     journal.open -= 1;
-    if (journal !== this.current && journal.open === 0) this.remove(journal);
+    if (journal !== this.current && journal.open === 0) void this.remove(journal);
   }
 
   /** How the call's own `mcp.request` event names it (`data.call`): recovery leaves out the calls the log has. */
@@ -201,15 +258,16 @@ export class CallJournal {
     return `${this.run}.${id}`;
   }
 
-  private remove(journal: JournalFile): void {
+  /** Closes and deletes a file whose calls are all done; settles once it is gone. */
+  private remove(journal: JournalFile): Promise<void> {
     const index = this.files.indexOf(journal);
     if (index >= 0) this.files.splice(index, 1);
-    if (journal.running !== null || journal.next !== null) {
-      // A sync still uses the descriptor: close once it settles.
-      void Promise.allSettled([journal.running, journal.next]).then(() => this.discard(journal));
-      return;
-    }
+    // Every call in it is done: a sync not started yet has nothing left to do.
+    journal.removed = true;
+    // A sync still using the descriptor: close once it settles.
+    if (journal.running !== null) return journal.running.catch(() => undefined).then(() => this.discard(journal));
     this.discard(journal);
+    return Promise.resolve();
   }
 
   private discard(journal: JournalFile): void {
@@ -222,9 +280,10 @@ export class CallJournal {
   }
 
   /** Orderly stop with nothing pending: the journal is no longer needed. */
-  close(): void {
-    for (const journal of [...this.files]) this.remove(journal);
+  async close(): Promise<void> {
+    this.write();
     this.current = null;
+    await Promise.all([...this.files].map((journal) => this.remove(journal)));
   }
 }
 

@@ -123,8 +123,8 @@ export const configSchema = z
         durability: z.enum(['process', 'power']).default('power'),
         /**
          * With durability power: when an allowed call's line in the call journal is synced. `before-forward`:
-         * the call waits for it; `while-forwarding` (default): the sync starts before the call is forwarded
-         * and runs while it does (docs/audit.md says what each survives).
+         * the call waits for it; `while-forwarding` (default): the call is forwarded once its line is written,
+         * and one sync covers the calls of every 5 ms (docs/audit.md says what each survives).
          */
         journalSync: z.enum(['before-forward', 'while-forwarding']).default('while-forwarding'),
         /** Repeated refusals (no valid token, over a limit) are recorded once, then counted: one summary event per kind per interval. */

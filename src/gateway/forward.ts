@@ -188,7 +188,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         // A call's decision is on record before the call is made: a crash after forwarding leaves the decision.
         if (ctx.decision !== null && message.method === 'tools/call') {
           journaled = deps.calls.begin(callLine(message, ctx));
-          if (deps.calls.syncsBeforeForward) await deps.calls.durable(journaled);
+          await deps.calls.forwardable(journaled);
         }
       } catch (error) {
         throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the request was refused', { detail: String(error), cause: error });

@@ -7,12 +7,12 @@
  * file whose sync failed is never trusted again.
  */
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { CallJournal, fixedPart, forgetCalls, journaledCalls, recoveredCall } from '../../src/audit/calls.ts';
 import { tempDir } from '../helpers/process.ts';
-import { makeUnsyncable } from '../helpers/unsyncable.ts';
+import { makeUnsyncable, makeUnwritable } from '../helpers/unsyncable.ts';
 
 const RUN = '0123456789abcdef';
 
@@ -60,7 +60,7 @@ describe('the call journal', () => {
     const journal = new CallJournal(dir, RUN, 'power');
     journal.done(await journal.begin(entry('x')));
     await turn();
-    journal.close();
+    await journal.close();
     assert.deepEqual(readdirSync(path.join(dir, 'runs')), []);
   });
 
@@ -83,7 +83,7 @@ describe('the call journal', () => {
     assert.deepEqual(journaledCalls(dir, RUN).entries.map((e) => e.tool), ['big', 'a', 'b']);
     journal.done(ids[16] as number);
     await turn();
-    journal.close();
+    await journal.close();
     assert.deepEqual(names(), []);
   });
 
@@ -96,7 +96,7 @@ describe('the call journal', () => {
     await waiting;
     assert.equal(journal.durable(id), null, 'covered by the sync it waited for');
     journal.done(id);
-    journal.close();
+    await journal.close();
   });
 
   it('(power, while-forwarding) the sync starts with the line, without anyone waiting for it', async () => {
@@ -109,14 +109,14 @@ describe('the call journal', () => {
       assert.ok(Date.now() < deadline, 'the lines were never synced');
       await turn();
     }
-    journal.close();
+    await journal.close();
   });
 
-  it('(process) nothing is synced and nothing waits, whatever journalSync says', () => {
+  it('(process) nothing is synced and nothing waits, whatever journalSync says', async () => {
     const journal = new CallJournal(journalDir(), RUN, 'process', 'before-forward');
     assert.equal(journal.syncsBeforeForward, false);
     assert.equal(journal.durable(journal.begin(entry('x'))), null);
-    journal.close();
+    await journal.close();
   });
 
   it('(power) a file whose sync failed refuses its unsynced calls, and the next call starts a new file', async () => {
@@ -134,6 +134,39 @@ describe('the call journal', () => {
     await journal.durable(next);
     assert.deepEqual(readdirSync(path.join(dir, 'runs')).sort(), [`${RUN}.0.calls`, `${RUN}.1.calls`]);
     for (const id of [synced, unsynced, next]) journal.done(id);
-    journal.close();
+    await journal.close();
+  });
+
+  it('the lines begun in one turn are written together at its end; a call may be forwarded once its line is in the file', async () => {
+    const dir = journalDir();
+    const journal = new CallJournal(dir, RUN, 'process');
+    const a = journal.begin(entry('a'));
+    const b = journal.begin(entry('b'));
+    const file = path.join(dir, 'runs', `${RUN}.0.calls`);
+    assert.equal(readFileSync(file, 'utf8'), '', 'nothing is written within the turn');
+    const wait = journal.forwardable(a);
+    assert.ok(wait instanceof Promise, 'the call waits for its line');
+    assert.equal(journal.forwardable(b), wait, 'one write for the turn');
+    await wait;
+    assert.deepEqual(journaledCalls(dir, RUN).entries.map((e) => e.tool), ['a', 'b']);
+    assert.equal(journal.forwardable(a), null, 'written: nothing to wait for');
+    for (const id of [a, b]) journal.done(id);
+    await journal.close();
+  });
+
+  it('a file that cannot be written refuses the calls of that turn, and the next call starts a new file', async () => {
+    const dir = journalDir();
+    const journal = new CallJournal(dir, RUN, 'process');
+    const first = journal.begin(entry('first'));
+    await journal.forwardable(first);
+    makeUnwritable(path.join(dir, 'runs', `${RUN}.0.calls`));
+    const refused = journal.begin(entry('refused'));
+    await assert.rejects(journal.forwardable(refused) ?? Promise.resolve(), 'the line was not written');
+    const next = journal.begin(entry('next'));
+    await journal.forwardable(next);
+    assert.deepEqual(readdirSync(path.join(dir, 'runs')).sort(), [`${RUN}.0.calls`, `${RUN}.1.calls`]);
+    assert.deepEqual(journaledCalls(dir, RUN).entries.map((e) => e.tool), ['first', 'next']);
+    for (const id of [first, refused, next]) journal.done(id);
+    await journal.close();
   });
 });

@@ -4,7 +4,7 @@
  * descriptor swapped for one whose fdatasync fails, as a failing disk
  * answers), `before-forward` refuses the call before the upstream sees it,
  * and `while-forwarding` forwards and answers it (the answer still waits
- * for its durable `mcp.request`). Either way the next call goes to a new
+ * for its durable `mcp.request`). Either way a later call goes to a new
  * journal file and works.
  */
 import assert from 'node:assert/strict';
@@ -66,7 +66,11 @@ for (const journalSync of ['before-forward', 'while-forwarding'] as const) {
     it('the next call goes to a new journal file and works', async () => {
       assert.equal(toolText(await session.callTool('echo', { text: 'third' })), 'echo: third');
       assert.equal(calls().at(-1), 'third');
-      assert.ok(journals().length >= 1);
+      if (journalSync === 'while-forwarding') {
+        // The failed sync ran in the background (it groups the calls of a few ms): a call after it is known to have failed goes to a new file.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.equal(toolText(await session.callTool('echo', { text: 'fourth' })), 'echo: fourth');
+      }
       assert.ok(journals().some((name) => name.endsWith('.1.calls')), `a new file: ${journals().join(', ')}`);
     });
   });
