@@ -13,11 +13,12 @@
  * `audit.durability: power` the file is also synced (one fdatasync for every
  * line written while the one before it ran), so that the line survives a
  * power loss too. `audit.journalSync` says whether the call waits for that
- * before it is forwarded (`before-forward`), or is forwarded while the sync
- * runs (`while-forwarding`, the default: one sync for the calls of every 5 ms):
- * then a power loss within about 5 ms of forwarding can lose the decision
- * of a call that was never answered
- * (an answered call's own `mcp.request` is durable before its answer).
+ * before it is forwarded (`before-forward`), or is forwarded at once
+ * (`while-forwarding`, the default): then the file is synced when a call
+ * is still in flight 5 to 10 ms after its line was written (AGE_CHECK_MS),
+ * and a power loss before that can lose the decision of a call that was
+ * never answered (an answered call's own `mcp.request` is durable before
+ * its answer, so its line needs no sync).
  */
 import { closeSync, fdatasync, fstatSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -73,11 +74,14 @@ interface JournalFile {
 }
 
 /**
- * With `while-forwarding`, a sync starts this long after the first line it
- * will cover: one fdatasync for every call of that time, instead of one
- * always running beside the audit log's own (docs/performance.md).
+ * With `while-forwarding`, the lines written are looked at every this many
+ * ms: when a call whose line is at least this old is still in flight, the
+ * file is synced; the lines of calls already done (their own `mcp.request`
+ * durable) need no sync. So a line is synced, or its call done, within two
+ * of these (and one fdatasync) of being written, and calls that are answered
+ * sooner cost no sync at all (docs/performance.md).
  */
-export const GROUP_SYNC_MS = 5;
+export const AGE_CHECK_MS = 5;
 
 /** When a call's journal line must be synced (with durability power): before the call is forwarded, or before it is answered. */
 export type JournalSync = 'before-forward' | 'while-forwarding';
@@ -101,6 +105,9 @@ export class CallJournal {
   /** Settles once they are written. */
   private writing: PromiseWithResolvers<void> | null = null;
   private part = 0;
+  /** With while-forwarding: the next look at the current file's lines, and the newest line it judges. */
+  private aging: NodeJS.Timeout | null = null;
+  private judging = 0;
 
   constructor(dataDir: string, run: string, durability: 'process' | 'power', when: JournalSync = 'while-forwarding') {
     this.dataDir = dataDir;
@@ -126,16 +133,15 @@ export class CallJournal {
   }
 
   /**
-   * One fdatasync covering every line appended before it starts: at once
-   * after the one running (before-forward), or GROUP_SYNC_MS later (while-forwarding).
+   * One fdatasync covering every line written before it starts, at once
+   * after the one running.
    */
   private synced(journal: JournalFile): Promise<void> {
     if (journal.next !== null) return journal.next;
     const after = journal.running ?? Promise.resolve();
     const next = after
       .catch(() => undefined)
-      .then(async () => {
-        if (!this.syncsBeforeForward) await new Promise((resolve) => setTimeout(resolve, GROUP_SYNC_MS));
+      .then(() => {
         journal.next = null;
         if (journal.removed) return;
         // Every line begun so far is written now (writes are synchronous), so this sync covers it.
@@ -178,6 +184,8 @@ export class CallJournal {
       const replaced = this.current;
       this.current = this.open();
       if (replaced !== null && replaced.open === 0) void this.remove(replaced);
+      // Its calls still in flight are no longer looked at: their lines are synced now.
+      else if (replaced !== null && this.sync && replaced.failed === null) this.synced(replaced).catch(() => undefined);
     }
     const journal = this.current;
     const id = this.nextId;
@@ -195,8 +203,35 @@ export class CallJournal {
       setImmediate(() => this.write());
     }
     // Its outcome is read through durable(); a failure marks the file.
-    if (this.sync) this.synced(journal).catch(() => undefined);
+    if (this.syncsBeforeForward) this.synced(journal).catch(() => undefined);
+    else if (this.sync && this.aging === null) this.watch();
     return id;
+  }
+
+  /** Looks at the lines written so far (the current file's) AGE_CHECK_MS from now. */
+  private watch(): void {
+    this.judging = this.nextId - 1;
+    this.aging = setTimeout(() => this.age(), AGE_CHECK_MS);
+    this.aging.unref();
+  }
+
+  /** Syncs the current file if a call whose line is old enough is still in flight; else its lines need none. */
+  private age(): void {
+    this.aging = null;
+    const journal = this.current;
+    if (journal === null || journal.removed || journal.failed !== null) return;
+    const old = this.judging;
+    let inFlight = false;
+    for (const [id, file] of this.where) {
+      if (file === journal && id > journal.syncedThrough && id <= old) {
+        inFlight = true;
+        break;
+      }
+    }
+    if (inFlight) this.synced(journal).catch(() => undefined);
+    // Every call up to `old` is done: its own record is durable, its line needs no sync.
+    else journal.syncedThrough = Math.max(journal.syncedThrough, old);
+    if (this.nextId - 1 > old) this.watch();
   }
 
   /**
@@ -281,6 +316,8 @@ export class CallJournal {
 
   /** Orderly stop with nothing pending: the journal is no longer needed. */
   async close(): Promise<void> {
+    if (this.aging !== null) clearTimeout(this.aging);
+    this.aging = null;
     this.write();
     this.current = null;
     await Promise.all([...this.files].map((journal) => this.remove(journal)));

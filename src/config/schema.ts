@@ -124,7 +124,7 @@ export const configSchema = z
         /**
          * With durability power: when an allowed call's line in the call journal is synced. `before-forward`:
          * the call waits for it; `while-forwarding` (default): the call is forwarded once its line is written,
-         * and one sync covers the calls of every 5 ms (docs/audit.md says what each survives).
+         * and the file is synced when a call is still in flight 5-10 ms later (docs/audit.md says what each survives).
          */
         journalSync: z.enum(['before-forward', 'while-forwarding']).default('while-forwarding'),
         /** Repeated refusals (no valid token, over a limit) are recorded once, then counted: one summary event per kind per interval. */

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { CallJournal, fixedPart, forgetCalls, journaledCalls, recoveredCall } from '../../src/audit/calls.ts';
+import { AGE_CHECK_MS, CallJournal, fixedPart, forgetCalls, journaledCalls, recoveredCall } from '../../src/audit/calls.ts';
 import { tempDir } from '../helpers/process.ts';
 import { makeUnsyncable, makeUnwritable } from '../helpers/unsyncable.ts';
 
@@ -167,6 +167,31 @@ describe('the call journal', () => {
     assert.deepEqual(readdirSync(path.join(dir, 'runs')).sort(), [`${RUN}.0.calls`, `${RUN}.1.calls`]);
     assert.deepEqual(journaledCalls(dir, RUN).entries.map((e) => e.tool), ['first', 'next']);
     for (const id of [first, refused, next]) journal.done(id);
+    await journal.close();
+  });
+
+  it('(power, while-forwarding) calls done before their lines are looked at cost no sync; a call still in flight has its file synced', async () => {
+    const dir = journalDir();
+    const journal = new CallJournal(dir, RUN, 'power');
+    const names = () => readdirSync(path.join(dir, 'runs')).sort();
+    const looked = () => new Promise((resolve) => setTimeout(resolve, AGE_CHECK_MS * 4));
+    const first = journal.begin(entry('first'));
+    await journal.forwardable(first);
+    // From now on a sync of this file fails, and a failure moves the journal to a new file: a sync shows.
+    makeUnsyncable(path.join(dir, 'runs', `${RUN}.0.calls`));
+    journal.done(first);
+    const quick = journal.begin(entry('quick'));
+    await journal.forwardable(quick);
+    journal.done(quick);
+    await looked();
+    const after = journal.begin(entry('after'));
+    assert.deepEqual(names(), [`${RUN}.0.calls`], 'no sync was needed: the calls were done');
+    await looked();
+    // 'after' was in flight when its line was looked at: the file was synced (and that failed).
+    journal.done(after);
+    const next = journal.begin(entry('next'));
+    assert.deepEqual(names(), [`${RUN}.1.calls`], 'a new file (the failed one, all its calls done, is gone)');
+    journal.done(next);
     await journal.close();
   });
 });
