@@ -1,6 +1,7 @@
 /** `mandate up`: start the gateway and run until a signal. */
 import type { App } from '../app.ts';
 import { loadConfig, type ConfigOptions } from '../config/load.ts';
+import { tuneHeap } from './heap.ts';
 import { cleanLines, printLine, printNote } from './output.ts';
 
 /**
@@ -13,6 +14,8 @@ import { cleanLines, printLine, printNote } from './output.ts';
 const SAME_REQUEST_MS = 1000;
 
 export async function up(options: ConfigOptions): Promise<number> {
+  // Before anything is loaded: the garbage collector's setting for the whole run (heap.ts).
+  tuneHeap();
   const config = loadConfig(options);
   // Signals are handled from the first moment: one that arrives during
   // start-up stops the gateway in order as soon as it has started.
