@@ -4,23 +4,14 @@
  * prints what a good one resolves to; flags beat environment beats file.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, describe, it } from 'node:test';
-import { freePort, startProcess, tempDir, waitFor, MANDATE, NODE } from '../helpers/process.ts';
+import { describe, it } from 'node:test';
+import { configFiles } from '../helpers/config-files.ts';
+import { freePort, startProcess, waitFor, MANDATE, NODE } from '../helpers/process.ts';
 import { mandate } from '../cli/run.ts';
 
-const dir = tempDir('mandate-config-');
-const dataDir = path.join(dir, 'data');
-let counter = 0;
-
-function file(yaml: string, name = `config-${++counter}.yaml`): string {
-  const target = path.join(dir, name);
-  writeFileSync(target, yaml);
-  return target;
-}
-
-after(() => rmSync(dir, { recursive: true, force: true }));
+const { dir, dataDir, file } = configFiles('mandate-config-');
 
 describe('mandate up refuses a bad configuration, naming the field', { timeout: 120_000, concurrency: 3 }, () => {
   const cases: { name: string; yaml: string; message: RegExp }[] = [

@@ -1,20 +1,14 @@
 /** What a reload changes (diffConfig) and what is in force after it (inForce): restart-only settings keep their running value. */
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
+import { configFiles } from '../helpers/config-files.ts';
 import { diffConfig, inForce } from '../../src/config/diff.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { tempDir } from '../helpers/process.ts';
 
-const dir = tempDir('mandate-diff-');
-let counter = 0;
-after(() => rmSync(dir, { recursive: true, force: true }));
+const { dir, dataDir, file } = configFiles('mandate-diff-');
 
 function load(yaml: string) {
-  const file = path.join(dir, `c${++counter}.yaml`);
-  writeFileSync(file, yaml);
-  return loadConfig({ config: file, data: path.join(dir, 'data') }, {}, dir);
+  return loadConfig({ config: file(yaml), data: dataDir }, {}, dir);
 }
 
 describe('reload: what changes and what needs a restart', () => {

@@ -4,22 +4,17 @@
  * bad value.
  */
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
+import { configFiles } from '../helpers/config-files.ts';
 import { ConfigError, loadConfig, type Config } from '../../src/config/load.ts';
-import { tempDir } from '../helpers/process.ts';
 
-const dir = tempDir('mandate-identity-config-');
-let counter = 0;
-after(() => rmSync(dir, { recursive: true, force: true }));
+const { dir, dataDir, file } = configFiles('mandate-identity-config-');
 
 const BASE = 'issuer: http://localhost:8080\nservers:\n  - name: files\n    url: http://127.0.0.1:1/mcp\n';
 
 function load(yaml: string): Config {
-  const file = path.join(dir, `config-${++counter}.yaml`);
-  writeFileSync(file, BASE + yaml);
-  return loadConfig({ config: file, data: path.join(dir, 'data') }, {}, dir);
+  return loadConfig({ config: file(BASE + yaml), data: dataDir }, {}, dir);
 }
 
 function refused(yaml: string, field: RegExp): ConfigError {

@@ -5,20 +5,14 @@
  * and `mandate reload` read the file (a refused reload names the same field).
  */
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
+import { configFiles } from '../helpers/config-files.ts';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
-import { tempDir } from '../helpers/process.ts';
 
-const dir = tempDir('mandate-limits-config-');
-let counter = 0;
-after(() => rmSync(dir, { recursive: true, force: true }));
+const { dir, dataDir, file } = configFiles('mandate-limits-config-');
 
 function load(yaml: string) {
-  const file = path.join(dir, `config-${++counter}.yaml`);
-  writeFileSync(file, yaml);
-  return loadConfig({ config: file, data: path.join(dir, 'data') }, {}, dir);
+  return loadConfig({ config: file(yaml), data: dataDir }, {}, dir);
 }
 
 describe('limits in the configuration', () => {

@@ -4,24 +4,13 @@
  * gets (start-up stops, naming the field).
  */
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
+import { configFiles } from '../helpers/config-files.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { tempDir } from '../helpers/process.ts';
 import { mandate } from '../cli/run.ts';
 
-const dir = tempDir('mandate-policies-config-');
-const dataDir = path.join(dir, 'data');
-let counter = 0;
-
-function file(yaml: string): string {
-  const target = path.join(dir, `config-${++counter}.yaml`);
-  writeFileSync(target, yaml);
-  return target;
-}
-
-after(() => rmSync(dir, { recursive: true, force: true }));
+const { dir, dataDir, file } = configFiles('mandate-policies-config-');
 
 describe('the policies key of the configuration', { timeout: 60_000 }, () => {
   it('is relative to the configuration file; without it, the data directory holds the policies', () => {

@@ -4,23 +4,11 @@
  * (That the values reach the PostgreSQL pool: test/store/pg-freeze.test.ts.)
  */
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { after, describe, it } from 'node:test';
-import { tempDir } from '../helpers/process.ts';
+import { describe, it } from 'node:test';
+import { configFiles } from '../helpers/config-files.ts';
 import { mandate } from '../cli/run.ts';
 
-const dir = tempDir('mandate-store-config-');
-const dataDir = path.join(dir, 'data');
-let counter = 0;
-
-function file(yaml: string): string {
-  const target = path.join(dir, `config-${++counter}.yaml`);
-  writeFileSync(target, yaml);
-  return target;
-}
-
-after(() => rmSync(dir, { recursive: true, force: true }));
+const { dir, dataDir, file } = configFiles('mandate-store-config-');
 
 describe('the store section of the configuration', { timeout: 60_000, concurrency: 3 }, () => {
   const bad: { name: string; yaml: string; message: RegExp }[] = [
