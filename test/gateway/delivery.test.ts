@@ -12,7 +12,7 @@ import { GatewayError } from '../../src/gateway/errors.ts';
 import type { JsonRpcMessage } from '../../src/gateway/jsonrpc.ts';
 import { ECHO_TOOL, MODERN_VERSION, result, startRouteUpstreams, type FakeUpstream, type RouteUpstreams } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
-import { eventually, openSession, parseSse, post, readEventsUntil, responseOf, type RawSession, type RpcMessage } from './raw.ts';
+import { eventually, listedNames as names, openSession, parseSse, post, readEventsUntil, responseOf, type RawSession, type RpcMessage } from './raw.ts';
 
 const SECRET_TOOL = { name: 'secret', description: 'not for you', inputSchema: { type: 'object' } };
 
@@ -50,7 +50,6 @@ class TestFilter implements MessageFilter {
   }
 }
 
-const names = (answer: RpcMessage): string[] => ((answer.result?.tools ?? []) as { name: string }[]).map((tool) => tool.name);
 
 describe('the delivery seam: every route through one filter chain', { timeout: 120_000 }, () => {
   const filter = new TestFilter();

@@ -133,6 +133,11 @@ export function toolText(message: RpcMessage): string {
   return content?.[0]?.text ?? '';
 }
 
+/** The names in a list answer (`tools` by default; `field` and `key` for prompts, resources and templates). */
+export function listedNames(answer: RpcMessage, field = 'tools', key = 'name'): string[] {
+  return ((answer.result?.[field] ?? []) as Record<string, string>[]).map((item) => item[key] as string);
+}
+
 /** Reads an error answer: HTTP status and the JSON-RPC error body. */
 export async function errorOf(res: Response): Promise<{ status: number; body: RpcMessage }> {
   const text = await res.text();

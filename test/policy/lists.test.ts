@@ -15,7 +15,7 @@ import { ECHO_TOOL, MODERN_VERSION, result, startFakeUpstream, startRouteUpstrea
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { machineToken, registerMachine } from '../helpers/oauth.ts';
 import { tempDir } from '../helpers/process.ts';
-import { openSession, parseSse, post, readEventsUntil, responseOf, type RpcMessage } from '../gateway/raw.ts';
+import { listedNames as names, openSession, parseSse, post, readEventsUntil, responseOf, type RpcMessage } from '../gateway/raw.ts';
 
 const SECRET_TOOL = { name: 'secret', description: 'not for you', inputSchema: { type: 'object' } };
 
@@ -31,7 +31,6 @@ const POLICIES = `
 
 const WIPE_TOOL = { name: 'wipe', description: 'deletes everything', inputSchema: { type: 'object' }, annotations: { destructiveHint: true } };
 
-const names = (answer: RpcMessage, field = 'tools', key = 'name'): string[] => ((answer.result?.[field] ?? []) as Record<string, string>[]).map((item) => item[key] as string);
 
 describe('list filtering on every route', { timeout: 120_000 }, () => {
   let mandate: InProcessMandate;
