@@ -83,7 +83,7 @@ interface JournalFile {
  */
 export const AGE_CHECK_MS = 5;
 
-/** When a call's journal line must be synced (with durability power): before the call is forwarded, or before it is answered. */
+/** When a call's journal line is synced (with durability power): before the call is forwarded, or while it runs if it is still in flight (AGE_CHECK_MS). */
 export type JournalSync = 'before-forward' | 'while-forwarding';
 
 const journalName = (run: string, part: number) => `${run}.${part}.calls`;
@@ -93,7 +93,7 @@ export class CallJournal {
   private readonly dataDir: string;
   private readonly run: string;
   private readonly sync: boolean;
-  /** With durability power: the call waits for its line's sync before it is forwarded (else before it is answered). */
+  /** With durability power and before-forward: the call waits for its line's sync before it is forwarded. */
   readonly syncsBeforeForward: boolean;
   private current: JournalFile | null = null;
   private readonly files: JournalFile[] = [];
@@ -171,11 +171,11 @@ export class CallJournal {
   }
 
   /**
-   * Appends a call about to be forwarded and returns its id; throws if the
-   * line cannot be written. The line is written at once (so the call waits
-   * for no turn of the loop) and, with durability power, a sync of the file
-   * starts (or the next one is queued): one sync covers every line written
-   * before it starts. `durable` says when the call may go on.
+   * Begins a call about to be forwarded and returns its id. Its line is
+   * written at the end of this turn of the event loop, with every other line
+   * begun in it; with before-forward a sync of the file is queued (one sync
+   * covers every line written before it starts), with while-forwarding the
+   * line is looked at later (watch). `forwardable` says when the call may go on.
    */
   begin(call: CallLine, now = Date.now()): number {
     if (this.current === null || this.current.size > ROTATE_BYTES || this.current.failed !== null) {
@@ -202,7 +202,7 @@ export class CallJournal {
       this.writing.promise.catch(() => undefined);
       setImmediate(() => this.write());
     }
-    // Its outcome is read through durable(); a failure marks the file.
+    // The sync's outcome is read through durable(); a failure marks the file.
     if (this.syncsBeforeForward) this.synced(journal).catch(() => undefined);
     else if (this.sync && this.aging === null) this.watch();
     return id;
