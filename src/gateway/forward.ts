@@ -187,8 +187,15 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         await deps.audit.ensureWritable();
         // A call's decision is on record before the call is made: a crash after forwarding leaves the decision.
         if (ctx.decision !== null && message.method === 'tools/call') {
-          journaled = deps.calls.begin(callLine(message, ctx));
-          await deps.calls.forwardable(journaled);
+          const id = deps.calls.begin(callLine(message, ctx));
+          try {
+            await deps.calls.forwardable(id);
+          } catch (error) {
+            // Refused before forwarding: nothing of it is left to recover, and its record names no journal line.
+            deps.calls.done(id);
+            throw error;
+          }
+          journaled = id;
         }
       } catch (error) {
         throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the request was refused', { detail: String(error), cause: error });

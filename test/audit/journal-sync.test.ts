@@ -9,13 +9,14 @@
  * journal file and works.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startFakeUpstream, textResult, type FakeUpstream } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
+import { tempDir } from '../helpers/process.ts';
 import { makeUnsyncable } from '../helpers/unsyncable.ts';
-import { openSession, toolText, type RawSession } from '../gateway/raw.ts';
+import { auditEvents, openSession, toolText, type RawSession } from '../gateway/raw.ts';
 
 for (const journalSync of ['before-forward', 'while-forwarding'] as const) {
   describe(`audit.journalSync: ${journalSync}, when the journal cannot be synced`, { timeout: 60_000 }, () => {
@@ -27,13 +28,15 @@ for (const journalSync of ['before-forward', 'while-forwarding'] as const) {
 
     before(async () => {
       upstream = await startFakeUpstream();
-      mandate = await startInProcess({ servers: [{ name: 'main', url: upstream.url }], extra: { audit: { durability: 'power', journalSync } } });
+      // Its own data directory: read with the CLI after the gateway stopped.
+      mandate = await startInProcess({ servers: [{ name: 'main', url: upstream.url }], dataDir: tempDir('mandate-journal-sync-'), extra: { audit: { durability: 'power', journalSync } } });
       session = await openSession(mandate.endpoint('main'));
     });
 
     after(async () => {
       await mandate?.stop();
       await upstream?.close();
+      if (mandate) rmSync(mandate.dataDir, { recursive: true, force: true });
     });
 
     it('a call is journaled before it is forwarded, and answered', async () => {
@@ -70,6 +73,18 @@ for (const journalSync of ['before-forward', 'while-forwarding'] as const) {
       assert.equal(toolText(await session.callTool('echo', { text: 'third' })), 'echo: third');
       assert.equal(calls().at(-1), 'third');
       assert.ok(journals().some((name) => name.endsWith('.1.calls')), `a new file: ${journals().join(', ')}`);
+    });
+
+    it('an orderly stop records no call as forwarded without its record, and leaves no journal', async () => {
+      await mandate.stop();
+      const recovered = await auditEvents(mandate.cli, ['--type', 'policy.allowed']);
+      assert.deepEqual(recovered, [], 'a refused call is not a forwarded one');
+      assert.deepEqual(journals(), []);
+      if (journalSync === 'before-forward') {
+        const refused = (await auditEvents(mandate.cli, ['--type', 'mcp.request'])).find((e) => e.reason === 'audit_unavailable');
+        assert.ok(refused, 'the refused call has its record');
+        assert.equal(refused.data.call, undefined, 'the record of a call never forwarded names no journal line');
+      }
     });
   });
 }
