@@ -9,6 +9,13 @@ import type { JsonValue } from './audit/events.ts';
 import { AuditLog } from './audit/log.ts';
 import { beginRun, endRun, recoverCrashedRuns, type RunMarker } from './audit/recovery.ts';
 import { CallJournal, recoveredCall } from './audit/calls.ts';
+import { CatalogRuntime } from './catalog/runtime.ts';
+import { Catalog } from './catalog/service.ts';
+import { ToolGate } from './catalog/tool-gate.ts';
+import { catalogSealer } from './catalog/seal.ts';
+import { handleRegistryRequest } from './catalog/registry-http.ts';
+import { signatureCheck, type SignatureCheck } from './catalog/provenance.ts';
+import { loadSecretKey } from './identity/secrets.ts';
 import { RefusalSummaries } from './audit/summary.ts';
 import { diffConfig, inForce } from './config/diff.ts';
 import { ConfigError, type Config } from './config/load.ts';
@@ -52,6 +59,9 @@ export interface App {
   store: Store;
   audit: AuditLog;
   registry: ServerRegistry;
+  /** The server catalog's rules (proposals, approvals) and its runtime (expiry, blocking). */
+  catalog: Catalog;
+  catalogRuntime: CatalogRuntime;
   policy: PolicyService;
   gateway: Gateway;
   identity: Identity;
@@ -121,11 +131,43 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 
   let identity: Identity;
   const registry = new ServerRegistry(config.servers);
+  // Publishers are read once per configuration: a reload that changes them checks every signature again.
+  let signaturesFor: { catalog: Config['catalog']; check: SignatureCheck } | null = null;
+  const signatures = (): SignatureCheck => {
+    if (signaturesFor?.catalog !== current.catalog) signaturesFor = { catalog: current.catalog, check: signatureCheck(current.catalog, current.configPath) };
+    return signaturesFor.check;
+  };
+  // The deployment secret seals catalog entries (src/catalog/seal.ts), as it seals the authorization server's keys.
+  const sealer = catalogSealer(loadSecretKey(config.dataDir));
+  const catalog = new Catalog({
+    store,
+    audit,
+    sealer,
+    settings: () => ({ catalog: current.catalog, admin: current.admin }),
+    verifySignature: (serverJson, jws) => signatures()(serverJson, jws),
+  });
+  const catalogRuntime = new CatalogRuntime({
+    store,
+    audit,
+    catalog,
+    registry,
+    log,
+    issuer: config.issuer,
+    dataDir: config.dataDir,
+    configServers: () => current.servers,
+    sealer,
+    verifySignature: signatures,
+    requireSignatures: () => current.catalog.admission.requireSignatures,
+    expiringLeadDays: () => current.catalog.admission.expiringLeadDays,
+    onExpiry: (route, days) => (days === null ? metrics.daysToExpiry.remove(route) : metrics.daysToExpiry.set({ server: route }, Math.round(days * 100) / 100)),
+  });
   try {
     await recoverCrashedRuns(config.dataDir, store, audit, run);
     await audit.record({ type: 'config.loaded', outcome: 'success', data: { ...summaryOf(config), run: run.run } });
+    await catalogRuntime.start();
     identity = await Identity.start({ config, store, audit, log, registry });
   } catch (error) {
+    catalogRuntime.stop();
     await audit.flush();
     endRun(config.dataDir, run);
     await store.close();
@@ -138,6 +180,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   policy.watch();
   const reloadPolicies = () => policy.load('command');
   const refusals = new RefusalSummaries(audit, config.audit.summaryIntervalSeconds * 1000);
+  const tools = new ToolGate({ store, audit, log, pins: (route) => catalogRuntime.pinsOf(route) });
   const gateway = new Gateway(config.gateway, {
     audit,
     calls,
@@ -147,7 +190,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     run: run.run,
     auth: identity,
     refusals,
-    filters: (options.filters ?? NO_FILTERS).after(listFilter(policy)),
+    // Tool pins first (a quarantined tool is not listed whatever the policy says), then the policy's list filter.
+    filters: (options.filters ?? NO_FILTERS).after(listFilter(policy)).after(tools.filter()),
+    tools,
+    onIdentityMismatch: (server, mismatch) => catalogRuntime.identityMismatch(server.name, mismatch),
     credentials: options.credentials,
     policy,
   });
@@ -158,7 +204,16 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     markFailed = reject;
   });
   const trustedProxies = config.listen.trustedProxies;
-  const server = createHttpServer({ gateway, store, identity, started, issuer: config.issuer, trustedProxies: () => trustedProxies });
+  const registryDeps = { runtime: catalogRuntime, registry, identity, policy, requireToken: () => current.identity.requireToken };
+  const server = createHttpServer({
+    gateway,
+    store,
+    identity,
+    started,
+    issuer: config.issuer,
+    trustedProxies: () => trustedProxies,
+    registryApi: (req, res, pathAndQuery, address) => handleRegistryRequest(registryDeps, req, res, pathAndQuery, address),
+  });
 
   let reloading: Promise<ReloadOutcome> | null = null;
   const reload = (): Promise<ReloadOutcome> => {
@@ -185,7 +240,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     }
     const diff = diffConfig(current, next);
     // Recorded before it applies: a configuration is never in force without its record.
-    const { added, removed, changed: altered } = registry.plan(next.servers).change;
+    const { added, removed, changed: altered } = registry.plan(catalogRuntime.compose(next.servers).servers).change;
     const changed = { added, removed, changed: altered };
     try {
       await audit.record({
@@ -202,7 +257,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     gateway.settings = current.gateway;
     refusals.interval = current.audit.summaryIntervalSeconds * 1000;
     log.level = current.log.level;
-    registry.replace(current.servers);
+    await catalogRuntime.configChanged();
     for (const warning of next.warnings) log.warn(warning);
     if (diff.restartRequired.length > 0) log.warn({ settings: diff.restartRequired }, 'these settings changed but need a restart to take effect');
     log.info({ servers: changed, applied: diff.applied }, 'configuration reloaded');
@@ -233,6 +288,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   } catch (error) {
     // Not listening, or the start could not be recorded: nothing is served.
     markFailed(error);
+    catalogRuntime.stop();
     server.close();
     server.closeAllConnections();
     await control?.close();
@@ -253,6 +309,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     stopping ??= (async () => {
       server.close();
       server.closeIdleConnections();
+      catalogRuntime.stop();
       await control?.close();
       await gateway.shutdown();
       identity.stop();
@@ -283,6 +340,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     store,
     audit,
     registry,
+    catalog,
+    catalogRuntime,
     policy,
     gateway,
     identity,

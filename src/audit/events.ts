@@ -41,6 +41,17 @@ export const EVENT_TYPES = [
   'user.enabled',
   'user.groups_changed',
   'keys.rotated',
+  'server.proposed',
+  'server.approved',
+  'server.rejected',
+  'server.suspended',
+  'server.renewed',
+  'server.expiring',
+  'server.expired',
+  'server.retired',
+  'server.drift_detected',
+  'server.drift_approved',
+  'server.identity_mismatch',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

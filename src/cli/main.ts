@@ -13,6 +13,7 @@ const consentCommands = () => import('./consents.ts');
 const tokenCommands = () => import('./tokens.ts');
 const userCommands = () => import('./users.ts');
 const policyCommands = () => import('./policy.ts');
+const serverCommands = () => import('./servers.ts');
 import { cleanLines, printJson, printLine } from './output.ts';
 
 /** A database URL as it may be shown: never its password (environment values stay names only too). */
@@ -237,6 +238,96 @@ policy
   .option('--data <dir>', 'data directory of the gateway (env MANDATE_DATA; default ./.mandate)')
   .option('--json', 'print the outcome as JSON')
   .action((flags: { data?: string; json?: boolean }) => run(async () => (await policyCommands()).reload(flags)));
+
+const servers = program.command('servers').description('the server catalog: propose, approve, renew, suspend and retire MCP servers (docs/catalog.md)');
+/** What every `servers` command takes: the configuration (its catalog and admin sections), the store, --json and the acting user. */
+function catalogOptions(command: Command, changes = true): Command {
+  command
+    .option('--config <file>', 'configuration file (env MANDATE_CONFIG; default ./mandate.yaml if present)')
+    .option('--data <dir>', 'data directory of the embedded store (env MANDATE_DATA)')
+    .option('--database-url <url>', 'postgres://… to use PostgreSQL (env MANDATE_DATABASE_URL)')
+    .option('--json', 'print JSON')
+    .option('--as <user>', changes ? 'the Mandate user taking this action (checked against admin.roles)' : 'read as this Mandate user (checked against admin.roles)');
+  return changes ? command.option('--reason <text>', 'why (kept in the history and the audit log)') : command;
+}
+/** The governance fields a proposal sets. */
+function governanceOptions(command: Command): Command {
+  return command
+    .option('--owner <user>', 'the Mandate user who answers for it')
+    .option('--risk <class>', 'low, medium or high')
+    .option('--environment <name>', 'one of catalog.admission.environments (default prod)')
+    .option('--ttl <duration>', 'approved for this long from now (such as 30d; s, m, h or d)')
+    .option('--expires <date>', 'approved until this ISO 8601 date or time')
+    .option('--team <name>', 'the owning team')
+    .option('--contact <text>', 'how to reach the owners')
+    .option('--tenant <name>', 'the tenant it serves')
+    .option('--classification <name>', 'the classification of the data it handles')
+    .option('--signature <file>', "a publisher's detached JWS over the server.json")
+    .option('--spki-sha256 <pin>', "https upstream: the base64 SHA-256 of its certificate's public key (repeatable)", collect)
+    .option('--spiffe-id <id>', 'https upstream: the SPIFFE ID its certificate must carry')
+    .option('--no-identity', 'clear the expected upstream identity');
+}
+catalogOptions(servers.command('list').description('list catalog entries').option('--status <status>', 'only entries with this status'), false).action((flags) =>
+  run(async () => (await serverCommands()).list(flags)),
+);
+catalogOptions(servers.command('show').description('show one entry, its open proposal and its history').argument('<name>', 'route name'), false).action(
+  (name: string, flags) => run(async () => (await serverCommands()).show(name, flags)),
+);
+governanceOptions(
+  catalogOptions(
+    servers
+      .command('import')
+      .description('propose a server from a server.json file or URL (or a registry answer; --name picks one): a new entry, or a new version')
+      .argument('<source>', 'server.json file or http(s) URL')
+      .option('--route <name>', 'the route name: the gateway serves it at /mcp/NAME')
+      .option('--name <server>', 'the server to take from a list of several'),
+  ),
+).action((source: string, flags) => run(async () => (await serverCommands()).importServer(source, flags)));
+governanceOptions(
+  catalogOptions(
+    servers
+      .command('propose')
+      .description("propose a change to an entry's governance record (or, with --file, its server.json)")
+      .argument('<name>', 'route name')
+      .option('--file <source>', 'a new server.json file or URL')
+      .option('--name <server>', 'the server to take from a list of several'),
+  ),
+).action((name: string, flags) => run(async () => (await serverCommands()).propose(name, flags)));
+catalogOptions(servers.command('export').description("print the entry's server.json, with Mandate's record under _meta").argument('<name>', 'route name'), false).action(
+  (name: string, flags) => run(async () => (await serverCommands()).exportServer(name, flags)),
+);
+for (const [decision, text] of [
+  ['approve', "approve the open proposal (or reinstate a suspended entry); for a two-person risk class, not as its proposer"],
+  ['reject', 'reject the open proposal'],
+  ['suspend', 'stop routing to an entry: its sessions end and its processes stop'],
+  ['retire', 'retire an entry for good: its sessions end and its processes stop'],
+] as const) {
+  catalogOptions(servers.command(decision).description(text).argument('<name>', 'route name')).action((name: string, flags) =>
+    run(async () => (await serverCommands()).decide(decision, name, flags)),
+  );
+}
+catalogOptions(
+  servers
+    .command('renew')
+    .description('a new expiry for an approved or expired entry (within catalog.admission.maxLifetimeDays)')
+    .argument('<name>', 'route name')
+    .option('--ttl <duration>', 'approved for this long from now (such as 30d)')
+    .option('--expires <date>', 'approved until this ISO 8601 date or time'),
+).action((name: string, flags) => run(async () => (await serverCommands()).renew(name, flags)));
+const serverPins = catalogOptions(servers.command('pins').description("list an entry's pinned tools ({name, hash})").argument('<name>', 'route name'), false).action(
+  (name: string, flags) => run(async () => (await serverCommands()).pins(name, flags)),
+);
+catalogOptions(
+  serverPins
+    .command('approve')
+    .description("approve a quarantined tool's live definition, naming the hash that was reviewed")
+    .argument('<name>', 'route name')
+    .argument('<tool>', 'tool name')
+    .option('--hash <hash>', 'the reviewed hash (from `mandate servers drift`)'),
+).action((name: string, tool: string, flags) => run(async () => (await serverCommands()).approvePin(name, tool, flags)));
+catalogOptions(servers.command('drift').description('list quarantined tools ({name, hash, diff}): changed or new since they were pinned').argument('<name>', 'route name'), false).action(
+  (name: string, flags) => run(async () => (await serverCommands()).drift(name, flags)),
+);
 
 // `mandate audit export | head` closes the pipe early: that is not an error.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
+import type { ExpectedIdentity } from '../catalog/types.ts';
 import type { z } from 'zod';
 import { identityWarnings } from './identity-schema.ts';
 import { LOOPBACK_HOSTS } from './loopback.ts';
@@ -28,6 +29,8 @@ export interface ResolvedServer extends ServerConfig {
   /** Canonical URI of the server's MCP endpoint at the gateway: {issuer}/mcp/NAME. */
   endpoint: string;
   transport: 'http' | 'stdio';
+  /** What the upstream must prove at every connection or start (gateway/upstream/identity.ts); set by the catalog. */
+  expectedIdentity?: ExpectedIdentity;
 }
 
 export interface Config extends Omit<ParsedConfig, 'servers' | 'issuer' | 'gateway' | 'policies'> {

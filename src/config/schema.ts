@@ -3,6 +3,7 @@
  * (docs/configuration.md); unknown keys are errors, not ignored.
  */
 import { z } from 'zod';
+import { adminSchema, catalogSchema } from './catalog-schema.ts';
 import { identitySchema } from './identity-schema.ts';
 
 export const SERVER_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -140,6 +141,10 @@ export const configSchema = z
       })
       .default({ connectTimeoutMs: 3000, statementTimeoutMs: 5000 }),
     identity: identitySchema,
+    /** Catalog admission rules and publishers (docs/catalog.md). */
+    catalog: catalogSchema,
+    /** Who may publish, approve and audit catalog entries (docs/catalog.md). */
+    admin: adminSchema,
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -17,6 +17,7 @@ export type ErrorKind =
   | 'unsupported_media_type'
   | 'body_too_large'
   | 'unknown_server'
+  | 'server_blocked'
   | 'session_missing'
   | 'session_not_found'
   | 'session_limit'
@@ -31,6 +32,7 @@ export type ErrorKind =
   | 'upstream_crashed'
   | 'upstream_session_expired'
   | 'upstream_auth'
+  | 'upstream_identity'
   | 'principal_limit'
   | 'process_limit'
   | 'rate_limited'
@@ -59,6 +61,7 @@ const WIRE: Record<ErrorKind, { status: number; code: number; oauth?: string }> 
   unsupported_media_type: { status: 415, code: RpcCode.InvalidRequest },
   body_too_large: { status: 413, code: RpcCode.InvalidRequest },
   unknown_server: { status: 404, code: RpcCode.InvalidRequest },
+  server_blocked: { status: 403, code: RpcCode.InvalidRequest },
   session_missing: { status: 400, code: RpcCode.UpstreamUnavailable },
   session_not_found: { status: 404, code: RpcCode.RequestTimeout },
   session_limit: { status: 503, code: RpcCode.UpstreamUnavailable },
@@ -73,6 +76,8 @@ const WIRE: Record<ErrorKind, { status: number; code: number; oauth?: string }> 
   upstream_crashed: { status: 502, code: RpcCode.UpstreamUnavailable },
   upstream_session_expired: { status: 502, code: RpcCode.UpstreamUnavailable },
   upstream_auth: { status: 502, code: RpcCode.UpstreamUnavailable },
+  /** The upstream failed its expected-identity check (upstream/identity.ts): nothing was sent to it. */
+  upstream_identity: { status: 502, code: RpcCode.UpstreamUnavailable },
   principal_limit: { status: 429, code: RpcCode.UpstreamUnavailable },
   process_limit: { status: 429, code: RpcCode.UpstreamUnavailable },
   rate_limited: { status: 429, code: RpcCode.UpstreamUnavailable },

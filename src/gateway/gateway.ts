@@ -19,6 +19,7 @@ import type { RegisteredServer, ServerChange, ServerRegistry } from './registry.
 import { Session, type Access, type SessionDeps } from './session.ts';
 import { createPool, HttpUpstream } from './upstream/http.ts';
 import { StdioUpstream } from './upstream/stdio.ts';
+import type { IdentityMismatchHook } from './upstream/identity.ts';
 import type { Upstream, UpstreamHooks } from './upstream/types.ts';
 import type { PolicyService } from '../policy/service.ts';
 
@@ -50,6 +51,10 @@ export interface GatewayDeps extends ForwardDeps {
   credentials?: CredentialHook;
   /** The policy plane: every request that reaches a server is decided by it (none: nothing is decided, for tests of the transport alone). */
   policy?: PolicyService | null;
+  /** The catalog's tool pins: why a call of a tool is refused now (quarantined, or not yet listed), or null. */
+  tools?: { refusal(server: RegisteredServer, session: string | null, tool: string): string | null } | null;
+  /** Told when an upstream failed its expected-identity check (upstream/identity.ts): the catalog blocks the server and records it. */
+  onIdentityMismatch?: IdentityMismatchHook;
 }
 
 /** How a refused token is answered, by the reason it was refused. */
@@ -82,6 +87,7 @@ export class Gateway {
   readonly credentials: CredentialHook;
   /** The policy plane (null: no request is decided). */
   readonly policy: PolicyService | null;
+  readonly tools: GatewayDeps['tools'];
   /** Requests without a valid token, per network address. */
   private readonly addressRate = new TokenBuckets(() => this.settings.limits.addressRate);
   /** Requests per verified principal. */
@@ -108,6 +114,7 @@ export class Gateway {
     this.filters = deps.filters ?? NO_FILTERS;
     this.credentials = deps.credentials ?? NO_CREDENTIALS;
     this.policy = deps.policy ?? null;
+    this.tools = deps.tools ?? null;
     this.sessionDeps = {
       ...deps,
       settings: () => this.settings,
@@ -133,7 +140,7 @@ export class Gateway {
     const key = keyOf(server);
     let pool = this.pools.get(key);
     if (!pool) {
-      pool = createPool(new URL(server.url));
+      pool = createPool(new URL(server.url), { expectedIdentity: server.expectedIdentity }); // every new connection is checked against it
       this.pools.set(key, pool);
     }
     return pool;
@@ -143,7 +150,7 @@ export class Gateway {
     const maxMessageBytes = this.settings.maxUpstreamMessageBytes;
     if (server.url !== undefined) {
       const http = server as HttpServer;
-      return new HttpUpstream({ server: http, pool: this.pool(http), maxMessageBytes, hooks, credentials: this.credentials, principal });
+      return new HttpUpstream({ server: http, pool: this.pool(http), maxMessageBytes, hooks, credentials: this.credentials, principal, onIdentityMismatch: this.deps.onIdentityMismatch });
     }
     return new StdioUpstream({
       server,
@@ -151,6 +158,7 @@ export class Gateway {
       hooks,
       credentials: this.credentials,
       principal,
+      onIdentityMismatch: this.deps.onIdentityMismatch,
       onProcess: (change) => {
         this.stdioProcesses += change;
       },
@@ -201,11 +209,13 @@ export class Gateway {
 
 
 
-  /** The registered server of this name, or 404. */
+  /** The registered server of this name; 403 with the reason for a blocked one, 404 for an unknown one. */
   server(name: string): RegisteredServer {
     const server = this.registry.get(name);
-    if (!server) throw new GatewayError('unknown_server', `no MCP server named "${name.slice(0, 64)}" is configured`);
-    return server;
+    if (server) return server;
+    const blocked = this.registry.blockedReason(name);
+    if (blocked !== undefined) throw new GatewayError('server_blocked', `MCP server "${name}" is not available: ${blocked}`);
+    throw new GatewayError('unknown_server', `no MCP server named "${name.slice(0, 64)}" is configured`);
   }
 
   /** A request refused by a limit: recorded as a counted summary (limit.exceeded), answered with 429 or 503. */
@@ -280,6 +290,7 @@ export class Gateway {
         maxMessageBytes: this.settings.maxUpstreamMessageBytes,
         credentials: this.credentials,
         principal: null,
+        onIdentityMismatch: this.deps.onIdentityMismatch,
         hooks: {
           onMessage: () => undefined,
           onError: (error) => this.deps.metrics.errors.inc({ server: server.name, kind: error.kind }),

@@ -26,6 +26,8 @@ export interface HttpDeps {
   trustedProxies: () => readonly string[];
   /** Settles when start-up is recorded; until then requests wait and /readyz says 503. */
   started: Promise<void>;
+  /** The catalog's sub-registry API at {issuer}/v0.1/ (src/catalog/registry-http.ts). */
+  registryApi?: (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, address: string) => Promise<void>;
 }
 
 async function ready(deps: HttpDeps, res: ServerResponse, started: boolean): Promise<void> {
@@ -61,6 +63,7 @@ async function mcp(deps: HttpDeps, name: string, req: IncomingMessage, res: Serv
 
 export function createHttpServer(deps: HttpDeps): http.Server {
   const prefix = `${issuerPath(deps.issuer)}/mcp/`;
+  const registryPrefix = `${issuerPath(deps.issuer)}/v0.1`;
   const { metrics, log } = deps.gateway.deps;
   const serverLabel = (req: IncomingMessage): string => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
@@ -76,6 +79,11 @@ export function createHttpServer(deps: HttpDeps): http.Server {
       const name = path.slice(prefix.length);
       if (name.length === 0 || name.includes('/')) throw new GatewayError('unknown_server', 'no MCP server at this path');
       return mcp(deps, name, req, res);
+    }
+    if (deps.registryApi !== undefined && (path === registryPrefix || path.startsWith(`${registryPrefix}/`))) {
+      if (!started) await deps.started;
+      const url = req.url ?? '/';
+      return deps.registryApi(req, res, url.slice(issuerPath(deps.issuer).length), clientAddress(req, deps.trustedProxies()));
     }
     const probe = path === '/healthz' || path === '/readyz' || path === '/metrics';
     if (!probe) {

@@ -34,6 +34,7 @@ export class ServerRegistry {
   private servers = new Map<string, RegisteredServer>();
   private byEndpoint = new Map<string, RegisteredServer>();
   private current = 0;
+  private blocked = new Map<string, string>();
   private readonly listeners = new Set<ChangeListener>();
 
   constructor(servers: readonly ResolvedServer[] = []) {
@@ -60,6 +61,20 @@ export class ServerRegistry {
   /** The server whose canonical URI ({issuer}/mcp/NAME) is exactly `endpoint`. */
   forEndpoint(endpoint: string): RegisteredServer | undefined {
     return this.byEndpoint.get(endpoint);
+  }
+
+  /**
+   * Why NAME is known but not routable now (an expired, suspended, pending
+   * or retired catalog entry, or one whose identity did not match), or
+   * undefined. A blocked name is answered 403 with this reason, not 404.
+   */
+  blockedReason(name: string): string | undefined {
+    return this.blocked.get(name);
+  }
+
+  /** Replaces the blocked names (a name that is also registered stays routable: the registry wins). */
+  setBlocked(blocked: ReadonlyMap<string, string>): void {
+    this.blocked = new Map(blocked);
   }
 
   list(): RegisteredServer[] {

@@ -3,7 +3,7 @@
  * method one ordered list of small named steps over one request context.
  *
  *   POST    origin → resolveServer → authenticate → postHeaders → readBody → parse
- *           → checkBounds → checkScope → decide → route → findSession → dispatch
+ *           → checkBounds → checkScope → decide → route → findSession → checkTool → dispatch
  *   GET     origin → resolveServer → authenticate → getHeaders → findSession → listen
  *   DELETE  origin → resolveServer → authenticate → findSession → endSession
  *
@@ -221,6 +221,16 @@ export const findSession: Step = (ctx, gateway) => {
   ctx.session = session;
 };
 
+/** A catalog server's tool is called only as reviewed: its pinned definition was seen in this session's list (src/catalog/tool-gate.ts). */
+export const checkTool: Step = (ctx, gateway) => {
+  const message = ctx.parsed;
+  if (gateway.tools === null || gateway.tools === undefined || message.kind !== 'request' || message.message.method !== 'tools/call') return;
+  const tool = targetName('tools/call', message.message.params);
+  if (tool === null) return;
+  const refusal = gateway.tools.refusal(ctx.server, ctx.session?.handle ?? null, tool);
+  if (refusal !== null) throw new GatewayError('refused', refusal, { data: { server: ctx.server.name, tool } });
+};
+
 /** Hands the message to its session (opened here for initialize) or to the stateless path. */
 export const dispatch: Step = async (ctx, gateway) => {
   const { parsed: message, res } = ctx;
@@ -260,7 +270,7 @@ export const endSession: Step = async (ctx) => {
 // ---------------------------------------------------------------- the lists
 
 export const PIPELINES: Readonly<Record<string, readonly Step[]>> = {
-  POST: [origin, resolveServer, authenticate, postHeaders, readRequestBody, parse, checkBounds, checkScope, decide, route, findSession, dispatch],
+  POST: [origin, resolveServer, authenticate, postHeaders, readRequestBody, parse, checkBounds, checkScope, decide, route, findSession, checkTool, dispatch],
   GET: [origin, resolveServer, authenticate, getHeaders, findSession, listen],
   DELETE: [origin, resolveServer, authenticate, findSession, endSession],
 };

@@ -23,16 +23,24 @@ function decodeKey(text: string, origin: string): Buffer {
   return key;
 }
 
-/** The deployment secret: the environment wins, else the data directory's file, created on first use. */
-export function loadSecretKey(dataDir: string, env: NodeJS.ProcessEnv = process.env): Buffer {
+/** The deployment secret as `loadSecretKey` finds it, but never created: null when there is none yet. */
+export function existingSecretKey(dataDir: string, env: NodeJS.ProcessEnv = process.env): Buffer | null {
   const fromEnv = env[SECRET_KEY_ENV];
   if (fromEnv !== undefined && fromEnv !== '') return decodeKey(fromEnv, SECRET_KEY_ENV);
   const file = join(dataDir, SECRET_KEY_FILE);
   try {
     return decodeKey(readFileSync(file, 'utf8'), file);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
   }
+}
+
+/** The deployment secret: the environment wins, else the data directory's file, created on first use. */
+export function loadSecretKey(dataDir: string, env: NodeJS.ProcessEnv = process.env): Buffer {
+  const existing = existingSecretKey(dataDir, env);
+  if (existing !== null) return existing;
+  const file = join(dataDir, SECRET_KEY_FILE);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const key = randomBytes(32);
   let fd: number;

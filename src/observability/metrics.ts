@@ -42,6 +42,7 @@ export class Metrics {
   readonly sessions: Gauge<'server'>;
   readonly auditEvents: Counter<'type'>;
   readonly auditLost: Counter;
+  readonly daysToExpiry: Gauge<'server'>;
   private readonly requestChildren: ChildCache<{ inc(): void }>;
   private readonly latencyChildren: ChildCache<{ observe(value: number): void }>;
   private readonly auditChildren: ChildCache<{ inc(): void }>;
@@ -82,6 +83,12 @@ export class Metrics {
     this.auditLost = new Counter({
       name: 'mandate_audit_write_failures_total',
       help: 'Identity events that could not be written',
+      registers: [this.registry],
+    });
+    this.daysToExpiry = new Gauge({
+      name: 'mandate_catalog_days_to_expiry',
+      help: 'Days until a catalog entry\'s approval expires, by server (negative once expired)',
+      labelNames: ['server'],
       registers: [this.registry],
     });
     this.requestChildren = new ChildCache((v) => this.requests.labels(...(v as [string, string, string])));

@@ -238,6 +238,143 @@ CREATE TABLE revocations (
 CREATE INDEX revocations_expires ON revocations (expires_at);
 `,
   },
+  {
+    version: 3,
+    name: 'catalog',
+    // The catalog (src/store/catalog.ts, docs/catalog.md). JSON is text as
+    // written (a server.json keeps its key order); times are ISO 8601 UTC
+    // strings, which compare as text. At most one open proposal per route.
+    // Every change appends to catalog_history in the same transaction, so its
+    // highest seq tells a gateway node whether anything changed since it looked.
+    sqlite: `
+CREATE TABLE catalog_entries (
+  route TEXT NOT NULL PRIMARY KEY,
+  name TEXT NOT NULL,
+  version TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'suspended', 'deprecated', 'retired', 'expired')),
+  source TEXT NOT NULL CHECK (source IN ('catalog', 'config-managed')),
+  server_json TEXT NOT NULL,
+  governance TEXT NOT NULL,
+  signature TEXT,
+  pins TEXT NOT NULL,
+  expires_at TEXT,
+  revision INTEGER NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  approved_by TEXT,
+  approved_at TEXT,
+  seal TEXT
+) STRICT;
+CREATE INDEX catalog_entries_name ON catalog_entries (name);
+CREATE TABLE catalog_versions (
+  route TEXT NOT NULL,
+  version TEXT NOT NULL,
+  name TEXT NOT NULL,
+  server_json TEXT NOT NULL,
+  approved_by TEXT NOT NULL,
+  approved_at TEXT NOT NULL,
+  PRIMARY KEY (route, version)
+) STRICT;
+CREATE TABLE catalog_proposals (
+  id TEXT NOT NULL PRIMARY KEY,
+  route TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('new', 'change')),
+  status TEXT NOT NULL CHECK (status IN ('open', 'approved', 'rejected')),
+  content TEXT NOT NULL,
+  proposed_by TEXT NOT NULL,
+  proposed_at TEXT NOT NULL,
+  reason TEXT,
+  decided_by TEXT,
+  decided_at TEXT,
+  decision_reason TEXT
+) STRICT;
+CREATE UNIQUE INDEX catalog_proposals_open ON catalog_proposals (route) WHERE status = 'open';
+CREATE TABLE catalog_drift (
+  route TEXT NOT NULL,
+  tool TEXT NOT NULL,
+  hash TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('changed', 'new')),
+  definition TEXT NOT NULL,
+  diff TEXT NOT NULL,
+  detected_at TEXT NOT NULL,
+  PRIMARY KEY (route, tool)
+) STRICT;
+CREATE TABLE catalog_history (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  route TEXT NOT NULL,
+  at TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  reason TEXT,
+  data TEXT NOT NULL
+) STRICT;
+CREATE INDEX catalog_history_route ON catalog_history (route, seq);
+`,
+    postgres: `
+CREATE TABLE catalog_entries (
+  route text COLLATE "C" PRIMARY KEY,
+  name text COLLATE "C" NOT NULL,
+  version text NOT NULL,
+  status text NOT NULL CHECK (status IN ('pending', 'approved', 'suspended', 'deprecated', 'retired', 'expired')),
+  source text NOT NULL CHECK (source IN ('catalog', 'config-managed')),
+  server_json text NOT NULL,
+  governance text NOT NULL,
+  signature text,
+  pins text NOT NULL,
+  expires_at text COLLATE "C",
+  revision integer NOT NULL,
+  created_at text COLLATE "C" NOT NULL,
+  updated_at text COLLATE "C" NOT NULL,
+  approved_by text,
+  approved_at text COLLATE "C",
+  seal text
+);
+CREATE INDEX catalog_entries_name ON catalog_entries (name);
+CREATE TABLE catalog_versions (
+  route text COLLATE "C" NOT NULL,
+  version text COLLATE "C" NOT NULL,
+  name text COLLATE "C" NOT NULL,
+  server_json text NOT NULL,
+  approved_by text NOT NULL,
+  approved_at text COLLATE "C" NOT NULL,
+  PRIMARY KEY (route, version)
+);
+CREATE TABLE catalog_proposals (
+  id text COLLATE "C" PRIMARY KEY,
+  route text COLLATE "C" NOT NULL,
+  kind text NOT NULL CHECK (kind IN ('new', 'change')),
+  status text NOT NULL CHECK (status IN ('open', 'approved', 'rejected')),
+  content text NOT NULL,
+  proposed_by text NOT NULL,
+  proposed_at text COLLATE "C" NOT NULL,
+  reason text,
+  decided_by text,
+  decided_at text COLLATE "C",
+  decision_reason text
+);
+CREATE UNIQUE INDEX catalog_proposals_open ON catalog_proposals (route) WHERE status = 'open';
+CREATE TABLE catalog_drift (
+  route text COLLATE "C" NOT NULL,
+  tool text COLLATE "C" NOT NULL,
+  hash text NOT NULL,
+  kind text NOT NULL CHECK (kind IN ('changed', 'new')),
+  definition text NOT NULL,
+  diff text NOT NULL,
+  detected_at text COLLATE "C" NOT NULL,
+  PRIMARY KEY (route, tool)
+);
+CREATE TABLE catalog_history (
+  seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  route text COLLATE "C" NOT NULL,
+  at text COLLATE "C" NOT NULL,
+  actor text NOT NULL,
+  action text NOT NULL,
+  reason text,
+  data text NOT NULL
+);
+CREATE INDEX catalog_history_route ON catalog_history (route, seq);
+`,
+  },
 ];
 
 /** How the applied migrations compare with this build's. */

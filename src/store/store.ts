@@ -4,11 +4,12 @@
  * SqliteStore and PostgresStore only open their engine and appender.
  */
 import { SqlAuditStore, type AuditAppender } from './audit.ts';
+import { SqlCatalogStore } from './catalog.ts';
 import { SqlIdentityStore } from './identity.ts';
 import type { Int } from './identity-rows.ts';
 import { MIGRATIONS, compareSchema, refuseNewer } from './migrations.ts';
 import type { Engine } from './sql/engine.ts';
-import type { AuditStore, IdentityStore, MigrationState, SchemaState, Store, StoreKind } from './types.ts';
+import type { AuditStore, CatalogStore, IdentityStore, MigrationState, SchemaState, Store, StoreKind } from './types.ts';
 
 interface MigrationRow {
   version: Int;
@@ -19,6 +20,7 @@ interface MigrationRow {
 export class SqlStore implements Store {
   readonly audit: AuditStore;
   readonly identity: IdentityStore;
+  readonly catalog: CatalogStore;
   protected readonly engine: Engine;
   private pinging: Promise<void> | null = null;
 
@@ -26,6 +28,7 @@ export class SqlStore implements Store {
     this.engine = engine;
     this.audit = new SqlAuditStore(engine, appender);
     this.identity = new SqlIdentityStore(engine);
+    this.catalog = new SqlCatalogStore(engine);
   }
 
   get kind(): StoreKind {

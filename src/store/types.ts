@@ -1,12 +1,13 @@
 /**
- * The storage interface: one store per plane (`audit`, `identity`; later
- * `catalog` and `credentials`), each written once on a thin per-database
+ * The storage interface: one store per plane (`audit`, `identity`, `catalog`; later
+ * `credentials`), each written once on a thin per-database
  * engine (src/store/sql/engine.ts), with two databases: embedded SQLite
  * (node:sqlite, the default) and PostgreSQL (several gateway nodes). One
  * contract suite per plane (test/store/contract.ts, identity-contract.ts)
  * runs against both. How to add a plane: docs/storage.md.
  */
 import type { SqlAuditStore } from './audit.ts';
+import type { SqlCatalogStore } from './catalog.ts';
 import type { SqlIdentityStore } from './identity.ts';
 export type * from './identity-types.ts';
 
@@ -17,6 +18,8 @@ type PlaneOf<T> = { [K in keyof T]: T[K] };
 export type AuditStore = PlaneOf<SqlAuditStore>;
 /** What the authorization server keeps (src/store/identity.ts). */
 export type IdentityStore = PlaneOf<SqlIdentityStore>;
+/** The server catalog: entries, versions, proposals, drift, history (src/store/catalog.ts). */
+export type CatalogStore = PlaneOf<SqlCatalogStore>;
 
 export type StoreKind = 'sqlite' | 'postgres';
 export type Durability = 'process' | 'power';
@@ -51,7 +54,8 @@ export interface Store {
 
   readonly audit: AuditStore;
   readonly identity: IdentityStore;
-  // Room for the next planes: `catalog`, `credentials` (docs/storage.md, "Adding a plane").
+  readonly catalog: CatalogStore;
+  // Room for the next plane: `credentials` (docs/storage.md, "Adding a plane").
 
   /**
    * Applies pending versioned migrations, in order, each in a transaction;

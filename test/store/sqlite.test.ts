@@ -8,6 +8,7 @@ import { openStore } from '../../src/store/open.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { StoreUnavailableError } from '../../src/store/types.ts';
 import { runStoreContract, type StoreHarness } from './contract.ts';
+import { runCatalogContract } from './catalog-contract.ts';
 import { runIdentityContract } from './identity-contract.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'mandate-store-'));
@@ -48,6 +49,7 @@ const harness: StoreHarness = {
 
 runStoreContract('sqlite', harness);
 runIdentityContract('sqlite', harness);
+runCatalogContract('sqlite', harness);
 
 describe('SqliteStore specifics', () => {
   it('openStore without a URL opens SQLite in the data dir, created owner-only', async () => {

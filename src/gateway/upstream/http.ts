@@ -12,6 +12,8 @@ import { isPromise, type CredentialHook, type CredentialPurpose, type Credential
 import type { RegisteredServer } from '../registry.ts';
 import type { Principal } from '../../identity/verify.ts';
 import { exchange, headerValue, type FailureKind, type Headers, type ResponseReader } from './exchange.ts';
+import type { ExpectedIdentity } from '../../catalog/types.ts';
+import { identityConnector, identityError, needsPeerCheck, reportMismatch, UpstreamIdentityError, type IdentityMismatchHook } from './identity.ts';
 import type { RequestOptions, Upstream, UpstreamAnswer, UpstreamHooks } from './types.ts';
 
 export interface HttpUpstreamOptions {
@@ -22,6 +24,8 @@ export interface HttpUpstreamOptions {
   credentials: CredentialHook;
   /** On whose behalf this upstream speaks when a request names nobody (the session's caller). */
   principal: Principal | null;
+  /** Told when a connection failed the server's expected-identity check (identity.ts): once per refused connection. */
+  onIdentityMismatch?: IdentityMismatchHook;
 }
 
 type Body = Dispatcher.ResponseData['body'];
@@ -30,9 +34,19 @@ type Answer = Dispatcher.ResponseData;
 const LISTEN_RETRY_MS = [500, 1000, 2000, 5000, 10_000];
 const ERROR_BODY_LIMIT = 64 * 1024;
 
+export interface PoolOptions {
+  /** What the upstream must prove on every new connection (identity.ts); without a pin or SPIFFE ID, the pool is the usual one. */
+  expectedIdentity?: ExpectedIdentity | undefined;
+  /** Trust anchors for this pool instead of the system's (a private CA). */
+  ca?: string | Buffer | (string | Buffer)[];
+}
+
 /** One connection pool per upstream server. Timeouts are the gateway's own (forward.ts), not the pool's. */
-export function createPool(url: URL): Pool {
-  return new Pool(url.origin, { connections: 256, pipelining: 1, keepAliveTimeout: 30_000, headersTimeout: 0, bodyTimeout: 0 });
+export function createPool(url: URL, options: PoolOptions = {}): Pool {
+  const tls = options.ca === undefined ? {} : { ca: options.ca };
+  // An expected identity: every new connection goes through a connector that checks it (identity.ts).
+  const connect = needsPeerCheck(options.expectedIdentity) ? identityConnector(options.expectedIdentity, tls) : options.ca === undefined ? undefined : tls;
+  return new Pool(url.origin, { connections: 256, pipelining: 1, keepAliveTimeout: 30_000, headersTimeout: 0, bodyTimeout: 0, ...(connect ? { connect } : {}) });
 }
 
 /** Feeds a response body to an SSE parser; `onError` gets a size or framing failure. */
@@ -80,6 +94,19 @@ export class HttpUpstream implements Upstream {
     return new GatewayError('upstream_session_expired', `upstream server "${this.name}" ended the session; start a new one`, { detail });
   }
 
+  /** A connect that failed: the upstream did not prove its expected identity (told to the hook once), or could not be reached. */
+  connectFailed(what: string, error: unknown): GatewayError {
+    if (error instanceof UpstreamIdentityError) {
+      if (!error.reported) {
+        error.reported = true;
+        reportMismatch(this.options.onIdentityMismatch, this.options.server, error.mismatch);
+      }
+      return identityError(this.name, error.mismatch, error);
+    }
+    const code = (error as { code?: string }).code;
+    return this.unavailable(`${what} failed: ${code ?? (error as Error).message}`, error);
+  }
+
   /** The upstream refused the gateway's credentials (401/403): said as such, never as "unavailable". */
   credentialsRefused(status: number, what: string): GatewayError {
     return new GatewayError('upstream_auth', `upstream server "${this.name}" refused the gateway's credentials (HTTP ${status})`, { detail: `HTTP ${status} for ${what}`, upstreamStatus: status });
@@ -115,8 +142,7 @@ export class HttpUpstream implements Upstream {
       answer = await this.options.pool.request({ path: this.path, method, headers: this.headers(await this.credential(question), extra), body, signal });
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
-      const code = (error as { code?: string }).code;
-      throw this.unavailable(`${method} failed: ${code ?? (error as Error).message}`, error);
+      throw this.connectFailed(method, error);
     }
     if ((answer.statusCode === 401 || answer.statusCode === 403) && (await this.retryAfterRefusal(question, answer.statusCode))) {
       answer.body.resume();
@@ -374,10 +400,8 @@ class AnswerReader implements ResponseReader {
       this.errorStatus();
     } else if (kind === 'too_large') this.refuse(this.upstream.protocolError(error.message));
     else if (kind === 'reader') this.refuse(error);
-    else if (this.status === 0) {
-      const code = (error as { code?: string }).code;
-      this.refuse(this.upstream.unavailable(`POST failed: ${code ?? error.message}`, error));
-    } else this.refuse(this.upstream.unavailable(`${this.mode === 'sse' ? 'stream' : 'response stream'} failed: ${error.message}`, error));
+    else if (this.status === 0) this.refuse(this.upstream.connectFailed('POST', error));
+    else this.refuse(this.upstream.unavailable(`${this.mode === 'sse' ? 'stream' : 'response stream'} failed: ${error.message}`, error));
   }
 
   /** An error status: a JSON-RPC error body is relayed (it is the upstream's answer); anything else is masked. */

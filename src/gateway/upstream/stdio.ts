@@ -11,6 +11,7 @@ import { isPromise, type CredentialHook, type UpstreamCredential } from '../cred
 import type { RegisteredServer } from '../registry.ts';
 import type { Principal } from '../../identity/verify.ts';
 import type { RequestOptions, Upstream, UpstreamAnswer, UpstreamHooks } from './types.ts';
+import { checkPackage, identityError, reportMismatch, type IdentityMismatchHook } from './identity.ts';
 
 export interface StdioUpstreamOptions {
   server: RegisteredServer;
@@ -21,6 +22,8 @@ export interface StdioUpstreamOptions {
   principal: Principal | null;
   /** Told when the process starts and when it exits (the per-node process count). */
   onProcess?: (change: 1 | -1) => void;
+  /** Told when the command line is not the expected package's (identity.ts): the process is then never started. */
+  onIdentityMismatch?: IdentityMismatchHook;
 }
 
 /** Variables passed from the gateway's own environment; nothing else is (no gateway secret leaks to a tool). */
@@ -50,6 +53,8 @@ export class StdioUpstream implements Upstream {
   private reinitCount = 0;
   /** Lines written while the process was being started (its credential was being fetched). */
   private queued: string[] | null = null;
+  /** Why no process may start (its expected identity did not match): every write is refused with it. */
+  private refusal: GatewayError | null = null;
   private readonly options: StdioUpstreamOptions;
 
   constructor(options: StdioUpstreamOptions) {
@@ -64,6 +69,19 @@ export class StdioUpstream implements Upstream {
 
   /** Starts the process with the credential hook's environment; waits for the hook if it must. */
   private start(): void {
+    // The expected package is checked before every start (and before any credential is asked for).
+    const server = this.options.server;
+    const mismatch = checkPackage(server.expectedIdentity?.package, server.command ?? '', server.args);
+    if (mismatch) {
+      const refusal = identityError(server.name, mismatch);
+      this.refusal = refusal;
+      this.queued = []; // requests written meanwhile wait, and fail with the refusal below
+      queueMicrotask(() => {
+        reportMismatch(this.options.onIdentityMismatch, server, mismatch);
+        this.cannotStart(refusal.detail ?? '', refusal);
+      });
+      return;
+    }
     let credential: UpstreamCredential | Promise<UpstreamCredential>;
     try {
       credential = this.options.credentials.credential({ server: this.options.server, principal: this.options.principal, purpose: 'spawn', attempt: 0 });
@@ -84,9 +102,8 @@ export class StdioUpstream implements Upstream {
     );
   }
 
-  private cannotStart(detail: string): void {
+  private cannotStart(detail: string, failure = this.error('upstream_unavailable', detail)): void {
     this.queued = null;
-    const failure = this.error('upstream_unavailable', detail);
     this.failPending(failure);
     this.closed = true;
     this.options.hooks.onClosed(failure);
@@ -196,7 +213,7 @@ export class StdioUpstream implements Upstream {
       this.queued.push(`${JSON.stringify(message)}\n`);
       return;
     }
-    if (!this.child) throw this.error('upstream_unavailable', 'no process is running');
+    if (!this.child) throw this.refusal ?? this.error('upstream_unavailable', 'no process is running');
     this.child.stdin.write(`${JSON.stringify(message)}\n`);
   }
 

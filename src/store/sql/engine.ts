@@ -90,9 +90,18 @@ export interface Engine {
   close(): Promise<void>;
 }
 
-/** A caller's bug (not JSON, a bad argument), passed through rather than reported as an outage. */
+/**
+ * A change a transaction refused on purpose (a compare-and-set that lost, a
+ * row that is no longer in the state it needs): it says nothing about the
+ * database, so it passes through a transaction unchanged.
+ */
+export class ConflictError extends Error {
+  override readonly name: string = 'ConflictError';
+}
+
+/** A caller's bug (not JSON, a bad argument) or a refused change, passed through rather than reported as an outage. */
 export function isCallerError(error: unknown): boolean {
-  return error instanceof TypeError || error instanceof RangeError;
+  return error instanceof TypeError || error instanceof RangeError || error instanceof ConflictError;
 }
 
 export function messageOf(error: unknown): string {
