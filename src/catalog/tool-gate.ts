@@ -55,6 +55,12 @@ export class ToolGate {
     this.views.clear();
   }
 
+  /** For a catalog server: whether `tool` has a reviewed pin (Cedar's `resource.pinned`); undefined for a server that is not pinned. */
+  pinned(server: RegisteredServer, tool: string): boolean | undefined {
+    const pins = this.deps.pins(server.name);
+    return pins === undefined ? undefined : pins.some((pin) => pin.name === tool);
+  }
+
   /** Why a call of `tool` on `server` is refused now, or null when it may go on. */
   refusal(server: RegisteredServer, session: string | null, tool: string): string | null {
     if (this.deps.pins(server.name) === undefined) return null;

@@ -6,6 +6,7 @@
  * (and file hash, when the server.json gives one) are the expected identity.
  */
 import type { ResolvedServer } from '../config/load.ts';
+import type { CatalogFacts } from '../policy/request.ts';
 import { upstreamOf } from './server-json.ts';
 import type { CatalogEntry, ExpectedIdentity } from './types.ts';
 
@@ -13,7 +14,17 @@ export function resolvedServerOf(entry: CatalogEntry, issuer: string, dataDir: s
   const upstream = upstreamOf(entry.serverJson);
   const { route } = entry.governance;
   const approved = entry.governance.expectedIdentity;
-  const base = { name: route, endpoint: `${issuer}/mcp/${route}` };
+  const g = entry.governance;
+  const catalog: CatalogFacts = {
+    ...(g.owner !== '' ? { owner: g.owner } : {}),
+    ...(g.team !== undefined ? { team: g.team } : {}),
+    ...(g.tenant !== undefined ? { tenant: g.tenant } : {}),
+    environment: g.environment,
+    risk: g.risk,
+    ...(g.classification !== undefined ? { classification: g.classification } : {}),
+    status: g.status,
+  };
+  const base = { name: route, endpoint: `${issuer}/mcp/${route}`, catalog };
   if (upstream.transport === 'http') return { ...base, url: upstream.url, args: [], env: {}, transport: 'http', ...(approved !== undefined ? { expectedIdentity: approved } : {}) };
   const expectedIdentity: ExpectedIdentity = { ...approved, package: { ...upstream.package, ...approved?.package } };
   return { ...base, command: upstream.command, args: upstream.args, env: upstream.env, cwd: dataDir, transport: 'stdio', expectedIdentity };

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { ExpectedIdentity } from '../catalog/types.ts';
+import type { CatalogFacts } from '../policy/request.ts';
 import type { z } from 'zod';
 import { identityWarnings } from './identity-schema.ts';
 import { LOOPBACK_HOSTS } from './loopback.ts';
@@ -31,6 +32,8 @@ export interface ResolvedServer extends ServerConfig {
   transport: 'http' | 'stdio';
   /** What the upstream must prove at every connection or start (gateway/upstream/identity.ts); set by the catalog. */
   expectedIdentity?: ExpectedIdentity;
+  /** What the catalog says of the server, for policies (Cedar attributes of its Server); absent for mandate.yaml's servers. */
+  catalog?: CatalogFacts;
 }
 
 export interface Config extends Omit<ParsedConfig, 'servers' | 'issuer' | 'gateway' | 'policies'> {

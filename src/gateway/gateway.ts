@@ -52,7 +52,7 @@ export interface GatewayDeps extends ForwardDeps {
   /** The policy plane: every request that reaches a server is decided by it (none: nothing is decided, for tests of the transport alone). */
   policy?: PolicyService | null;
   /** The catalog's tool pins: why a call of a tool is refused now (quarantined, or not yet listed), or null. */
-  tools?: { refusal(server: RegisteredServer, session: string | null, tool: string): string | null } | null;
+  tools?: { refusal(server: RegisteredServer, session: string | null, tool: string): string | null; pinned(server: RegisteredServer, tool: string): boolean | undefined } | null;
   /** Told when an upstream failed its expected-identity check (upstream/identity.ts): the catalog blocks the server and records it. */
   onIdentityMismatch?: IdentityMismatchHook;
 }

@@ -174,7 +174,7 @@ export const decide: Step = async (ctx, gateway) => {
   const message = ctx.parsed;
   if (policy === null || message.kind !== 'request' || !isDecided(message.message.method)) return;
   const { method, params } = message.message;
-  const asked = requestDecision(policy, ctx.principal, ctx.server, method, params, ctx.address);
+  const asked = requestDecision(policy, ctx.principal, ctx.server, method, params, ctx.address, (tool) => gateway.tools?.pinned(ctx.server, tool));
   if (asked === null) throw new GatewayError('invalid_params', `${method.slice(0, 64)} needs ${NAMED_TARGET[method] ?? 'its target'}`);
   const engine = policy.engine;
   const decision = engine === null ? null : engine.decide(asked);

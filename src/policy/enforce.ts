@@ -10,7 +10,7 @@ import { GatewayError } from '../gateway/errors.ts';
 import { isObject, type JsonRpcMessage } from '../gateway/jsonrpc.ts';
 import type { RegisteredServer } from '../gateway/registry.ts';
 import type { PolicyService } from './service.ts';
-import { HINTS, targetOf, type ClientFacts, type DecisionRequest, type Principal, type Target, type ToolHints } from './request.ts';
+import { HINTS, targetOf, type CatalogFacts, type ClientFacts, type DecisionRequest, type Principal, type Target, type ToolHints } from './request.ts';
 
 /** Without a token (only when identity.requireToken is false). */
 const ANONYMOUS: ClientFacts = { id: 'anonymous', name: 'anonymous', owner: null, kind: 'anonymous' };
@@ -21,7 +21,7 @@ export function decisionRequest(
   method: string,
   target: Target,
   address: string,
-  extra: { args?: Record<string, unknown>; hints?: ToolHints } = {},
+  extra: { args?: Record<string, unknown>; hints?: ToolHints; catalog?: CatalogFacts; pinned?: boolean } = {},
 ): DecisionRequest {
   const now = Date.now();
   let principal: Principal;
@@ -48,12 +48,26 @@ export function decisionRequest(
 }
 
 /** The request a client sent, as a decision request; null when it names none of the target its method needs (NAMED_TARGET). */
-export function requestDecision(policy: PolicyService, token: TokenPrincipal | null, server: RegisteredServer, method: string, params: Record<string, unknown> | undefined, address: string): DecisionRequest | null {
+export function requestDecision(
+  policy: PolicyService,
+  token: TokenPrincipal | null,
+  server: RegisteredServer,
+  method: string,
+  params: Record<string, unknown> | undefined,
+  address: string,
+  pinned?: (tool: string) => boolean | undefined,
+): DecisionRequest | null {
   const target = targetOf(server.name, method, params);
   if (target === null) return null;
   const args = method === 'tools/call' && typeof params?.arguments === 'object' && params.arguments !== null && !Array.isArray(params.arguments) ? (params.arguments as Record<string, unknown>) : undefined;
   const hints = target.type === 'Tool' ? policy.hints.get(server.name, server.generation, target.name) : undefined;
-  return decisionRequest(token, server.name, method, target, address, { args: args ?? {}, ...(hints ? { hints } : {}) });
+  const pin = target.type === 'Tool' ? pinned?.(target.name) : undefined;
+  return decisionRequest(token, server.name, method, target, address, { args: args ?? {}, ...(hints ? { hints } : {}), ...catalogOf(server), ...(pin !== undefined ? { pinned: pin } : {}) });
+}
+
+/** The catalog's facts of a server, as a decision request carries them. */
+function catalogOf(server: RegisteredServer): { catalog?: CatalogFacts } {
+  return server.catalog !== undefined ? { catalog: server.catalog } : {};
 }
 
 /** Each list method: the result field with its items, the call an item stands for, and what names an item. */
@@ -110,7 +124,7 @@ export function listFilter(policy: PolicyService): MessageFilter {
       const kept = named.filter(([name, item]) => {
         const target: Target = list.key === 'uriTemplate' ? { type: 'Resource', name } : { type: list.type, name };
         const hints = list.type === 'Tool' ? hintsOf(item) : undefined;
-        const asked = decisionRequest(delivery.principal, server.name, list.method, target, delivery.address ?? '0.0.0.0', hints ? { hints } : {});
+        const asked = decisionRequest(delivery.principal, server.name, list.method, target, delivery.address ?? '0.0.0.0', { ...(hints ? { hints } : {}), ...catalogOf(server) });
         return engine.couldAllow(asked);
       });
       if (kept.length === items.length) return;

@@ -208,8 +208,10 @@ export class PolicyEngine {
     const via = withClient ? `${client.id}\u0001${client.name}\u0001${client.owner}\u0001${client.kind}` : '';
     const scopes = all || view.reads.has('scopes') ? request.scopes.join(' ') : '';
     const hinted = hints === undefined || !view.needs.resourceAttributes ? '' : `${hints.readOnlyHint}${hints.destructiveHint}${hints.idempotentHint}${hints.openWorldHint}`;
+    // The catalog's attributes and the pin change while the gateway runs (an approval, a renewal): part of the key when read.
+    const catalog = !view.needs.resourceAttributes || (request.catalog === undefined && request.pinned === undefined) ? '' : `${JSON.stringify(request.catalog ?? null)}\u0001${request.pinned}`;
     const what = view.generic ? `${request.server}\u0001*` : resourceId(request.server, target);
-    return `${who}\0${via}\0${scopes}\0${request.method}\0${target.type}\0${what}\0${hinted}`;
+    return `${who}\0${via}\0${scopes}\0${request.method}\0${target.type}\0${what}\0${hinted}\0${catalog}`;
   }
 
   /** Decides one request. */

@@ -35,6 +35,19 @@ export interface Target {
   name: string;
 }
 
+/** What the catalog says of a server (docs/catalog.md): Cedar attributes of its Server entity. Absent for mandate.yaml's servers. */
+export interface CatalogFacts {
+  owner?: string;
+  team?: string;
+  tenant?: string;
+  environment?: string;
+  risk?: string;
+  classification?: string;
+  status?: string;
+}
+
+export const CATALOG_FACTS = ['owner', 'team', 'tenant', 'environment', 'risk', 'classification', 'status'] as const;
+
 export interface DecisionRequest {
   principal: Principal;
   client: ClientFacts;
@@ -44,6 +57,10 @@ export interface DecisionRequest {
   target: Target;
   /** For a Tool: the hints from the upstream's own tools/list; undefined when the gateway has not seen that list. */
   hints?: ToolHints;
+  /** The server's catalog entry, when it has one. */
+  catalog?: CatalogFacts;
+  /** For a Tool of a catalog server: whether a reviewed pin exists for it. */
+  pinned?: boolean;
   scopes: readonly string[];
   /** tools/call arguments as the client sent them. */
   args?: Record<string, unknown>;
@@ -169,17 +186,37 @@ function clientEntity(client: ClientFacts): cedar.EntityJson {
   return { uid: uid('Client', client.id), attrs, parents: [] };
 }
 
-function targetEntity(request: DecisionRequest, withAttributes: boolean): cedar.EntityJson {
+/** The Server entity's attributes: its name and, for a catalog server, what the catalog says of it (the owner as a User). */
+function serverAttributes(request: DecisionRequest): Record<string, cedar.CedarValueJson> {
+  const attrs: Record<string, cedar.CedarValueJson> = { name: request.server };
+  const facts = request.catalog;
+  if (facts === undefined) return attrs;
+  for (const key of CATALOG_FACTS) {
+    const value = facts[key];
+    if (value === undefined || value === '') continue;
+    attrs[key] = key === 'owner' ? { __entity: uid('User', value) } : value;
+  }
+  return attrs;
+}
+
+/** The resource, and for a tool, prompt or resource of a catalog server its Server with the catalog's attributes (`resource.entry`). */
+function targetEntities(request: DecisionRequest, withAttributes: boolean): cedar.EntityJson[] {
   const { server, target } = request;
-  if (target.type === 'Server') return { uid: uid('Server', server), attrs: withAttributes ? { name: server } : {}, parents: [] };
+  if (target.type === 'Server') return [{ uid: uid('Server', server), attrs: withAttributes ? serverAttributes(request) : {}, parents: [] }];
   const attrs: Record<string, cedar.CedarValueJson> = withAttributes ? { name: target.name, server } : {};
+  const entities: cedar.EntityJson[] = [];
+  if (withAttributes && request.catalog !== undefined) {
+    attrs.entry = { __entity: uid('Server', server) };
+    entities.push({ uid: uid('Server', server), attrs: serverAttributes(request), parents: [] });
+  }
+  if (withAttributes && target.type === 'Tool' && request.pinned !== undefined) attrs.pinned = request.pinned;
   if (withAttributes && target.type === 'Tool' && request.hints) {
     for (const [key, value] of Object.entries(request.hints)) if (typeof value === 'boolean') attrs[key] = value;
   } else if (withAttributes && target.type === 'Tool') {
     // Not seen yet: unknown to Cedar (partial evaluation), never taken as absent.
     for (const hint of HINTS) attrs[hint] = { __extn: { fn: 'unknown', arg: hint } };
   }
-  return { uid: uid(target.type, resourceId(server, target)), attrs, parents: [uid('Server', server)] };
+  return [{ uid: uid(target.type, resourceId(server, target)), attrs, parents: [uid('Server', server)] }, ...entities];
 }
 
 export interface CedarRequest {
@@ -217,8 +254,9 @@ export function toCedar(request: DecisionRequest, reads: ReadonlySet<string>, un
   if (principal.type === 'User' && wants('client')) entities.push(clientEntity(request.client));
   const group = ACTION_GROUP[request.method];
   if (group !== undefined && needs.actionGroup) entities.push({ uid: uid('Action', request.method), attrs: {}, parents: [uid('Action', group)] });
-  const target = targetEntity(request, needs.resourceAttributes);
-  entities.push(target);
+  const targets = targetEntities(request, needs.resourceAttributes);
+  const target = targets[0] as cedar.EntityJson;
+  entities.push(...targets);
 
   const context: Record<string, cedar.CedarValueJson> = {};
   if (wants('client')) context.client = { __entity: uid('Client', request.client.id) };

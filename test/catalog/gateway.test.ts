@@ -101,6 +101,10 @@ describe('the catalog at the gateway', { timeout: 120_000 }, () => {
     assert.equal((await mandate.app.catalog.get('short')).governance.status, 'expired');
     await mandate.app.catalog.renew('short', new Date(Date.now() + 86_400_000), 'bob', 'trial extended');
     await eventually(async () => (await initialize('short')).status, (s) => s === 200, 'the renewed server to be routable');
+    // Each approval was for less than catalog.admission.expiringLeadDays: one warning per expiry, the first before it expired.
+    const expiring = await eventually(async () => (await mandate.audit({ types: ['server.expiring'] })).filter((e) => e.server === 'short'), (list) => list.length === 2, 'a warning per expiry');
+    assert.notEqual(expiring[0]?.data?.expiresAt, expiring[1]?.data?.expiresAt);
+    assert.equal(expiring[0]?.data?.daysLeft, 1);
     const metrics = await (await fetch(`${mandate.base}/metrics`)).text();
     assert.match(metrics, /mandate_catalog_days_to_expiry\{server="short"\} 0\.99|mandate_catalog_days_to_expiry\{server="short"\} 1/);
   });
