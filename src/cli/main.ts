@@ -322,9 +322,13 @@ catalogOptions(
     .command('approve')
     .description("approve a quarantined tool's live definition, naming the hash that was reviewed")
     .argument('<name>', 'route name')
-    .argument('<tool>', 'tool name')
-    .option('--hash <hash>', 'the reviewed hash (from `mandate servers drift`)'),
-).action((name: string, tool: string, flags) => run(async () => (await serverCommands()).approvePin(name, tool, flags)));
+    .argument('[tool]', 'tool name')
+    .option('--hash <hash>', 'the reviewed hash (from `mandate servers drift`)')
+    .option('--from <file>', 'approve every {name, hash} in this file (`mandate servers drift NAME --json`, after review)'),
+).action((name: string, tool: string | undefined, flags, command: Command) =>
+  // `pins` takes --as, --json and the store options too: given after `approve`, commander hands them to `pins`.
+  run(async () => (await serverCommands()).approvePin(name, tool, { ...command.parent?.opts(), ...flags })),
+);
 catalogOptions(servers.command('drift').description('list quarantined tools ({name, hash, diff}): changed or new since they were pinned').argument('<name>', 'route name'), false).action(
   (name: string, flags) => run(async () => (await serverCommands()).drift(name, flags)),
 );

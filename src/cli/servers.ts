@@ -328,15 +328,49 @@ export async function pins(route: string, flags: ServerFlags): Promise<void> {
   });
 }
 
-export async function approvePin(route: string, tool: string, flags: ServerFlags & { hash?: string }): Promise<void> {
+const HASH = /^[0-9a-f]{64}$/;
+
+/** The reviewed `{name, hash}` pairs of a file `mandate servers drift NAME --json` wrote (after review). */
+function reviewedPins(file: string): { name: string; hash: string }[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(path.resolve(file), 'utf8'));
+  } catch (error) {
+    throw new UsageError(`--from: cannot read ${file} as JSON (${error instanceof Error ? error.message : String(error)})`);
+  }
+  if (!Array.isArray(value) || value.length === 0 || value.length > 1000) throw new UsageError(`--from: ${file} must hold a list of {name, hash} (as \`mandate servers drift NAME --json\` prints)`);
+  return value.map((item: unknown, index) => {
+    const { name, hash } = (item ?? {}) as { name?: unknown; hash?: unknown };
+    if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 256 || typeof hash !== 'string' || !HASH.test(hash)) {
+      throw new UsageError(`--from: item ${index} of ${file} is not {name, hash} with a 64-hex-digit hash`);
+    }
+    return { name, hash };
+  });
+}
+
+/** `pins approve NAME TOOL --hash H`, or `pins approve NAME --from FILE` for every tool reviewed in FILE. */
+export async function approvePin(route: string, tool: string | undefined, flags: ServerFlags & { hash?: string; from?: string }): Promise<void> {
   const as = actor(flags);
   const why = reason(flags);
-  if (flags.hash === undefined || !/^[0-9a-f]{64}$/.test(flags.hash)) throw new UsageError('--hash takes the reviewed definition\'s SHA-256 (64 hex digits, from `mandate servers drift`)');
-  const hash = flags.hash;
+  let wanted: { name: string; hash: string }[];
+  if (flags.from !== undefined) {
+    if (tool !== undefined || flags.hash !== undefined) throw new UsageError('give either TOOL --hash H, or --from FILE');
+    wanted = reviewedPins(flags.from);
+  } else {
+    if (tool === undefined) throw new UsageError('name the TOOL (with --hash), or give --from FILE');
+    if (flags.hash === undefined || !HASH.test(flags.hash)) throw new UsageError('--hash takes the reviewed definition\'s SHA-256 (64 hex digits, from `mandate servers drift`)');
+    wanted = [{ name: tool, hash: flags.hash }];
+  }
   await withCatalog(flags, async ({ catalog }) => {
-    const entry = await catalog.approvePin(route, tool, hash, as, why);
-    if (flags.json) return printJson({ name: tool, hash, pinnedTools: entry.pins.length });
-    printLine(`${route}: ${tool} pinned at ${hash} by ${as}`);
+    // One approval per tool, each checked against the live definition: a stale one stops the rest.
+    const done: { name: string; hash: string }[] = [];
+    let pinned = 0;
+    for (const item of wanted) {
+      pinned = (await catalog.approvePin(route, item.name, item.hash, as, why)).pins.length;
+      done.push(item);
+      if (!flags.json) printLine(`${route}: ${item.name} pinned at ${item.hash} by ${as}`);
+    }
+    if (flags.json) printJson({ approved: done, pinnedTools: pinned });
   });
 }
 

@@ -150,6 +150,27 @@ describe('the catalog at the gateway', { timeout: 120_000 }, () => {
     assert.deepEqual(payments, [['server.proposed', 'alice'], ['server.approved', 'bob']]);
   });
 
+  it('mandate servers drift --json, reviewed, then pins approve --from: every tool pinned by its reviewed hash', async () => {
+    await mandate.app.catalogRuntime.refresh();
+    const client = await connect('payments');
+    assert.deepEqual((await client.listTools()).tools, [], 'nothing reviewed yet');
+    const drift = await eventually(async () => (await cli(['servers', 'drift', 'payments', '--json'])).stdout, (out) => out.includes('"echo"'), 'the quarantined tool');
+    const reviewed = path.join(path.dirname(mandate.configPath), 'reviewed.json');
+    writeFileSync(reviewed, drift);
+    const approved = await cli(['servers', 'pins', 'approve', 'payments', '--from', reviewed, '--as', 'bob', '--reason', 'reviewed all', '--json']);
+    assert.equal(approved.code, 0, approved.stderr);
+    assert.deepEqual((JSON.parse(approved.stdout) as { approved: { name: string }[] }).approved.map((a) => a.name), ['echo']);
+    const pins = JSON.parse((await cli(['servers', 'pins', 'payments', '--json'])).stdout) as { name: string; hash: string }[];
+    assert.deepEqual(pins.map((p) => p.name), ['echo']);
+    await mandate.app.catalogRuntime.refresh();
+    assert.deepEqual((await client.listTools()).tools.map((t) => t.name), ['echo']);
+    // The same file again: nothing is quarantined any more, so nothing to approve.
+    const again = await cli(['servers', 'pins', 'approve', 'payments', '--from', reviewed, '--as', 'bob', '--reason', 'again']);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /no quarantined tool "echo"/);
+    await client.close();
+  });
+
   it('the two-person rule holds even when the proposer also holds the approver role', async () => {
     // Tried with the role in hand: alice as approver too.
     const config = parse(readFileSync(mandate.configPath, 'utf8')) as { admin: { roles: { approver: string[] } } };
