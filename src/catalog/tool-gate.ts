@@ -39,8 +39,8 @@ export class ToolGate {
   private readonly deps: ToolGateDeps;
   /** `route#generation session` → the tools listed under their pins in that view. */
   private readonly views = new Map<string, Set<string>>();
-  /** `route tool hash` already reported by this node. */
-  private readonly reported = new Set<string>();
+  /** `route tool` → the live hash this node last reported as quarantined (a definition that changes again, or returns, is reported again). */
+  private readonly reported = new Map<string, string>();
 
   constructor(deps: ToolGateDeps) {
     this.deps = deps;
@@ -97,11 +97,35 @@ export class ToolGate {
     const seen = cursor === undefined ? new Set<string>() : (this.views.get(key) ?? new Set<string>());
     for (const name of allowed) seen.add(name);
     this.remember(key, seen);
-    if (delivery.session !== null) this.remember(this.key(server, null), new Set([...(this.views.get(this.key(server, null)) ?? []), ...allowed]));
+    // What is no longer as reviewed leaves every view of this server: every session lists again before it calls it.
+    const unreviewed = new Set([...review.quarantined.map((drift) => drift.name), ...review.removed, ...review.invalid.flatMap((item) => (item.name !== undefined ? [item.name] : []))]);
+    if (unreviewed.size > 0) this.forget(server, unreviewed, key);
+    if (delivery.session !== null) {
+      const shared = this.key(server, null);
+      this.remember(shared, new Set([...(this.views.get(shared) ?? []), ...allowed].filter((name) => !unreviewed.has(name))));
+    }
+    for (const name of allowed) this.settled(server, name);
     for (const drift of review.quarantined) void this.report(server, drift, tools);
     if (allowed.size === tools.length) return;
     const kept = tools.filter((tool) => isObject(tool) && typeof tool.name === 'string' && allowed.has(tool.name));
     return { replace: { ...message, result: { ...result, tools: kept } } as JsonRpcMessage };
+  }
+
+  /** Takes these tools out of every view of this server definition but `except` (the list that found them holds only what it allowed). */
+  private forget(server: RegisteredServer, names: ReadonlySet<string>, except: string): void {
+    const prefix = `${server.name}#${server.generation} `;
+    for (const [key, seen] of this.views) {
+      if (key === except || !key.startsWith(prefix)) continue;
+      for (const name of names) seen.delete(name);
+    }
+  }
+
+  /** A tool listed as reviewed again: a drift this node reported for it is over (its kept definition goes, so `servers drift` shows what is live). */
+  private settled(server: RegisteredServer, tool: string): void {
+    const mark = `${server.name} ${tool}`;
+    if (!this.reported.has(mark)) return;
+    this.reported.delete(mark);
+    void this.deps.store.catalog.clearDrift(server.name, tool).catch((error: unknown) => this.deps.log.warn({ server: server.name, tool, err: String(error) }, 'could not clear a settled tool drift'));
   }
 
   private remember(key: string, seen: Set<string>): void {
@@ -113,11 +137,11 @@ export class ToolGate {
     }
   }
 
-  /** Keeps the live definition for review and records `server.drift_detected` once per definition. */
+  /** Keeps the live definition for review and records `server.drift_detected` once per change of the live definition. */
   private async report(server: RegisteredServer, drift: ReturnType<typeof compareTools>['quarantined'][number], tools: unknown[]): Promise<void> {
-    const mark = `${server.name} ${drift.name} ${drift.hash}`;
-    if (this.reported.has(mark)) return;
-    this.reported.add(mark);
+    const mark = `${server.name} ${drift.name}`;
+    if (this.reported.get(mark) === drift.hash) return;
+    this.reported.set(mark, drift.hash);
     const live = tools.find((tool) => isObject(tool) && tool.name === drift.name);
     try {
       const definition = pinDefinition(live);

@@ -271,6 +271,11 @@ export class SqlCatalogStore {
     return changed === 1;
   }
 
+  /** Forgets a tool's kept drift: its live definition is the reviewed one again. */
+  async clearDrift(route: string, tool: string): Promise<void> {
+    await this.engine.run('clear tool drift', 'DELETE FROM catalog_drift WHERE route = ? AND tool = ?', [route, tool]);
+  }
+
   /** Applies one change atomically; CatalogConflictError if the entry or the proposal moved meanwhile. */
   async apply(change: CatalogChange): Promise<void> {
     await this.engine.transaction('change catalog', async (tx) => {

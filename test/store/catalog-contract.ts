@@ -101,6 +101,9 @@ export function runCatalogContract(label: string, harness: StoreHarness): void {
       assert.deepEqual((await store.catalog.listDrift('d')).map((d) => [d.tool, d.hash, d.kind]), [['t', 'b'.repeat(64), 'changed']]);
       await store.catalog.apply({ entry: { ...entry('d'), revision: 2 }, expectRevision: 1, settleDrift: ['t'], history: history('d', 'pin_approved') });
       assert.deepEqual(await store.catalog.listDrift('d'), []);
+      await store.catalog.noteDrift({ ...drift, tool: 'u' });
+      await store.catalog.clearDrift('d', 'u');
+      assert.deepEqual(await store.catalog.listDrift('d'), []);
     });
   });
 }
