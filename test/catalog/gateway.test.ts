@@ -171,6 +171,25 @@ describe('the catalog at the gateway', { timeout: 120_000 }, () => {
     await client.close();
   });
 
+  it('mandate servers propose: a change to the governance record is a proposal listing what changes, in force once approved', async () => {
+    const proposed = await cli(['servers', 'propose', 'payments', '--team', 'billing', '--classification', 'confidential', '--as', 'alice', '--reason', 'billing owns it now', '--json']);
+    assert.equal(proposed.code, 0, proposed.stderr);
+    const proposal = JSON.parse(proposed.stdout) as { kind: string; content: { changes: string[] } };
+    assert.equal(proposal.kind, 'change');
+    assert.deepEqual(proposal.content.changes, ['team', 'classification']);
+    const before = JSON.parse((await cli(['servers', 'show', 'payments', '--json'])).stdout) as { team: string | null; openProposal: { id: string } | null };
+    assert.equal(before.team, null, 'not in force before approval');
+    assert.ok(before.openProposal);
+    const noReason = await cli(['servers', 'propose', 'payments', '--team', 'x', '--as', 'alice']);
+    assert.equal(noReason.code, 2);
+    const approved = await cli(['servers', 'approve', 'payments', '--as', 'bob', '--reason', 'agreed']);
+    assert.equal(approved.code, 0, approved.stderr);
+    const after = JSON.parse((await cli(['servers', 'show', 'payments', '--json'])).stdout) as { team: string; classification: string; history: { action: string }[] };
+    assert.equal(after.team, 'billing');
+    assert.equal(after.classification, 'confidential');
+    assert.deepEqual(after.history.map((h) => h.action).slice(-2), ['proposed', 'approved']);
+  });
+
   it('the two-person rule holds even when the proposer also holds the approver role', async () => {
     // Tried with the role in hand: alice as approver too.
     const config = parse(readFileSync(mandate.configPath, 'utf8')) as { admin: { roles: { approver: string[] } } };
