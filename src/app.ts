@@ -14,6 +14,7 @@ import { Catalog } from './catalog/service.ts';
 import { ToolGate } from './catalog/tool-gate.ts';
 import { catalogSealer } from './catalog/seal.ts';
 import { handleRegistryRequest } from './catalog/registry-http.ts';
+import { handleAdminRequest } from './admin/api.ts';
 import { signatureCheck, type SignatureCheck } from './catalog/provenance.ts';
 import { loadSecretKey } from './identity/secrets.ts';
 import { RefusalSummaries } from './audit/summary.ts';
@@ -205,6 +206,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   });
   const trustedProxies = config.listen.trustedProxies;
   const registryDeps = { runtime: catalogRuntime, registry, identity, policy, requireToken: () => current.identity.requireToken };
+  const adminDeps = { catalog, store, identity, issuer: config.issuer, settings: () => gateway.settings, refusals, log, changed: () => catalogRuntime.refresh() };
   const server = createHttpServer({
     gateway,
     store,
@@ -213,6 +215,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     issuer: config.issuer,
     trustedProxies: () => trustedProxies,
     registryApi: (req, res, pathAndQuery, address) => handleRegistryRequest(registryDeps, req, res, pathAndQuery, address),
+    adminApi: (req, res, pathAndQuery, address) => handleAdminRequest(adminDeps, req, res, pathAndQuery, address),
   });
 
   let reloading: Promise<ReloadOutcome> | null = null;

@@ -5,6 +5,7 @@
  * the two-person rule binds people, not shells. A refusal by a catalog rule
  * exits 1 with the rule in the message; a bad flag exits 2.
  */
+import { entryView } from '../catalog/view.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { AuditLog } from '../audit/log.ts';
@@ -89,42 +90,15 @@ function riskOf(value: string | undefined): RiskClass {
   return value as RiskClass;
 }
 
-function view(entry: CatalogEntry) {
-  const g = entry.governance;
-  return {
-    route: g.route,
-    name: entry.serverJson.name,
-    version: entry.serverJson.version,
-    status: g.status,
-    source: g.source,
-    owner: g.owner || null,
-    team: g.team ?? null,
-    contact: g.contact ?? null,
-    tenant: g.tenant ?? null,
-    environment: g.environment,
-    risk: g.risk,
-    classification: g.classification ?? null,
-    expiresAt: g.expiresAt,
-    expectedIdentity: g.expectedIdentity ?? null,
-    signedBy: entry.signature?.publisher ?? null,
-    pinnedTools: entry.pins.length,
-    revision: entry.revision,
-    createdAt: entry.createdAt,
-    updatedAt: entry.updatedAt,
-    approvedBy: entry.approvedBy,
-    approvedAt: entry.approvedAt,
-  };
-}
-
 export async function list(flags: ServerFlags & { status?: string }): Promise<void> {
   await withCatalog(flags, async ({ catalog, store }) => {
     if (flags.as !== undefined) await catalog.authorize(actor(flags), 'read');
     const entries = (await store.catalog.listEntries()).filter((entry) => flags.status === undefined || entry.governance.status === flags.status);
-    if (flags.json) return printJson(entries.map(view));
+    if (flags.json) return printJson(entries.map(entryView));
     printTable(
       ['ROUTE', 'NAME', 'VERSION', 'STATUS', 'RISK', 'ENV', 'OWNER', 'EXPIRES'],
       entries.map((e) => {
-        const v = view(e);
+        const v = entryView(e);
         return [v.route, v.name, v.version, v.status, v.risk, v.environment, v.owner ?? '-', v.expiresAt ?? (v.source === 'config-managed' ? 'config-managed' : '-')];
       }),
       'no servers in the catalog',
@@ -138,8 +112,8 @@ export async function show(route: string, flags: ServerFlags): Promise<void> {
     const entry = await catalog.get(route);
     const proposal = await store.catalog.openProposal(route);
     const history = await catalog.history(route);
-    if (flags.json) return printJson({ ...view(entry), serverJson: entry.serverJson, openProposal: proposal, history });
-    const v = view(entry);
+    if (flags.json) return printJson({ ...entryView(entry), serverJson: entry.serverJson, openProposal: proposal, history });
+    const v = entryView(entry);
     printFields([
       ['route', v.route],
       ['name', v.name],
@@ -300,7 +274,7 @@ export async function decide(decision: Decision, route: string, flags: ServerFla
   const why = reason(flags);
   await withCatalog(flags, async ({ catalog }) => {
     const result = decision === 'reject' ? await catalog.reject(route, as, why) : await catalog[decision](route, as, why);
-    if (flags.json) return printJson('governance' in result ? view(result) : result);
+    if (flags.json) return printJson('governance' in result ? entryView(result) : result);
     const done = { approve: 'approved', reject: 'rejected', suspend: 'suspended', retire: 'retired' }[decision];
     printLine(`${route}: ${done} by ${as}`);
     if (decision === 'approve' && 'governance' in result) printLine(`  ${result.serverJson.name} ${result.serverJson.version}, ${result.governance.status}, expires ${result.governance.expiresAt ?? '-'}`);
@@ -313,7 +287,7 @@ export async function renew(route: string, flags: ServerFlags & { ttl?: string; 
   const expiresAt = expiryOf(flags);
   await withCatalog(flags, async ({ catalog }) => {
     const entry = await catalog.renew(route, expiresAt, as, why);
-    if (flags.json) return printJson(view(entry));
+    if (flags.json) return printJson(entryView(entry));
     printLine(`${route}: renewed by ${as} until ${entry.governance.expiresAt}`);
   });
 }

@@ -1,6 +1,7 @@
 /**
  * The HTTP front door: health, readiness, metrics, the MCP endpoints
- * {issuer}/mcp/NAME (each request walks its method's steps, steps.ts), and
+ * {issuer}/mcp/NAME (each request walks its method's steps, steps.ts), the
+ * sub-registry at {issuer}/v0.1 and the admin API at {issuer}/admin/v1, and
  * everything else to the identity plane (discovery, OAuth endpoints, login
  * and consent). One place turns errors into answers.
  */
@@ -28,6 +29,8 @@ export interface HttpDeps {
   started: Promise<void>;
   /** The catalog's sub-registry API at {issuer}/v0.1/ (src/catalog/registry-http.ts). */
   registryApi?: (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, address: string) => Promise<void>;
+  /** The admin API at {issuer}/admin/v1/ (src/admin/api.ts). */
+  adminApi?: (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, address: string) => Promise<void>;
 }
 
 async function ready(deps: HttpDeps, res: ServerResponse, started: boolean): Promise<void> {
@@ -64,6 +67,7 @@ async function mcp(deps: HttpDeps, name: string, req: IncomingMessage, res: Serv
 export function createHttpServer(deps: HttpDeps): http.Server {
   const prefix = `${issuerPath(deps.issuer)}/mcp/`;
   const registryPrefix = `${issuerPath(deps.issuer)}/v0.1`;
+  const adminPrefix = `${issuerPath(deps.issuer)}/admin/v1`;
   const { metrics, log } = deps.gateway.deps;
   const serverLabel = (req: IncomingMessage): string => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
@@ -84,6 +88,11 @@ export function createHttpServer(deps: HttpDeps): http.Server {
       if (!started) await deps.started;
       const url = req.url ?? '/';
       return deps.registryApi(req, res, url.slice(issuerPath(deps.issuer).length), clientAddress(req, deps.trustedProxies()));
+    }
+    if (deps.adminApi !== undefined && (path === adminPrefix || path.startsWith(`${adminPrefix}/`))) {
+      if (!started) await deps.started;
+      const url = req.url ?? '/';
+      return deps.adminApi(req, res, url.slice(issuerPath(deps.issuer).length), clientAddress(req, deps.trustedProxies()));
     }
     const probe = path === '/healthz' || path === '/readyz' || path === '/metrics';
     if (!probe) {

@@ -7,6 +7,7 @@
  * redirects that follow a form POST.
  */
 import { createHash } from 'node:crypto';
+import { ADMIN_SCOPE } from './scopes.ts';
 
 const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;', '`': '&#96;' };
 
@@ -214,6 +215,7 @@ export function describeScope(scope: string): string {
   if (tool) return `call the tool ${tool[2]} on ${tool[1]}`;
   const server = /^mcp:([^:]+)$/.exec(scope);
   if (server) return `use every tool, resource and prompt of ${server[1]}`;
+  if (scope === ADMIN_SCOPE) return 'administer the server catalog as you: propose, approve, suspend and retire MCP servers, as far as your roles allow';
   if (scope === 'openid') return 'learn your user name';
   if (scope === 'offline_access') return 'keep access while you are away';
   return `the permission “${scope}”`;
@@ -227,6 +229,8 @@ export interface ConsentView {
   client: ClientView;
   redirectUri: string;
   servers: ServerView[];
+  /** The admin API ({issuer}/admin/v1), when asked for. */
+  admin?: { resource: string; scopes: string[] } | null;
   /** openid, offline_access, when asked for. */
   oidcScopes: string[];
   /** A caution shown above the buttons (e.g. the redirect goes to another host). */
@@ -245,6 +249,12 @@ export function renderConsent(view: ConsentView): string {
         `<p>It will be able to:</p><ul>${server.scopes.map(scopeItem).join('')}</ul>`,
     )
     .join('');
+  const admin = view.admin
+    ? `<p class="label">Mandate administration</p>` +
+      `<p class="primary" data-admin>the server catalog</p>` +
+      `<p class="mono muted">${escapeHtml(view.admin.resource)}</p>` +
+      `<p>It will be able to:</p><ul>${view.admin.scopes.map(scopeItem).join('')}</ul>`
+    : '';
   const oidc = view.oidcScopes.length > 0 ? `<p class="label">Your account</p><ul>${view.oidcScopes.map(scopeItem).join('')}</ul>` : '';
   const warning = view.warning ? `<p class="warning" role="note">${escapeHtml(view.warning)}</p>` : '';
   const body =
@@ -253,6 +263,7 @@ export function renderConsent(view: ConsentView): string {
     clientBlock(view.client) +
     `<p class="label">Answers go to</p><p class="mono" data-redirect-uri>${escapeHtml(view.redirectUri)}</p>` +
     servers +
+    admin +
     oidc +
     warning +
     `<form method="post" action="${escapeHtml(view.action)}">` +

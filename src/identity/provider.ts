@@ -2,9 +2,10 @@
  * The authorization server: oidc-provider, wired and constrained. Each
  * setting below narrows the library to what an MCP deployment needs:
  * authorization code with S256 PKCE, a `resource` naming exactly one
- * configured server, short JWT access tokens bound to it, rotating refresh
- * tokens, client credentials for machine clients, revocation, introspection,
- * controlled registration and Client ID Metadata Documents.
+ * configured server (or, for users, the admin API), short JWT access tokens
+ * bound to it, rotating refresh tokens, client credentials for machine
+ * clients, revocation, introspection, controlled registration and Client ID
+ * Metadata Documents.
  */
 import Provider, { errors, type Configuration, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 import type { Config } from '../config/load.ts';
@@ -13,7 +14,7 @@ import { createAdapter, type AdapterHooks } from './adapter.ts';
 import type { KeyMaterial } from './keys.ts';
 import { SIGNING_ALG } from './keys.ts';
 import { constantEquals, hashSecret, randomToken } from './secrets.ts';
-import { serverForResource, serverScope, toolScopesIn, type Servers } from './scopes.ts';
+import { ADMIN_SCOPE, adminResource, serverForResource, serverScope, toolScopesIn, type Servers } from './scopes.ts';
 import { guardedFetch } from './ssrf.ts';
 import { hostMatches } from './hosts.ts';
 import { interactionUrl, ROUTES } from './routes.ts';
@@ -50,15 +51,36 @@ function resourceServer(config: Config, servers: Servers, ctx: KoaContextWithOID
   if (ctx.oidc.route === 'token' && typeof ctx.oidc.params?.resource !== 'string') {
     throw new errors.InvalidTarget('the resource parameter is required: name the MCP server, {issuer}/mcp/NAME');
   }
+  if (resource === adminResource(config.issuer)) return adminResourceServer(config, servers, ctx, resource);
   const server = serverForResource(servers, resource);
   if (!server) throw new errors.InvalidTarget(`resource ${resource} is not an MCP server behind this gateway`);
-  defaultScope(servers, ctx);
+  defaultScope(config.issuer, servers, ctx);
   const entities = ctx.oidc.entities as Record<string, { scope?: string } | undefined>;
   const granted = [ctx.oidc.params?.scope as string | undefined, entities.RefreshToken?.scope, entities.AuthorizationCode?.scope];
   const tools = new Set(granted.flatMap((scope) => toolScopesIn(server.name, scope)));
   return {
     scope: [serverScope(server.name), ...tools].join(' '),
     audience: server.endpoint,
+    accessTokenTTL: config.identity.accessTokenTtl,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: SIGNING_ALG } },
+  };
+}
+
+/**
+ * The admin API ({issuer}/admin/v1, src/admin/api.ts): one scope,
+ * `mandate:admin`, and for users only. Roles are given to users and their
+ * groups, so a machine client (client credentials) could never act there:
+ * its request is refused here rather than issued a token nobody accepts.
+ */
+function adminResourceServer(config: Config, servers: Servers, ctx: KoaContextWithOIDC, resource: string): ResourceServer {
+  if (ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'client_credentials') {
+    throw new errors.InvalidTarget(`resource ${resource} is the admin API, for signed-in users only (authorization code): a machine client holds no admin role`);
+  }
+  defaultScope(config.issuer, servers, ctx);
+  return {
+    scope: ADMIN_SCOPE,
+    audience: resource,
     accessTokenTTL: config.identity.accessTokenTtl,
     accessTokenFormat: 'jwt',
     jwt: { sign: { alg: SIGNING_ALG } },
@@ -72,17 +94,23 @@ function takesDefaultScope(ctx: KoaContextWithOIDC): boolean {
 
 /**
  * The documented default of RFC 6749 §3.3: a request that names MCP servers
- * (`resource`) but no scope asks for each server's scope, `mcp:NAME`. It is
- * set on the request's parameters while the library resolves the resource
- * (before it reads the scopes), so the consent page shows it and the grant
- * and the token hold it as if it had been sent.
+ * (`resource`) but no scope asks for each server's scope, `mcp:NAME` (and
+ * for the admin API, `mandate:admin`). It is set on the request's parameters
+ * while the library resolves the resource (before it reads the scopes), so
+ * the consent page shows it and the grant and the token hold it as if it had
+ * been sent.
  */
-function defaultScope(servers: Servers, ctx: KoaContextWithOIDC): void {
+function defaultScope(issuer: string, servers: Servers, ctx: KoaContextWithOIDC): void {
   const params = ctx.oidc.params as { scope?: string; resource?: unknown } | undefined;
   if (!params || params.scope || !takesDefaultScope(ctx)) return;
-  const named = requestedResources(params.resource).map((resource) => serverForResource(servers, resource));
-  if (named.length === 0 || named.some((server) => server === undefined)) return;
-  params.scope = [...new Set(named.map((server) => serverScope(server!.name)))].join(' ');
+  const scopeOf = (resource: string): string | undefined => {
+    if (resource === adminResource(issuer)) return ADMIN_SCOPE;
+    const server = serverForResource(servers, resource);
+    return server === undefined ? undefined : serverScope(server.name);
+  };
+  const named = requestedResources(params.resource).map(scopeOf);
+  if (named.length === 0 || named.some((scope) => scope === undefined)) return;
+  params.scope = [...new Set(named)].join(' ');
 }
 
 export function createProvider(deps: ProviderDeps): Provider {

@@ -2,10 +2,18 @@
  * The scope scheme (docs/identity.md):
  *   mcp:NAME             everything on server NAME
  *   mcp:NAME:tool:TOOL   initialize, list and ping on NAME, and call TOOL only
+ *   mandate:admin        the admin API, {issuer}/admin/v1, as the signed-in user
  * A token's audience is exactly one server's canonical URI, {issuer}/mcp/NAME,
- * and it carries only that server's scopes.
+ * and it carries only that server's scopes; or exactly the admin API's URI,
+ * with only mandate:admin.
  */
 import type { ResolvedServer } from '../config/load.ts';
+
+/** The scope of the admin API (src/admin/api.ts): act on the server catalog as the signed-in user, within that user's roles. */
+export const ADMIN_SCOPE = 'mandate:admin';
+
+/** The admin API's canonical resource URI, its tokens' only audience. */
+export const adminResource = (issuer: string): string => `${issuer}/admin/v1`;
 
 export const TOOL_NAME = /^[A-Za-z0-9_.\-/]{1,128}$/;
 

@@ -21,7 +21,7 @@ import { registrationIntake } from './intake.ts';
 import { createProvider } from './provider.ts';
 import { INTERACTION_PREFIX } from './routes.ts';
 import { KEEP_MS, RevocationList, tokenFacts } from './revocations.ts';
-import { serverScope, type Servers } from './scopes.ts';
+import { ADMIN_SCOPE, adminResource, serverScope, type Servers } from './scopes.ts';
 import { loadSecretKey } from './secrets.ts';
 import { auditGateStep, discoveryStep, errorsStep, evidenceStep, jwtTokensStep } from './steps.ts';
 import { AuthError, TokenVerifier, type Principal } from './verify.ts';
@@ -245,6 +245,11 @@ export class Identity {
     return `${issuer.origin}${PRM_PREFIX}${this.issuerPath}/mcp/${server.name}`;
   }
 
+  /** RFC 9728 metadata URL of the admin API ({issuer}/admin/v1). */
+  adminResourceMetadataUrl(): string {
+    return `${new URL(this.deps.config.issuer).origin}${PRM_PREFIX}${this.issuerPath}/admin/v1`;
+  }
+
   /** The caller of an MCP request, or an AuthError (reason says why). Null when tokens are not required and none was sent. */
   async authenticate(authorization: string | undefined, server: ResolvedServer): Promise<Principal | null> {
     if (!this.deps.config.identity.requireToken && authorization === undefined) return null;
@@ -303,8 +308,12 @@ export class Identity {
     if (path.startsWith(PRM_PREFIX)) {
       const rest = path.slice(PRM_PREFIX.length);
       const server = this.servers.list().find((s) => `${this.issuerPath}/mcp/${s.name}` === rest);
-      if (!server || (req.method !== 'GET' && req.method !== 'HEAD')) return sendError(res, NOT_FOUND);
-      return sendJson(res, 200, this.protectedResource(server), { 'access-control-allow-origin': '*' });
+      const admin = rest === `${this.issuerPath}/admin/v1`;
+      if ((!server && !admin) || (req.method !== 'GET' && req.method !== 'HEAD')) return sendError(res, NOT_FOUND);
+      const metadata = server
+        ? this.protectedResource(server)
+        : { resource: adminResource(this.deps.config.issuer), authorization_servers: [this.deps.config.issuer], scopes_supported: [ADMIN_SCOPE], bearer_methods_supported: ['header'], resource_name: 'Mandate admin API' };
+      return sendJson(res, 200, metadata, { 'access-control-allow-origin': '*' });
     }
     let local = path;
     if (this.issuerPath) {

@@ -10,7 +10,8 @@
  *              registration becomes an audit event before the answer leaves;
  *              if that record fails, the answer becomes a server error
  *   errors     an IntakeError becomes its RFC 7591 answer
- *   discovery  the metadata lists each MCP server's scope among scopes_supported
+ *   discovery  the metadata lists each MCP server's scope, and the admin API's,
+ *              among scopes_supported
  */
 import type { Context, Next } from 'koa';
 import { wireAnswer } from '../http/errors.ts';
@@ -23,7 +24,7 @@ import { inactiveClientReason, requestNotes } from './context.ts';
 import { IntakeError } from './intake.ts';
 import { isRoute, routeKey, ROUTES } from './routes.ts';
 import { KEEP_MS, tokenFacts, type RevocationList } from './revocations.ts';
-import { serverForResource, serverScopes, type Servers } from './scopes.ts';
+import { ADMIN_SCOPE, serverForResource, serverScopes, type Servers } from './scopes.ts';
 import type { TokenVerifier } from './verify.ts';
 
 type Step = (ctx: Context, next: Next) => Promise<void>;
@@ -230,7 +231,8 @@ export function evidenceStep(deps: StepDeps): Step {
 /**
  * Authorization server metadata: `scopes_supported` lists, besides the
  * library's own scopes, `mcp:NAME` for each MCP server, which is what a
- * client asks for (and what a request without a scope gets).
+ * client asks for (and what a request without a scope gets), and
+ * `mandate:admin`, the admin API's.
  */
 export function discoveryStep(servers: Servers): Step {
   return async (ctx, next) => {
@@ -238,6 +240,6 @@ export function discoveryStep(servers: Servers): Step {
     const body = ctx.body as { scopes_supported?: unknown } | null;
     if (ctx.oidc?.route !== 'discovery' || ctx.status !== 200 || !body || typeof body !== 'object') return;
     const own = Array.isArray(body.scopes_supported) ? (body.scopes_supported as unknown[]) : [];
-    body.scopes_supported = [...new Set([...own, ...serverScopes(servers)])];
+    body.scopes_supported = [...new Set([...own, ...serverScopes(servers), ADMIN_SCOPE])];
   };
 }

@@ -1,8 +1,9 @@
 /**
  * Token checks at the gateway: `verify(header, server)` → Principal, or an
  * AuthError that says why (missing, invalid, expired, wrong audience,
- * revoked). A verified token is cached (in memory, keyed by the token) until
- * it expires; a cache hit still consults the in-memory revocation list, so
+ * revoked); `verifyResource(header, audience)` the same for the admin API.
+ * A verified token is cached (in memory, keyed by the token) until it
+ * expires; a cache hit still consults the in-memory revocation list, so
  * revocation is immediate.
  */
 import { createHash } from 'node:crypto';
@@ -80,6 +81,15 @@ export function bearerToken(header: string | undefined): string | null {
 }
 const CACHE_MAX = 10_000;
 
+/** What a token must be for: its one audience, and the MCP server whose grants its scopes give (null for the admin API). */
+interface Target {
+  audience: string;
+  server: string | null;
+}
+
+const WRONG_AUDIENCE = 'the token was issued for another server';
+const NO_GRANTS: Grants = { all: false, tools: new Set() };
+
 export class TokenVerifier {
   private readonly cache = new Map<string, CacheEntry>();
   private keySet: ReturnType<typeof createLocalJWKSet>;
@@ -149,7 +159,23 @@ export class TokenVerifier {
   }
 
   /** The caller for this request to `server`, or AuthError. */
-  async verify(authorization: string | undefined, server: ResolvedServer, now = Date.now()): Promise<Principal> {
+  verify(authorization: string | undefined, server: ResolvedServer, now = Date.now()): Promise<Principal> {
+    return this.check(authorization, { audience: server.endpoint, server: server.name }, now);
+  }
+
+  /**
+   * The caller of another resource of this gateway (the admin API,
+   * {issuer}/admin/v1), or AuthError: the same checks as `verify`
+   * (signature, issuer, type, lifetime, revocation), with `audience` as the
+   * only audience accepted. Its principal's grants are empty: an MCP server
+   * is reached only through `verify`, which demands that server's audience.
+   */
+  verifyResource(authorization: string | undefined, audience: string, now = Date.now()): Promise<Principal> {
+    return this.check(authorization, { audience, server: null }, now);
+  }
+
+  /** `target.audience` is the one audience accepted; `target.server` names the MCP server whose grants the scopes give (null: none). */
+  private async check(authorization: string | undefined, target: Target, now: number): Promise<Principal> {
     if (authorization === undefined || authorization === '') throw new AuthError('missing', 'a bearer token is required');
     const token = bearerToken(authorization);
     if (token === null) throw new AuthError('malformed', 'the Authorization header must be "Bearer <token>"');
@@ -161,13 +187,13 @@ export class TokenVerifier {
         this.cache.delete(token);
         throw new AuthError('expired', 'the token has expired', { principal: cached.principal });
       }
-      if (cached.principal.audience !== server.endpoint) {
-        throw new AuthError('wrong_audience', 'the token was issued for another server', { principal: cached.principal });
+      if (cached.principal.audience !== target.audience) {
+        throw new AuthError('wrong_audience', WRONG_AUDIENCE, { principal: cached.principal });
       }
       this.checkRevoked(cached.principal);
       return cached.principal;
     }
-    const principal = await this.verifySignature(token, createHash('sha256').update(token).digest('hex'), server, now);
+    const principal = await this.verifySignature(token, createHash('sha256').update(token).digest('hex'), target, now);
     this.checkRevoked(principal);
     if (this.cache.size >= CACHE_MAX) {
       const oldest = this.cache.keys().next();
@@ -207,7 +233,7 @@ export class TokenVerifier {
     }
   }
 
-  private async verifySignature(token: string, hash: string, server: ResolvedServer, now: number): Promise<Principal> {
+  private async verifySignature(token: string, hash: string, target: Target, now: number): Promise<Principal> {
     const payload = await this.claims(token, now);
     const audience = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
     const clientId = payload.client_id;
@@ -224,7 +250,7 @@ export class TokenVerifier {
       clientId,
       client: { id: clientId, ...((this.clientOf ? await this.clientOf(clientId) : null) ?? { name: clientId, owner: null, kind: user === null ? 'machine' : 'interactive' }) },
       scopes,
-      grants: grantsFor(server.name, scopes),
+      grants: target.server === null ? NO_GRANTS : grantsFor(target.server, scopes),
       jti: payload.jti!,
       grantId: typeof payload.gid === 'string' ? payload.gid : undefined,
       iat: payload.iat!,
@@ -233,7 +259,7 @@ export class TokenVerifier {
       audience: audience[0],
       tokenRef: hash.slice(0, 12),
     };
-    if (principal.audience !== server.endpoint) throw new AuthError('wrong_audience', 'the token was issued for another server', { principal });
+    if (principal.audience !== target.audience) throw new AuthError('wrong_audience', WRONG_AUDIENCE, { principal });
     return principal;
   }
 }

@@ -12,6 +12,7 @@
  * The redirect URI is a loopback address nobody serves: the code is read from
  * the Location header of the last redirect, which is never followed.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { MANDATE, NODE, ROOT } from './process.ts';
@@ -57,6 +58,25 @@ export async function get(url: string, jar?: CookieJar): Promise<Response> {
   const response = await fetch(url, { redirect: 'manual', headers });
   jar?.take(response);
   return response;
+}
+
+/**
+ * Follows redirects within the gateway at `base` from `first` (an answer to
+ * `from`) to the page they end on: the sign-in page, then the consent page.
+ * A redirect back to the client instead is a failure, as is a page that is
+ * not 200.
+ */
+export async function pageAfter(base: string, jar: CookieJar, first: Response, from: string): Promise<{ url: string; html: string }> {
+  let response = first;
+  let url = from;
+  while (response.status >= 300 && response.status < 400) {
+    url = location(response, url)!;
+    assert.ok(url.startsWith(base), `sent back to the client instead of a page: ${url}`);
+    response = await get(url, jar);
+  }
+  const html = await response.text();
+  assert.equal(response.status, 200, html.slice(0, 500));
+  return { url, html };
 }
 
 /** A same-origin form POST with the jar (as the browser sends it from Mandate's own page). */

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { hashPassword } from '../../src/identity/users.ts';
-import { CookieJar, authorizeUrl, get, jwtClaims, location, parseForm, pkcePair, postForm, register, REDIRECT_URI, token } from '../helpers/oauth.ts';
+import { pageAfter, CookieJar, authorizeUrl, get, jwtClaims, location, parseForm, pkcePair, postForm, register, REDIRECT_URI, token } from '../helpers/oauth.ts';
 import { startInProcess, type InProcess } from './in-process.ts';
 
 const PASSWORD = 'correct horse battery staple';
@@ -61,18 +61,7 @@ describe('no scope asked: the server scope by default', { timeout: 60_000 }, () 
     const start = authorizeUrl(gw.base, { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URI, resource, code_challenge: challenge, code_challenge_method: 'S256', state: 's' });
 
     // authorize → the sign-in page → the consent page, each reached through redirects within the gateway
-    const page = async (first: Response, from: string): Promise<{ url: string; html: string }> => {
-      let response = first;
-      let url = from;
-      while (response.status >= 300 && response.status < 400) {
-        url = location(response, url)!;
-        assert.ok(url.startsWith(gw.base), `sent back to the client instead of a page: ${url}`);
-        response = await get(url, jar);
-      }
-      const html = await response.text();
-      assert.equal(response.status, 200, html.slice(0, 500));
-      return { url, html };
-    };
+    const page = (first: Response, from: string) => pageAfter(gw.base, jar, first, from);
     const signIn = await page(await get(start, jar), start);
     const login = parseForm(signIn.html);
     const loginAction = new URL(login.action, signIn.url).href;

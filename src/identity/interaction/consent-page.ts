@@ -1,8 +1,9 @@
 /**
- * The consent page: showing what the client asks for, per MCP server, and
- * POST UID/consent (decision=allow|deny → consent.granted, success or
- * denied). Allow saves a new grant holding exactly what the page showed; it
- * is remembered as consent only once the audit log has it.
+ * The consent page: showing what the client asks for, per MCP server (and
+ * for the admin API), and POST UID/consent (decision=allow|deny →
+ * consent.granted, success or denied). Allow saves a new grant holding
+ * exactly what the page showed; it is remembered as consent only once the
+ * audit log has it.
  */
 import { LOOPBACK_HOSTS } from '../../config/loopback.ts';
 import type { IdentityEvent, JsonValue } from '../../audit/events.ts';
@@ -32,7 +33,7 @@ function redirectWarning(client: ClientView, redirectUri: string): string | unde
 /** GET UID while the consent prompt is pending. */
 export async function showConsent(step: Step, client: ClientView): Promise<void> {
   const { deps, interaction, uid, base } = step;
-  const plan = planConsent(deps.servers, interaction);
+  const plan = planConsent(deps.servers, interaction, deps.config.issuer);
   await activeUser(deps.store, plan.accountId);
   if (asksNothing(plan)) {
     // Nothing to ask: send the client its error rather than an empty page.
@@ -46,6 +47,7 @@ export async function showConsent(step: Step, client: ClientView): Promise<void>
     client,
     redirectUri: plan.redirectUri,
     servers: plan.servers.map(({ server, resource, scopes }) => ({ name: server.name, resource, scopes })),
+    admin: plan.admin,
     oidcScopes: plan.oidcScopes,
     warning: redirectWarning(client, plan.redirectUri),
   });
@@ -59,7 +61,7 @@ export async function submitConsent(step: Step, form: Map<string, string>): Prom
   const { deps, interaction, res } = step;
   if (interaction.prompt.name !== 'consent') throw new PageError(400, 'invalid_request', 'this request is not waiting for consent; return to the application and start again');
   const decision = decisionFrom(form);
-  const plan = planConsent(deps.servers, interaction);
+  const plan = planConsent(deps.servers, interaction, deps.config.issuer);
   await activeUser(deps.store, plan.accountId);
   await clientView(deps.store, plan.clientId);
   res.setHeader('Cache-Control', 'no-store');
@@ -77,19 +79,28 @@ function decisionFrom(form: Map<string, string>): 'allow' | 'deny' {
   return decision;
 }
 
-/** consent.granted per MCP server (one without a server when only OpenID scopes were asked). */
+/** consent.granted per MCP server and for the admin API (one without a resource when only OpenID scopes were asked). */
 function consentEvents(plan: ConsentPlan, outcome: 'success' | 'denied', grantId?: string): IdentityEvent[] {
   const granted: Record<string, JsonValue> = grantId ? { grant_id: grantId } : {};
-  if (plan.servers.length === 0) {
+  if (plan.servers.length === 0 && plan.admin === null) {
     return [{ type: 'consent.granted', actor: plan.accountId, outcome, data: { client_id: plan.clientId, scopes: plan.oidcScopes, redirect_uri: plan.redirectUri, ...granted } }];
   }
-  return plan.servers.map((entry) => ({
+  const events: IdentityEvent[] = plan.servers.map((entry) => ({
     type: 'consent.granted',
     actor: plan.accountId,
     server: entry.server.name,
     outcome,
     data: { client_id: plan.clientId, resource: entry.resource, scopes: [...entry.scopes, ...plan.oidcScopes], redirect_uri: plan.redirectUri, ...granted },
   }));
+  if (plan.admin !== null) {
+    events.push({
+      type: 'consent.granted',
+      actor: plan.accountId,
+      outcome,
+      data: { client_id: plan.clientId, resource: plan.admin.resource, scopes: [...plan.admin.scopes, ...plan.oidcScopes], redirect_uri: plan.redirectUri, ...granted },
+    });
+  }
+  return events;
 }
 
 async function denyConsent(step: Step, plan: ConsentPlan): Promise<void> {
@@ -104,6 +115,7 @@ async function saveGrant(step: Step, plan: ConsentPlan): Promise<Grant> {
   const { Grant } = step.deps.provider;
   const grant = new Grant({ accountId: plan.accountId, clientId: plan.clientId });
   for (const entry of plan.servers) grant.addResourceScope(entry.resource, entry.scopes.join(' '));
+  if (plan.admin !== null) grant.addResourceScope(plan.admin.resource, plan.admin.scopes.join(' '));
   if (plan.oidcScopes.length > 0) grant.addOIDCScope(plan.oidcScopes.join(' '));
   const details = consentDetails(step.interaction);
   if (details.missingOIDCClaims?.length) grant.addOIDCClaims(details.missingOIDCClaims);
@@ -124,7 +136,7 @@ async function recordGrant(audit: AuditLog, plan: ConsentPlan, grant: Grant): Pr
 /** Remembered only once it is on record. */
 async function rememberConsent(store: Store, plan: ConsentPlan): Promise<void> {
   const grantedAt = Date.now();
-  for (const entry of plan.servers) {
+  for (const entry of [...plan.servers, ...(plan.admin === null ? [] : [plan.admin])]) {
     await store.identity.putConsent({ user: plan.accountId, clientId: plan.clientId, resource: entry.resource, scopes: [...entry.scopes, ...plan.oidcScopes], grantedAt });
   }
 }

@@ -4,7 +4,7 @@
  */
 import type { Config, ResolvedServer } from '../../config/load.ts';
 import { requestedResources } from '../consent.ts';
-import { serverForResource, serverScope, toolScopesIn, type Servers } from '../scopes.ts';
+import { ADMIN_SCOPE, adminResource, serverForResource, serverScope, toolScopesIn, type Servers } from '../scopes.ts';
 import { EXPIRED, PageError } from './forms.ts';
 import type { Interaction } from './step.ts';
 
@@ -20,6 +20,8 @@ export interface ConsentPlan {
   clientId: string;
   redirectUri: string;
   servers: ConsentPlanServer[];
+  /** The admin API ({issuer}/admin/v1) with `mandate:admin`, when asked for. */
+  admin: { resource: string; scopes: string[] } | null;
   oidcScopes: string[];
 }
 
@@ -40,8 +42,9 @@ export function consentDetails(interaction: Pick<Interaction, 'prompt'>): Consen
  * Every scope the request asks for, per MCP server (requested resource), plus
  * whatever oidc-provider reports missing: the page shows all of it and Allow
  * grants all of it, so the user sees the whole of what the client will hold.
+ * With the issuer, the admin API's resource is read too (its one scope).
  */
-export function planConsent(known: Servers, interaction: Pick<Interaction, 'params' | 'prompt' | 'session'>): ConsentPlan {
+export function planConsent(known: Servers, interaction: Pick<Interaction, 'params' | 'prompt' | 'session'>, issuer?: string): ConsentPlan {
   const { params } = interaction;
   const accountId = interaction.session?.accountId;
   if (!accountId) throw new PageError(400, 'invalid_request', EXPIRED);
@@ -55,7 +58,13 @@ export function planConsent(known: Servers, interaction: Pick<Interaction, 'para
 
   const resources = [...new Set([...requestedResources(params.resource), ...Object.keys(missing)])];
   const servers: ConsentPlanServer[] = [];
+  let admin: ConsentPlan['admin'] = null;
   for (const resource of resources) {
+    if (issuer !== undefined && resource === adminResource(issuer)) {
+      const scopes = [...requested, ...(missing[resource] ?? [])].includes(ADMIN_SCOPE) ? [ADMIN_SCOPE] : [];
+      if (scopes.length > 0) admin = { resource, scopes };
+      continue;
+    }
     const server = serverForResource(known, resource);
     if (!server) throw new PageError(400, 'invalid_target', `${resource} is not an MCP server behind this gateway`);
     const own = new Set([serverScope(server.name), ...toolScopesIn(server.name, scope)]);
@@ -63,8 +72,8 @@ export function planConsent(known: Servers, interaction: Pick<Interaction, 'para
     if (scopes.length > 0) servers.push({ server, resource, scopes });
   }
   const oidcScopes = [...new Set([...requested.filter((word) => OIDC_SCOPES.has(word)), ...(details.missingOIDCScope ?? [])])];
-  return { accountId, clientId, redirectUri, servers, oidcScopes };
+  return { accountId, clientId, redirectUri, servers, admin, oidcScopes };
 }
 
-/** Nothing for an MCP server and no OpenID scope: there is nothing to ask. */
-export const asksNothing = (plan: ConsentPlan): boolean => plan.servers.length === 0 && plan.oidcScopes.length === 0;
+/** Nothing for an MCP server or the admin API, and no OpenID scope: there is nothing to ask. */
+export const asksNothing = (plan: ConsentPlan): boolean => plan.servers.length === 0 && plan.admin === null && plan.oidcScopes.length === 0;
