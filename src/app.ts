@@ -4,6 +4,7 @@
  * SIGHUP and through the control socket) and the evidence of a crashed run.
  */
 import type http from 'node:http';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { JsonValue } from './audit/events.ts';
 import { AuditLog } from './audit/log.ts';
@@ -13,6 +14,7 @@ import { CatalogRuntime } from './catalog/runtime.ts';
 import { Catalog } from './catalog/service.ts';
 import { ToolGate } from './catalog/tool-gate.ts';
 import { catalogSealer } from './catalog/seal.ts';
+import { PackageStore } from './catalog/packages.ts';
 import { handleRegistryRequest } from './catalog/registry-http.ts';
 import { handleAdminRequest } from './admin/api.ts';
 import { signatureCheck, type SignatureCheck } from './catalog/provenance.ts';
@@ -157,6 +159,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     dataDir: config.dataDir,
     configServers: () => current.servers,
     sealer,
+    packages: new PackageStore(path.join(config.dataDir, 'packages')),
     verifySignature: signatures,
     requireSignatures: () => current.catalog.admission.requireSignatures,
     expiringLeadDays: () => current.catalog.admission.expiringLeadDays,

@@ -21,10 +21,14 @@ import { CatalogConflictError, type VersionRecord } from '../store/catalog.ts';
 import type { ApprovedVersion } from './registry-api.ts';
 import type { Store } from '../store/types.ts';
 import { signatureKey, type SignatureCheck } from './provenance.ts';
+import { needsVerification, PackageMismatchError, type PackageStore, type VerifiedPackage } from './packages.ts';
 import type { Sealer } from './seal.ts';
+import { upstreamOf } from './server-json.ts';
 import type { Catalog } from './service.ts';
 import { resolvedServerOf } from './upstream.ts';
-import type { CatalogEntry, Governance, ServerJson, ToolPin } from './types.ts';
+import type { CatalogEntry, ExpectedIdentity, Governance, ServerJson, ToolPin } from './types.ts';
+
+type PackageState = { state: 'pending' | 'failed'; reason: string } | { state: 'ok'; pkg: VerifiedPackage };
 
 const DAY = 86_400_000;
 
@@ -55,6 +59,8 @@ export interface CatalogRuntimeDeps {
   verifySignature: () => SignatureCheck;
   /** Environments whose entries must be signed (catalog.admission.requireSignatures). */
   requireSignatures: () => readonly string[];
+  /** Fetches and checks packages whose file hash the entry gives (src/catalog/packages.ts). */
+  packages: PackageStore;
   /** Checks each catalog entry's seal before it is served (src/catalog/seal.ts). */
   sealer: Sealer;
   refreshMs?: number;
@@ -102,6 +108,8 @@ export class CatalogRuntime {
   private signatureProblems = new Map<string, string>();
   /** Verified signatures (signed bytes and JWS) of this configuration's publishers. */
   private verified = new Set<string>();
+  /** Where each entry's package check stands, by route and revision. */
+  private readonly packageStates = new Map<string, PackageState>();
   /** Routes blocked on this node after an identity mismatch, until the catalog says they are suspended. */
   private readonly identityBlocked = new Map<string, string>();
   private seen = -1;
@@ -158,8 +166,8 @@ export class CatalogRuntime {
    * this node at once, then suspended in the catalog (every node, across
    * restarts) with `server.identity_mismatch` recorded.
    */
-  identityMismatch(route: string, mismatch: { check: string; expected: string; actual: string }): void {
-    if (this.identityBlocked.has(route) || !this.pins.has(route)) return;
+  identityMismatch(route: string, mismatch: { check: string; expected: string; actual: string }, beforeServing = false): void {
+    if (this.identityBlocked.has(route) || (!beforeServing && !this.pins.has(route))) return;
     this.identityBlocked.set(route, 'its upstream did not present the identity approved for it; it is suspended in the catalog');
     this.apply();
     this.deps.log.error({ server: route, ...mismatch }, 'an upstream failed its identity check: the server is blocked');
@@ -269,8 +277,18 @@ export class CatalogRuntime {
         continue;
       }
       listed.add(governance.route);
+      const pkg = this.packageOf(entry);
+      let verified: VerifiedPackage | undefined;
+      if (pkg !== undefined) {
+        const state = this.packageState(entry, pkg);
+        if (state.state !== 'ok') {
+          blocked.set(governance.route, state.reason);
+          continue;
+        }
+        verified = state.pkg;
+      }
       try {
-        servers.push(resolvedServerOf(entry, this.deps.issuer, this.deps.dataDir));
+        servers.push(resolvedServerOf(entry, this.deps.issuer, this.deps.dataDir, verified));
       } catch (error) {
         blocked.set(governance.route, `its catalog entry cannot be served by this gateway: ${error instanceof Error ? error.message : String(error)}`);
         const key = `${governance.route} ${entry.revision}`;
@@ -281,6 +299,55 @@ export class CatalogRuntime {
       }
     }
     return { servers, blocked, listed };
+  }
+
+  /** The package an entry starts, when it must be checked against its approved file hash before it is started. */
+  private packageOf(entry: CatalogEntry): NonNullable<ExpectedIdentity['package']> | undefined {
+    let upstream;
+    try {
+      upstream = upstreamOf(entry.serverJson);
+    } catch {
+      return undefined;
+    }
+    if (upstream.transport !== 'stdio') return undefined;
+    const pkg = { ...upstream.package, ...entry.governance.expectedIdentity?.package };
+    return needsVerification(pkg) ? pkg : undefined;
+  }
+
+  /**
+   * Where the check of an entry's package stands; starts it when it has not
+   * started. Until it matched, the server is not routable. A file that is not
+   * the approved one suspends the entry (server.identity_mismatch); a fetch
+   * that failed is tried again after a while.
+   */
+  private packageState(entry: CatalogEntry, pkg: NonNullable<ExpectedIdentity['package']>): PackageState {
+    const route = entry.governance.route;
+    const key = `${route} ${entry.revision}`;
+    const known = this.packageStates.get(key);
+    if (known !== undefined) return known;
+    const pending: PackageState = { state: 'pending', reason: 'its package is being checked against the approved file hash; try again shortly' };
+    this.packageStates.set(key, pending);
+    void this.deps.packages.verify(pkg).then(
+      (verified) => {
+        this.packageStates.set(key, { state: 'ok', pkg: verified });
+        this.apply();
+      },
+      (error: unknown) => {
+        if (error instanceof PackageMismatchError) {
+          this.packageStates.set(key, { state: 'failed', reason: 'its package is not the approved file; it is suspended in the catalog' });
+          this.apply();
+          this.identityMismatch(route, { check: 'package', expected: error.expected, actual: error.actual }, true);
+          return;
+        }
+        this.packageStates.set(key, { state: 'failed', reason: 'its package could not be fetched to be checked; try again later' });
+        this.deps.log.error({ server: route, err: error instanceof Error ? error.message : String(error) }, 'a catalog entry\'s package could not be fetched and checked');
+        this.apply();
+        setTimeout(() => {
+          if (this.packageStates.get(key)?.state === 'failed') this.packageStates.delete(key);
+        }, 30_000).unref();
+      },
+    );
+    return pending;
   }
 
   /** Expired entries get their status and event; entries about to expire get one warning. */

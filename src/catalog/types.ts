@@ -40,6 +40,10 @@ export interface ExpectedIdentity {
     fileSha256?: string;
     /** npm's `integrity` (`sha512-…`), when known. */
     integrity?: string;
+    /** Set by the gateway once the package file matched: the verified tarball every session starts from (src/catalog/packages.ts). */
+    tarball?: string;
+    /** That tarball's hex SHA-256, checked again at each start. */
+    tarballSha256?: string;
   };
 }
 

@@ -7,10 +7,15 @@
  */
 import type { ResolvedServer } from '../config/load.ts';
 import type { CatalogFacts } from '../policy/request.ts';
+import { needsVerification, type VerifiedPackage } from './packages.ts';
 import { upstreamOf } from './server-json.ts';
 import type { CatalogEntry, ExpectedIdentity } from './types.ts';
 
-export function resolvedServerOf(entry: CatalogEntry, issuer: string, dataDir: string): ResolvedServer {
+/**
+ * `verified`: the package's checked tarball, when its entry gives the file's
+ * hash (src/catalog/packages.ts); every session then starts from that file.
+ */
+export function resolvedServerOf(entry: CatalogEntry, issuer: string, dataDir: string, verified?: VerifiedPackage): ResolvedServer {
   const upstream = upstreamOf(entry.serverJson);
   const { route } = entry.governance;
   const approved = entry.governance.expectedIdentity;
@@ -26,6 +31,13 @@ export function resolvedServerOf(entry: CatalogEntry, issuer: string, dataDir: s
   };
   const base = { name: route, endpoint: `${issuer}/mcp/${route}`, catalog };
   if (upstream.transport === 'http') return { ...base, url: upstream.url, args: [], env: {}, transport: 'http', ...(approved !== undefined ? { expectedIdentity: approved } : {}) };
-  const expectedIdentity: ExpectedIdentity = { ...approved, package: { ...upstream.package, ...approved?.package } };
-  return { ...base, command: upstream.command, args: upstream.args, env: upstream.env, cwd: dataDir, transport: 'stdio', expectedIdentity };
+  const pkg = { ...upstream.package, ...approved?.package };
+  if (verified === undefined) {
+    if (needsVerification(pkg)) throw new Error('its package has not been checked against the approved hash yet');
+    return { ...base, command: upstream.command, args: upstream.args, env: upstream.env, cwd: dataDir, transport: 'stdio', expectedIdentity: { ...approved, package: pkg } };
+  }
+  // `npx -y NAME@VERSION ARGS` becomes `npx -y --package=FILE BIN ARGS`: the same package, from the file that was checked.
+  const args = ['-y', `--package=${verified.tarball}`, verified.bin, ...upstream.args.slice(2)];
+  const expectedIdentity: ExpectedIdentity = { ...approved, package: { ...pkg, tarball: verified.tarball, tarballSha256: verified.sha256 } };
+  return { ...base, command: upstream.command, args, env: upstream.env, cwd: dataDir, transport: 'stdio', expectedIdentity };
 }

@@ -26,6 +26,7 @@
  * file's own digest (`fileSha256`, `integrity`) is not verified here.
  */
 import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { ConnectionOptions, TLSSocket } from 'node:tls';
@@ -242,11 +243,27 @@ function isRunner(command: string, name: string): boolean {
  * (never `latest`, a range or none), and a registry with no known runner is
  * refused.
  */
+/** A package started from its verified tarball: exactly that file, with the hash it had when it matched the approved one. */
+function checkTarball(expected: NonNullable<ExpectedIdentity['package']>, command: string, args: readonly string[]): IdentityMismatch | null {
+  const tarball = expected.tarball as string;
+  const wanted = `npx -y --package=${tarball} (sha256 ${expected.tarballSha256 ?? '?'})`;
+  const [yes, spec] = args;
+  if (!isRunner(command, 'npx') || (yes !== '-y' && yes !== '--yes') || spec !== `--package=${tarball}`) return { check: 'package', expected: wanted, actual: [command, ...args].join(' ') };
+  let actual: string;
+  try {
+    actual = createHash('sha256').update(readFileSync(tarball)).digest('hex');
+  } catch (error) {
+    return { check: 'package', expected: wanted, actual: `the file cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
+  }
+  return actual === expected.tarballSha256 ? null : { check: 'package', expected: `sha256 ${expected.tarballSha256}`, actual: `sha256 ${actual}` };
+}
+
 export function checkPackage(expected: ExpectedIdentity['package'], command: string, args: readonly string[]): IdentityMismatch | null {
   if (expected === undefined) return null;
   const actual = [command, ...args].join(' ');
   const { registryType, identifier, version } = expected;
   const mismatch = (wanted: string, got = actual): IdentityMismatch => ({ check: 'package', expected: wanted, actual: got });
+  if (registryType === 'npm' && expected.tarball !== undefined) return checkTarball(expected, command, args);
   if (registryType === 'npm') {
     const wanted = `npx -y ${identifier}@${version}`;
     if (!NPM_VERSION.test(version)) return mismatch(wanted, `the approved version "${version}" is not an exact version`);
