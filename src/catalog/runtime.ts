@@ -100,6 +100,8 @@ export class CatalogRuntime {
   private readonly deps: CatalogRuntimeDeps;
   private entries: CatalogEntry[] = [];
   private pins = new Map<string, readonly ToolPin[]>();
+  /** The earliest expiry among the entries listed now: the next time the registry must change without a catalog change. */
+  private nextExpiry = Number.POSITIVE_INFINITY;
   /** Routes the sub-registry API lists (compose). */
   private listed = new Set<string>();
   /** Every approved version, as last read. */
@@ -242,13 +244,18 @@ export class CatalogRuntime {
       // The entries in memory stay in force; expiry below still runs on the clock.
       this.deps.log.warn({ err: String(error) }, 'could not read the catalog; the last one read stays in force');
     }
-    this.apply();
+    // Unchanged entries need composing again only when one of them reaches its expiry.
+    if (this.now() >= this.nextExpiry) this.apply();
     await this.watchExpiry();
   }
 
   /** The registry: mandate.yaml's servers, then every routable catalog entry; the rest blocked with their reason. */
   apply(): void {
     const { servers, blocked, listed } = this.compose(this.deps.configServers());
+    this.nextExpiry = Math.min(
+      Number.POSITIVE_INFINITY,
+      ...this.entries.filter((entry) => listed.has(entry.governance.route) && entry.governance.expiresAt !== null).map((entry) => Date.parse(entry.governance.expiresAt as string)),
+    );
     const served = new Set(servers.map((server) => server.name));
     this.pins = new Map(this.entries.filter((entry) => entry.governance.source === 'catalog' && served.has(entry.governance.route)).map((entry) => [entry.governance.route, entry.pins]));
     this.listed = listed;
