@@ -23,6 +23,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import type { ServerJson } from '../../src/catalog/types.ts';
 import type { DriftRecord } from '../../src/store/catalog.ts';
 import { MODERN_VERSION, startFakeUpstream, textResult, type FakeUpstream, type FakeUpstreamOptions, type Tool } from '../helpers/fake-upstream.ts';
+import { createUsers } from '../helpers/users.ts';
 import { startInProcess, type AuditEntry, type InProcessMandate } from '../helpers/inprocess.ts';
 import { errorOf, eventually, openSession, post, toolText } from '../gateway/raw.ts';
 
@@ -93,13 +94,7 @@ describe('tool drift through the gateway', { timeout: 60_000 }, () => {
 
   before(async () => {
     mandate = await startInProcess({ servers: [], extra: { admin: ROLES } });
-    for (const [name, groups] of [
-      ['alice', ['publishers']],
-      ['bob', ['approvers']],
-      ['sam', ['security']],
-    ] as const) {
-      await mandate.store.identity.createUser({ name, passwordHash: null, groups: [...groups], disabled: false, createdAt: 0, updatedAt: 0 });
-    }
+    await createUsers(mandate.store, { alice: ['publishers'], bob: ['approvers'], sam: ['security'] });
   });
   after(async () => {
     for (const client of clients) await client.close().catch(() => undefined);

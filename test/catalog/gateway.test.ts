@@ -14,6 +14,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { ServerJson } from '../../src/catalog/types.ts';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts';
+import { createUsers } from '../helpers/users.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { errorOf, eventually, initializeMessage, post } from '../gateway/raw.ts';
 
@@ -28,13 +29,7 @@ describe('the catalog at the gateway', { timeout: 120_000 }, () => {
   before(async () => {
     upstream = await startFakeUpstream();
     mandate = await startInProcess({ servers: [], extra: { admin: ROLES } });
-    for (const [name, groups] of [
-      ['alice', ['publishers']],
-      ['bob', ['approvers']],
-      ['sam', ['security']],
-    ] as const) {
-      await mandate.store.identity.createUser({ name, passwordHash: null, groups: [...groups], disabled: false, createdAt: 0, updatedAt: 0 });
-    }
+    await createUsers(mandate.store, { alice: ['publishers'], bob: ['approvers'], sam: ['security'] });
     serverJson = { name: 'io.example/weather', description: 'Weather', version: '1.0.0', remotes: [{ type: 'streamable-http', url: upstream.url }] };
     file = path.join(path.dirname(mandate.configPath), 'weather.server.json');
     writeFileSync(file, JSON.stringify(serverJson, null, 2));

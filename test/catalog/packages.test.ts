@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { binOf, fileHashes, PackageMismatchError, PackageStore } from '../../src/catalog/packages.ts';
 import type { ServerJson } from '../../src/catalog/types.ts';
 import { checkPackage } from '../../src/gateway/upstream/identity.ts';
+import { createUsers } from '../helpers/users.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { tempDir } from '../helpers/process.ts';
 import { errorOf, eventually, initializeMessage, post } from '../gateway/raw.ts';
@@ -49,7 +50,7 @@ describe('packages checked before they start', { timeout: 180_000 }, () => {
     const verified = await store.verify({ registryType: 'npm', identifier: ID, version: VERSION, integrity });
     sha256 = verified.sha256;
     mandate = await startInProcess({ servers: [], extra: { admin: { roles: { publisher: ['user:alice'], approver: ['user:bob'] } } } });
-    for (const name of ['alice', 'bob']) await mandate.store.identity.createUser({ name, passwordHash: null, groups: [], disabled: false, createdAt: 0, updatedAt: 0 });
+    await createUsers(mandate.store, { alice: [], bob: [] });
   });
   after(async () => {
     await mandate?.stop();

@@ -18,6 +18,7 @@ import { stripGovernance } from '../../src/catalog/server-json.ts';
 import { signEntry } from '../../src/catalog/signature.ts';
 import type { ServerJson } from '../../src/catalog/types.ts';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts';
+import { createUsers } from '../helpers/users.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { ROOT, tempDir } from '../helpers/process.ts';
 import { errorOf, eventually, initializeMessage, post } from '../gateway/raw.ts';
@@ -57,7 +58,7 @@ describe('server.json in and out, the sub-registry API, and provenance', { timeo
         },
       },
     });
-    for (const name of ['alice', 'bob']) await mandate.store.identity.createUser({ name, passwordHash: null, groups: [], disabled: false, createdAt: 0, updatedAt: 0 });
+    await createUsers(mandate.store, { alice: [], bob: [] });
   });
   after(async () => {
     await mandate?.stop();

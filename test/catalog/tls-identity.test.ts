@@ -24,6 +24,7 @@ import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { ExpectedIdentity, ServerJson } from '../../src/catalog/types.ts';
+import { createUsers } from '../helpers/users.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { errorOf, eventually, initializeMessage, post } from '../gateway/raw.ts';
 
@@ -172,12 +173,7 @@ describe('the expected identity of an https catalog server', { timeout: 60_000 }
     assert.match(certificate.pin, /^[A-Za-z0-9+/]{43}=$/);
     assert.notEqual(certificate.pin, wrongPin);
     mandate = await startInProcess({ servers: [], extra: { admin: ROLES } });
-    for (const [name, groups] of [
-      ['alice', ['publishers']],
-      ['bob', ['approvers']],
-    ] as const) {
-      await mandate.store.identity.createUser({ name, passwordHash: null, groups: [...groups], disabled: false, createdAt: 0, updatedAt: 0 });
-    }
+    await createUsers(mandate.store, { alice: ['publishers'], bob: ['approvers'] });
   });
   after(async () => {
     for (const client of clients) await client.close().catch(() => undefined);
