@@ -170,11 +170,13 @@ describe('the call journal', () => {
     await journal.close();
   });
 
-  it('(power, while-forwarding) calls done before their lines are looked at cost no sync; a call still in flight has its file synced', async () => {
+  it('(power, while-forwarding) calls done before their lines are looked at cost no sync; a call still in flight has its file synced', async (t) => {
+    // The look at the lines is a timer: mocked, so that it runs when the test says, not when a loaded machine lets it.
+    t.mock.timers.enable({ apis: ['setTimeout'] });
     const dir = journalDir();
     const journal = new CallJournal(dir, RUN, 'power');
     const names = () => readdirSync(path.join(dir, 'runs')).sort();
-    const looked = () => new Promise((resolve) => setTimeout(resolve, AGE_CHECK_MS * 4));
+    const looked = async () => t.mock.timers.tick(AGE_CHECK_MS * 4);
     const first = journal.begin(entry('first'));
     await journal.forwardable(first);
     // From now on a sync of this file fails, and a failure moves the journal to a new file: a sync shows.
@@ -186,8 +188,10 @@ describe('the call journal', () => {
     await looked();
     const after = journal.begin(entry('after'));
     assert.deepEqual(names(), [`${RUN}.0.calls`], 'no sync was needed: the calls were done');
+    await journal.forwardable(after);
     await looked();
     // 'after' was in flight when its line was looked at: the file was synced (and that failed).
+    await assert.rejects(journal.durable(after) ?? Promise.resolve(), 'the sync of its file was asked for, and failed');
     journal.done(after);
     const next = journal.begin(entry('next'));
     assert.deepEqual(names(), [`${RUN}.1.calls`], 'a new file (the failed one, all its calls done, is gone)');
