@@ -15,6 +15,7 @@ import { Catalog } from './catalog/service.ts';
 import { ToolGate } from './catalog/tool-gate.ts';
 import { catalogSealer } from './catalog/seal.ts';
 import { PackageStore } from './catalog/packages.ts';
+import { CredentialBroker } from './credentials/broker.ts';
 import { handleRegistryRequest } from './catalog/registry-http.ts';
 import { handleAdminRequest } from './admin/api.ts';
 import { signatureCheck, type SignatureCheck } from './catalog/provenance.ts';
@@ -141,7 +142,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     return signaturesFor.check;
   };
   // The deployment secret seals catalog entries (src/catalog/seal.ts), as it seals the authorization server's keys.
-  const sealer = catalogSealer(loadSecretKey(config.dataDir));
+  const deploymentSecret = loadSecretKey(config.dataDir);
+  const sealer = catalogSealer(deploymentSecret);
+  // What upstreams are shown (docs/credentials.md): opened once per version, kept in memory, refreshed on change.
+  const broker = new CredentialBroker({ store, secret: deploymentSecret, log, audit });
   const catalog = new Catalog({
     store,
     audit,
@@ -169,9 +173,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     await recoverCrashedRuns(config.dataDir, store, audit, run);
     await audit.record({ type: 'config.loaded', outcome: 'success', data: { ...summaryOf(config), run: run.run } });
     await catalogRuntime.start();
+    await broker.start();
     identity = await Identity.start({ config, store, audit, log, registry });
   } catch (error) {
     catalogRuntime.stop();
+    broker.stop();
     await audit.flush();
     endRun(config.dataDir, run);
     await store.close();
@@ -198,7 +204,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     filters: (options.filters ?? NO_FILTERS).after(listFilter(policy)).after(tools.filter()),
     tools,
     onIdentityMismatch: (server, mismatch) => catalogRuntime.identityMismatch(server.name, mismatch),
-    credentials: options.credentials,
+    credentials: options.credentials ?? broker,
     policy,
   });
   let markStarted!: () => void;
@@ -295,6 +301,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     // Not listening, or the start could not be recorded: nothing is served.
     markFailed(error);
     catalogRuntime.stop();
+    broker.stop();
     server.close();
     server.closeAllConnections();
     await control?.close();
@@ -316,6 +323,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       server.close();
       server.closeIdleConnections();
       catalogRuntime.stop();
+      broker.stop();
       await control?.close();
       await gateway.shutdown();
       identity.stop();

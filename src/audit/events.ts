@@ -52,6 +52,9 @@ export const EVENT_TYPES = [
   'server.drift_detected',
   'server.drift_approved',
   'server.identity_mismatch',
+  'credential.rotated',
+  'credential.revoked',
+  'credential.rejected',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

@@ -62,3 +62,15 @@ export async function run(body: () => Promise<number | void>): Promise<void> {
     process.exitCode = usage ? 2 : 1;
   }
 }
+
+/** All of standard input, refused (UsageError, naming `what`) once it is longer than `limit` bytes. */
+export async function readStdin(limit: number, what: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new UsageError(`standard input holds more than ${what} (at most ${limit} bytes)`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -14,6 +14,7 @@ const tokenCommands = () => import('./tokens.ts');
 const userCommands = () => import('./users.ts');
 const policyCommands = () => import('./policy.ts');
 const serverCommands = () => import('./servers.ts');
+const secretCommands = () => import('./secrets.ts');
 import { cleanLines, printJson, printLine } from './output.ts';
 
 /** A database URL as it may be shown: never its password (environment values stay names only too). */
@@ -332,6 +333,35 @@ catalogOptions(
 catalogOptions(servers.command('drift').description('list quarantined tools ({name, hash, diff}): changed or new since they were pinned').argument('<name>', 'route name'), false).action(
   (name: string, flags) => run(async () => (await serverCommands()).drift(name, flags)),
 );
+
+const secrets = program.command('secrets').description('secrets the gateway presents to upstream servers (docs/credentials.md); values are read from standard input and never printed');
+for (const [mode, text] of [
+  ['set', 'set a secret (a new version replaces the current one at once); the value is read from standard input'],
+  ['rotate', 'a new version of a secret; the one it replaces stays usable for --grace (default 10m)'],
+] as const) {
+  const command = adminOptions(
+    secrets
+      .command(mode)
+      .description(text)
+      .argument('<name>', 'secret name')
+      .option('--env <environment>', 'only for servers of this environment (catalog entries)')
+      .option('--tenant <tenant>', 'only for servers of this tenant (catalog entries)')
+      .option('--stdin', 'read the value from standard input (required: never give it on the command line)'),
+  );
+  if (mode === 'rotate') command.option('--grace <duration>', 'how long the replaced version stays usable (such as 10m; s, m, h or d)');
+  command.action((name: string, flags) => run(async () => (await secretCommands()).setOrRotate(mode, name, flags)));
+}
+adminOptions(secrets.command('list').description('names, scopes, versions, ages and last use (never a value)'), false).action((flags) =>
+  run(async () => (await secretCommands()).listSecrets(flags)),
+);
+adminOptions(
+  secrets
+    .command('delete')
+    .description('delete a secret: every version, in one scope (--env, --tenant) or in all')
+    .argument('<name>', 'secret name')
+    .option('--env <environment>', 'only this environment\'s versions')
+    .option('--tenant <tenant>', 'only this tenant\'s versions'),
+).action((name: string, flags) => run(async () => (await secretCommands()).deleteSecret(name, flags)));
 
 // `mandate audit export | head` closes the pipe early: that is not an error.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

@@ -2,7 +2,7 @@
 import { KEEP_MS } from '../identity/revocations.ts';
 import { checkPassword, GROUP_NAME, hashPassword, MAX_PASSWORD_LENGTH, USER_NAME } from '../identity/users.ts';
 import type { UserRecord } from '../store/types.ts';
-import { UsageError } from './common.ts';
+import { readStdin, UsageError } from './common.ts';
 import { clean, printJson, printLine, printTable } from './output.ts';
 import { iso, when, withAdmin, type AdminFlags } from './clients.ts';
 
@@ -34,17 +34,6 @@ export function parseGroups(values: readonly string[] = []): string[] {
   return [...new Set(groups)];
 }
 
-/** All of standard input, bounded: a password does not need more. */
-async function readStdin(limit: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new UsageError(`standard input holds more than a password (at most ${MAX_PASSWORD_LENGTH} characters)`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
 
 /**
  * The terminal in raw mode (no echo) for the time of a few prompts. Raw mode
@@ -110,7 +99,7 @@ function hiddenTerminal() {
 async function readPassword(fromStdin: boolean): Promise<string> {
   let password: string;
   if (fromStdin) {
-    password = (await readStdin(4 * MAX_PASSWORD_LENGTH + 2)).replace(/\r?\n$/, '');
+    password = (await readStdin(4 * MAX_PASSWORD_LENGTH + 2, 'a password')).replace(/\r?\n$/, '');
     if (/[\r\n]/.test(password)) throw new UsageError('the password on standard input spans several lines: give one line');
   } else if (process.stdin.isTTY) {
     const terminal = hiddenTerminal();

@@ -17,6 +17,40 @@ const httpUrl = z.string().refine((value) => {
   }
 }, 'must be an absolute http(s) URL without credentials');
 
+/** A secret's name in the store (`mandate secrets set NAME`). */
+export const SECRET_NAME = /^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$/;
+const secretName = z.string().regex(SECRET_NAME, 'must be lowercase letters, digits, dots, hyphens and underscores (at most 64)');
+/** An HTTP header name (RFC 9110 token). */
+const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/, 'must be an HTTP header name');
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
+
+/**
+ * What the gateway presents to an upstream (docs/credentials.md). The client's own token is never passed on;
+ * `none` (the default) presents nothing. Kinds to come (jwt, oauth, token-exchange) are refused until they exist.
+ */
+const authSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('none') }),
+  z
+    .strictObject({
+      kind: z.literal('secret'),
+      /** The stored secret's name. */
+      secret: secretName,
+      /** HTTP upstream: the header that carries it. */
+      header: headerName.optional(),
+      /** With `header`: a scheme before the value (`Bearer` gives `Authorization: Bearer VALUE`). */
+      scheme: z.string().regex(/^[A-Za-z][A-Za-z0-9._-]{0,31}$/, 'must be an authentication scheme such as Bearer').optional(),
+      /** stdio upstream: the environment variable that carries it. */
+      env: envName.optional(),
+    })
+    .superRefine((auth, ctx) => {
+      if ((auth.header === undefined) === (auth.env === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of `header` (an HTTP upstream) or `env` (a stdio upstream)' });
+      if (auth.scheme !== undefined && auth.header === undefined) ctx.addIssue({ code: 'custom', path: ['scheme'], message: '`scheme` goes with `header`' });
+      if (auth.header !== undefined && /^(host|content-length|content-type|accept|connection|transfer-encoding|mcp-session-id|mcp-protocol-version|last-event-id)$/i.test(auth.header)) {
+        ctx.addIssue({ code: 'custom', path: ['header'], message: `"${auth.header}" is a protocol header, not a credential header` });
+      }
+    }),
+]);
+
 const serverSchema = z
   .strictObject({
     name: z.string().regex(SERVER_NAME, 'must be lowercase letters, digits and hyphens ([a-z0-9-]+, at most 63)'),
@@ -30,8 +64,16 @@ const serverSchema = z
     cwd: z.string().optional(),
     /** Idle timeout of one upstream request in ms; a progress notification resets it. */
     timeoutMs: z.number().int().min(100).max(3_600_000).optional(),
+    /** What the gateway presents to this upstream (docs/credentials.md); default none. */
+    auth: authSchema.optional(),
   })
   .superRefine((server, ctx) => {
+    if (server.auth?.kind === 'secret' && server.auth.header !== undefined && server.command !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['auth', 'header'], message: 'a stdio server (`command`) takes its secret in `env`, not a header' });
+    }
+    if (server.auth?.kind === 'secret' && server.auth.env !== undefined && server.url !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['auth', 'env'], message: 'an HTTP server (`url`) takes its secret in a `header`, not `env`' });
+    }
     if ((server.url === undefined) === (server.command === undefined)) {
       ctx.addIssue({ code: 'custom', message: 'set exactly one of `url` (Streamable HTTP) or `command` (stdio)' });
     }
@@ -164,3 +206,4 @@ export const configSchema = z
 export type RawConfig = z.input<typeof configSchema>;
 export type ParsedConfig = z.output<typeof configSchema>;
 export type ServerConfig = ParsedConfig['servers'][number];
+export type UpstreamAuth = NonNullable<ServerConfig['auth']>;

@@ -32,6 +32,7 @@ export type ErrorKind =
   | 'upstream_crashed'
   | 'upstream_session_expired'
   | 'upstream_auth'
+  | 'credential_missing'
   | 'upstream_identity'
   | 'principal_limit'
   | 'process_limit'
@@ -76,6 +77,7 @@ const WIRE: Record<ErrorKind, { status: number; code: number; oauth?: string }> 
   upstream_crashed: { status: 502, code: RpcCode.UpstreamUnavailable },
   upstream_session_expired: { status: 502, code: RpcCode.UpstreamUnavailable },
   upstream_auth: { status: 502, code: RpcCode.UpstreamUnavailable },
+  credential_missing: { status: 503, code: RpcCode.UpstreamUnavailable },
   /** The upstream failed its expected-identity check (upstream/identity.ts): nothing was sent to it. */
   upstream_identity: { status: 502, code: RpcCode.UpstreamUnavailable },
   principal_limit: { status: 429, code: RpcCode.UpstreamUnavailable },

@@ -375,6 +375,55 @@ CREATE TABLE catalog_history (
 CREATE INDEX catalog_history_route ON catalog_history (route, seq);
 `,
   },
+  {
+    version: 4,
+    name: 'credentials',
+    // Upstream secrets (src/store/credentials.ts, docs/credentials.md): one row
+    // per version, the value sealed under its own data key and the data key
+    // under the deployment secret (envelope). `retires_at` is null for the
+    // current version; a rotation sets it on the one it replaces (the grace
+    // period). Scope: environment and tenant, '' for any. Times are epoch ms.
+    sqlite: `
+CREATE TABLE secrets (
+  name TEXT NOT NULL,
+  environment TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  version INTEGER NOT NULL CHECK (version > 0),
+  sealed_key TEXT NOT NULL,
+  sealed_value TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  created_by TEXT NOT NULL,
+  retires_at INTEGER,
+  last_used_at INTEGER,
+  PRIMARY KEY (name, environment, tenant, version)
+) STRICT;
+CREATE TABLE secret_changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL,
+  at INTEGER NOT NULL
+) STRICT;
+`,
+    postgres: `
+CREATE TABLE secrets (
+  name text COLLATE "C" NOT NULL,
+  environment text COLLATE "C" NOT NULL,
+  tenant text COLLATE "C" NOT NULL,
+  version integer NOT NULL CHECK (version > 0),
+  sealed_key text NOT NULL,
+  sealed_value text NOT NULL,
+  created_at bigint NOT NULL,
+  created_by text NOT NULL,
+  retires_at bigint,
+  last_used_at bigint,
+  PRIMARY KEY (name, environment, tenant, version)
+);
+CREATE TABLE secret_changes (
+  seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  name text NOT NULL,
+  at bigint NOT NULL
+);
+`,
+  },
 ];
 
 /** How the applied migrations compare with this build's. */

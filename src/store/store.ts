@@ -5,11 +5,12 @@
  */
 import { SqlAuditStore, type AuditAppender } from './audit.ts';
 import { SqlCatalogStore } from './catalog.ts';
+import { SqlCredentialsStore } from './credentials.ts';
 import { SqlIdentityStore } from './identity.ts';
 import type { Int } from './identity-rows.ts';
 import { MIGRATIONS, compareSchema, refuseNewer } from './migrations.ts';
 import type { Engine } from './sql/engine.ts';
-import type { AuditStore, CatalogStore, IdentityStore, MigrationState, SchemaState, Store, StoreKind } from './types.ts';
+import type { AuditStore, CatalogStore, CredentialsStore, IdentityStore, MigrationState, SchemaState, Store, StoreKind } from './types.ts';
 
 interface MigrationRow {
   version: Int;
@@ -21,6 +22,7 @@ export class SqlStore implements Store {
   readonly audit: AuditStore;
   readonly identity: IdentityStore;
   readonly catalog: CatalogStore;
+  readonly credentials: CredentialsStore;
   protected readonly engine: Engine;
   private pinging: Promise<void> | null = null;
 
@@ -29,6 +31,7 @@ export class SqlStore implements Store {
     this.audit = new SqlAuditStore(engine, appender);
     this.identity = new SqlIdentityStore(engine);
     this.catalog = new SqlCatalogStore(engine);
+    this.credentials = new SqlCredentialsStore(engine);
   }
 
   get kind(): StoreKind {

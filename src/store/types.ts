@@ -1,5 +1,5 @@
 /**
- * The storage interface: one store per plane (`audit`, `identity`, `catalog`; later
+ * The storage interface: one store per plane (`audit`, `identity`, `catalog`,
  * `credentials`), each written once on a thin per-database
  * engine (src/store/sql/engine.ts), with two databases: embedded SQLite
  * (node:sqlite, the default) and PostgreSQL (several gateway nodes). One
@@ -8,6 +8,7 @@
  */
 import type { SqlAuditStore } from './audit.ts';
 import type { SqlCatalogStore } from './catalog.ts';
+import type { SqlCredentialsStore } from './credentials.ts';
 import type { SqlIdentityStore } from './identity.ts';
 export type * from './identity-types.ts';
 
@@ -20,6 +21,8 @@ export type AuditStore = PlaneOf<SqlAuditStore>;
 export type IdentityStore = PlaneOf<SqlIdentityStore>;
 /** The server catalog: entries, versions, proposals, drift, history (src/store/catalog.ts). */
 export type CatalogStore = PlaneOf<SqlCatalogStore>;
+/** Upstream secrets, sealed (src/store/credentials.ts). */
+export type CredentialsStore = PlaneOf<SqlCredentialsStore>;
 
 export type StoreKind = 'sqlite' | 'postgres';
 export type Durability = 'process' | 'power';
@@ -55,7 +58,7 @@ export interface Store {
   readonly audit: AuditStore;
   readonly identity: IdentityStore;
   readonly catalog: CatalogStore;
-  // Room for the next plane: `credentials` (docs/storage.md, "Adding a plane").
+  readonly credentials: CredentialsStore;
 
   /**
    * Applies pending versioned migrations, in order, each in a transaction;

@@ -16,24 +16,33 @@ export interface CliResult {
 
 export function mandate(
   args: string[],
-  options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number; /** Kill (and report `killed`) as soon as stdout matches. */ killWhen?: RegExp } = {},
+  options: {
+    env?: Record<string, string>;
+    cwd?: string;
+    timeoutMs?: number;
+    /** Kill (and report `killed`) as soon as stdout matches. */
+    killWhen?: RegExp;
+    /** Written to standard input, which is then closed (without it, standard input is closed at once). */
+    input?: string;
+  } = {},
 ): Promise<CliResult> {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(process.env)) if (value !== undefined && !name.startsWith('MANDATE_')) env[name] = value;
   Object.assign(env, options.env);
   return new Promise((resolve) => {
-    const child = spawn(NODE, [MANDATE, ...args], { cwd: options.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(NODE, [MANDATE, ...args], { cwd: options.cwd ?? ROOT, env, stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    if (options.input !== undefined) child.stdin?.end(options.input);
     let stdout = '';
     let stderr = '';
     let killed = false;
-    child.stdout.on('data', (chunk: Buffer) => {
+    child.stdout!.on('data', (chunk: Buffer) => {
       stdout += chunk.toString();
       if (options.killWhen?.test(stdout) && !killed) {
         killed = true;
         child.kill('SIGKILL');
       }
     });
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const timer = setTimeout(() => {
       killed = true;
       child.kill('SIGKILL');

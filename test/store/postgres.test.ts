@@ -12,6 +12,7 @@ import { openStore } from '../../src/store/open.ts';
 import { StoreUnavailableError } from '../../src/store/types.ts';
 import { runStoreContract, type StoreHarness } from './contract.ts';
 import { runCatalogContract } from './catalog-contract.ts';
+import { runCredentialsContract } from './credentials-contract.ts';
 import { runIdentityContract } from './identity-contract.ts';
 
 const URL_ = process.env.MANDATE_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -55,6 +56,7 @@ if (!skip) {
   runStoreContract('postgres', harness);
   runIdentityContract('postgres', harness);
   runCatalogContract('postgres', harness);
+  runCredentialsContract('postgres', harness);
 }
 
 /** A local port with nothing listening on it. */

@@ -9,6 +9,7 @@ import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { StoreUnavailableError } from '../../src/store/types.ts';
 import { runStoreContract, type StoreHarness } from './contract.ts';
 import { runCatalogContract } from './catalog-contract.ts';
+import { runCredentialsContract } from './credentials-contract.ts';
 import { runIdentityContract } from './identity-contract.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'mandate-store-'));
@@ -50,6 +51,7 @@ const harness: StoreHarness = {
 runStoreContract('sqlite', harness);
 runIdentityContract('sqlite', harness);
 runCatalogContract('sqlite', harness);
+runCredentialsContract('sqlite', harness);
 
 describe('SqliteStore specifics', () => {
   it('openStore without a URL opens SQLite in the data dir, created owner-only', async () => {

@@ -1,0 +1,171 @@
+/**
+ * The credential broker (docs/credentials.md): the gateway's credential hook
+ * (src/gateway/credentials.ts), asked for every upstream request and every
+ * stdio start. It presents what the server's `auth` names, never anything of
+ * the client's (whose token the gateway never passes on):
+ *
+ * - `none` (the default): nothing;
+ * - `secret`: the stored secret's current version, as a header (with its
+ *   scheme) for an HTTP upstream or an environment variable for a stdio one.
+ *   The most specific version applies: the server's tenant and environment,
+ *   then its environment, then the secret without a scope. A secret that is
+ *   not set fails the call closed with an error naming the secret, never a
+ *   value. After a rotation, an upstream that refuses the new version (401
+ *   or 403) is asked once more with the one it replaced, until that one's
+ *   grace period ends.
+ *
+ * Values are opened once per version and kept in memory; a node learns of
+ * changes made elsewhere (the CLI, another node) by polling the change
+ * counter once a second, so a rotation is in force within about a second.
+ */
+import type { AuditLog } from '../audit/log.ts';
+import type { CredentialHook, CredentialRequest, UpstreamCredential } from '../gateway/credentials.ts';
+import { GatewayError } from '../gateway/errors.ts';
+import type { Logger } from '../observability/log.ts';
+import type { SecretScope, SecretVersion } from '../store/credentials.ts';
+import type { Store } from '../store/types.ts';
+import { openVersion } from './vault.ts';
+
+const NOTHING: UpstreamCredential = Object.freeze({});
+/** A version's last use is written at most this often. */
+const MARK_USED_MS = 60_000;
+
+interface Opened {
+  version: number;
+  value: string;
+  retiresAt: number | null;
+}
+
+/** The versions of one scope in use: the current one, and the one it replaced while in its grace period. */
+interface Held {
+  scope: SecretScope;
+  current: Opened;
+  previous: Opened | null;
+}
+
+const keyOf = (name: string, environment: string, tenant: string): string => `${name}\u0000${environment}\u0000${tenant}`;
+
+export interface BrokerDeps {
+  store: Store;
+  /** The deployment secret the values are sealed under. */
+  secret: Buffer;
+  log: Logger;
+  audit?: AuditLog;
+  refreshMs?: number;
+  now?: () => number;
+}
+
+export class CredentialBroker implements CredentialHook {
+  private readonly deps: BrokerDeps;
+  private held = new Map<string, Held>();
+  private seen = -1;
+  private timer: NodeJS.Timeout | null = null;
+  private refreshing: Promise<void> | null = null;
+  private readonly marked = new Map<string, number>();
+
+  constructor(deps: BrokerDeps) {
+    this.deps = deps;
+  }
+
+  private now(): number {
+    return this.deps.now?.() ?? Date.now();
+  }
+
+  async start(): Promise<void> {
+    await this.refresh(true);
+    this.timer = setInterval(() => {
+      this.refresh().catch((error: unknown) => this.deps.log.warn({ err: String(error) }, 'could not read the secrets; the ones read before stay in use'));
+    }, this.deps.refreshMs ?? 1000);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Reads the secrets again if they changed (or when forced). */
+  refresh(force = false): Promise<void> {
+    this.refreshing ??= (async () => {
+      try {
+        const last = await this.deps.store.credentials.lastChange();
+        const now = this.now();
+        const expired = [...this.held.values()].some((held) => held.previous !== null && held.previous.retiresAt !== null && held.previous.retiresAt <= now);
+        if (!force && last === this.seen && !expired) return;
+        this.held = this.open(await this.deps.store.credentials.usable(now));
+        this.seen = last;
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  private open(versions: readonly SecretVersion[]): Map<string, Held> {
+    const byScope = new Map<string, SecretVersion[]>();
+    for (const version of versions) {
+      const key = keyOf(version.name, version.environment, version.tenant);
+      byScope.set(key, [...(byScope.get(key) ?? []), version]);
+    }
+    const held = new Map<string, Held>();
+    for (const [key, list] of byScope) {
+      const current = list.find((v) => v.retiresAt === null);
+      if (current === undefined) continue;
+      const previous = list.filter((v) => v.retiresAt !== null).sort((a, b) => b.version - a.version)[0];
+      try {
+        held.set(key, {
+          scope: { name: current.name, environment: current.environment, tenant: current.tenant },
+          current: { version: current.version, value: openVersion(this.deps.secret, current), retiresAt: null },
+          previous: previous === undefined ? null : { version: previous.version, value: openVersion(this.deps.secret, previous), retiresAt: previous.retiresAt },
+        });
+      } catch (error) {
+        // Sealed under another deployment secret: refused at use with the secret named, never half-read.
+        this.deps.log.error({ secret: current.name, err: error instanceof Error ? error.message : String(error) }, 'a stored secret cannot be opened with this deployment secret');
+      }
+    }
+    return held;
+  }
+
+  /** The versions for a server: its tenant and environment, then its environment, then unscoped. */
+  private find(name: string, environment: string, tenant: string): Held | undefined {
+    return (
+      (tenant !== '' ? this.held.get(keyOf(name, environment, tenant)) : undefined) ??
+      (environment !== '' ? this.held.get(keyOf(name, environment, '')) : undefined) ??
+      this.held.get(keyOf(name, '', ''))
+    );
+  }
+
+  credential(request: CredentialRequest): UpstreamCredential | Promise<UpstreamCredential> {
+    const auth = request.server.auth;
+    if (auth === undefined || auth.kind === 'none') return NOTHING;
+    const held = this.find(auth.secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
+    if (held === undefined) {
+      return Promise.reject(
+        new GatewayError('credential_missing', `upstream server "${request.server.name}" needs the secret "${auth.secret}", which is not set`, {
+          detail: `mandate secrets set ${auth.secret} --stdin`,
+        }),
+      );
+    }
+    const now = this.now();
+    const retry = request.attempt > 0 && held.previous !== null && (held.previous.retiresAt ?? 0) > now;
+    const used = retry ? (held.previous as Opened) : held.current;
+    this.noteUse(held.scope, used.version, now);
+    if (auth.header !== undefined) return { headers: { [auth.header]: auth.scheme !== undefined ? `${auth.scheme} ${used.value}` : used.value } };
+    return { env: { [auth.env as string]: used.value } };
+  }
+
+  /** After a rotation, the version it replaced is tried once while in its grace period. */
+  refused(request: CredentialRequest): boolean {
+    const auth = request.server.auth;
+    if (auth === undefined || auth.kind !== 'secret') return false;
+    const held = this.find(auth.secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
+    return held?.previous !== null && held?.previous !== undefined && (held.previous.retiresAt ?? 0) > this.now();
+  }
+
+  private noteUse(scope: SecretScope, version: number, now: number): void {
+    const key = `${keyOf(scope.name, scope.environment, scope.tenant)}\u0000${version}`;
+    if ((this.marked.get(key) ?? 0) + MARK_USED_MS > now) return;
+    this.marked.set(key, now);
+    this.deps.store.credentials.markUsed(scope, version, now).catch(() => undefined);
+  }
+}
