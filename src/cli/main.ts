@@ -363,6 +363,19 @@ adminOptions(
     .option('--tenant <tenant>', 'only this tenant\'s versions'),
 ).action((name: string, flags) => run(async () => (await secretCommands()).deleteSecret(name, flags)));
 
+program
+  .command('scan')
+  .description('find hard-coded credentials in MCP client configurations, offline: exit 1 if any, 0 if none (docs/credentials.md)')
+  .argument('[paths...]', 'files, or directories searched for client configuration files (default: the usual locations in the home directory and the current directory)')
+  .option('--json', 'print the findings as a JSON array')
+  .option('--sarif', 'print the findings as SARIF 2.1.0')
+  .option('--fix', "move each secret into Mandate's secret store and point the client at Mandate's endpoint for its server")
+  .option('--config <file>', 'with --fix: the configuration naming the issuer and the store (env MANDATE_CONFIG; default ./mandate.yaml)')
+  .option('--data <dir>', 'with --fix: data directory of the embedded store (env MANDATE_DATA)')
+  .option('--database-url <url>', 'with --fix: postgres://… to use PostgreSQL (env MANDATE_DATABASE_URL)')
+  .option('--actor <name>', 'with --fix: admin named in the audit events (default: $USER, else admin)')
+  .action((paths: string[], flags) => run(async () => (await secretCommands()).scanCommand(paths, flags)));
+
 // `mandate audit export | head` closes the pipe early: that is not an error.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);

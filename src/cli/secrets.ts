@@ -114,3 +114,29 @@ export async function deleteSecret(name: string, flags: SecretFlags): Promise<vo
     printLine(`secret ${scope.name}${scoped ? ` (${scopeText(scope)})` : ''}: ${gone} version(s) deleted`);
   });
 }
+
+/**
+ * `mandate scan`: offline, it only reads. With `--fix`, the secrets it finds
+ * go into this store (unscoped, as `mandate secrets set` would put them) and
+ * each migrated client points at this gateway's endpoint ({issuer}/mcp/NAME,
+ * the issuer from the configuration).
+ */
+export async function scanCommand(paths: string[], flags: SecretFlags & { config?: string; sarif?: boolean; fix?: boolean }): Promise<number> {
+  const { scan } = await import('../scan/scan.ts');
+  if (flags.fix !== true) return scan(paths, flags);
+  const { loadConfig } = await import('../config/load.ts');
+  const config = loadConfig({ config: flags.config, data: flags.data, databaseUrl: flags.databaseUrl });
+  const secret = deploymentSecret({ ...flags, data: config.dataDir });
+  return withAdmin({ ...flags, data: config.dataDir, databaseUrl: config.databaseUrl ?? undefined, json: false }, async ({ store, record, actor }) =>
+    scan(paths, flags, {
+      fixTarget: {
+        storeSecret: async (name, value) => {
+          const scope = { name: nameOf(name), environment: '', tenant: '' };
+          const version = await setSecret(store, secret, scope, value, actor, 0);
+          await record('credential.rotated', { secret: name, environment: '', tenant: '', version, previous: version > 1 ? version - 1 : null, graceSeconds: 0, via: 'scan --fix' }, `secret ${name} is set`);
+        },
+        endpoint: (server) => `${config.issuer}/mcp/${server}`,
+      },
+    }),
+  );
+}

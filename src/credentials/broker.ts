@@ -27,6 +27,8 @@ import type { Store } from '../store/types.ts';
 import { openVersion } from './vault.ts';
 
 const NOTHING: UpstreamCredential = Object.freeze({});
+/** A rejection of one version by one server is recorded at most this often. */
+const REPORT_MS = 60_000;
 /** A version's last use is written at most this often. */
 const MARK_USED_MS = 60_000;
 
@@ -62,6 +64,7 @@ export class CredentialBroker implements CredentialHook {
   private timer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
   private readonly marked = new Map<string, number>();
+  private readonly reported = new Map<string, number>();
 
   constructor(deps: BrokerDeps) {
     this.deps = deps;
@@ -160,6 +163,28 @@ export class CredentialBroker implements CredentialHook {
     if (auth === undefined || auth.kind !== 'secret') return false;
     const held = this.find(auth.secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
     return held?.previous !== null && held?.previous !== undefined && (held.previous.retiresAt ?? 0) > this.now();
+  }
+
+  /** An upstream refused the secret for good: recorded as credential.rejected, at most once a minute per server and version (a misconfigured upstream must not flood the log). */
+  rejected(request: CredentialRequest, status: number): void {
+    const auth = request.server.auth;
+    if (auth === undefined || auth.kind !== 'secret' || this.deps.audit === undefined) return;
+    const held = this.find(auth.secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
+    const version = request.attempt > 0 && held?.previous ? held.previous.version : (held?.current.version ?? null);
+    const now = this.now();
+    const key = `${request.server.name}\u0000${auth.secret}\u0000${version}`;
+    if ((this.reported.get(key) ?? 0) + REPORT_MS > now) return;
+    this.reported.set(key, now);
+    this.deps.audit
+      .record({
+        type: 'credential.rejected',
+        actor: 'mandate',
+        server: request.server.name,
+        outcome: 'failure',
+        reason: `the upstream answered HTTP ${status}`,
+        data: { secret: auth.secret, version, status, environment: held?.scope.environment ?? null, tenant: held?.scope.tenant ?? null },
+      })
+      .catch(() => undefined);
   }
 
   private noteUse(scope: SecretScope, version: number, now: number): void {

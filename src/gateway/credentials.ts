@@ -39,6 +39,8 @@ export interface CredentialHook {
   credential(request: CredentialRequest): UpstreamCredential | Promise<UpstreamCredential>;
   /** The upstream answered `status` (401 or 403) to this credential. True: retry once. */
   refused?(request: CredentialRequest, status: number): boolean | Promise<boolean>;
+  /** The upstream refused the credential and no retry is left: the client gets the error. */
+  rejected?(request: CredentialRequest, status: number): void;
 }
 
 const NOTHING: UpstreamCredential = Object.freeze({});

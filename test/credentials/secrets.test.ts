@@ -73,6 +73,7 @@ describe('secrets presented to upstreams', { timeout: 120_000 }, () => {
 
   it('a secret that is not set fails the call closed, naming the secret and not a value', async () => {
     await assert.rejects(connect('weather'), /needs the secret "weather-key", which is not set/);
+    await assert.rejects(connect('local'), /needs the secret "local-token", which is not set/);
   });
 
   it('set from standard input: the HTTP upstream gets its header, the stdio upstream its variable; the client sees neither', async () => {
@@ -108,7 +109,11 @@ describe('secrets presented to upstreams', { timeout: 120_000 }, () => {
     await during.close();
     // After the grace period the old version is gone: an upstream that still wants it refuses the gateway.
     await new Promise((resolve) => setTimeout(resolve, 3500));
-    await assert.rejects(eventually(() => connect('weather').then(() => false, () => true), Boolean, 'refused', 5000).then(() => connect('weather')), /refused the gateway's credentials/);
+    await assert.rejects(eventually(() => connect('weather').then(() => false, () => true), Boolean, 'refused', 5000).then(() => connect('weather')), /upstream credential rejected for server "weather"/);
+    const rejected = await eventually(() => gateway.audit({ types: ['credential.rejected'] }), (list) => list.length > 0, 'credential.rejected');
+    assert.equal(rejected[0]?.server, 'weather');
+    assert.equal(rejected[0]?.data?.secret, 'weather-key');
+    assert.equal(rejected[0]?.data?.status, 401);
     // The upstream takes the new key: served again, no restart.
     accepted = new Set([second]);
     const after = await connect('weather');
@@ -126,7 +131,7 @@ describe('secrets presented to upstreams', { timeout: 120_000 }, () => {
     const exported = await cli(['audit', 'export', '--data', gateway.dataDir]);
     assert.equal(exported.code, 0, exported.stderr);
     const events = await gateway.audit({ types: ['credential.*'] });
-    assert.deepEqual(events.map((e) => [e.type, e.data?.secret, e.data?.version]), [['credential.rotated', 'weather-key', 1], ['credential.rotated', 'local-token', 1], ['credential.rotated', 'weather-key', 2]]);
+    assert.deepEqual(events.filter((e) => e.type === 'credential.rotated').map((e) => [e.data?.secret, e.data?.version]), [['weather-key', 1], ['local-token', 1], ['weather-key', 2]]);
     for (const value of [first, second, local]) {
       for (const [where, haystack] of [['secrets list --json', listed.stdout], ['secrets list', text.stdout], ['audit export', exported.stdout], ['logs', logs.join('')]] as const) {
         assert.ok(!haystack.includes(value), `a secret value appears in ${where}`);

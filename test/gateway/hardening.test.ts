@@ -186,7 +186,7 @@ describe('errors that can be traced, and refused upstream credentials', { timeou
     assert.equal(res.headers.get('www-authenticate'), null);
     const answer = await responseOf(res, 'init-guarded');
     assert.equal(answer.error?.code, -32000);
-    assert.equal(answer.error?.message, 'upstream server "guarded" refused the gateway\'s credentials (HTTP 401)');
+    assert.equal(answer.error?.message, 'upstream credential rejected for server "guarded": it refused the gateway\'s credentials (HTTP 401)');
     const events = await mandate.audit({ types: ['upstream.error'] });
     assert.ok(events.some((e) => e.server === 'guarded' && e.reason === 'upstream_auth'), JSON.stringify(events));
   });

@@ -74,7 +74,7 @@ describe('an HTTP upstream that misbehaves', { timeout: 60_000 }, () => {
       upstream.onTool(`status-${status}`, () => ({ status, body: `${SECRET} (${status})`, contentType: 'text/plain', headers: { 'www-authenticate': 'Bearer realm="private"' } }));
       const answer = await call(`status-${status}`, `s${status}`);
       assert.equal(answer.error?.code, -32000, `${status}: ${JSON.stringify(answer)}`);
-      assert.equal(answer.error?.message, `upstream server "scripted" refused the gateway's credentials (HTTP ${status})`);
+      assert.equal(answer.error?.message, `upstream credential rejected for server "scripted": it refused the gateway\'s credentials (HTTP ${status})`);
       assert.ok(!JSON.stringify(answer).includes(SECRET), `${status}: the upstream's body leaked`);
       assert.ok(!JSON.stringify(answer).includes('private'), `${status}: the upstream's challenge leaked`);
     }

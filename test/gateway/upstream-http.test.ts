@@ -203,7 +203,7 @@ describe('HTTP upstream: the credential hook', () => {
       const u = upstream(4096, { credential: () => ({ headers: { 'x-api-key': 'stale', ...(forbid ? { 'x-forbid': '1' } : {}) } }) });
       await assert.rejects(u.request(call('guarded'), { signal: signal(), onMessage() {} }), (error: unknown) => {
         rejectsWith('upstream_auth')(error);
-        assert.match((error as Error).message, /upstream server "pieces" refused the gateway's credentials \(HTTP 40[13]\)/);
+        assert.match((error as Error).message, /upstream credential rejected for server "pieces": it refused the gateway\'s credentials \(HTTP 40[13]\)/);
         return true;
       });
     }

@@ -538,6 +538,8 @@ describe('stdio upstream: the package is checked before every start', () => {
     assert.equal(record.processes, 0);
     assert.equal(record.asked, 0);
     assert.deepEqual(record.mismatches, [{ check: 'package', expected: 'npx -y @acme/weather@1.2.3', actual: 'npx -y @acme/weather@latest' }]);
+    // The session hears of the close once the requests' own errors are out (the next turn of the event loop).
+    await new Promise((resolve) => setImmediate(resolve));
     assert.equal(record.closed[0]?.kind, 'upstream_identity');
     // a later request is refused with the same reason
     await assert.rejects(upstream.request(initialize(2), options()), identityRefusal);

@@ -109,7 +109,7 @@ export class HttpUpstream implements Upstream {
 
   /** The upstream refused the gateway's credentials (401/403): said as such, never as "unavailable". */
   credentialsRefused(status: number, what: string): GatewayError {
-    return new GatewayError('upstream_auth', `upstream server "${this.name}" refused the gateway's credentials (HTTP ${status})`, { detail: `HTTP ${status} for ${what}`, upstreamStatus: status });
+    return new GatewayError('upstream_auth', `upstream credential rejected for server "${this.name}": it refused the gateway's credentials (HTTP ${status})`, { detail: `HTTP ${status} for ${what}`, upstreamStatus: status });
   }
 
   private question(purpose: CredentialPurpose, principal: Principal | null | undefined, attempt: number): CredentialRequest {
@@ -159,10 +159,14 @@ export class HttpUpstream implements Upstream {
     const question = this.question('request', options.principal, attempt);
     const credential = this.credential(question);
     const sent = isPromise(credential) ? credential.then((c) => this.post(message, options, c)) : this.post(message, options, credential);
-    if (attempt > 0 || this.options.credentials.refused === undefined) return sent;
+    const { refused, rejected } = this.options.credentials;
+    if (refused === undefined && rejected === undefined) return sent;
     return sent.catch(async (error: unknown) => {
       const status = error instanceof GatewayError && error.kind === 'upstream_auth' ? error.upstreamStatus : undefined;
-      if (status !== undefined && !options.signal.aborted && (await this.retryAfterRefusal(question, status))) return this.attempt(message, options, 1);
+      if (status === undefined) throw error;
+      if (attempt === 0 && !options.signal.aborted && (await this.retryAfterRefusal(question, status))) return this.attempt(message, options, 1);
+      // No retry left: the hook hears of it (the broker records credential.rejected).
+      rejected?.call(this.options.credentials, question, status);
       throw error;
     });
   }

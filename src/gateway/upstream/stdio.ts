@@ -86,7 +86,7 @@ export class StdioUpstream implements Upstream {
     try {
       credential = this.options.credentials.credential({ server: this.options.server, principal: this.options.principal, purpose: 'spawn', attempt: 0 });
     } catch (error) {
-      queueMicrotask(() => this.cannotStart(`no credential: ${(error as Error).message}`));
+      queueMicrotask(() => this.noCredential(error));
       return;
     }
     if (!isPromise(credential)) {
@@ -98,15 +98,24 @@ export class StdioUpstream implements Upstream {
       (resolved) => {
         if (!this.closed) this.spawn(resolved);
       },
-      (error: unknown) => this.cannotStart(`no credential: ${error instanceof Error ? error.message : String(error)}`),
+      (error: unknown) => this.noCredential(error),
     );
   }
 
+  /** The hook gave no credential: the process is not started; a gateway error of the hook's (a secret not set) is what the client is told. */
+  private noCredential(error: unknown): void {
+    const detail = `no credential: ${error instanceof Error ? error.message : String(error)}`;
+    this.cannotStart(detail, error instanceof GatewayError ? error : undefined);
+  }
+
   private cannotStart(detail: string, failure = this.error('upstream_unavailable', detail)): void {
+    // A request that arrives later is refused with the same reason.
+    this.refusal ??= failure;
     this.queued = null;
     this.failPending(failure);
     this.closed = true;
-    this.options.hooks.onClosed(failure);
+    // After the requests' own errors have reached their answers: closing the session first ended them empty.
+    setImmediate(() => this.options.hooks.onClosed(failure));
   }
 
   private spawn(credential: UpstreamCredential): void {
