@@ -145,7 +145,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const deploymentSecret = loadSecretKey(config.dataDir);
   const sealer = catalogSealer(deploymentSecret);
   // What upstreams are shown (docs/credentials.md): opened once per version, kept in memory, refreshed on change.
-  const broker = new CredentialBroker({ store, secret: deploymentSecret, log, audit });
+  // `jwt` upstreams get tokens signed with the authorization server's active key (read at each mint: rotation follows).
+  const broker = new CredentialBroker({ store, secret: deploymentSecret, log, audit, minter: { issuer: config.issuer, key: () => identity.signingKey } });
   const catalog = new Catalog({
     store,
     audit,

@@ -26,10 +26,17 @@ const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an e
 
 /**
  * What the gateway presents to an upstream (docs/credentials.md). The client's own token is never passed on;
- * `none` (the default) presents nothing. Kinds to come (jwt, oauth, token-exchange) are refused until they exist.
+ * `none` (the default) presents nothing. Kinds to come (oauth, token-exchange) are refused until they exist.
  */
 const authSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('none') }),
+  z.strictObject({
+    kind: z.literal('jwt'),
+    /** The token's `aud`: default the upstream's URL. */
+    audience: z.string().min(1).max(2048).optional(),
+    /** Lifetime in seconds (at most 300). */
+    ttlSeconds: z.number().int().min(10).max(300).default(60),
+  }),
   z
     .strictObject({
       kind: z.literal('secret'),
@@ -68,6 +75,9 @@ const serverSchema = z
     auth: authSchema.optional(),
   })
   .superRefine((server, ctx) => {
+    if (server.auth?.kind === 'jwt' && server.command !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['auth', 'kind'], message: '`jwt` is for an HTTP server (`url`): a token per request, in its Authorization header' });
+    }
     if (server.auth?.kind === 'secret' && server.auth.header !== undefined && server.command !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['auth', 'header'], message: 'a stdio server (`command`) takes its secret in `env`, not a header' });
     }

@@ -18,7 +18,10 @@
  * changes made elsewhere (the CLI, another node) by polling the change
  * counter once a second, so a rotation is in force within about a second.
  */
+import { randomUUID } from 'node:crypto';
+import { importJWK, SignJWT, type JWK } from 'jose';
 import type { AuditLog } from '../audit/log.ts';
+import { SIGNING_ALG } from '../identity/keys.ts';
 import type { CredentialHook, CredentialRequest, UpstreamCredential } from '../gateway/credentials.ts';
 import { GatewayError } from '../gateway/errors.ts';
 import type { Logger } from '../observability/log.ts';
@@ -47,8 +50,16 @@ interface Held {
 
 const keyOf = (name: string, environment: string, tenant: string): string => `${name}\u0000${environment}\u0000${tenant}`;
 
+/** What minted credentials (`jwt`) are signed with: the authorization server's active key, and its issuer. */
+export interface Minter {
+  issuer: string;
+  key(): JWK;
+}
+
 export interface BrokerDeps {
   store: Store;
+  /** For `jwt` upstreams: sign with the keys published at /oauth/jwks. */
+  minter?: Minter;
   /** The deployment secret the values are sealed under. */
   secret: Buffer;
   log: Logger;
@@ -65,6 +76,9 @@ export class CredentialBroker implements CredentialHook {
   private refreshing: Promise<void> | null = null;
   private readonly marked = new Map<string, number>();
   private readonly reported = new Map<string, number>();
+  /** Minted tokens, by server, caller and scope, until they are due for renewal. */
+  private readonly tokens = new Map<string, { credential: UpstreamCredential; renewAt: number }>();
+  private readonly signers = new Map<string, Awaited<ReturnType<typeof importJWK>>>();
 
   constructor(deps: BrokerDeps) {
     this.deps = deps;
@@ -141,6 +155,7 @@ export class CredentialBroker implements CredentialHook {
   credential(request: CredentialRequest): UpstreamCredential | Promise<UpstreamCredential> {
     const auth = request.server.auth;
     if (auth === undefined || auth.kind === 'none') return NOTHING;
+    if (auth.kind === 'jwt') return this.minted(request, auth);
     const held = this.find(auth.secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
     if (held === undefined) {
       return Promise.reject(
@@ -157,9 +172,55 @@ export class CredentialBroker implements CredentialHook {
     return { env: { [auth.env as string]: used.value } };
   }
 
-  /** After a rotation, the version it replaced is tried once while in its grace period. */
+  /**
+   * A minted token for a call: `sub` the user (or the machine client), `act`
+   * the client acting for them, `scope` only what the call needs (for a
+   * tools/call, the one tool's scope; else the token's scopes on this
+   * server), `aud` the upstream, at most 5 minutes. Signed with the key the
+   * authorization server publishes at /oauth/jwks, so the upstream verifies
+   * it there. A token is reused for the same caller and scope until 80% of
+   * its lifetime.
+   */
+  private async minted(request: CredentialRequest, auth: Extract<NonNullable<CredentialRequest['server']['auth']>, { kind: 'jwt' }>): Promise<UpstreamCredential> {
+    const minter = this.deps.minter;
+    if (minter === undefined) throw new GatewayError('credential_missing', `upstream server "${request.server.name}" needs a minted token, and this gateway has no signing key`);
+    const server = request.server;
+    const principal = request.principal;
+    const own = principal === null ? [] : principal.scopes.filter((scope) => scope === `mcp:${server.name}` || scope.startsWith(`mcp:${server.name}:`));
+    const tool = request.call?.method === 'tools/call' ? request.call.tool : null;
+    const scopes = tool !== null ? [`mcp:${server.name}:tool:${tool}`] : own;
+    const sub = principal?.sub ?? 'mandate';
+    const audience = auth.audience ?? server.url ?? server.endpoint;
+    const key = `${server.name}\u0000${server.generation}\u0000${sub}\u0000${principal?.clientId ?? ''}\u0000${scopes.join(' ')}`;
+    const now = this.now();
+    const cached = this.tokens.get(key);
+    if (cached !== undefined && request.attempt === 0 && cached.renewAt > now) return cached.credential;
+    const jwk = minter.key();
+    let signer = this.signers.get(jwk.kid ?? '');
+    if (signer === undefined) {
+      signer = await importJWK(jwk, SIGNING_ALG);
+      this.signers.set(jwk.kid ?? '', signer);
+    }
+    const iat = Math.floor(now / 1000);
+    const token = await new SignJWT({ scope: scopes.join(' '), ...(principal !== null ? { act: { sub: principal.clientId }, client_id: principal.clientId } : {}) })
+      .setProtectedHeader({ alg: SIGNING_ALG, kid: jwk.kid, typ: 'JWT' })
+      .setIssuer(minter.issuer)
+      .setSubject(sub)
+      .setAudience(audience)
+      .setJti(randomUUID())
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + auth.ttlSeconds)
+      .sign(signer);
+    const credential: UpstreamCredential = { headers: { authorization: `Bearer ${token}` } };
+    if (this.tokens.size >= 10_000) this.tokens.clear();
+    this.tokens.set(key, { credential, renewAt: now + auth.ttlSeconds * 800 });
+    return credential;
+  }
+
+  /** After a rotation, the version it replaced is tried once while in its grace period; a minted token is minted again. */
   refused(request: CredentialRequest): boolean {
     const auth = request.server.auth;
+    if (auth?.kind === 'jwt') return true;
     if (auth === undefined || auth.kind !== 'secret') return false;
     const held = this.find(auth.secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
     return held?.previous !== null && held?.previous !== undefined && (held.previous.retiresAt ?? 0) > this.now();
@@ -168,6 +229,15 @@ export class CredentialBroker implements CredentialHook {
   /** An upstream refused the secret for good: recorded as credential.rejected, at most once a minute per server and version (a misconfigured upstream must not flood the log). */
   rejected(request: CredentialRequest, status: number): void {
     const auth = request.server.auth;
+    if (auth?.kind === 'jwt' && this.deps.audit !== undefined) {
+      const key = `${request.server.name}\u0000jwt`;
+      if ((this.reported.get(key) ?? 0) + REPORT_MS > this.now()) return;
+      this.reported.set(key, this.now());
+      this.deps.audit
+        .record({ type: 'credential.rejected', actor: 'mandate', server: request.server.name, outcome: 'failure', reason: `the upstream answered HTTP ${status}`, data: { kind: 'jwt', status } })
+        .catch(() => undefined);
+      return;
+    }
     if (auth === undefined || auth.kind !== 'secret' || this.deps.audit === undefined) return;
     const held = this.find(auth.secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
     const version = request.attempt > 0 && held?.previous ? held.previous.version : (held?.current.version ?? null);

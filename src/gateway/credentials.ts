@@ -25,6 +25,8 @@ export interface CredentialRequest {
   purpose: CredentialPurpose;
   /** 0, or 1 for the one retry after a refusal. */
   attempt: number;
+  /** For purpose `request`: the client's request being forwarded (a minted credential carries only what it needs). */
+  call?: { method: string; tool: string | null };
 }
 
 export interface UpstreamCredential {

@@ -3,6 +3,7 @@
  * authorization server (with Mandate's steps) → token verifier. The HTTP
  * front door hands it every path that is not an MCP endpoint or a probe.
  */
+import type { JWK } from 'jose';
 import { sendJson } from '../http/json.ts';
 import { sendError } from '../http/errors.ts';
 import { OAuthRefusal } from './errors.ts';
@@ -71,6 +72,7 @@ export class Identity {
   /** Derived from the shared secret, so every node agrees. */
   private readonly csrfKey: string;
   private keySet = '';
+  private activeKey!: JWK;
   private checking: Promise<boolean> | null = null;
   private purgeTimer: NodeJS.Timeout | null = null;
   /** The MCP servers behind the gateway, as they are now. */
@@ -171,6 +173,12 @@ export class Identity {
     this.callback = provider.callback() as unknown as (req: IncomingMessage, res: ServerResponse) => Promise<void>;
     this.interactions = { provider, store, audit, config, servers, log, throttle: this.throttle, csrfKey: this.csrfKey };
     this.keySet = keySetName(keys);
+    this.activeKey = keys.signing[0] as JWK;
+  }
+
+  /** The private key this node signs with now (the active one of the key set published at /oauth/jwks). */
+  get signingKey(): JWK {
+    return this.activeKey;
   }
 
   /** The key this node signs new tokens with. */

@@ -24,7 +24,9 @@ describe('servers[].auth', () => {
     refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: secret, secret: k } }', /exactly one of `header`/);
     refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: secret, secret: k, header: Mcp-Session-Id } }', /a protocol header, not a credential header/);
     refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: secret, secret: "Bad Name", header: X-Key } }', /servers\[0\]\.auth\.secret/);
-    refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: jwt } }', /servers\[0\]\.auth/);
+    refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: oauth } }', /servers\[0\]\.auth/);
+    refused('{ name: a, command: node, auth: { kind: jwt } }', /`jwt` is for an HTTP server/);
+    refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: jwt, ttlSeconds: 3600 } }', /servers\[0\]\.auth\.ttlSeconds/);
     refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: secret, secret: k, header: X-Key, value: plain } }', /servers\[0\]\.auth/);
   });
 });

@@ -92,7 +92,8 @@ describe('secrets presented to upstreams', { timeout: 120_000 }, () => {
     assert.deepEqual(seenAuthorization, [], 'no Authorization reached the upstream');
     assert.ok(upstream.requests.length > 0 && upstream.requests.every((r) => r.headers['x-api-key'] !== 'client-own-key'), 'the client\'s own key never reached the upstream');
 
-    const stdio = await connect('local');
+    // Set a moment after the other: in force at the next poll (within a second).
+    const stdio = (await eventually(() => connect('local').catch(() => null), (c) => c !== null, 'the stdio secret to be in force'))!;
     const hashed = await stdio.callTool({ name: 'env-sha256', arguments: { name: 'LOCAL_TOKEN' } });
     assert.equal((hashed.content as { text: string }[])[0]?.text, createHash('sha256').update(local).digest('hex'));
     await stdio.close();

@@ -5,7 +5,7 @@
  * cheaper per request than node:http's client, docs/benchmarks.md).
  */
 import { Pool, type Dispatcher } from 'undici';
-import { classify, errorResponse, idKey, parseMessage, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
+import { classify, errorResponse, idKey, parseMessage, targetName, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc.ts';
 import { GatewayError } from '../errors.ts';
 import { SseParser, type SseEvent } from '../sse.ts';
 import { isPromise, type CredentialHook, type CredentialPurpose, type CredentialRequest, type UpstreamCredential } from '../credentials.ts';
@@ -112,8 +112,11 @@ export class HttpUpstream implements Upstream {
     return new GatewayError('upstream_auth', `upstream credential rejected for server "${this.name}": it refused the gateway's credentials (HTTP ${status})`, { detail: `HTTP ${status} for ${what}`, upstreamStatus: status });
   }
 
-  private question(purpose: CredentialPurpose, principal: Principal | null | undefined, attempt: number): CredentialRequest {
-    return { server: this.options.server, principal: principal === undefined ? this.options.principal : principal, purpose, attempt };
+  private question(purpose: CredentialPurpose, principal: Principal | null | undefined, attempt: number, message?: JsonRpcRequest): CredentialRequest {
+    const question: CredentialRequest = { server: this.options.server, principal: principal === undefined ? this.options.principal : principal, purpose, attempt };
+    // Only a minted credential needs to know the call (kept off the path of every other request).
+    if (message !== undefined && this.options.server.auth?.kind === 'jwt') question.call = { method: message.method, tool: targetName(message.method, message.params) };
+    return question;
   }
 
   /** Protocol headers over the credential's: a credential cannot change what the protocol says. */
@@ -156,7 +159,7 @@ export class HttpUpstream implements Upstream {
   }
 
   private attempt(message: JsonRpcRequest, options: RequestOptions, attempt: number): Promise<UpstreamAnswer> {
-    const question = this.question('request', options.principal, attempt);
+    const question = this.question('request', options.principal, attempt, message);
     const credential = this.credential(question);
     const sent = isPromise(credential) ? credential.then((c) => this.post(message, options, c)) : this.post(message, options, credential);
     const { refused, rejected } = this.options.credentials;
