@@ -31,8 +31,9 @@
  * Exit code: 0 when every run completed without errors, 1 otherwise.
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { get } from 'node:http';
 import { createServer } from 'node:net';
@@ -304,6 +305,18 @@ interface GatewaySetup {
   identity: boolean;
   /** A policy directory for its `policies:` key (a build from before policies has none). */
   policies?: string;
+  /** Present a stored secret to the upstream (`auth: { kind: secret }`), set with `mandate secrets set` before the start. */
+  secret?: boolean;
+}
+
+/** The secret the bench's Mandate presents to its upstream (a header the upstream ignores: the cost is Mandate's). */
+const BENCH_SECRET = 'bench-key';
+
+/** A data directory with a deployment secret, a migrated store and the bench's secret in it, as an operator would prepare it. */
+function prepareSecret(bin: string, data: string): void {
+  writeFileSync(join(data, 'secret.key'), `${randomBytes(32).toString('base64url')}\n`, { mode: 0o600 });
+  execFileSync(NODE, [bin, 'migrate', '--data', data], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync(NODE, [bin, 'secrets', 'set', BENCH_SECRET, '--stdin', '--data', data], { cwd: ROOT, input: randomBytes(24).toString('base64url'), stdio: ['pipe', 'ignore', 'pipe'] });
 }
 
 async function startMandate(setup: GatewaySetup, upstreamPort: number, tmp: string, readyTimeoutS: number, durability: Options['durability']): Promise<{ child: ChildProcess; port: number }> {
@@ -317,6 +330,7 @@ async function startMandate(setup: GatewaySetup, upstreamPort: number, tmp: stri
   const config = join(tmp, `${name}.yaml`);
   const data = join(tmp, `${name}-data`);
   await mkdir(data, { recursive: true });
+  if (setup.secret) prepareSecret(bin, data);
   await writeFile(
     config,
     [
@@ -324,6 +338,7 @@ async function startMandate(setup: GatewaySetup, upstreamPort: number, tmp: stri
       'servers:',
       '  - name: bench',
       `    url: http://127.0.0.1:${upstreamPort}/mcp`,
+      ...(setup.secret ? [`    auth: { kind: secret, secret: ${BENCH_SECRET}, header: X-Api-Key }`] : []),
       ...(durability ? ['audit:', `  durability: ${durability}`] : []),
       ...(setup.policies ? [`policies: ${JSON.stringify(setup.policies)}`] : []),
       // Authentication stays on: the load carries a client-credentials token.
@@ -422,7 +437,7 @@ async function startGateway(target: Target, opts: Options, upstreamPort: number,
   let started: { child: ChildProcess; port: number };
   const policies = target === 'mandate' ? await writeBenchPolicies(dir) : undefined;
   try {
-    started = await startMandate({ name: target, bin, identity, ...(policies ? { policies } : {}) }, upstreamPort, dir, opts.readyTimeoutS, opts.durability);
+    started = await startMandate({ name: target, bin, identity, ...(policies ? { policies, secret: true } : {}) }, upstreamPort, dir, opts.readyTimeoutS, opts.durability);
   } catch (error) {
     if (!(target === 'baseline' && error instanceof StartError && error.exitedWith?.includes('identity'))) throw error;
     identity = false;
@@ -704,8 +719,10 @@ Streamable HTTP, against ${baseline === undefined ? 'three' : 'four'} targets me
    request is parsed in both directions and its \`mcp.request\` event is
    committed to the SQLite audit log before the answer is sent. Every request is
    decided by a set of 991 Cedar policies (\`policies:\`: a permit for machine
-   clients on \`bench\`, and bench/policy-set.ts for 99 other servers), and each
-   allowed call is written to the call journal before it is forwarded (docs/audit.md).
+   clients on \`bench\`, and bench/policy-set.ts for 99 other servers), each
+   allowed call is written to the call journal before it is forwarded (docs/audit.md),
+   and every upstream request carries a stored secret (\`auth: { kind: secret }\`, an
+   \`X-Api-Key\` header from the credential broker, docs/credentials.md).
 ${baseline === undefined ? '' : `4. **Mandate, baseline build**: another build of Mandate (\`--baseline-bin\`), set up
    the same way (without \`policies:\` if it predates them): ${gatewayNotes.get('baseline') ?? 'as above'}. Mandate / baseline
    is what the change between the two builds costs, measured in the same run.
