@@ -168,8 +168,10 @@ export class CredentialBroker implements CredentialHook {
     const retry = request.attempt > 0 && held.previous !== null && (held.previous.retiresAt ?? 0) > now;
     const used = retry ? (held.previous as Opened) : held.current;
     this.noteUse(held.scope, used.version, now);
-    if (auth.header !== undefined) return { headers: { [auth.header]: auth.scheme !== undefined ? `${auth.scheme} ${used.value}` : used.value } };
-    return { env: { [auth.env as string]: used.value } };
+    const scope = [held.scope.environment && `env=${held.scope.environment}`, held.scope.tenant && `tenant=${held.scope.tenant}`].filter(Boolean).join(',');
+    const reference = `secret:${held.scope.name}${scope ? `[${scope}]` : ''}:v${used.version}`;
+    if (auth.header !== undefined) return { headers: { [auth.header]: auth.scheme !== undefined ? `${auth.scheme} ${used.value}` : used.value }, reference };
+    return { env: { [auth.env as string]: used.value }, reference };
   }
 
   /**
@@ -202,16 +204,17 @@ export class CredentialBroker implements CredentialHook {
       this.signers.set(jwk.kid ?? '', signer);
     }
     const iat = Math.floor(now / 1000);
+    const jti = randomUUID();
     const token = await new SignJWT({ scope: scopes.join(' '), ...(principal !== null ? { act: { sub: principal.clientId }, client_id: principal.clientId } : {}) })
       .setProtectedHeader({ alg: SIGNING_ALG, kid: jwk.kid, typ: 'JWT' })
       .setIssuer(minter.issuer)
       .setSubject(sub)
       .setAudience(audience)
-      .setJti(randomUUID())
+      .setJti(jti)
       .setIssuedAt(iat)
       .setExpirationTime(iat + auth.ttlSeconds)
       .sign(signer);
-    const credential: UpstreamCredential = { headers: { authorization: `Bearer ${token}` } };
+    const credential: UpstreamCredential = { headers: { authorization: `Bearer ${token}` }, reference: `jwt:${jti}` };
     if (this.tokens.size >= 10_000) this.tokens.clear();
     this.tokens.set(key, { credential, renewAt: now + auth.ttlSeconds * 800 });
     return credential;

@@ -34,6 +34,8 @@ export interface UpstreamCredential {
   headers?: Readonly<Record<string, string>>;
   /** Environment variables added to a stdio process. */
   env?: Readonly<Record<string, string>>;
+  /** Names the credential in the audit log (`mcp.request` data.credential), never its value: `secret:NAME:vN`, `jwt:JTI`. */
+  reference?: string;
 }
 
 export interface CredentialHook {

@@ -182,6 +182,8 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
     let outcome: Outcome;
     let failure: GatewayError | null = null;
     let journaled: number | null = null;
+    /** The credential presented upstream, by reference (never its value). */
+    let credential: string | undefined;
     try {
       try {
         await deps.audit.ensureWritable();
@@ -201,6 +203,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         throw new GatewayError('audit_unavailable', 'the audit log is unavailable: the request was refused', { detail: String(error), cause: error });
       }
       const answer = await ctx.upstream.request(message, { signal: controller.signal, headers: ctx.headers, principal: ctx.principal, onMessage });
+      credential = answer.credential;
       const passed = checked ? filterResponse(answer.message, message, ctx, delivery('response')) : answer.message;
       if (passed instanceof GatewayError) throw passed;
       response = passed;
@@ -263,6 +266,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         ...(response && isFailure(response) ? { errorCode: response.error.code } : {}),
         ...(ctx.decision ? { policies: [...ctx.decision.policies], policySet: ctx.decision.set } : {}),
         ...(journaled !== null ? { call: deps.calls.ref(journaled) } : {}),
+        ...(credential !== undefined ? { credential } : {}),
       },
     };
     const event = ctx.event ? ctx.event(response, outcome, base) : base;

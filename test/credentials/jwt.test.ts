@@ -67,6 +67,9 @@ describe('minted tokens for a jwt upstream', { timeout: 60_000 }, () => {
     assert.ok(typeof call.jti === 'string' && (call.exp as number) - (call.iat as number) <= 300);
     const init = verified.find((v) => v.method === 'initialize')?.claims;
     assert.equal(init?.scope, 'mcp:internal');
+    // The call's record names the minted token by its jti, never the token.
+    const record = (await gateway.audit({ types: ['mcp.request'] })).find((e) => e.data?.method === 'tools/call');
+    assert.equal(record?.data?.credential, `jwt:${String(call.jti)}`);
     // The client's own token never reached the upstream.
     assert.ok(upstream.requests.every((r) => String(r.headers.authorization) !== `Bearer ${token}`));
   });

@@ -131,6 +131,10 @@ describe('secrets presented to upstreams', { timeout: 120_000 }, () => {
     const text = await secrets(['list']);
     const exported = await cli(['audit', 'export', '--data', gateway.dataDir]);
     assert.equal(exported.code, 0, exported.stderr);
+    // Each forwarded request names the credential it carried, by name and version.
+    const calls = (await gateway.audit({ types: ['mcp.request'] })).filter((e) => e.data?.method === 'tools/call');
+    const used = new Set(calls.map((e) => `${e.server} ${String(e.data?.credential)}`));
+    for (const reference of ['weather secret:weather-key:v1', 'weather secret:weather-key:v2', 'local secret:local-token:v1']) assert.ok(used.has(reference), `${reference} in ${[...used].join(', ')}`);
     const events = await gateway.audit({ types: ['credential.*'] });
     assert.deepEqual(events.filter((e) => e.type === 'credential.rotated').map((e) => [e.data?.secret, e.data?.version]), [['weather-key', 1], ['local-token', 1], ['weather-key', 2]]);
     for (const value of [first, second, local]) {

@@ -161,7 +161,7 @@ export class HttpUpstream implements Upstream {
   private attempt(message: JsonRpcRequest, options: RequestOptions, attempt: number): Promise<UpstreamAnswer> {
     const question = this.question('request', options.principal, attempt, message);
     const credential = this.credential(question);
-    const sent = isPromise(credential) ? credential.then((c) => this.post(message, options, c)) : this.post(message, options, credential);
+    const sent = isPromise(credential) ? credential.then((c) => this.posted(message, options, c)) : this.posted(message, options, credential);
     const { refused, rejected } = this.options.credentials;
     if (refused === undefined && rejected === undefined) return sent;
     return sent.catch(async (error: unknown) => {
@@ -172,6 +172,13 @@ export class HttpUpstream implements Upstream {
       rejected?.call(this.options.credentials, question, status);
       throw error;
     });
+  }
+
+  /** The request sent with a credential; the answer names the credential when the hook named it (no extra step otherwise). */
+  private posted(message: JsonRpcRequest, options: RequestOptions, credential: UpstreamCredential): Promise<UpstreamAnswer> {
+    const answer = this.post(message, options, credential);
+    const reference = credential.reference;
+    return reference === undefined ? answer : answer.then((a) => ({ ...a, credential: reference }));
   }
 
   private post(message: JsonRpcRequest, options: RequestOptions, credential: UpstreamCredential): Promise<UpstreamAnswer> {

@@ -55,6 +55,8 @@ export class StdioUpstream implements Upstream {
   private queued: string[] | null = null;
   /** Why no process may start (its expected identity did not match): every write is refused with it. */
   private refusal: GatewayError | null = null;
+  /** The credential this process was started with, by reference (for each answer's record). */
+  private credentialRef: string | undefined;
   private readonly options: StdioUpstreamOptions;
 
   constructor(options: StdioUpstreamOptions) {
@@ -119,6 +121,7 @@ export class StdioUpstream implements Upstream {
   }
 
   private spawn(credential: UpstreamCredential): void {
+    this.credentialRef = credential.reference;
     const server = this.options.server;
     const env: Record<string, string> = {};
     for (const name of INHERITED_ENV) {
@@ -285,7 +288,7 @@ export class StdioUpstream implements Upstream {
           if (message.method === 'initialize' && 'result' in response && typeof response.result.protocolVersion === 'string') {
             this.protocolVersion = response.result.protocolVersion;
           }
-          resolve({ message: response, status: 200 });
+          resolve(this.credentialRef === undefined ? { message: response, status: 200 } : { message: response, status: 200, credential: this.credentialRef });
         },
         reject,
         onMessage: options.onMessage,

@@ -23,6 +23,8 @@ export interface UpstreamAnswer {
   message: JsonRpcResponse;
   /** A 4xx the upstream answered a JSON-RPC error with is relayed with its status. */
   status: number;
+  /** The credential presented for it, by reference (UpstreamCredential.reference). */
+  credential?: string;
 }
 
 export interface UpstreamHooks {
