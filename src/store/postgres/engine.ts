@@ -175,6 +175,12 @@ export class PostgresEngine implements Engine {
     work: (tx: Statements, command: (text: string) => Promise<unknown>) => Promise<T>,
   ): Promise<T> {
     const client = await this.connect(what);
+    // While checked out, a client whose connection drops between statements emits 'error' with nobody listening
+    // (the pool listens only to idle ones): that would crash the process. The statement in hand reports it instead.
+    const lost = (): void => {
+      this.trouble = true;
+    };
+    client.on('error', lost);
     const bound = transaction?.slow ? { query_timeout: MIGRATION_TIMEOUT_MS } : {};
     let silent = false;
     const command = async <R extends pg.QueryResultRow>(text: string, params?: readonly Param[]): Promise<pg.QueryResult<R>> => {
@@ -196,15 +202,17 @@ export class PostgresEngine implements Engine {
     };
     try {
       const result = await work(tx, command);
+      client.off('error', lost);
       client.release();
       this.trouble = false;
       return result;
     } catch (error) {
       if (silent) {
+        // Closed for good: its listener stays, for whatever the dying connection still emits.
         discard(client, error);
         this.retireIdle();
       } else {
-        await this.rollBack(client, transaction !== null);
+        await this.rollBack(client, transaction !== null, lost);
       }
       if (isCallerError(error)) throw error;
       this.trouble = true;
@@ -213,13 +221,15 @@ export class PostgresEngine implements Engine {
   }
 
   /** Ends a failed transaction on a connection that still answers, and returns it to the pool (or closes it if that fails too). */
-  private async rollBack(client: pg.PoolClient, inTransaction: boolean): Promise<void> {
+  private async rollBack(client: pg.PoolClient, inTransaction: boolean, lost: () => void): Promise<void> {
     if (!inTransaction) {
+      client.off('error', lost);
       client.release();
       return;
     }
     try {
       await client.query('ROLLBACK');
+      client.off('error', lost);
       client.release();
     } catch (error) {
       discard(client, error);
