@@ -17,7 +17,7 @@ import type { AuditLog } from '../audit/log.ts';
 import type { ResolvedServer } from '../config/load.ts';
 import type { ServerRegistry } from '../gateway/registry.ts';
 import type { Logger } from '../observability/log.ts';
-import { CatalogConflictError, type VersionRecord } from '../store/catalog.ts';
+import { wonRace, type VersionRecord } from '../store/catalog.ts';
 import type { ApprovedVersion } from './registry-api.ts';
 import type { Store } from '../store/types.ts';
 import { signatureKey, type SignatureCheck } from './provenance.ts';
@@ -31,15 +31,6 @@ import type { CatalogEntry, ExpectedIdentity, Governance, ServerJson, ToolPin } 
 type PackageState = { state: 'pending' | 'failed'; reason: string } | { state: 'ok'; pkg: VerifiedPackage };
 
 const DAY = 86_400_000;
-
-/** Another node with the same mandate.yaml wrote the same entry first: nothing to do. */
-async function ignoreRace(write: Promise<void>): Promise<void> {
-  try {
-    await write;
-  } catch (error) {
-    if (!(error instanceof CatalogConflictError)) throw error;
-  }
-}
 
 export interface CatalogRuntimeDeps {
   store: Store;
@@ -429,11 +420,12 @@ export class CatalogRuntime {
       const revision = current === undefined ? 1 : current.revision + 1;
       const unsealed: CatalogEntry = { serverJson, governance, signature: null, pins: [], revision, createdAt: current?.createdAt ?? at, updatedAt: at, approvedBy: 'mandate.yaml', approvedAt: at };
       const entry = this.sealed(unsealed);
-      await ignoreRace(store.apply({ entry, expectRevision: current?.revision ?? null, history: [{ route: server.name, at, actor: 'mandate.yaml', action: 'imported', reason: 'defined in mandate.yaml', data: { name: serverJson.name } }] }));
+      // Another node with the same mandate.yaml may have written it first: nothing to do then.
+      await wonRace(store.apply({ entry, expectRevision: current?.revision ?? null, history: [{ route: server.name, at, actor: 'mandate.yaml', action: 'imported', reason: 'defined in mandate.yaml', data: { name: serverJson.name } }] }));
     }
     for (const [route, entry] of existing) {
       if (entry.governance.source !== 'config-managed' || wanted.has(route) || entry.governance.status === 'retired') continue;
-      await ignoreRace(
+      await wonRace(
         store.apply({
           entry: this.sealed({ ...entry, governance: { ...entry.governance, status: 'retired' }, revision: entry.revision + 1, updatedAt: at }),
           expectRevision: entry.revision,

@@ -11,7 +11,7 @@ import type { AuditLog } from '../audit/log.ts';
 import type { EventType, JsonValue } from '../audit/events.ts';
 import type { AdminConfig, AdminRole, CatalogConfig } from '../config/catalog-schema.ts';
 import { SERVER_NAME } from '../config/schema.ts';
-import type { CatalogChange, HistoryRecord, ProposalRecord } from '../store/catalog.ts';
+import { wonRace, type CatalogChange, type HistoryRecord, type ProposalRecord } from '../store/catalog.ts';
 import type { Store } from '../store/types.ts';
 import { approvePin } from './pins.ts';
 import type { Sealer } from './seal.ts';
@@ -359,13 +359,7 @@ export class Catalog {
     const now = this.now();
     if (current === null || current.governance.status !== 'approved' || current.governance.expiresAt === null) return false;
     if (Date.parse(current.governance.expiresAt) > now.getTime()) return false;
-    try {
-      await this.transition(current, 'expired', 'mandate', `expired at ${current.governance.expiresAt}`, 'server.expired', 'expired');
-      return true;
-    } catch (error) {
-      if (error instanceof Error && error.name === 'CatalogConflictError') return false;
-      throw error;
-    }
+    return wonRace(this.transition(current, 'expired', 'mandate', `expired at ${current.governance.expiresAt}`, 'server.expired', 'expired'));
   }
 
   /**
@@ -405,32 +399,22 @@ export class Catalog {
   async identityMismatch(route: string, detail: { check: string; expected: string; actual: string }): Promise<boolean> {
     const current = await this.store.getEntry(route);
     if (current === null || current.governance.source !== 'catalog' || current.governance.status !== 'approved') return false;
-    const at = this.now().toISOString();
     const reason = `the upstream's identity did not match: ${detail.check} check expected ${detail.expected}, got ${detail.actual}`;
-    const entry: CatalogEntry = { ...current, governance: { ...current.governance, status: 'suspended' }, revision: current.revision + 1, updatedAt: at };
-    try {
-      await this.write(
-        { entry, expectRevision: current.revision, history: [this.historyItem(route, at, 'mandate', 'identity_mismatch', reason, { ...detail })] },
-        { type: 'server.identity_mismatch', route, actor: 'mandate', reason, data: { ...this.summary(entry.serverJson, entry.governance), ...detail, previousStatus: 'approved' } },
-      );
-      return true;
-    } catch (error) {
-      if (error instanceof Error && error.name === 'CatalogConflictError') return false;
-      throw error;
-    }
+    return wonRace(this.transition(current, 'suspended', 'mandate', reason, 'server.identity_mismatch', 'identity_mismatch', { ...detail }));
   }
 
   async history(route: string): Promise<HistoryRecord[]> {
     return this.store.history(route);
   }
 
-  private async transition(current: CatalogEntry, status: Governance['status'], actor: string, reason: string, type: EventType, action: string): Promise<CatalogEntry> {
+  /** A change of status only, with its history line and event; `detail` goes into both. */
+  private async transition(current: CatalogEntry, status: Governance['status'], actor: string, reason: string, type: EventType, action: string, detail: { [key: string]: JsonValue } = {}): Promise<CatalogEntry> {
     const at = this.now().toISOString();
     const entry: CatalogEntry = { ...current, governance: { ...current.governance, status }, revision: current.revision + 1, updatedAt: at };
     const route = current.governance.route;
     await this.write(
-      { entry, expectRevision: current.revision, history: [this.historyItem(route, at, actor, action, reason, { from: current.governance.status, to: status })] },
-      { type, route, actor, reason, data: { ...this.summary(entry.serverJson, entry.governance), previousStatus: current.governance.status } },
+      { entry, expectRevision: current.revision, history: [this.historyItem(route, at, actor, action, reason, { from: current.governance.status, to: status, ...detail })] },
+      { type, route, actor, reason, data: { ...this.summary(entry.serverJson, entry.governance), ...detail, previousStatus: current.governance.status } },
     );
     return entry;
   }

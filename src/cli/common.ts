@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../config/load.ts';
+import { existingSecretKey } from '../identity/secrets.ts';
 import { refuseBehind } from '../store/migrations.ts';
 import { openStore } from '../store/open.ts';
 import { SQLITE_FILE } from '../store/sqlite/store.ts';
@@ -18,8 +19,21 @@ export interface StoreFlags {
   databaseUrl?: string;
 }
 
+/**
+ * The gateway's deployment secret, for a command that seals what the gateway
+ * opens (catalog seals, upstream secrets): never made up here, since anything
+ * sealed under another key could not be opened by the gateway.
+ */
+export function requireDeploymentSecret(dataDir: string, env = process.env): Buffer {
+  const secret = existingSecretKey(dataDir, env);
+  if (secret === null) {
+    throw new UsageError(`no deployment secret in ${dataDir} (secret.key) or MANDATE_SECRET_KEY: start the gateway once with this data directory, or set MANDATE_SECRET_KEY as the gateway has it`);
+  }
+  return secret;
+}
+
 /** Where the flags (or the environment) say the store is, as `up` would find it. */
-function storeLocation(flags: StoreFlags, env: NodeJS.ProcessEnv): { databaseUrl: string | undefined; dataDir: string } {
+export function storeLocation(flags: StoreFlags, env: NodeJS.ProcessEnv = process.env): { databaseUrl: string | undefined; dataDir: string } {
   return { databaseUrl: flags.databaseUrl ?? env.MANDATE_DATABASE_URL ?? undefined, dataDir: path.resolve(flags.data ?? env.MANDATE_DATA ?? '.mandate') };
 }
 

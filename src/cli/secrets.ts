@@ -5,13 +5,11 @@
  * the process list would keep it) and is never printed: `list` shows names,
  * scopes, versions, ages and last use.
  */
-import path from 'node:path';
 import { SECRET_NAME } from '../config/schema.ts';
 import { checkValue, MAX_SECRET_BYTES, setSecret } from '../credentials/vault.ts';
-import { existingSecretKey } from '../identity/secrets.ts';
 import type { SecretVersion } from '../store/credentials.ts';
 import { parseDuration, when, withAdmin, type AdminFlags } from './clients.ts';
-import { readStdin, UsageError } from './common.ts';
+import { readStdin, requireDeploymentSecret, storeLocation, UsageError } from './common.ts';
 import { clean, printJson, printLine, printTable } from './output.ts';
 
 export interface SecretFlags extends AdminFlags {
@@ -35,12 +33,9 @@ function scopeOf(name: string, flags: SecretFlags) {
   return { name: nameOf(name), environment: flags.env ?? '', tenant: flags.tenant ?? '' };
 }
 
-/** The deployment secret the gateway seals with: never made up here (a value sealed under another key could not be opened by the gateway). */
+/** The deployment secret of the data directory the flags name, as `up` finds it. */
 function deploymentSecret(flags: SecretFlags): Buffer {
-  const dataDir = path.resolve(flags.data ?? process.env.MANDATE_DATA ?? '.mandate');
-  const secret = existingSecretKey(dataDir);
-  if (secret === null) throw new UsageError(`no deployment secret in ${dataDir} (secret.key) or MANDATE_SECRET_KEY: start the gateway once with this data directory, or set MANDATE_SECRET_KEY as the gateway has it`);
-  return secret;
+  return requireDeploymentSecret(storeLocation(flags).dataDir);
 }
 
 async function valueFromStdin(flags: SecretFlags): Promise<string> {

@@ -12,14 +12,13 @@ import { AuditLog } from '../audit/log.ts';
 import { signatureCheck } from '../catalog/provenance.ts';
 import { catalogSealer } from '../catalog/seal.ts';
 import { Catalog, type ProposalInput } from '../catalog/service.ts';
-import { existingSecretKey } from '../identity/secrets.ts';
 import { exportServerJson, loadServerJson, upstreamOf } from '../catalog/server-json.ts';
 import { RISK_CLASSES, type CatalogEntry, type ExpectedIdentity, type RiskClass, type ServerJson } from '../catalog/types.ts';
 import { loadConfig, type Config } from '../config/load.ts';
 import { guardedFetch } from '../identity/ssrf.ts';
 import type { Store } from '../store/types.ts';
 import { parseDuration, parseText } from './clients.ts';
-import { openAdminStore, UsageError } from './common.ts';
+import { openAdminStore, requireDeploymentSecret, UsageError } from './common.ts';
 import { printFields, printJson, printLine, printNote, printTable } from './output.ts';
 
 export interface ServerFlags {
@@ -44,11 +43,8 @@ async function withCatalog<T>(flags: ServerFlags, body: (session: Session) => Pr
   const config = loadConfig({ config: flags.config, data: flags.data, databaseUrl: flags.databaseUrl });
   const store = await openAdminStore({ data: config.dataDir, databaseUrl: config.databaseUrl ?? undefined });
   try {
-    // Entries are sealed with the gateway's own secret: one made up here would make every entry unservable.
-    const secret = existingSecretKey(config.dataDir);
-    if (secret === null) {
-      throw new UsageError(`no deployment secret in ${config.dataDir} (secret.key) or MANDATE_SECRET_KEY: start the gateway once with this data directory, or set MANDATE_SECRET_KEY as the gateway has it`);
-    }
+    // Entries are sealed with the gateway's own secret.
+    const secret = requireDeploymentSecret(config.dataDir);
     const catalog = new Catalog({
       store,
       audit: new AuditLog(store),

@@ -152,11 +152,16 @@ export class CredentialBroker implements CredentialHook {
     );
   }
 
+  /** The versions of `secret` for the request's server (its catalog tenant and environment, if any). */
+  private heldFor(request: CredentialRequest, secret: string): Held | undefined {
+    return this.find(secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
+  }
+
   credential(request: CredentialRequest): UpstreamCredential | Promise<UpstreamCredential> {
     const auth = request.server.auth;
     if (auth === undefined || auth.kind === 'none') return NOTHING;
     if (auth.kind === 'jwt') return this.minted(request, auth);
-    const held = this.find(auth.secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
+    const held = this.heldFor(request, auth.secret);
     if (held === undefined) {
       return Promise.reject(
         new GatewayError('credential_missing', `upstream server "${request.server.name}" needs the secret "${auth.secret}", which is not set`, {
@@ -225,7 +230,7 @@ export class CredentialBroker implements CredentialHook {
     const auth = request.server.auth;
     if (auth?.kind === 'jwt') return true;
     if (auth === undefined || auth.kind !== 'secret') return false;
-    const held = this.find(auth.secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
+    const held = this.heldFor(request, auth.secret);
     return held?.previous !== null && held?.previous !== undefined && (held.previous.retiresAt ?? 0) > this.now();
   }
 
@@ -242,7 +247,7 @@ export class CredentialBroker implements CredentialHook {
       return;
     }
     if (auth === undefined || auth.kind !== 'secret' || this.deps.audit === undefined) return;
-    const held = this.find(auth.secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
+    const held = this.heldFor(request, auth.secret);
     const version = request.attempt > 0 && held?.previous ? held.previous.version : (held?.current.version ?? null);
     const now = this.now();
     const key = `${request.server.name}\u0000${auth.secret}\u0000${version}`;

@@ -92,6 +92,17 @@ export class CatalogConflictError extends ConflictError {
   override readonly name = 'CatalogConflictError';
 }
 
+/** True once a change is written; false when it lost a race (another node made it first, or the entry moved meanwhile). */
+export async function wonRace(change: Promise<unknown>): Promise<boolean> {
+  try {
+    await change;
+    return true;
+  } catch (error) {
+    if (error instanceof CatalogConflictError) return false;
+    throw error;
+  }
+}
+
 interface EntryRow {
   route: string;
   name: string;
