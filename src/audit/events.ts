@@ -52,6 +52,8 @@ export const EVENT_TYPES = [
   'server.drift_detected',
   'server.drift_approved',
   'server.identity_mismatch',
+  'credential.issued',
+  'credential.refreshed',
   'credential.rotated',
   'credential.revoked',
   'credential.rejected',

@@ -24,9 +24,31 @@ const secretName = z.string().regex(SECRET_NAME, 'must be lowercase letters, dig
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/, 'must be an HTTP header name');
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
 
+/** An OAuth scope token (RFC 6749 §3.3). */
+const oauthScope = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]{1,200}$/, 'must be an OAuth scope (printable, no spaces or quotes)');
+
+/**
+ * Where the upstream's authorization server is: `issuer` (its metadata is
+ * discovered, RFC 8414 or OpenID Connect Discovery) or its endpoints named
+ * one by one. The client Mandate is there: `clientId`, and `clientSecret`,
+ * the name of a stored secret (absent: a public client, PKCE only).
+ */
+const upstreamAuthorizationServer = {
+  issuer: httpUrl.optional(),
+  authorizationEndpoint: httpUrl.optional(),
+  tokenEndpoint: httpUrl.optional(),
+  revocationEndpoint: httpUrl.optional(),
+  clientId: z.string().min(1).max(512),
+  clientSecret: secretName.optional(),
+  /** The scopes asked for at the upstream. */
+  scopes: z.array(oauthScope).max(64).default([]),
+  /** RFC 8707: the resource the upstream token is for (the upstream's URL, if its server wants one). */
+  resource: httpUrl.optional(),
+};
+
 /**
  * What the gateway presents to an upstream (docs/credentials.md). The client's own token is never passed on;
- * `none` (the default) presents nothing. Kinds to come (oauth, token-exchange) are refused until they exist.
+ * `none` (the default) presents nothing.
  */
 const authSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('none') }),
@@ -56,6 +78,28 @@ const authSchema = z.discriminatedUnion('kind', [
         ctx.addIssue({ code: 'custom', path: ['header'], message: `"${auth.header}" is a protocol header, not a credential header` });
       }
     }),
+  /** Per user: each user connects their own account at the upstream's authorization server (authorization code with PKCE). */
+  z
+    .strictObject({ kind: z.literal('oauth'), ...upstreamAuthorizationServer })
+    .superRefine((auth, ctx) => {
+      if (auth.issuer === undefined && (auth.authorizationEndpoint === undefined || auth.tokenEndpoint === undefined)) {
+        ctx.addIssue({ code: 'custom', message: 'set `issuer` (its metadata is discovered) or both `authorizationEndpoint` and `tokenEndpoint`' });
+      }
+    }),
+  /** RFC 8693: a token Mandate mints for the user, exchanged at the upstream's authorization server for one the upstream accepts. */
+  z
+    .strictObject({
+      kind: z.literal('token-exchange'),
+      ...upstreamAuthorizationServer,
+      /** The `audience` parameter of the exchange (RFC 8693 §2.1): the upstream's name at its authorization server. */
+      audience: z.string().min(1).max(2048).optional(),
+      /** The `aud` of the subject token Mandate mints: default the upstream's URL. */
+      subjectAudience: z.string().min(1).max(2048).optional(),
+    })
+    .superRefine((auth, ctx) => {
+      if (auth.issuer === undefined && auth.tokenEndpoint === undefined) ctx.addIssue({ code: 'custom', message: 'set `issuer` (its metadata is discovered) or `tokenEndpoint`' });
+      if (auth.authorizationEndpoint !== undefined) ctx.addIssue({ code: 'custom', path: ['authorizationEndpoint'], message: 'a token exchange uses the token endpoint only' });
+    }),
 ]);
 
 const serverSchema = z
@@ -75,8 +119,9 @@ const serverSchema = z
     auth: authSchema.optional(),
   })
   .superRefine((server, ctx) => {
-    if (server.auth?.kind === 'jwt' && server.command !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['auth', 'kind'], message: '`jwt` is for an HTTP server (`url`): a token per request, in its Authorization header' });
+    const kind = server.auth?.kind;
+    if ((kind === 'jwt' || kind === 'oauth' || kind === 'token-exchange') && server.command !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['auth', 'kind'], message: `\`${kind}\` is for an HTTP server (\`url\`): a token per request, in its Authorization header` });
     }
     if (server.auth?.kind === 'secret' && server.auth.header !== undefined && server.command !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['auth', 'header'], message: 'a stdio server (`command`) takes its secret in `env`, not a header' });

@@ -18,16 +18,17 @@
  * changes made elsewhere (the CLI, another node) by polling the change
  * counter once a second, so a rotation is in force within about a second.
  */
-import { randomUUID } from 'node:crypto';
-import { importJWK, SignJWT, type JWK } from 'jose';
 import type { AuditLog } from '../audit/log.ts';
-import { SIGNING_ALG } from '../identity/keys.ts';
 import type { CredentialHook, CredentialRequest, UpstreamCredential } from '../gateway/credentials.ts';
 import { GatewayError } from '../gateway/errors.ts';
 import type { Logger } from '../observability/log.ts';
 import type { SecretScope, SecretVersion } from '../store/credentials.ts';
 import type { Store } from '../store/types.ts';
 import { openVersion } from './vault.ts';
+import { Signer, type Minter } from './mint.ts';
+import { Connections } from './connections.ts';
+import { TokenExchange } from './exchange.ts';
+import { AuthorizationServers } from './upstream-as.ts';
 
 const NOTHING: UpstreamCredential = Object.freeze({});
 /** A rejection of one version by one server is recorded at most this often. */
@@ -50,11 +51,7 @@ interface Held {
 
 const keyOf = (name: string, environment: string, tenant: string): string => `${name}\u0000${environment}\u0000${tenant}`;
 
-/** What minted credentials (`jwt`) are signed with: the authorization server's active key, and its issuer. */
-export interface Minter {
-  issuer: string;
-  key(): JWK;
-}
+export type { Minter } from './mint.ts';
 
 export interface BrokerDeps {
   store: Store;
@@ -78,10 +75,23 @@ export class CredentialBroker implements CredentialHook {
   private readonly reported = new Map<string, number>();
   /** Minted tokens, by server, caller and scope, until they are due for renewal. */
   private readonly tokens = new Map<string, { credential: UpstreamCredential; renewAt: number }>();
-  private readonly signers = new Map<string, Awaited<ReturnType<typeof importJWK>>>();
+  private readonly signer: Signer | null;
+  private readonly authorizationServers = new AuthorizationServers();
+  private readonly connections: Connections;
+  private readonly exchange: TokenExchange;
 
   constructor(deps: BrokerDeps) {
     this.deps = deps;
+    this.signer = deps.minter === undefined ? null : new Signer(deps.minter);
+    this.connections = new Connections();
+    this.exchange = new TokenExchange({
+      signer: this.signer,
+      servers: this.authorizationServers,
+      clientSecret: (request, name) => this.clientSecret(request, name),
+      ...(deps.audit !== undefined ? { audit: deps.audit } : {}),
+      log: deps.log,
+      now: () => this.now(),
+    });
   }
 
   private now(): number {
@@ -152,6 +162,17 @@ export class CredentialBroker implements CredentialHook {
     );
   }
 
+  /**
+   * The current value of a stored secret for the request's server, for the
+   * broker's own use (an upstream authorization server's client secret):
+   * `ref` names the version, so a rotation is noticed.
+   */
+  clientSecret(request: CredentialRequest, name: string): { value: string; ref: string } | undefined {
+    const held = this.heldFor(request, name);
+    if (held === undefined) return undefined;
+    return { value: held.current.value, ref: `${held.scope.name}:${held.scope.environment}:${held.scope.tenant}:v${held.current.version}` };
+  }
+
   /** The versions of `secret` for the request's server (its catalog tenant and environment, if any). */
   private heldFor(request: CredentialRequest, secret: string): Held | undefined {
     return this.find(secret, request.server.catalog?.environment ?? '', request.server.catalog?.tenant ?? '');
@@ -161,6 +182,8 @@ export class CredentialBroker implements CredentialHook {
     const auth = request.server.auth;
     if (auth === undefined || auth.kind === 'none') return NOTHING;
     if (auth.kind === 'jwt') return this.minted(request, auth);
+    if (auth.kind === 'oauth') return this.connections.credential(request, auth);
+    if (auth.kind === 'token-exchange') return this.exchange.credential(request, auth);
     const held = this.heldFor(request, auth.secret);
     if (held === undefined) {
       return Promise.reject(
@@ -189,8 +212,8 @@ export class CredentialBroker implements CredentialHook {
    * its lifetime.
    */
   private async minted(request: CredentialRequest, auth: Extract<NonNullable<CredentialRequest['server']['auth']>, { kind: 'jwt' }>): Promise<UpstreamCredential> {
-    const minter = this.deps.minter;
-    if (minter === undefined) throw new GatewayError('credential_missing', `upstream server "${request.server.name}" needs a minted token, and this gateway has no signing key`);
+    const signer = this.signer;
+    if (signer === null) throw new GatewayError('credential_missing', `upstream server "${request.server.name}" needs a minted token, and this gateway has no signing key`);
     const server = request.server;
     const principal = request.principal;
     const own = principal === null ? [] : principal.scopes.filter((scope) => scope === `mcp:${server.name}` || scope.startsWith(`mcp:${server.name}:`));
@@ -202,23 +225,10 @@ export class CredentialBroker implements CredentialHook {
     const now = this.now();
     const cached = this.tokens.get(key);
     if (cached !== undefined && request.attempt === 0 && cached.renewAt > now) return cached.credential;
-    const jwk = minter.key();
-    let signer = this.signers.get(jwk.kid ?? '');
-    if (signer === undefined) {
-      signer = await importJWK(jwk, SIGNING_ALG);
-      this.signers.set(jwk.kid ?? '', signer);
-    }
-    const iat = Math.floor(now / 1000);
-    const jti = randomUUID();
-    const token = await new SignJWT({ scope: scopes.join(' '), ...(principal !== null ? { act: { sub: principal.clientId }, client_id: principal.clientId } : {}) })
-      .setProtectedHeader({ alg: SIGNING_ALG, kid: jwk.kid, typ: 'JWT' })
-      .setIssuer(minter.issuer)
-      .setSubject(sub)
-      .setAudience(audience)
-      .setJti(jti)
-      .setIssuedAt(iat)
-      .setExpirationTime(iat + auth.ttlSeconds)
-      .sign(signer);
+    const { token, jti } = await signer.mint(
+      { scope: scopes.join(' '), ...(principal !== null ? { act: { sub: principal.clientId }, client_id: principal.clientId } : {}) },
+      { sub, aud: audience, ttlSeconds: auth.ttlSeconds, now },
+    );
     const credential: UpstreamCredential = { headers: { authorization: `Bearer ${token}` }, reference: `jwt:${jti}` };
     if (this.tokens.size >= 10_000) this.tokens.clear();
     this.tokens.set(key, { credential, renewAt: now + auth.ttlSeconds * 800 });
@@ -226,9 +236,14 @@ export class CredentialBroker implements CredentialHook {
   }
 
   /** After a rotation, the version it replaced is tried once while in its grace period; a minted token is minted again. */
-  refused(request: CredentialRequest): boolean {
+  refused(request: CredentialRequest): boolean | Promise<boolean> {
     const auth = request.server.auth;
     if (auth?.kind === 'jwt') return true;
+    if (auth?.kind === 'oauth') return this.connections.refresh(request, auth);
+    if (auth?.kind === 'token-exchange') {
+      this.exchange.forget(request);
+      return true;
+    }
     if (auth === undefined || auth.kind !== 'secret') return false;
     const held = this.heldFor(request, auth.secret);
     return held?.previous !== null && held?.previous !== undefined && (held.previous.retiresAt ?? 0) > this.now();
@@ -237,12 +252,20 @@ export class CredentialBroker implements CredentialHook {
   /** An upstream refused the secret for good: recorded as credential.rejected, at most once a minute per server and version (a misconfigured upstream must not flood the log). */
   rejected(request: CredentialRequest, status: number): void {
     const auth = request.server.auth;
-    if (auth?.kind === 'jwt' && this.deps.audit !== undefined) {
-      const key = `${request.server.name}\u0000jwt`;
+    if ((auth?.kind === 'jwt' || auth?.kind === 'oauth' || auth?.kind === 'token-exchange') && this.deps.audit !== undefined) {
+      const user = auth.kind === 'jwt' ? '' : (request.principal?.user ?? '');
+      const key = `${request.server.name}\u0000${auth.kind}\u0000${user}`;
       if ((this.reported.get(key) ?? 0) + REPORT_MS > this.now()) return;
       this.reported.set(key, this.now());
       this.deps.audit
-        .record({ type: 'credential.rejected', actor: 'mandate', server: request.server.name, outcome: 'failure', reason: `the upstream answered HTTP ${status}`, data: { kind: 'jwt', status } })
+        .record({
+          type: 'credential.rejected',
+          actor: 'mandate',
+          server: request.server.name,
+          outcome: 'failure',
+          reason: `the upstream answered HTTP ${status}`,
+          data: { kind: auth.kind, status, ...(user !== '' ? { user } : {}) },
+        })
         .catch(() => undefined);
       return;
     }

@@ -9,6 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { seal, unseal } from '../identity/secrets.ts';
+import type { ConnectionKey } from '../store/connections.ts';
 import type { SecretScope, SecretVersion } from '../store/credentials.ts';
 import type { Store } from '../store/types.ts';
 
@@ -18,14 +19,35 @@ export const MAX_SECRET_BYTES = 16 * 1024;
 const context = (scope: SecretScope, version: number, part: 'key' | 'value'): string =>
   `mandate-secret:${part}:${scope.name}\u0000${scope.environment}\u0000${scope.tenant}\u0000${version}`;
 
-export function sealVersion(secret: Buffer, scope: SecretScope, version: number, value: string): { sealedKey: string; sealedValue: string } {
+/** Envelope: `value` under a new data key, the data key under the deployment secret, each bound to its context. */
+function sealEnvelope(secret: Buffer, keyContext: string, valueContext: string, value: string): { sealedKey: string; sealedValue: string } {
   const dataKey = randomBytes(32);
-  return { sealedKey: seal(secret, dataKey.toString('base64url'), context(scope, version, 'key')), sealedValue: seal(dataKey, value, context(scope, version, 'value')) };
+  return { sealedKey: seal(secret, dataKey.toString('base64url'), keyContext), sealedValue: seal(dataKey, value, valueContext) };
+}
+
+function openEnvelope(secret: Buffer, keyContext: string, valueContext: string, sealed: { sealedKey: string; sealedValue: string }): string {
+  const dataKey = Buffer.from(unseal(secret, sealed.sealedKey, keyContext), 'base64url');
+  return unseal(dataKey, sealed.sealedValue, valueContext);
+}
+
+export function sealVersion(secret: Buffer, scope: SecretScope, version: number, value: string): { sealedKey: string; sealedValue: string } {
+  return sealEnvelope(secret, context(scope, version, 'key'), context(scope, version, 'value'), value);
 }
 
 export function openVersion(secret: Buffer, version: SecretVersion): string {
-  const dataKey = Buffer.from(unseal(secret, version.sealedKey, context(version, version.version, 'key')), 'base64url');
-  return unseal(dataKey, version.sealedValue, context(version, version.version, 'value'));
+  return openEnvelope(secret, context(version, version.version, 'key'), context(version, version.version, 'value'), version);
+}
+
+const connectionContext = (key: ConnectionKey, part: 'key' | 'value'): string => `mandate-connection:${part}:${key.user}\u0000${key.server}\u0000${key.tenant}`;
+
+/** A user's upstream tokens (JSON), sealed for their connection's row only. */
+export function sealConnection(secret: Buffer, key: ConnectionKey, tokens: string): { sealedKey: string; sealedTokens: string } {
+  const { sealedKey, sealedValue } = sealEnvelope(secret, connectionContext(key, 'key'), connectionContext(key, 'value'), tokens);
+  return { sealedKey, sealedTokens: sealedValue };
+}
+
+export function openConnection(secret: Buffer, record: ConnectionKey & { sealedKey: string; sealedTokens: string }): string {
+  return openEnvelope(secret, connectionContext(record, 'key'), connectionContext(record, 'value'), { sealedKey: record.sealedKey, sealedValue: record.sealedTokens });
 }
 
 /** A value as `mandate secrets set` accepts it: not empty, bounded, one line (a trailing newline from stdin already removed). */

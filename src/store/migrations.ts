@@ -424,6 +424,49 @@ CREATE TABLE secret_changes (
 );
 `,
   },
+  {
+    version: 5,
+    name: 'connections',
+    // Per-user upstream connections (the `oauth` kind, src/store/
+    // connections.ts, docs/credentials.md): one row per user, server and
+    // tenant, the upstream's tokens sealed under a data key of their own and
+    // the data key under the deployment secret. `revision` grows with each
+    // refresh (compare-and-set between nodes). Every change also appends to
+    // secret_changes (name 'connection:SERVER'): that table's highest seq is
+    // the credentials plane's one change counter. Times are epoch ms.
+    sqlite: `
+CREATE TABLE connections (
+  user_name TEXT NOT NULL,
+  server TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  revision INTEGER NOT NULL CHECK (revision > 0),
+  sealed_key TEXT NOT NULL,
+  sealed_tokens TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  expires_at INTEGER,
+  created_at INTEGER NOT NULL,
+  refreshed_at INTEGER,
+  last_used_at INTEGER,
+  PRIMARY KEY (user_name, server, tenant)
+) STRICT;
+`,
+    postgres: `
+CREATE TABLE connections (
+  user_name text COLLATE "C" NOT NULL,
+  server text COLLATE "C" NOT NULL,
+  tenant text COLLATE "C" NOT NULL,
+  revision integer NOT NULL CHECK (revision > 0),
+  sealed_key text NOT NULL,
+  sealed_tokens text NOT NULL,
+  scope text NOT NULL,
+  expires_at bigint,
+  created_at bigint NOT NULL,
+  refreshed_at bigint,
+  last_used_at bigint,
+  PRIMARY KEY (user_name, server, tenant)
+);
+`,
+  },
 ];
 
 /** How the applied migrations compare with this build's. */

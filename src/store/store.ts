@@ -5,12 +5,13 @@
  */
 import { SqlAuditStore, type AuditAppender } from './audit.ts';
 import { SqlCatalogStore } from './catalog.ts';
+import { SqlConnectionsStore } from './connections.ts';
 import { SqlCredentialsStore } from './credentials.ts';
 import { SqlIdentityStore } from './identity.ts';
 import type { Int } from './identity-rows.ts';
 import { MIGRATIONS, compareSchema, refuseNewer } from './migrations.ts';
 import type { Engine } from './sql/engine.ts';
-import type { AuditStore, CatalogStore, CredentialsStore, IdentityStore, MigrationState, SchemaState, Store, StoreKind } from './types.ts';
+import type { AuditStore, CatalogStore, ConnectionsStore, CredentialsStore, IdentityStore, MigrationState, SchemaState, Store, StoreKind } from './types.ts';
 
 interface MigrationRow {
   version: Int;
@@ -23,6 +24,7 @@ export class SqlStore implements Store {
   readonly identity: IdentityStore;
   readonly catalog: CatalogStore;
   readonly credentials: CredentialsStore;
+  readonly connections: ConnectionsStore;
   protected readonly engine: Engine;
   private pinging: Promise<void> | null = null;
 
@@ -32,6 +34,7 @@ export class SqlStore implements Store {
     this.identity = new SqlIdentityStore(engine);
     this.catalog = new SqlCatalogStore(engine);
     this.credentials = new SqlCredentialsStore(engine);
+    this.connections = new SqlConnectionsStore(engine);
   }
 
   get kind(): StoreKind {

@@ -8,6 +8,7 @@
  */
 import type { SqlAuditStore } from './audit.ts';
 import type { SqlCatalogStore } from './catalog.ts';
+import type { SqlConnectionsStore } from './connections.ts';
 import type { SqlCredentialsStore } from './credentials.ts';
 import type { SqlIdentityStore } from './identity.ts';
 export type * from './identity-types.ts';
@@ -23,6 +24,8 @@ export type IdentityStore = PlaneOf<SqlIdentityStore>;
 export type CatalogStore = PlaneOf<SqlCatalogStore>;
 /** Upstream secrets, sealed (src/store/credentials.ts). */
 export type CredentialsStore = PlaneOf<SqlCredentialsStore>;
+/** Per-user upstream connections, sealed (src/store/connections.ts). */
+export type ConnectionsStore = PlaneOf<SqlConnectionsStore>;
 
 export type StoreKind = 'sqlite' | 'postgres';
 export type Durability = 'process' | 'power';
@@ -59,6 +62,7 @@ export interface Store {
   readonly identity: IdentityStore;
   readonly catalog: CatalogStore;
   readonly credentials: CredentialsStore;
+  readonly connections: ConnectionsStore;
 
   /**
    * Applies pending versioned migrations, in order, each in a transaction;
