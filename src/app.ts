@@ -146,7 +146,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const sealer = catalogSealer(deploymentSecret);
   // What upstreams are shown (docs/credentials.md): opened once per version, kept in memory, refreshed on change.
   // `jwt` upstreams get tokens signed with the authorization server's active key (read at each mint: rotation follows).
-  const broker = new CredentialBroker({ store, secret: deploymentSecret, log, audit, minter: { issuer: config.issuer, key: () => identity.signingKey } });
+  const broker = new CredentialBroker({ store, secret: deploymentSecret, issuer: config.issuer, log, audit, minter: { issuer: config.issuer, key: () => identity.signingKey } });
   const catalog = new Catalog({
     store,
     audit,
@@ -175,7 +175,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     await audit.record({ type: 'config.loaded', outcome: 'success', data: { ...summaryOf(config), run: run.run } });
     await catalogRuntime.start();
     await broker.start();
-    identity = await Identity.start({ config, store, audit, log, registry });
+    identity = await Identity.start({ config, store, audit, log, registry, connections: broker.connections });
   } catch (error) {
     catalogRuntime.stop();
     broker.stop();

@@ -388,7 +388,7 @@ function expectedIdentityOf(body: Record<string, unknown>): ExpectedIdentity | u
   return result;
 }
 
-const PROPOSAL_FIELDS = ['serverJson', 'route', 'owner', 'risk', 'environment', 'expiresAt', 'ttl', 'team', 'contact', 'tenant', 'classification', 'signature', 'expectedIdentity', 'reason'] as const;
+const PROPOSAL_FIELDS = ['serverJson', 'route', 'owner', 'risk', 'environment', 'expiresAt', 'ttl', 'team', 'contact', 'tenant', 'classification', 'signature', 'expectedIdentity', 'auth', 'reason'] as const;
 
 /** The whole proposed record: a field left out is left out of the proposal (its `changes` show what differs from the entry in force). */
 function proposalOf(body: Record<string, unknown>): { input: ProposalInput; reason: string } {
@@ -422,6 +422,7 @@ function proposalOf(body: Record<string, unknown>): { input: ProposalInput; reas
     ...optional('classification'),
     ...(signature !== undefined ? { signature } : {}),
     ...(expectedIdentity !== undefined ? { expectedIdentity } : {}),
+    ...(body.auth !== undefined ? { auth: body.auth } : {}),
   };
   return { input, reason: reasonOf(body) };
 }

@@ -5,6 +5,7 @@
  * (src/store/catalog.ts) followed by its audit event; the CLI and the admin
  * API both act through this class, as a named user.
  */
+import { authTransportProblem, upstreamAuthSchema, type UpstreamAuth } from '../config/schema.ts';
 import { randomBytes } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import type { AuditLog } from '../audit/log.ts';
@@ -15,6 +16,7 @@ import { wonRace, type CatalogChange, type HistoryRecord, type ProposalRecord } 
 import type { Store } from '../store/types.ts';
 import { approvePin } from './pins.ts';
 import type { Sealer } from './seal.ts';
+import { upstreamOf } from './server-json.ts';
 import { RISK_CLASSES, type CatalogEntry, type EntrySignature, type ExpectedIdentity, type Governance, type RiskClass, type ServerJson } from './types.ts';
 
 const DAY = 86_400_000;
@@ -59,6 +61,8 @@ export interface ProposalInput {
   /** A detached JWS over the server.json, by a configured publisher. */
   signature?: string;
   expectedIdentity?: ExpectedIdentity;
+  /** What the gateway presents to the upstream, as in mandate.yaml's `servers[].auth` (checked here). */
+  auth?: unknown;
 }
 
 export interface CatalogDeps {
@@ -74,7 +78,26 @@ export interface CatalogDeps {
 }
 
 /** The fields of a governance record a proposal sets (status and source are the catalog's). */
-const PROPOSED_FIELDS = ['owner', 'team', 'contact', 'tenant', 'environment', 'risk', 'classification', 'expiresAt', 'expectedIdentity'] as const;
+const PROPOSED_FIELDS = ['owner', 'team', 'contact', 'tenant', 'environment', 'risk', 'classification', 'expiresAt', 'expectedIdentity', 'auth'] as const;
+
+/** A proposal's `auth`, checked as mandate.yaml's `servers[].auth` is, against the entry's transport. */
+function authOf(value: unknown, serverJson: ServerJson): UpstreamAuth {
+  const parsed = upstreamAuthSchema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue && issue.path.length > 0 ? `auth.${issue.path.join('.')}` : 'auth';
+    throw new CatalogError('auth', `${where}: ${issue?.message ?? 'is not valid'} (the same as servers[].auth in mandate.yaml, docs/credentials.md)`);
+  }
+  let transport: 'http' | 'stdio' | null = null;
+  try {
+    transport = upstreamOf(serverJson).transport;
+  } catch {
+    // Not servable as it is: refused at routing anyway; the transport check waits until it is.
+  }
+  const problem = transport === null ? null : authTransportProblem(parsed.data, transport);
+  if (problem !== null) throw new CatalogError('auth', `auth${problem.path.length > 0 ? `.${problem.path.join('.')}` : ''}: ${problem.message}`);
+  return parsed.data;
+}
 
 function same(a: unknown, b: unknown): boolean {
   return canonicalize(a ?? null) === canonicalize(b ?? null);
@@ -198,6 +221,7 @@ export class Catalog {
       expiresAt: input.expiresAt.toISOString(),
       status: current?.governance.status ?? 'pending',
       ...(input.expectedIdentity !== undefined ? { expectedIdentity: input.expectedIdentity } : {}),
+      ...(input.auth !== undefined ? { auth: authOf(input.auth, input.serverJson) } : {}),
       source: 'catalog',
     };
     const signature = await this.admit(governance, input.serverJson, input.signature, now);

@@ -5,6 +5,7 @@
  * record: who owns it, how risky it is, until when it is approved, what
  * upstream identity and which tool definitions were reviewed.
  */
+import type { UpstreamAuth } from '../config/schema.ts';
 import type { JsonValue } from '../audit/events.ts';
 
 export type JsonObject = { [key: string]: JsonValue };
@@ -71,6 +72,8 @@ export interface Governance {
   expiresAt: string | null;
   status: EntryStatus;
   expectedIdentity?: ExpectedIdentity;
+  /** What the gateway presents to the upstream (docs/credentials.md): a credential by reference (a secret's name, a kind), never one's value. */
+  auth?: UpstreamAuth;
   /** `config-managed`: imported from mandate.yaml at start (the file is its approval); `catalog`: admitted by proposal and approval. */
   source: 'catalog' | 'config-managed';
 }

@@ -29,7 +29,7 @@ export function resolvedServerOf(entry: CatalogEntry, issuer: string, dataDir: s
     ...(g.classification !== undefined ? { classification: g.classification } : {}),
     status: g.status,
   };
-  const base = { name: route, endpoint: `${issuer}/mcp/${route}`, catalog };
+  const base = { name: route, endpoint: `${issuer}/mcp/${route}`, catalog, ...(g.auth !== undefined ? { auth: g.auth } : {}) };
   if (upstream.transport === 'http') return { ...base, url: upstream.url, args: [], env: {}, transport: 'http', ...(approved !== undefined ? { expectedIdentity: approved } : {}) };
   const pkg = { ...upstream.package, ...approved?.package };
   if (verified === undefined) {

@@ -15,6 +15,7 @@ const userCommands = () => import('./users.ts');
 const policyCommands = () => import('./policy.ts');
 const serverCommands = () => import('./servers.ts');
 const secretCommands = () => import('./secrets.ts');
+const connectionCommands = () => import('./connections.ts');
 import { cleanLines, printJson, printLine } from './output.ts';
 
 /** A database URL as it may be shown: never its password (environment values stay names only too). */
@@ -262,6 +263,7 @@ function governanceOptions(command: Command): Command {
     .option('--team <name>', 'the owning team')
     .option('--contact <text>', 'how to reach the owners')
     .option('--tenant <name>', 'the tenant it serves')
+    .option('--auth <json>', 'what the gateway presents to the upstream, as servers[].auth in mandate.yaml, in JSON (such as {"kind":"secret","secret":"weather-key","header":"X-Api-Key"}); docs/credentials.md')
     .option('--classification <name>', 'the classification of the data it handles')
     .option('--signature <file>', "a publisher's detached JWS over the server.json")
     .option('--spki-sha256 <pin>', "https upstream: the base64 SHA-256 of its certificate's public key (repeatable)", collect)
@@ -362,6 +364,24 @@ adminOptions(
     .option('--env <environment>', 'only this environment\'s versions')
     .option('--tenant <tenant>', 'only this tenant\'s versions'),
 ).action((name: string, flags) => run(async () => (await secretCommands()).deleteSecret(name, flags)));
+
+const connections = program.command('connections').description("upstream accounts users connected for `oauth` servers (docs/credentials.md); never a token");
+adminOptions(
+  connections
+    .command('list')
+    .description('who connected which server, when, with what scopes, and the last use')
+    .option('--user <name>', "only this user's connections")
+    .option('--server <name>', 'only connections to this server'),
+  false,
+).action((flags) => run(async () => (await connectionCommands()).listConnections(flags)));
+adminOptions(
+  connections
+    .command('revoke')
+    .description("end a user's connection to a server: the gateway stops using it within a second, and the user is asked to connect again")
+    .argument('<user>', 'user name')
+    .argument('<server>', 'server name')
+    .option('--tenant <tenant>', "the connection for this tenant's entry of the server"),
+).action((user: string, server: string, flags) => run(async () => (await connectionCommands()).revokeConnection(user, server, flags)));
 
 program
   .command('scan')

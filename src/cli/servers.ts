@@ -145,6 +145,8 @@ export interface ImportFlags extends ServerFlags {
   contact?: string;
   tenant?: string;
   classification?: string;
+  /** JSON: the entry's `auth`. */
+  auth?: string;
   spkiSha256?: string[];
   spiffeId?: string;
   /** false with --no-identity. */
@@ -192,6 +194,15 @@ function identityOf(flags: ImportFlags, current: ExpectedIdentity | undefined): 
   return { expectedIdentity: { ...(pins !== undefined ? { spkiSha256: pins } : {}), ...(flags.spiffeId !== undefined ? { spiffeId: flags.spiffeId } : {}) } };
 }
 
+/** `--auth JSON`: parsed here, checked by the catalog as mandate.yaml's servers[].auth is. */
+function authFlag(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new UsageError('--auth takes JSON, such as {"kind":"secret","secret":"weather-key","header":"X-Api-Key"}');
+  }
+}
+
 function proposalInput(serverJson: ServerJson, route: string, flags: ImportFlags, base?: CatalogEntry): ProposalInput {
   const g = base?.governance;
   const owner = optionalText('--owner', flags.owner) ?? (g?.owner || undefined);
@@ -199,6 +210,7 @@ function proposalInput(serverJson: ServerJson, route: string, flags: ImportFlags
   const contact = optionalText('--contact', flags.contact) ?? g?.contact;
   const tenant = optionalText('--tenant', flags.tenant) ?? g?.tenant;
   const classification = optionalText('--classification', flags.classification) ?? g?.classification;
+  const auth = flags.auth !== undefined ? authFlag(flags.auth) : g?.auth;
   const expiresAt = flags.ttl === undefined && flags.expires === undefined && g?.expiresAt ? new Date(g.expiresAt) : expiryOf(flags);
   return {
     serverJson,
@@ -211,6 +223,7 @@ function proposalInput(serverJson: ServerJson, route: string, flags: ImportFlags
     ...(contact !== undefined ? { contact } : {}),
     ...(tenant !== undefined ? { tenant } : {}),
     ...(classification !== undefined ? { classification } : {}),
+    ...(auth !== undefined ? { auth } : {}),
     ...identityOf(flags, g?.expectedIdentity),
     ...(flags.signature !== undefined ? { signature: signatureOf(flags.signature) } : base?.signature ? { signature: base.signature.jws } : {}),
   };

@@ -102,6 +102,20 @@ const authSchema = z.discriminatedUnion('kind', [
     }),
 ]);
 
+/** What `auth` cannot be for a transport (the catalog checks its entries the same way), or null. */
+export function authTransportProblem(auth: z.infer<typeof authSchema>, transport: 'http' | 'stdio'): { path: string[]; message: string } | null {
+  const kind = auth.kind;
+  if ((kind === 'jwt' || kind === 'oauth' || kind === 'token-exchange') && transport === 'stdio') {
+    return { path: ['kind'], message: `\`${kind}\` is for an HTTP server (\`url\`): a token per request, in its Authorization header` };
+  }
+  if (auth.kind === 'secret' && auth.header !== undefined && transport === 'stdio') return { path: ['header'], message: 'a stdio server (`command`) takes its secret in `env`, not a header' };
+  if (auth.kind === 'secret' && auth.env !== undefined && transport === 'http') return { path: ['env'], message: 'an HTTP server (`url`) takes its secret in a `header`, not `env`' };
+  return null;
+}
+
+/** `servers[].auth`, and a catalog entry's `auth`: what the gateway presents to the upstream. */
+export const upstreamAuthSchema = authSchema;
+
 const serverSchema = z
   .strictObject({
     name: z.string().regex(SERVER_NAME, 'must be lowercase letters, digits and hyphens ([a-z0-9-]+, at most 63)'),
@@ -119,16 +133,8 @@ const serverSchema = z
     auth: authSchema.optional(),
   })
   .superRefine((server, ctx) => {
-    const kind = server.auth?.kind;
-    if ((kind === 'jwt' || kind === 'oauth' || kind === 'token-exchange') && server.command !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['auth', 'kind'], message: `\`${kind}\` is for an HTTP server (\`url\`): a token per request, in its Authorization header` });
-    }
-    if (server.auth?.kind === 'secret' && server.auth.header !== undefined && server.command !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['auth', 'header'], message: 'a stdio server (`command`) takes its secret in `env`, not a header' });
-    }
-    if (server.auth?.kind === 'secret' && server.auth.env !== undefined && server.url !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['auth', 'env'], message: 'an HTTP server (`url`) takes its secret in a `header`, not `env`' });
-    }
+    const problem = server.auth === undefined ? null : authTransportProblem(server.auth, server.command !== undefined ? 'stdio' : 'http');
+    if (problem !== null) ctx.addIssue({ code: 'custom', path: ['auth', ...problem.path], message: problem.message });
     if ((server.url === undefined) === (server.command === undefined)) {
       ctx.addIssue({ code: 'custom', message: 'set exactly one of `url` (Streamable HTTP) or `command` (stdio)' });
     }

@@ -59,6 +59,8 @@ export interface BrokerDeps {
   minter?: Minter;
   /** The deployment secret the values are sealed under. */
   secret: Buffer;
+  /** Where connect links point (the authorization server's issuer). */
+  issuer: string;
   log: Logger;
   audit?: AuditLog;
   refreshMs?: number;
@@ -77,21 +79,22 @@ export class CredentialBroker implements CredentialHook {
   private readonly tokens = new Map<string, { credential: UpstreamCredential; renewAt: number }>();
   private readonly signer: Signer | null;
   private readonly authorizationServers = new AuthorizationServers();
-  private readonly connections: Connections;
+  /** The `oauth` kind's per-user connections (the connect pages and `mandate connections` use them too). */
+  readonly connections: Connections;
   private readonly exchange: TokenExchange;
 
   constructor(deps: BrokerDeps) {
     this.deps = deps;
     this.signer = deps.minter === undefined ? null : new Signer(deps.minter);
-    this.connections = new Connections();
-    this.exchange = new TokenExchange({
-      signer: this.signer,
+    const shared = {
       servers: this.authorizationServers,
-      clientSecret: (request, name) => this.clientSecret(request, name),
+      clientSecret: (request: CredentialRequest, name: string) => this.clientSecret(request, name),
       ...(deps.audit !== undefined ? { audit: deps.audit } : {}),
       log: deps.log,
       now: () => this.now(),
-    });
+    };
+    this.connections = new Connections({ ...shared, store: deps.store, secret: deps.secret, issuer: deps.issuer });
+    this.exchange = new TokenExchange({ ...shared, signer: this.signer });
   }
 
   private now(): number {
@@ -120,6 +123,7 @@ export class CredentialBroker implements CredentialHook {
         const expired = [...this.held.values()].some((held) => held.previous !== null && held.previous.retiresAt !== null && held.previous.retiresAt <= now);
         if (!force && last === this.seen && !expired) return;
         this.held = this.open(await this.deps.store.credentials.usable(now));
+        if (last !== this.seen) this.connections.clear();
         this.seen = last;
       } finally {
         this.refreshing = null;

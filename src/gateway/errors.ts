@@ -33,6 +33,7 @@ export type ErrorKind =
   | 'upstream_session_expired'
   | 'upstream_auth'
   | 'credential_missing'
+  | 'connection_required'
   | 'upstream_identity'
   | 'principal_limit'
   | 'process_limit'
@@ -78,6 +79,12 @@ const WIRE: Record<ErrorKind, { status: number; code: number; oauth?: string }> 
   upstream_session_expired: { status: 502, code: RpcCode.UpstreamUnavailable },
   upstream_auth: { status: 502, code: RpcCode.UpstreamUnavailable },
   credential_missing: { status: 503, code: RpcCode.UpstreamUnavailable },
+  /**
+   * The user has not connected their account for an `oauth` upstream: a URL
+   * elicitation (MCP 2025-11-25) in an HTTP 200, as clients read a JSON-RPC
+   * error only from a successful HTTP answer; its message names the link too.
+   */
+  connection_required: { status: 200, code: RpcCode.UrlElicitationRequired },
   /** The upstream failed its expected-identity check (upstream/identity.ts): nothing was sent to it. */
   upstream_identity: { status: 502, code: RpcCode.UpstreamUnavailable },
   principal_limit: { status: 429, code: RpcCode.UpstreamUnavailable },

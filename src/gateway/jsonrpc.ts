@@ -61,6 +61,8 @@ export const RpcCode = {
   HeaderMismatch: -32020,
   /** 2026-07-28: protocol version not supported. */
   UnsupportedProtocolVersion: -32022,
+  /** MCP 2025-11-25: the request needs the user to open a URL first (data.elicitations). */
+  UrlElicitationRequired: -32042,
   /** The request was cancelled by the client. */
   RequestCancelled: -32800,
 } as const;

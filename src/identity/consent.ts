@@ -8,6 +8,7 @@
  */
 import type { Grant, KoaContextWithOIDC } from 'oidc-provider';
 import type { ConsentRecord, Store } from '../store/types.ts';
+import { ACCOUNT_CLIENT_ID } from './account.ts';
 
 const TOOL_SCOPE = /^mcp:([^:]+):tool:.+$/;
 
@@ -59,6 +60,14 @@ export function loadExistingGrant(store: Store): (ctx: KoaContextWithOIDC) => Pr
 
     const user = await store.identity.getUser(accountId);
     if (!user || user.disabled) return undefined;
+
+    // The account pages' built-in client learns only the user's name: nothing to consent to.
+    if (clientId === ACCOUNT_CLIENT_ID) {
+      const grant = new oidc.provider.Grant({ accountId, clientId });
+      grant.addOIDCScope('openid');
+      await grant.save();
+      return grant;
+    }
 
     const consentedGrantId = oidc.result?.consent?.grantId;
     if (typeof consentedGrantId === 'string' && consentedGrantId) {

@@ -95,7 +95,7 @@ export function pageHeaders(formTargets: readonly string[] | null = []): Record<
 /** Headers for an error page (no form). */
 export const errorPageHeaders = (): Record<string, string> => pageHeaders(null);
 
-function layout(title: string, body: string, meta = ''): string {
+export function layout(title: string, body: string, meta = ''): string {
   return (
     '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">' +
     '<meta name="viewport" content="width=device-width, initial-scale=1">' +
@@ -106,7 +106,7 @@ function layout(title: string, body: string, meta = ''): string {
   );
 }
 
-const hidden = (name: string, value: string): string => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`;
+export const hidden = (name: string, value: string): string => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`;
 
 /**
  * An error page: `error` and `error_description`, nothing else. It carries its

@@ -23,6 +23,7 @@ import { errorPageHeaders, renderErrorPage } from './pages.ts';
 import { loadExistingGrant, requestedResources } from './consent.ts';
 import { inactiveClientReason } from './context.ts';
 import { ISSUED_AT_MS, stampIssuedAt } from './revocations.ts';
+import { ACCOUNT_CLIENT_ID, accountClient } from './account.ts';
 
 function isInteractive(metadata: Record<string, unknown>): boolean {
   try {
@@ -123,6 +124,8 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   const configuration: Configuration = {
     adapter: createAdapter(store, hooks, secret),
+    // The account pages sign in through this server like any client (src/identity/account.ts).
+    clients: [accountClient(config.issuer) as NonNullable<Configuration['clients']>[number]],
     jwks: { keys: keys.signing as NonNullable<Configuration['jwks']>['keys'] },
     cookies: {
       keys: keys.cookie,
@@ -223,7 +226,9 @@ export function createProvider(deps: ProviderDeps): Provider {
       registrationManagement: { enabled: false },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => {
+        defaultResource: (ctx: KoaContextWithOIDC) => {
+          // The account pages' own client asks only who the user is: no MCP server, no access token.
+          if (ctx.oidc.client?.clientId === ACCOUNT_CLIENT_ID) return undefined;
           throw new errors.InvalidTarget('the resource parameter is required: name the MCP server, {issuer}/mcp/NAME');
         },
         useGrantedResource: () => true,

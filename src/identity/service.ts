@@ -21,6 +21,8 @@ import { LoginThrottle } from './interaction/throttle.ts';
 import { registrationIntake } from './intake.ts';
 import { createProvider } from './provider.ts';
 import { INTERACTION_PREFIX } from './routes.ts';
+import { handleAccount, isAccountPath, type AccountDeps } from './account.ts';
+import type { Connections } from '../credentials/connections.ts';
 import { KEEP_MS, RevocationList, tokenFacts } from './revocations.ts';
 import { ADMIN_SCOPE, adminResource, serverScope, type Servers } from './scopes.ts';
 import { loadSecretKey } from './secrets.ts';
@@ -44,6 +46,8 @@ export interface IdentityDeps {
   log: Logger;
   /** The servers behind the gateway, as they change (default: the configuration's, fixed). */
   registry?: ServerRegistry;
+  /** Per-user upstream connections (the `oauth` kind): the connect and account pages (account.ts). */
+  connections?: Connections;
 }
 
 /** How often a running gateway looks for a due key rotation (and purges expired rows), ms. */
@@ -67,6 +71,7 @@ export class Identity {
   private callback!: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
   /** What the sign-in and consent pages need; rebuilt with the authorization server. */
   private interactions!: InteractionDeps;
+  private readonly account: AccountDeps;
   /** Failed-login counters, kept across rebuilds. */
   private readonly throttle = new LoginThrottle();
   /** Derived from the shared secret, so every node agrees. */
@@ -124,6 +129,17 @@ export class Identity {
     });
     this.csrfKey = createHmac('sha256', secret).update('mandate-csrf').digest('base64url');
     this.mount(keys);
+    this.account = {
+      config,
+      store,
+      audit,
+      log: deps.log,
+      secret,
+      csrfKey: this.csrfKey,
+      provider: () => this.interactions.provider,
+      server: (name) => deps.registry?.get(name),
+      connections: deps.connections ?? null,
+    };
   }
 
   /**
@@ -334,6 +350,10 @@ export class Identity {
     await requestNotes.run({ address }, async () => {
       if (local.startsWith(INTERACTION_PREFIX)) {
         await handleInteraction(this.interactions, req, res, local.slice(INTERACTION_PREFIX.length));
+        return;
+      }
+      if (isAccountPath(local)) {
+        await handleAccount(this.account, req, res, local, query);
         return;
       }
       req.url = query === undefined ? local : `${local}?${query}`;

@@ -180,7 +180,7 @@ export function upstreamCookieName(issuer: string): string {
   return new URL(issuer).protocol === 'https:' ? '__Host-mandate-upstream' : 'mandate-upstream';
 }
 
-function cookieAttributes(issuer: string, maxAgeSeconds: number): string {
+export function cookieAttributes(issuer: string, maxAgeSeconds: number): string {
   const secure = new URL(issuer).protocol === 'https:' ? '; Secure' : '';
   return `Path=/; Max-Age=${maxAgeSeconds}; HttpOnly; SameSite=Lax${secure}`;
 }
@@ -196,7 +196,7 @@ export function clearFlowCookie(issuer: string): string {
   return `${upstreamCookieName(issuer)}=; ${cookieAttributes(issuer, 0)}`;
 }
 
-function cookieValue(req: IncomingMessage, name: string): string | null {
+export function cookieValue(req: IncomingMessage, name: string): string | null {
   const header = req.headers.cookie;
   if (!header) return null;
   let found: string | null = null;

@@ -52,5 +52,34 @@ export function runCredentialsContract(label: string, harness: StoreHarness): vo
       assert.equal(await store.credentials.delete('weather-key'), 1);
       assert.equal(await store.credentials.delete('weather-key'), 0);
     });
+
+    it('connections: one per user, server and tenant; a refresh is compare-and-set; every change moves the counter', async () => {
+      const store = await ready();
+      const alice = { user: 'alice', server: 'notes', tenant: '' };
+      const sealed = (n: number) => ({ sealedKey: `k${n}`, sealedTokens: `t${n}`, scope: 'notes', expiresAt: T + n * 1000 });
+      assert.equal(await store.connections.get(alice), null);
+      const before = await store.credentials.lastChange();
+      assert.equal(await store.connections.put({ ...alice, ...sealed(1), createdAt: T }), 1);
+      assert.ok((await store.credentials.lastChange()) > before, 'a connection moves the credentials change counter');
+      await store.connections.put({ ...alice, tenant: 'acme', ...sealed(1), createdAt: T });
+      await store.connections.put({ user: 'bob', server: 'notes', tenant: '', ...sealed(1), createdAt: T });
+      assert.deepEqual((await store.connections.list()).map((c) => `${c.user}/${c.server}/${c.tenant}`), ['alice/notes/', 'alice/notes/acme', 'bob/notes/']);
+      assert.deepEqual((await store.connections.list('bob')).map((c) => c.user), ['bob']);
+      // Two refreshes from revision 1: the first wins, the second is told so.
+      assert.equal(await store.connections.refreshed(alice, 1, sealed(2), T + 5), true);
+      assert.equal(await store.connections.refreshed(alice, 1, sealed(3), T + 6), false);
+      const now = await store.connections.get(alice);
+      assert.deepEqual([now?.revision, now?.sealedTokens, now?.refreshedAt, now?.expiresAt], [2, 't2', T + 5, T + 2000]);
+      // Connecting again replaces the connection whole, at the next revision.
+      assert.equal(await store.connections.put({ ...alice, ...sealed(4), createdAt: T + 9 }), 3);
+      await store.connections.markUsed(alice, T + 10);
+      assert.equal((await store.connections.get(alice))?.lastUsedAt, T + 10);
+      const counted = await store.credentials.lastChange();
+      assert.equal((await store.connections.delete(alice, T + 11))?.revision, 3);
+      assert.ok((await store.credentials.lastChange()) > counted);
+      assert.equal(await store.connections.delete(alice, T + 12), null);
+      assert.equal(await store.connections.refreshed(alice, 3, sealed(5), T + 13), false, 'a disconnected connection is not brought back by a refresh');
+      assert.equal((await store.connections.get({ ...alice, tenant: 'acme' }))?.revision, 1, 'another tenant\'s connection is its own');
+    });
   });
 }

@@ -114,8 +114,8 @@ export class HttpUpstream implements Upstream {
 
   private question(purpose: CredentialPurpose, principal: Principal | null | undefined, attempt: number, message?: JsonRpcRequest): CredentialRequest {
     const question: CredentialRequest = { server: this.options.server, principal: principal === undefined ? this.options.principal : principal, purpose, attempt };
-    // Only a minted credential needs to know the call (kept off the path of every other request).
-    if (message !== undefined && this.options.server.auth?.kind === 'jwt') question.call = { method: message.method, tool: targetName(message.method, message.params) };
+    // Only a minted or exchanged credential needs to know the call (kept off the path of every other request).
+    if (message !== undefined && (this.options.server.auth?.kind === 'jwt' || this.options.server.auth?.kind === 'token-exchange')) question.call = { method: message.method, tool: targetName(message.method, message.params) };
     return question;
   }
 

@@ -20,14 +20,16 @@ export const AUDIT_DOWN = 'this step cannot be recorded right now, so it was not
 // CSRF tokens
 
 export type FormPurpose = 'login' | 'consent' | 'abort' | 'upstream';
+/** The account pages' forms (src/identity/account.ts), bound to the account session instead of an interaction. */
+export type AccountPurpose = 'connect' | 'disconnect' | 'signout';
 
 /** HMAC-SHA256(key, purpose and interaction uid), base64url. */
-export function csrfToken(key: string, uid: string, purpose: FormPurpose): string {
+export function csrfToken(key: string, uid: string, purpose: FormPurpose | AccountPurpose): string {
   return createHmac('sha256', key).update(`mandate-csrf\n${purpose}\n${uid}`).digest('base64url');
 }
 
 /** Constant-time check of a submitted token against the one for this interaction and purpose. */
-export function checkCsrfToken(key: string, uid: string, purpose: FormPurpose, token: unknown): boolean {
+export function checkCsrfToken(key: string, uid: string, purpose: FormPurpose | AccountPurpose, token: unknown): boolean {
   if (typeof token !== 'string' || token.length > 256) return false;
   const expected = Buffer.from(csrfToken(key, uid, purpose));
   const actual = Buffer.from(token);
@@ -79,7 +81,7 @@ export async function readForm(req: IncomingMessage, limit = MAX_FORM_BYTES): Pr
 }
 
 /** A submitted form whose CSRF token matches this interaction and purpose; refused otherwise. */
-export async function readCheckedForm(req: IncomingMessage, csrfKey: string, uid: string, purpose: FormPurpose): Promise<Map<string, string>> {
+export async function readCheckedForm(req: IncomingMessage, csrfKey: string, uid: string, purpose: FormPurpose | AccountPurpose): Promise<Map<string, string>> {
   const form = await readForm(req);
   if (!checkCsrfToken(csrfKey, uid, purpose, form.get('csrf'))) {
     throw new PageError(403, 'invalid_request', 'the form has expired or did not come from this page; go back to the application and start again');

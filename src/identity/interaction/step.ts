@@ -4,6 +4,7 @@
  * and redirects, recording audit events before anything finishes, and the
  * checks on the client and the user that each page repeats.
  */
+import { ACCOUNT_CLIENT_ID } from '../account.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { InteractionResults } from 'oidc-provider';
 import type Provider from 'oidc-provider';
@@ -111,6 +112,7 @@ export async function clientView(store: Store, clientId: string): Promise<Client
   if (record && (record.status === 'revoked' || record.status === 'rejected')) {
     throw new PageError(400, 'unauthorized_client', 'this application is no longer allowed to sign in here');
   }
+  if (clientId === ACCOUNT_CLIENT_ID) return { id: clientId, name: 'your Mandate account', verifiedHost: null };
   const name = typeof record?.metadata.client_name === 'string' && record.metadata.client_name.trim() ? record.metadata.client_name.trim() : null;
   let verifiedHost: string | null = null;
   if (clientId.startsWith('https://') && (!record || record.source === 'cimd')) {
