@@ -8,7 +8,8 @@
  * - `secret`: the stored secret's current version, as a header (with its
  *   scheme) for an HTTP upstream or an environment variable for a stdio one.
  *   The most specific version applies: the server's tenant and environment,
- *   then its environment, then the secret without a scope. A secret that is
+ *   then its tenant, then its environment, then the secret without a scope;
+ *   a tenant's server is given credentials only for callers in that tenant. A secret that is
  *   not set fails the call closed with an error naming the secret, never a
  *   value. After a rotation, an upstream that refuses the new version (401
  *   or 403) is asked once more with the one it replaced, until that one's
@@ -65,6 +66,25 @@ export interface BrokerDeps {
   audit?: AuditLog;
   refreshMs?: number;
   now?: () => number;
+}
+
+/** The group that puts a caller in a tenant: `tenant:NAME`. */
+export const tenantGroup = (tenant: string): string => `tenant:${tenant}`;
+
+/**
+ * Per-tenant isolation: a server that serves a tenant (its catalog entry's
+ * `tenant`) is given its credentials (that tenant's secrets, its users'
+ * connections, exchanged tokens) only on behalf of a caller in that tenant,
+ * a user in the group `tenant:NAME`. Anyone else is refused before anything
+ * is resolved, whatever less specific secret exists. A `jwt` carries no
+ * tenant's credential (it names the caller), so it is not held back.
+ */
+function tenantRefusal(request: CredentialRequest): GatewayError | null {
+  const tenant = request.server.catalog?.tenant ?? '';
+  if (tenant === '' || request.principal?.groups.includes(tenantGroup(tenant)) === true) return null;
+  return new GatewayError('refused', `upstream server "${request.server.name}" serves the tenant "${tenant}": its credentials are used only for callers in that tenant`, {
+    detail: `the caller is not in the group ${tenantGroup(tenant)}`,
+  });
 }
 
 export class CredentialBroker implements CredentialHook {
@@ -157,10 +177,10 @@ export class CredentialBroker implements CredentialHook {
     return held;
   }
 
-  /** The versions for a server: its tenant and environment, then its environment, then unscoped. */
+  /** The versions for a server: its tenant and environment, then its tenant (any environment), then its environment, then unscoped. */
   private find(name: string, environment: string, tenant: string): Held | undefined {
     return (
-      (tenant !== '' ? this.held.get(keyOf(name, environment, tenant)) : undefined) ??
+      (tenant !== '' ? (this.held.get(keyOf(name, environment, tenant)) ?? this.held.get(keyOf(name, '', tenant))) : undefined) ??
       (environment !== '' ? this.held.get(keyOf(name, environment, '')) : undefined) ??
       this.held.get(keyOf(name, '', ''))
     );
@@ -186,6 +206,8 @@ export class CredentialBroker implements CredentialHook {
     const auth = request.server.auth;
     if (auth === undefined || auth.kind === 'none') return NOTHING;
     if (auth.kind === 'jwt') return this.minted(request, auth);
+    const refusal = tenantRefusal(request);
+    if (refusal !== null) return Promise.reject(refusal);
     if (auth.kind === 'oauth') return this.connections.credential(request, auth);
     if (auth.kind === 'token-exchange') return this.exchange.credential(request, auth);
     const held = this.heldFor(request, auth.secret);

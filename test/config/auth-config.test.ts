@@ -14,6 +14,10 @@ describe('servers[].auth', () => {
     const stdio = load('{ name: local, command: node, auth: { kind: secret, secret: local-token, env: LOCAL_TOKEN } }');
     assert.equal(stdio.servers[0]?.auth?.kind, 'secret');
     assert.equal(load('{ name: plain, url: "http://127.0.0.1:1/mcp" }').servers[0]?.auth, undefined);
+    const oauth = load('{ name: notes, url: "http://127.0.0.1:1/mcp", auth: { kind: oauth, issuer: "http://127.0.0.1:2", clientId: mandate, clientSecret: notes-oauth } }');
+    assert.deepEqual(oauth.servers[0]?.auth, { kind: 'oauth', issuer: 'http://127.0.0.1:2', clientId: 'mandate', clientSecret: 'notes-oauth', scopes: [] });
+    const exchange = load('{ name: internal, url: "http://127.0.0.1:1/mcp", auth: { kind: token-exchange, tokenEndpoint: "http://127.0.0.1:2/token", clientId: mandate, audience: api } }');
+    assert.equal(exchange.servers[0]?.auth?.kind, 'token-exchange');
   });
 
   it('refuses what cannot work, naming the field', () => {
@@ -26,6 +30,14 @@ describe('servers[].auth', () => {
     refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: secret, secret: "Bad Name", header: X-Key } }', /servers\[0\]\.auth\.secret/);
     refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: oauth } }', /servers\[0\]\.auth/);
     refused('{ name: a, command: node, auth: { kind: jwt } }', /`jwt` is for an HTTP server/);
+    refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: oauth, clientId: m } }', /set `issuer` \(its metadata is discovered\) or both `authorizationEndpoint` and `tokenEndpoint`/);
+    refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: oauth, clientId: m, tokenEndpoint: "http://127.0.0.1:2/token" } }', /or both `authorizationEndpoint` and `tokenEndpoint`/);
+    refused('{ name: a, command: node, auth: { kind: oauth, clientId: m, issuer: "http://127.0.0.1:2" } }', /`oauth` is for an HTTP server/);
+    refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: oauth, clientId: m, issuer: "http://127.0.0.1:2", clientSecret: "Not A Name" } }', /servers\[0\]\.auth\.clientSecret/);
+    refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: oauth, clientId: m, issuer: "http://127.0.0.1:2", scopes: ["two words"] } }', /servers\[0\]\.auth\.scopes\[0\]: must be an OAuth scope/);
+    refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: token-exchange, clientId: m } }', /set `issuer` \(its metadata is discovered\) or `tokenEndpoint`/);
+    refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: token-exchange, clientId: m, issuer: "http://127.0.0.1:2", authorizationEndpoint: "http://127.0.0.1:2/auth" } }', /a token exchange uses the token endpoint only/);
+    refused('{ name: a, command: node, auth: { kind: token-exchange, clientId: m, issuer: "http://127.0.0.1:2" } }', /`token-exchange` is for an HTTP server/);
     refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: jwt, ttlSeconds: 3600 } }', /servers\[0\]\.auth\.ttlSeconds/);
     refused('{ name: a, url: "http://127.0.0.1:1/mcp", auth: { kind: secret, secret: k, header: X-Key, value: plain } }', /servers\[0\]\.auth/);
   });
