@@ -23,6 +23,8 @@ export interface AdminFlags extends StoreFlags {
 export interface Admin {
   store: Store;
   actor: string;
+  /** The audit log these commands write to (the one `record` uses). */
+  audit: AuditLog;
   /** Records one event as this admin (outcome success); throws if it could not be written. */
   record(type: IdentityEvent['type'], data: NonNullable<IdentityEvent['data']>, done: string): Promise<void>;
   /** Records several events in one write. */
@@ -56,7 +58,7 @@ export async function withAdmin<T>(flags: AdminFlags, body: (admin: Admin) => Pr
         throw new Error(`${done}, but its audit event could not be written: ${error instanceof Error ? error.message : String(error)}`);
       }
     };
-    return await body({ store, actor, recordAll, record: (type, data, done) => recordAll([{ type, data }], done) });
+    return await body({ store, actor, audit, recordAll, record: (type, data, done) => recordAll([{ type, data }], done) });
   } finally {
     await store.close();
   }

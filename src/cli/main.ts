@@ -380,7 +380,8 @@ adminOptions(
     .description("end a user's connection to a server: the gateway stops using it within a second, and the user is asked to connect again")
     .argument('<user>', 'user name')
     .argument('<server>', 'server name')
-    .option('--tenant <tenant>', "the connection for this tenant's entry of the server"),
+    .option('--tenant <tenant>', "the connection for this tenant's entry of the server")
+    .option('--config <file>', "the configuration naming the server's upstream (env MANDATE_CONFIG): its tokens are then revoked there too"),
 ).action((user: string, server: string, flags) => run(async () => (await connectionCommands()).revokeConnection(user, server, flags)));
 
 program

@@ -255,6 +255,20 @@ export class CredentialBroker implements CredentialHook {
       { scope: scopes.join(' '), ...(principal !== null ? { act: { sub: principal.clientId }, client_id: principal.clientId } : {}) },
       { sub, aud: audience, ttlSeconds: auth.ttlSeconds, now },
     );
+    // On record before it is used (a token that cannot be recorded is not presented); reused tokens were recorded when minted.
+    if (this.deps.audit !== undefined) {
+      try {
+        await this.deps.audit.record({
+          type: 'credential.issued',
+          actor: 'mandate',
+          server: server.name,
+          outcome: 'success',
+          data: { kind: 'jwt', sub, client: principal?.clientId ?? null, jti, scope: scopes.join(' '), expires_in: auth.ttlSeconds },
+        });
+      } catch (error) {
+        throw new GatewayError('audit_unavailable', 'the audit log is unavailable: no upstream credential was issued', { detail: String(error), cause: error });
+      }
+    }
     const credential: UpstreamCredential = { headers: { authorization: `Bearer ${token}` }, reference: `jwt:${jti}` };
     if (this.tokens.size >= 10_000) this.tokens.clear();
     this.tokens.set(key, { credential, renewAt: now + auth.ttlSeconds * 800 });

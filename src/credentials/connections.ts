@@ -298,21 +298,21 @@ export class Connections {
    * Ends a connection: removed from the store (every node stops using it
    * within its poll, this one at once), then its tokens revoked at the
    * upstream where it has a revocation endpoint (best effort: the upstream
-   * may be down; Mandate holds nothing any more either way). False if there
-   * was none.
+   * may be down; Mandate holds nothing any more either way). Null if there
+   * was none; else the revision ended and what the upstream said.
    */
-  async disconnect(key: ConnectionKey, actor: string, server?: RegisteredServer): Promise<boolean> {
+  async disconnect(key: ConnectionKey, actor: string, server?: RegisteredServer): Promise<{ revision: number; upstream: string } | null> {
     return this.end(key, actor, actor === key.user ? 'the user disconnected' : 'an administrator revoked the connection', true, server);
   }
 
-  private async end(key: ConnectionKey, actor: string, reason: string, revokeUpstream: boolean, server?: RegisteredServer): Promise<boolean> {
+  private async end(key: ConnectionKey, actor: string, reason: string, revokeUpstream: boolean, server?: RegisteredServer): Promise<{ revision: number; upstream: string } | null> {
     const record = await this.deps.store.connections.delete(key, this.deps.now());
     this.held.delete(keyText(key));
-    if (record === null) return false;
+    if (record === null) return null;
     let upstream = 'not asked';
     if (revokeUpstream && server?.auth?.kind === 'oauth') upstream = await this.revokeUpstream(server, record);
     await this.record('credential.revoked', key, reason, { revision: record.revision, upstream }, actor);
-    return true;
+    return { revision: record.revision, upstream };
   }
 
   private async revokeUpstream(server: RegisteredServer, record: ConnectionRecord): Promise<string> {

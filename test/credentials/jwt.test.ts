@@ -70,6 +70,13 @@ describe('minted tokens for a jwt upstream', { timeout: 60_000 }, () => {
     // The call's record names the minted token by its jti, never the token.
     const record = (await gateway.audit({ types: ['mcp.request'] })).find((e) => e.data?.method === 'tools/call');
     assert.equal(record?.data?.credential, `jwt:${String(call.jti)}`);
+    // Each minted token is on record (credential.issued) by its jti and scope, never the token.
+    const issued = await gateway.audit({ types: ['credential.issued'] });
+    const minted = issued.find((e) => e.data?.jti === call.jti);
+    assert.equal(minted?.data?.kind, 'jwt');
+    assert.equal(minted?.data?.sub, 'alice');
+    assert.equal(minted?.data?.scope, 'mcp:internal:tool:echo');
+    assert.ok(issued.some((e) => e.data?.jti === init?.jti), 'the initialize token too');
     // The client's own token never reached the upstream.
     assert.ok(upstream.requests.every((r) => String(r.headers.authorization) !== `Bearer ${token}`));
   });

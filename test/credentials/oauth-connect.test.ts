@@ -261,8 +261,14 @@ describe('per-user oauth connections', { timeout: 180_000 }, () => {
   });
 
   it('revoking a connection stops it: the next call asks the user to connect again', async () => {
-    const revoked = await gateway.cli(['connections', 'revoke', 'alice', 'notes']);
+    const token = lastSeen('alice-at-notes')!.token;
+    const revoked = await gateway.cli(['connections', 'revoke', 'alice', 'notes', '--config', gateway.configPath, '--json']);
     assert.equal(revoked.code, 0, revoked.stderr);
+    assert.equal((JSON.parse(revoked.stdout) as { upstream?: string }).upstream, 'revoked');
+    assert.equal(await as.AccessToken.find(token), undefined, 'revoked at the upstream too');
+    const event = (await gateway.audit({ types: ['credential.revoked'] })).find((e) => (e.data as { user?: string }).user === 'alice');
+    assert.equal((event?.data as { upstream?: string }).upstream, 'revoked');
+    assert.notEqual(event?.actor, 'alice', 'the administrator revoked it');
     const again = await gateway.cli(['connections', 'revoke', 'alice', 'notes']);
     assert.notEqual(again.code, 0, 'nothing left to revoke');
     assert.match(again.stderr, /alice has no connection to "notes"/);
