@@ -33,6 +33,8 @@ export class RequestContext {
   parsed!: Classified;
   /** Set by `decide`: the policy decision that allowed the request (null when it is not a decision). */
   decision: Decision | null = null;
+  /** Set by `decide`: the break-glass grant that covered the request (its id marks the record), or null. */
+  breakglass: string | null = null;
   /** Set by `route`. */
   route: PostRoute = 'session';
   /** Set by `findSession` (GET, DELETE, and POSTs in a session). */

@@ -52,6 +52,8 @@ export interface ForwardContext {
   address: string | null;
   /** The policy decision that allowed this request (its record names the determining policies). */
   decision: Decision | null;
+  /** The break-glass grant that covered this request: its record is marked with the id. */
+  breakglass?: string | null;
   /** Session handle (never the id itself) and protocol, for the record. */
   session: string | null;
   protocol: string | null;
@@ -117,7 +119,7 @@ function callLine(message: JsonRpcRequest, ctx: ForwardContext): CallLine {
     byCaller = new Map();
     fixedParts.set(decision, byCaller);
   }
-  const key = `${ctx.caller?.key ?? ''}\0${ctx.caller?.tokenRef ?? ''}\0${ctx.server.name}`;
+  const key = `${ctx.caller?.key ?? ''}\0${ctx.caller?.tokenRef ?? ''}\0${ctx.server.name}\0${ctx.breakglass ?? ''}`;
   let fixed = byCaller.get(key);
   if (fixed === undefined) {
     fixed = fixedPart(ctx.caller?.actor ?? 'anonymous', ctx.server.name, {
@@ -125,6 +127,7 @@ function callLine(message: JsonRpcRequest, ctx: ForwardContext): CallLine {
       policies: [...decision.policies],
       policySet: decision.set,
       ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
+      ...(ctx.breakglass ? { breakglass: ctx.breakglass } : {}),
     });
     if (byCaller.size >= 1000) byCaller.clear();
     byCaller.set(key, fixed);
@@ -265,6 +268,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
         ...(response && isFailure(response) ? { errorCode: response.error.code } : {}),
         ...(ctx.decision ? { policies: [...ctx.decision.policies], policySet: ctx.decision.set } : {}),
+        ...(ctx.breakglass ? { breakglass: ctx.breakglass } : {}),
         ...(journaled !== null ? { call: deps.calls.ref(journaled) } : {}),
         ...(credential !== undefined ? { credential } : {}),
       },

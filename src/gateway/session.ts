@@ -20,6 +20,8 @@ import type { Decision } from '../policy/engine.ts';
 export interface Asked {
   address: string;
   decision: Decision | null;
+  /** The break-glass grant that covered it (docs/breakglass.md), if any. */
+  breakglass?: string | null;
 }
 
 export const LEGACY_VERSIONS = ['2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05'] as const;
@@ -242,6 +244,7 @@ export class Session {
         protocol: this.protocolVersion,
         address: asked.address,
         decision: asked.decision,
+        breakglass: asked.breakglass ?? null,
         notifyCancel: true,
         onRelated: (related) => this.noteServerMessage(related),
         onWithheld: (request) => this.withhold(request),

@@ -133,6 +133,7 @@ function deniedEvent(ctx: RequestContext, decision: Decision | null, extra: Iden
       policies: [...policies],
       policySet: decision?.set ?? null,
       address: ctx.address,
+      ...(ctx.breakglass ? { breakglass: ctx.breakglass } : {}),
       ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
       ...extra,
     },
@@ -178,6 +179,8 @@ export const decide: Step = async (ctx, gateway) => {
   if (asked === null) throw new GatewayError('invalid_params', `${method.slice(0, 64)} needs ${NAMED_TARGET[method] ?? 'its target'}`);
   const engine = policy.engine;
   const decision = engine === null ? null : engine.decide(asked);
+  // A break-glass grant marks the request's record, allowed or denied.
+  ctx.breakglass = asked.breakglass?.id ?? null;
   if (decision === null || !decision.allow) throw await deny(ctx, gateway, asked, decision);
   ctx.decision = decision;
 };
@@ -242,7 +245,7 @@ export const dispatch: Step = async (ctx, gateway) => {
   const session = ctx.session as Session;
   switch (message.kind) {
     case 'request':
-      return session.request(message.message, res, { address: ctx.address, decision: ctx.decision });
+      return session.request(message.message, res, { address: ctx.address, decision: ctx.decision, breakglass: ctx.breakglass });
     case 'notification':
       await session.notification(message.message);
       res.writeHead(202, { 'mcp-session-id': session.id }).end();

@@ -164,10 +164,11 @@ async function route(deps: AccountDeps, req: IncomingMessage, res: ServerRespons
   if (method === 'POST' && !fromOwnPage(req.headers, deps.config.issuer)) throw new PageError(403, 'invalid_request', 'the form did not come from this site');
   if (local === '/account' || local === '/account/') return seeOther(res, `${base(deps.config.issuer)}/account/connections`, { 'Cache-Control': 'no-store' });
   if (local === '/account/login' && get) return startSignIn(deps, res, query.get('next'), query.get('switch') === '1');
-  if (local === '/account/callback' && get) return finishSignIn(deps, req, res, query);
+  // The two answers from an authorization server take GET only: a HEAD (a link preview) must not spend their code.
+  if (local === '/account/callback' && method === 'GET') return finishSignIn(deps, req, res, query);
   if (local === '/account/signout' && method === 'POST') return signOut(deps, req, res);
   if (local === '/account/connections') return get ? showConnections(deps, req, res, local) : disconnectForm(deps, req, res);
-  if (local === '/connect/callback' && get) return connectCallback(deps, req, res);
+  if (local === '/connect/callback' && method === 'GET') return connectCallback(deps, req, res);
   const ticket = TICKET.exec(local);
   if (ticket !== null) return get ? showConnect(deps, req, res, local, ticket[1]!) : startConnect(deps, req, res, local, ticket[1]!);
   throw NOT_FOUND();

@@ -10,7 +10,7 @@ import { GatewayError } from '../gateway/errors.ts';
 import { isObject, type JsonRpcMessage } from '../gateway/jsonrpc.ts';
 import type { RegisteredServer } from '../gateway/registry.ts';
 import type { PolicyService } from './service.ts';
-import { HINTS, targetOf, type CatalogFacts, type ClientFacts, type DecisionRequest, type Principal, type Target, type ToolHints } from './request.ts';
+import { HINTS, targetOf, type BreakglassFacts, type CatalogFacts, type ClientFacts, type DecisionRequest, type Principal, type Target, type ToolHints } from './request.ts';
 
 /** Without a token (only when identity.requireToken is false). */
 const ANONYMOUS: ClientFacts = { id: 'anonymous', name: 'anonymous', owner: null, kind: 'anonymous' };
@@ -21,7 +21,7 @@ export function decisionRequest(
   method: string,
   target: Target,
   address: string,
-  extra: { args?: Record<string, unknown>; hints?: ToolHints; catalog?: CatalogFacts; pinned?: boolean } = {},
+  extra: { args?: Record<string, unknown>; hints?: ToolHints; catalog?: CatalogFacts; pinned?: boolean; breakglass?: BreakglassFacts } = {},
 ): DecisionRequest {
   const now = Date.now();
   let principal: Principal;
@@ -62,7 +62,21 @@ export function requestDecision(
   const args = method === 'tools/call' && typeof params?.arguments === 'object' && params.arguments !== null && !Array.isArray(params.arguments) ? (params.arguments as Record<string, unknown>) : undefined;
   const hints = target.type === 'Tool' ? policy.hints.get(server.name, server.generation, target.name) : undefined;
   const pin = target.type === 'Tool' ? pinned?.(target.name) : undefined;
-  return decisionRequest(token, server.name, method, target, address, { args: args ?? {}, ...(hints ? { hints } : {}), ...catalogOf(server), ...(pin !== undefined ? { pinned: pin } : {}) });
+  const breakglass = breakglassOf(policy, token, server.name, target);
+  return decisionRequest(token, server.name, method, target, address, {
+    args: args ?? {},
+    ...(hints ? { hints } : {}),
+    ...catalogOf(server),
+    ...(pin !== undefined ? { pinned: pin } : {}),
+    ...(breakglass !== null ? { breakglass } : {}),
+  });
+}
+
+/** The break-glass grant covering a user's request on a target, if any (PolicyService.breakglass; docs/breakglass.md). */
+function breakglassOf(policy: PolicyService, token: TokenPrincipal | null, server: string, target: Target): BreakglassFacts | null {
+  const user = token?.user ?? null;
+  if (user === null || policy.breakglass === null) return null;
+  return policy.breakglass.covering(user, server, target.type === 'Tool' ? target.name : null);
 }
 
 /** The catalog's facts of a server, as a decision request carries them. */
@@ -124,7 +138,12 @@ export function listFilter(policy: PolicyService): MessageFilter {
       const kept = named.filter(([name, item]) => {
         const target: Target = list.key === 'uriTemplate' ? { type: 'Resource', name } : { type: list.type, name };
         const hints = list.type === 'Tool' ? hintsOf(item) : undefined;
-        const asked = decisionRequest(delivery.principal, server.name, list.method, target, delivery.address ?? '0.0.0.0', { ...(hints ? { hints } : {}), ...catalogOf(server) });
+        const breakglass = breakglassOf(policy, delivery.principal, server.name, target);
+        const asked = decisionRequest(delivery.principal, server.name, list.method, target, delivery.address ?? '0.0.0.0', {
+          ...(hints ? { hints } : {}),
+          ...catalogOf(server),
+          ...(breakglass !== null ? { breakglass } : {}),
+        });
         return engine.couldAllow(asked);
       });
       if (kept.length === items.length) return;

@@ -211,7 +211,9 @@ export class PolicyEngine {
     // The catalog's attributes and the pin change while the gateway runs (an approval, a renewal): part of the key when read.
     const catalog = !view.needs.resourceAttributes || (request.catalog === undefined && request.pinned === undefined) ? '' : `${JSON.stringify(request.catalog ?? null)}\u0001${request.pinned}`;
     const what = view.generic ? `${request.server}\u0001*` : resourceId(request.server, target);
-    return `${who}\0${via}\0${scopes}\0${request.method}\0${target.type}\0${what}\0${hinted}\0${catalog}`;
+    // A break-glass grant is read as a whole: its id names all of it.
+    const breakglass = all || view.reads.has('breakglass') ? (request.breakglass?.id ?? '') : '';
+    return `${who}\0${via}\0${scopes}\0${request.method}\0${target.type}\0${what}\0${hinted}\0${catalog}\0${breakglass}`;
   }
 
   /** Decides one request. */

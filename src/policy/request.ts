@@ -69,6 +69,16 @@ export interface DecisionRequest {
   /** Seconds since the token was issued. */
   tokenAge: number;
   sourceAddress: string;
+  /** The break-glass grant covering this request (docs/breakglass.md), when one does. */
+  breakglass?: BreakglassFacts;
+}
+
+/** What a policy sees of a break-glass grant: `context.breakglass`. */
+export interface BreakglassFacts {
+  id: string;
+  ticket: string;
+  reason: string;
+  openedBy: string;
 }
 
 /** Action groups: `read` (every list, reads, subscriptions, prompts, completion) and `call`. */
@@ -272,6 +282,10 @@ export function toCedar(request: DecisionRequest, reads: ReadonlySet<string>, un
   if (wants('now')) context.now = { __extn: { fn: 'datetime', arg: new Date(request.now).toISOString() } };
   if (wants('tokenAge')) context.tokenAge = Math.max(0, Math.floor(request.tokenAge));
   if (wants('sourceAddress')) context.sourceAddress = { __extn: { fn: 'ip', arg: cedarAddress(request.sourceAddress) } };
+  if (wants('breakglass') && request.breakglass !== undefined) {
+    const { id, ticket, reason, openedBy } = request.breakglass;
+    context.breakglass = { id, ticket, reason, openedBy };
+  }
   const principalUid = principal.type === 'User' ? uid('User', principal.id) : uid('Client', principal.id);
   return { principal: principalUid, action: uid('Action', request.method), resource: target.uid as cedar.TypeAndId, entities, context };
 }

@@ -7,6 +7,7 @@
  * file, line and message and the set in force stays; with no valid set at
  * start, every decided request fails closed and /readyz says why.
  */
+import type { BreakglassFacts } from './request.ts';
 import { copyFileSync, existsSync, mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditLog } from '../audit/log.ts';
@@ -62,6 +63,11 @@ export interface PolicyServiceDeps {
   run: string;
 }
 
+/** Finds the break-glass grant covering a user's request on a server (and tool; null for a request on the server itself). */
+export interface BreakglassLookup {
+  covering(user: string, server: string, tool: string | null): BreakglassFacts | null;
+}
+
 export class PolicyService {
   private current: PolicyEngine | null = null;
   private failure: string | null = 'no policy set has been loaded';
@@ -70,6 +76,8 @@ export class PolicyService {
   private debounce: NodeJS.Timeout | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   readonly hints = new ToolHintCache();
+  /** Break-glass grants in force (src/breakglass/runtime.ts): what `context.breakglass` is read from; null: none are looked up. */
+  breakglass: BreakglassLookup | null = null;
   private readonly deps: PolicyServiceDeps;
 
   constructor(dir: string, deps: PolicyServiceDeps) {

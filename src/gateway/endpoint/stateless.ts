@@ -146,6 +146,7 @@ export async function handleStateless(ctx: RequestContext, gateway: Gateway): Pr
       protocol: version,
       address: ctx.address,
       decision: ctx.decision,
+      breakglass: ctx.breakglass,
       headers,
       notifyCancel: false,
     },

@@ -1,0 +1,123 @@
+/**
+ * Break-glass grants at the gateway (docs/breakglass.md): which grants are in
+ * force, for the policy context (`context.breakglass`) and the marking of
+ * every request one covers.
+ *
+ * A grant covers a user's requests on one server: every request there when
+ * it names no tools, else the calls of the tools it names (and the listing
+ * of those tools). It is in force from its opening until it expires or is
+ * closed. Each node reads the grants in force when the store's break-glass
+ * change counter moves (polled once a second) and when one of them expires,
+ * so a grant opened or closed anywhere is in force, or not, within about a
+ * second, and an expired one is never used: its expiry is checked against
+ * the clock on each request as well.
+ *
+ * The number of grants whose review is overdue (`breakglass.reviewDays`
+ * after opening, unreviewed) is read once a minute for the metric.
+ */
+import type { BreakglassLookup } from '../policy/service.ts';
+import type { BreakglassFacts } from '../policy/request.ts';
+import type { Logger } from '../observability/log.ts';
+
+/** What the runtime reads of a grant. */
+export interface Grant {
+  id: string;
+  user: string;
+  openedBy: string;
+  server: string;
+  tools: string[];
+  ticket: string;
+  reason: string;
+  expiresAt: number;
+}
+
+/** The store's break-glass plane, as far as the gateway reads it. */
+export interface GrantSource {
+  active(now: number): Promise<Grant[]>;
+  unreviewed(before: number): Promise<unknown[]>;
+  lastChange(): Promise<number>;
+}
+
+export interface RuntimeDeps {
+  source: GrantSource;
+  log: Logger;
+  /** Read at each count (a reload may change it). */
+  reviewDays: () => number;
+  /** The overdue count, for the metric. */
+  onOverdue?: (count: number) => void;
+  now?: () => number;
+  refreshMs?: number;
+}
+
+const DAY_MS = 86_400_000;
+const OVERDUE_EVERY_MS = 60_000;
+
+export class BreakglassRuntime implements BreakglassLookup {
+  private readonly deps: RuntimeDeps;
+  /** Grants in force, by user. */
+  private byUser = new Map<string, Grant[]>();
+  private seen = -1;
+  private nextExpiry = Number.POSITIVE_INFINITY;
+  private timer: NodeJS.Timeout | null = null;
+  private refreshing: Promise<void> | null = null;
+  private countedAt = 0;
+
+  constructor(deps: RuntimeDeps) {
+    this.deps = deps;
+  }
+
+  private now(): number {
+    return this.deps.now?.() ?? Date.now();
+  }
+
+  async start(): Promise<void> {
+    await this.refresh(true);
+    this.timer = setInterval(() => {
+      this.refresh().catch((error: unknown) => this.deps.log.warn({ err: String(error) }, 'could not read the break-glass grants; the ones read before stay in force until they expire'));
+    }, this.deps.refreshMs ?? 1000);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Reads the grants in force again if they changed, one expired, or when forced. */
+  refresh(force = false): Promise<void> {
+    this.refreshing ??= (async () => {
+      try {
+        const now = this.now();
+        const last = await this.deps.source.lastChange();
+        if (force || last !== this.seen || this.nextExpiry <= now) {
+          const grants = await this.deps.source.active(now);
+          const byUser = new Map<string, Grant[]>();
+          for (const grant of grants) byUser.set(grant.user, [...(byUser.get(grant.user) ?? []), grant]);
+          this.byUser = byUser;
+          this.nextExpiry = Math.min(Number.POSITIVE_INFINITY, ...grants.map((grant) => grant.expiresAt));
+          this.seen = last;
+        }
+        if (this.deps.onOverdue !== undefined && (force || now - this.countedAt >= OVERDUE_EVERY_MS)) {
+          this.countedAt = now;
+          this.deps.onOverdue((await this.deps.source.unreviewed(now - this.deps.reviewDays() * DAY_MS)).length);
+        }
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  /** The grant in force covering `user`'s request on `server` (and `tool`; null: a request on the server itself). */
+  covering(user: string, server: string, tool: string | null): BreakglassFacts | null {
+    const grants = this.byUser.get(user);
+    if (grants === undefined) return null;
+    const now = this.now();
+    for (const grant of grants) {
+      if (grant.server !== server || grant.expiresAt <= now) continue;
+      if (grant.tools.length > 0 && (tool === null || !grant.tools.includes(tool))) continue;
+      return { id: grant.id, ticket: grant.ticket, reason: grant.reason, openedBy: grant.openedBy };
+    }
+    return null;
+  }
+}
