@@ -16,6 +16,9 @@ import { ToolGate } from './catalog/tool-gate.ts';
 import { catalogSealer } from './catalog/seal.ts';
 import { PackageStore } from './catalog/packages.ts';
 import { CredentialBroker } from './credentials/broker.ts';
+import { BreakglassRuntime } from './breakglass/runtime.ts';
+import { ApprovalGate } from './approvals/gate.ts';
+import { Approvals } from './approvals/service.ts';
 import { handleRegistryRequest } from './catalog/registry-http.ts';
 import { handleAdminRequest } from './admin/api.ts';
 import { signatureCheck, type SignatureCheck } from './catalog/provenance.ts';
@@ -147,6 +150,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   // What upstreams are shown (docs/credentials.md): opened once per version, kept in memory, refreshed on change.
   // `jwt` upstreams get tokens signed with the authorization server's active key (read at each mint: rotation follows).
   const broker = new CredentialBroker({ store, secret: deploymentSecret, issuer: config.issuer, log, audit, minter: { issuer: config.issuer, key: () => identity.signingKey } });
+  // Break-glass grants in force (docs/breakglass.md): the policy context reads them, each node polls the store.
+  const breakglass = new BreakglassRuntime({
+    source: store.breakglass,
+    log,
+    reviewDays: () => current.breakglass.reviewDays,
+    onOverdue: (count) => metrics.breakglassOverdue.set(count),
+  });
   const catalog = new Catalog({
     store,
     audit,
@@ -175,10 +185,12 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     await audit.record({ type: 'config.loaded', outcome: 'success', data: { ...summaryOf(config), run: run.run } });
     await catalogRuntime.start();
     await broker.start();
-    identity = await Identity.start({ config, store, audit, log, registry, connections: broker.connections });
+    await breakglass.start();
+    identity = await Identity.start({ config, store, audit, log, registry, connections: broker.connections, approvals: new Approvals({ store, audit }) });
   } catch (error) {
     catalogRuntime.stop();
     broker.stop();
+    breakglass.stop();
     await audit.flush();
     endRun(config.dataDir, run);
     await store.close();
@@ -189,6 +201,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   // A set that cannot be loaded leaves none in force: every decided request is refused and /readyz says why.
   await policy.load('start');
   policy.watch();
+  policy.breakglass = breakglass;
   const reloadPolicies = () => policy.load('command');
   const refusals = new RefusalSummaries(audit, config.audit.summaryIntervalSeconds * 1000);
   const tools = new ToolGate({ store, audit, log, pins: (route) => catalogRuntime.pinsOf(route) });
@@ -204,6 +217,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     // Tool pins first (a quarantined tool is not listed whatever the policy says), then the policy's list filter.
     filters: (options.filters ?? NO_FILTERS).after(listFilter(policy)).after(tools.filter()),
     tools,
+    // Calls a permit allows only with a person's approval (docs/approvals.md).
+    approvals: new ApprovalGate({ store, audit, issuer: config.issuer, ttlMs: () => current.approvals.ttlSeconds * 1000 }),
     onIdentityMismatch: (server, mismatch) => catalogRuntime.identityMismatch(server.name, mismatch),
     credentials: options.credentials ?? broker,
     policy,
@@ -303,6 +318,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     markFailed(error);
     catalogRuntime.stop();
     broker.stop();
+    breakglass.stop();
     server.close();
     server.closeAllConnections();
     await control?.close();
@@ -325,6 +341,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       server.closeIdleConnections();
       catalogRuntime.stop();
       broker.stop();
+      breakglass.stop();
       await control?.close();
       await gateway.shutdown();
       identity.stop();

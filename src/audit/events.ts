@@ -57,6 +57,13 @@ export const EVENT_TYPES = [
   'credential.rotated',
   'credential.revoked',
   'credential.rejected',
+  'breakglass.opened',
+  'breakglass.closed',
+  'breakglass.reviewed',
+  'approval.requested',
+  'approval.approved',
+  'approval.denied',
+  'approval.used',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

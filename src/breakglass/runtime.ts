@@ -13,23 +13,16 @@
  * the clock on each request as well.
  *
  * The number of grants whose review is overdue (`breakglass.reviewDays`
- * after opening, unreviewed) is read once a minute for the metric.
+ * after opening, unreviewed) is read for the metric when the grants change,
+ * and once a minute (a grant becomes overdue with time alone).
  */
 import type { BreakglassLookup } from '../policy/service.ts';
 import type { BreakglassFacts } from '../policy/request.ts';
 import type { Logger } from '../observability/log.ts';
+import type { BreakglassRecord } from '../store/breakglass.ts';
 
 /** What the runtime reads of a grant. */
-export interface Grant {
-  id: string;
-  user: string;
-  openedBy: string;
-  server: string;
-  tools: string[];
-  ticket: string;
-  reason: string;
-  expiresAt: number;
-}
+export type Grant = Pick<BreakglassRecord, 'id' | 'user' | 'openedBy' | 'server' | 'tools' | 'ticket' | 'reason' | 'expiresAt'>;
 
 /** The store's break-glass plane, as far as the gateway reads it. */
 export interface GrantSource {
@@ -89,7 +82,8 @@ export class BreakglassRuntime implements BreakglassLookup {
       try {
         const now = this.now();
         const last = await this.deps.source.lastChange();
-        if (force || last !== this.seen || this.nextExpiry <= now) {
+        const changed = last !== this.seen;
+        if (force || changed || this.nextExpiry <= now) {
           const grants = await this.deps.source.active(now);
           const byUser = new Map<string, Grant[]>();
           for (const grant of grants) byUser.set(grant.user, [...(byUser.get(grant.user) ?? []), grant]);
@@ -97,7 +91,7 @@ export class BreakglassRuntime implements BreakglassLookup {
           this.nextExpiry = Math.min(Number.POSITIVE_INFINITY, ...grants.map((grant) => grant.expiresAt));
           this.seen = last;
         }
-        if (this.deps.onOverdue !== undefined && (force || now - this.countedAt >= OVERDUE_EVERY_MS)) {
+        if (this.deps.onOverdue !== undefined && (force || changed || now - this.countedAt >= OVERDUE_EVERY_MS)) {
           this.countedAt = now;
           this.deps.onOverdue((await this.deps.source.unreviewed(now - this.deps.reviewDays() * DAY_MS)).length);
         }

@@ -8,6 +8,8 @@
 import { authTransportProblem, upstreamAuthSchema, type UpstreamAuth } from '../config/schema.ts';
 import { randomBytes } from 'node:crypto';
 import canonicalize from 'canonicalize';
+import { RuleError } from '../admin/refusal.ts';
+import { rolesHeld } from '../admin/roles.ts';
 import type { AuditLog } from '../audit/log.ts';
 import type { EventType, JsonValue } from '../audit/events.ts';
 import type { AdminConfig, AdminRole, CatalogConfig } from '../config/catalog-schema.ts';
@@ -21,15 +23,9 @@ import { RISK_CLASSES, type CatalogEntry, type EntrySignature, type ExpectedIden
 
 const DAY = 86_400_000;
 
-/** A catalog action was refused: the message names the rule. */
-export class CatalogError extends Error {
+/** A catalog action was refused: the message names the rule (`admission.requireOwner`, `twoPersonRisk`, `roles`…). */
+export class CatalogError extends RuleError {
   override readonly name = 'CatalogError';
-  /** The rule that refused it (`admission.requireOwner`, `twoPersonRisk`, `roles`…), for scripts. */
-  readonly rule: string;
-  constructor(rule: string, message: string) {
-    super(message);
-    this.rule = rule;
-  }
 }
 
 export type CatalogAction = 'propose' | 'approve' | 'reject' | 'suspend' | 'retire' | 'renew' | 'pins' | 'read';
@@ -144,9 +140,7 @@ export class Catalog {
     const user = await this.deps.store.identity.getUser(actor);
     if (user === null) throw new CatalogError('roles', `no Mandate user "${actor}": act as a user that exists (mandate users add)`);
     if (user.disabled) throw new CatalogError('roles', `user "${actor}" is disabled`);
-    const { roles } = this.deps.settings().admin;
-    const members = new Set([`user:${user.name}`, ...user.groups.map((group) => `group:${group}`)]);
-    const held = (Object.keys(roles) as AdminRole[]).filter((role) => roles[role].some((member) => members.has(member)));
+    const held = rolesHeld(this.deps.settings().admin, user);
     const needed = ACTION_ROLES[action];
     if (!held.some((role) => needed.includes(role))) {
       throw new CatalogError('roles', `user "${actor}" may not ${action === 'read' ? 'read the catalog' : action}: that needs the role ${needed.join(' or ')} (admin.roles in mandate.yaml)`);

@@ -61,6 +61,11 @@ export class ToolGate {
     return pins === undefined ? undefined : pins.some((pin) => pin.name === tool);
   }
 
+  /** The reviewed pin's hash of `tool` ('' when it has none): what an approval of a call is bound to. */
+  pinHash(server: RegisteredServer, tool: string): string {
+    return this.deps.pins(server.name)?.find((pin) => pin.name === tool)?.hash ?? '';
+  }
+
   /** Why a call of `tool` on `server` is refused now, or null when it may go on. */
   refusal(server: RegisteredServer, session: string | null, tool: string): string | null {
     if (this.deps.pins(server.name) === undefined) return null;

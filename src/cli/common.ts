@@ -1,7 +1,7 @@
 /** What every `mandate` command shares: store options and clean failure. */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { ConfigError } from '../config/load.ts';
+import { ConfigError, loadConfig, type Config } from '../config/load.ts';
 import { existingSecretKey } from '../identity/secrets.ts';
 import { refuseBehind } from '../store/migrations.ts';
 import { openStore } from '../store/open.ts';
@@ -61,6 +61,27 @@ export async function openAdminStore(flags: StoreFlags, env = process.env): Prom
     throw error;
   }
   return store;
+}
+
+/**
+ * Loads mandate.yaml (`--config`) and opens the store it names (`--data`,
+ * `--database-url` override it) as an admin command does, for `body`; closes
+ * the store after.
+ */
+export async function withConfiguredStore<T>(flags: StoreFlags & { config?: string }, body: (store: Store, config: Config) => Promise<T>): Promise<T> {
+  const config = loadConfig({ config: flags.config, data: flags.data, databaseUrl: flags.databaseUrl });
+  const store = await openAdminStore({ data: config.dataDir, databaseUrl: config.databaseUrl ?? undefined });
+  try {
+    return await body(store, config);
+  } finally {
+    await store.close();
+  }
+}
+
+/** A flag the command cannot go without: exit 2 naming it. */
+export function required(flag: string, value: string | undefined, why: string): string {
+  if (value === undefined || value.trim() === '') throw new UsageError(`${flag} is required: ${why}`);
+  return value;
 }
 
 /** Runs a command body; known errors print one clear line and exit non-zero, never a stack trace. */

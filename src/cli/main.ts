@@ -16,6 +16,8 @@ const policyCommands = () => import('./policy.ts');
 const serverCommands = () => import('./servers.ts');
 const secretCommands = () => import('./secrets.ts');
 const connectionCommands = () => import('./connections.ts');
+const breakglassCommands = () => import('./breakglass.ts');
+const approvalCommands = () => import('./approvals.ts');
 import { cleanLines, printJson, printLine } from './output.ts';
 
 /** A database URL as it may be shown: never its password (environment values stay names only too). */
@@ -383,6 +385,70 @@ adminOptions(
     .option('--tenant <tenant>', "the connection for this tenant's entry of the server")
     .option('--config <file>', "the configuration naming the server's upstream (env MANDATE_CONFIG): its tokens are then revoked there too"),
 ).action((user: string, server: string, flags) => run(async () => (await connectionCommands()).revokeConnection(user, server, flags)));
+
+const breakglass = program.command('breakglass').description('emergency access, with a ticket and a reason, for a bounded time, reviewed afterwards (docs/breakglass.md)');
+/** The configuration (the store it names, and its settings), the store options and --json: what `breakglass` and `approvals` commands take. */
+function configuredStoreOptions(command: Command): Command {
+  return command
+    .option('--config <file>', 'configuration file (env MANDATE_CONFIG; default ./mandate.yaml if present)')
+    .option('--data <dir>', 'data directory of the embedded store (env MANDATE_DATA)')
+    .option('--database-url <url>', 'postgres://… to use PostgreSQL (env MANDATE_DATABASE_URL)')
+    .option('--json', 'print JSON');
+}
+/** What every `breakglass` command takes: the configuration (its admin and breakglass sections), the store, --json and the acting user. */
+function breakglassOptions(command: Command, as: string): Command {
+  return configuredStoreOptions(command).option('--as <user>', as);
+}
+breakglassOptions(
+  breakglass
+    .command('open')
+    .description('grant emergency access to a server (or some of its tools) until --ttl ends; needs the role admin')
+    .option('--ticket <text>', 'the ticket the access serves (required)')
+    .option('--reason <text>', 'why the access is needed (required)')
+    .option('--server <name>', 'the server the access is for (required)')
+    .option('--tool <name>', 'only this tool (repeatable; default every tool of the server)', collect)
+    .option('--ttl <duration>', 'how long, at most breakglass.maxTtlSeconds (default 1h; s, m, h or d)')
+    .option('--for <user>', 'whose calls it covers (default the --as user)'),
+  'the admin opening it (checked against admin.roles)',
+).action((flags) => run(async () => (await breakglassCommands()).open(flags)));
+breakglassOptions(
+  breakglass.command('close').description('end a grant before it expires; needs the role admin').argument('<id>', 'grant id (bg-…)').option('--reason <text>', 'why it ends now'),
+  'the admin closing it (checked against admin.roles)',
+).action((id: string, flags) => run(async () => (await breakglassCommands()).close(id, flags)));
+breakglassOptions(
+  breakglass
+    .command('review')
+    .description('review a grant afterwards, once, as an admin or auditor other than who opened it')
+    .argument('<id>', 'grant id (bg-…)')
+    .option('--outcome <outcome>', 'justified or unjustified (required)')
+    .option('--reason <text>', 'why (required)'),
+  'the reviewer (checked against admin.roles)',
+).action((id: string, flags) => run(async () => (await breakglassCommands()).review(id, flags)));
+breakglassOptions(breakglass.command('list').description('every grant, newest first'), 'read as this Mandate user (checked against admin.roles)').action((flags) =>
+  run(async () => (await breakglassCommands()).list(flags)),
+);
+breakglassOptions(
+  breakglass.command('overdue').description('grants not reviewed within breakglass.reviewDays of being opened, oldest first'),
+  'read as this Mandate user (checked against admin.roles)',
+).action((flags) => run(async () => (await breakglassCommands()).overdue(flags)));
+
+const approvals = program.command('approvals').description("approve or deny single calls that a permit's @approval(\"GROUP\") holds for a human (docs/approvals.md)");
+configuredStoreOptions(
+  approvals.command('list').description("approval requests, newest first (pending: only those not expired); --json prints each call's arguments").option('--status <status>', 'only pending, approved, denied or used ones'),
+).action((flags) => run(async () => (await approvalCommands()).list(flags)));
+for (const [name, verdict, what] of [
+  ['approve', 'approved', 'approve a pending call: the same call, retried, then passes once'],
+  ['deny', 'denied', 'deny a pending call'],
+] as const) {
+  configuredStoreOptions(
+    approvals
+      .command(name)
+      .description(`${what}; as a member of one of its groups, not its requester`)
+      .argument('<id>', 'request id (ap-…)')
+      .option('--reason <text>', 'why (required)')
+      .option('--as <user>', 'the Mandate user deciding (required)'),
+  ).action((id: string, flags) => run(async () => (await approvalCommands()).decide(verdict, id, flags)));
+}
 
 program
   .command('scan')

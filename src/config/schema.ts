@@ -172,6 +172,9 @@ const limitsSchema = z
   })
   .default(LIMIT_DEFAULTS);
 
+const BREAKGLASS_DEFAULTS = { maxTtlSeconds: 14_400, reviewDays: 3 };
+const APPROVALS_DEFAULTS = { ttlSeconds: 900 };
+
 export const configSchema = z
   .strictObject({
     /** Public base URL of the gateway; MCP endpoints are {issuer}/mcp/NAME. Default http://localhost:{port}. */
@@ -248,6 +251,24 @@ export const configSchema = z
     catalog: catalogSchema,
     /** Who may publish, approve and audit catalog entries (docs/catalog.md). */
     admin: adminSchema,
+    /** Emergency access (docs/breakglass.md): its longest grant, when its review is due, who is told. */
+    breakglass: z
+      .strictObject({
+        /** The longest a grant may last, seconds (60 to 86400). */
+        maxTtlSeconds: z.number().int().min(60).max(86_400).default(BREAKGLASS_DEFAULTS.maxTtlSeconds),
+        /** An unreviewed grant is overdue this many days after it was opened (0 to 365). */
+        reviewDays: z.number().int().min(0).max(365).default(BREAKGLASS_DEFAULTS.reviewDays),
+        /** POSTed a JSON notice when a grant opens (best effort). */
+        webhook: httpUrl.optional(),
+      })
+      .default(BREAKGLASS_DEFAULTS),
+    /** Approvals of single calls (docs/approvals.md): how long a request stays open and an approval usable. */
+    approvals: z
+      .strictObject({
+        /** Seconds from the request (60 to 86400). */
+        ttlSeconds: z.number().int().min(60).max(86_400).default(APPROVALS_DEFAULTS.ttlSeconds),
+      })
+      .default(APPROVALS_DEFAULTS),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -268,3 +289,7 @@ export type RawConfig = z.input<typeof configSchema>;
 export type ParsedConfig = z.output<typeof configSchema>;
 export type ServerConfig = ParsedConfig['servers'][number];
 export type UpstreamAuth = NonNullable<ServerConfig['auth']>;
+/** The `breakglass` section (docs/breakglass.md). */
+export type BreakglassConfig = ParsedConfig['breakglass'];
+/** The `approvals` section (docs/approvals.md). */
+export type ApprovalsConfig = ParsedConfig['approvals'];

@@ -5,6 +5,7 @@
  * verified principal and how the audit log names it, the body, the parsed
  * message, the session.
  */
+import type { RequestMarks } from './forward.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Principal } from '../identity/verify.ts';
 import type { Caller } from './forward.ts';
@@ -33,8 +34,8 @@ export class RequestContext {
   parsed!: Classified;
   /** Set by `decide`: the policy decision that allowed the request (null when it is not a decision). */
   decision: Decision | null = null;
-  /** Set by `decide`: the break-glass grant that covered the request (its id marks the record), or null. */
-  breakglass: string | null = null;
+  /** Set by `decide`: what marks the request's record (the break-glass grant that covered it, the approval it used), or null. */
+  marks: RequestMarks | null = null;
   /** Set by `route`. */
   route: PostRoute = 'session';
   /** Set by `findSession` (GET, DELETE, and POSTs in a session). */

@@ -34,6 +34,7 @@ export type ErrorKind =
   | 'upstream_auth'
   | 'credential_missing'
   | 'connection_required'
+  | 'approval_required'
   | 'upstream_identity'
   | 'principal_limit'
   | 'process_limit'
@@ -85,6 +86,8 @@ const WIRE: Record<ErrorKind, { status: number; code: number; oauth?: string }> 
    * error only from a successful HTTP answer; its message names the link too.
    */
   connection_required: { status: 200, code: RpcCode.UrlElicitationRequired },
+  /** A call a permit allows only with a person's approval (docs/approvals.md): a URL elicitation to its request's page, as above. */
+  approval_required: { status: 200, code: RpcCode.UrlElicitationRequired },
   /** The upstream failed its expected-identity check (upstream/identity.ts): nothing was sent to it. */
   upstream_identity: { status: 502, code: RpcCode.UpstreamUnavailable },
   principal_limit: { status: 429, code: RpcCode.UpstreamUnavailable },

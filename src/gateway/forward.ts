@@ -37,6 +37,12 @@ export interface Caller {
   tokenRef: string;
 }
 
+/** Ids that mark a request's record (docs/breakglass.md, docs/approvals.md). */
+export interface RequestMarks {
+  breakglass?: string;
+  approval?: string;
+}
+
 export interface ForwardContext {
   server: RegisteredServer;
   principal: Principal | null;
@@ -52,8 +58,8 @@ export interface ForwardContext {
   address: string | null;
   /** The policy decision that allowed this request (its record names the determining policies). */
   decision: Decision | null;
-  /** The break-glass grant that covered this request: its record is marked with the id. */
-  breakglass?: string | null;
+  /** What marks this request's record and journal line (a break-glass grant's id, an approval's id). */
+  marks?: RequestMarks | null;
   /** Session handle (never the id itself) and protocol, for the record. */
   session: string | null;
   protocol: string | null;
@@ -119,7 +125,7 @@ function callLine(message: JsonRpcRequest, ctx: ForwardContext): CallLine {
     byCaller = new Map();
     fixedParts.set(decision, byCaller);
   }
-  const key = `${ctx.caller?.key ?? ''}\0${ctx.caller?.tokenRef ?? ''}\0${ctx.server.name}\0${ctx.breakglass ?? ''}`;
+  const key = `${ctx.caller?.key ?? ''}\0${ctx.caller?.tokenRef ?? ''}\0${ctx.server.name}\0${ctx.marks?.breakglass ?? ''}\0${ctx.marks?.approval ?? ''}`;
   let fixed = byCaller.get(key);
   if (fixed === undefined) {
     fixed = fixedPart(ctx.caller?.actor ?? 'anonymous', ctx.server.name, {
@@ -127,7 +133,7 @@ function callLine(message: JsonRpcRequest, ctx: ForwardContext): CallLine {
       policies: [...decision.policies],
       policySet: decision.set,
       ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
-      ...(ctx.breakglass ? { breakglass: ctx.breakglass } : {}),
+      ...ctx.marks,
     });
     if (byCaller.size >= 1000) byCaller.clear();
     byCaller.set(key, fixed);
@@ -268,7 +274,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
         ...(response && isFailure(response) ? { errorCode: response.error.code } : {}),
         ...(ctx.decision ? { policies: [...ctx.decision.policies], policySet: ctx.decision.set } : {}),
-        ...(ctx.breakglass ? { breakglass: ctx.breakglass } : {}),
+        ...ctx.marks,
         ...(journaled !== null ? { call: deps.calls.ref(journaled) } : {}),
         ...(credential !== undefined ? { credential } : {}),
       },

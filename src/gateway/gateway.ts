@@ -5,6 +5,7 @@
  * definition's), the per-principal and per-node limits, the delivery seam's
  * filters and the upstream credential hook.
  */
+import type { ApprovalGate } from '../approvals/gate.ts';
 import type { Pool } from 'undici';
 import type { RefusalSummaries } from '../audit/summary.ts';
 import type { Config } from '../config/load.ts';
@@ -52,7 +53,9 @@ export interface GatewayDeps extends ForwardDeps {
   /** The policy plane: every request that reaches a server is decided by it (none: nothing is decided, for tests of the transport alone). */
   policy?: PolicyService | null;
   /** The catalog's tool pins: why a call of a tool is refused now (quarantined, or not yet listed), or null. */
-  tools?: { refusal(server: RegisteredServer, session: string | null, tool: string): string | null; pinned(server: RegisteredServer, tool: string): boolean | undefined } | null;
+  tools?: { refusal(server: RegisteredServer, session: string | null, tool: string): string | null; pinned(server: RegisteredServer, tool: string): boolean | undefined; pinHash?(server: RegisteredServer, tool: string): string } | null;
+  /** Approvals of single calls (docs/approvals.md): a call a permit allows only with approval goes on only with one (none: such a call is refused). */
+  approvals?: ApprovalGate | null;
   /** Told when an upstream failed its expected-identity check (upstream/identity.ts): the catalog blocks the server and records it. */
   onIdentityMismatch?: IdentityMismatchHook;
 }
@@ -88,6 +91,7 @@ export class Gateway {
   /** The policy plane (null: no request is decided). */
   readonly policy: PolicyService | null;
   readonly tools: GatewayDeps['tools'];
+  readonly approvals: ApprovalGate | null;
   /** Requests without a valid token, per network address. */
   private readonly addressRate = new TokenBuckets(() => this.settings.limits.addressRate);
   /** Requests per verified principal. */
@@ -115,6 +119,7 @@ export class Gateway {
     this.credentials = deps.credentials ?? NO_CREDENTIALS;
     this.policy = deps.policy ?? null;
     this.tools = deps.tools ?? null;
+    this.approvals = deps.approvals ?? null;
     this.sessionDeps = {
       ...deps,
       settings: () => this.settings,

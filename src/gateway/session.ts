@@ -14,14 +14,15 @@ import { ResponseChannel, SseStream } from './stream.ts';
 import type { Upstream, UpstreamHooks } from './upstream/types.ts';
 import type { Config } from '../config/load.ts';
 import type { Principal } from '../identity/verify.ts';
+import type { RequestMarks } from './forward.ts';
 import type { Decision } from '../policy/engine.ts';
 
 /** Where a client request came from and the policy decision that let it through. */
 export interface Asked {
   address: string;
   decision: Decision | null;
-  /** The break-glass grant that covered it (docs/breakglass.md), if any. */
-  breakglass?: string | null;
+  /** What marks its record (a break-glass grant, an approval), if anything. */
+  marks?: RequestMarks | null;
 }
 
 export const LEGACY_VERSIONS = ['2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05'] as const;
@@ -244,7 +245,7 @@ export class Session {
         protocol: this.protocolVersion,
         address: asked.address,
         decision: asked.decision,
-        breakglass: asked.breakglass ?? null,
+        marks: asked.marks ?? null,
         notifyCancel: true,
         onRelated: (related) => this.noteServerMessage(related),
         onWithheld: (request) => this.withhold(request),

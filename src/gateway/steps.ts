@@ -133,7 +133,7 @@ function deniedEvent(ctx: RequestContext, decision: Decision | null, extra: Iden
       policies: [...policies],
       policySet: decision?.set ?? null,
       address: ctx.address,
-      ...(ctx.breakglass ? { breakglass: ctx.breakglass } : {}),
+      ...ctx.marks,
       ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
       ...extra,
     },
@@ -180,10 +180,36 @@ export const decide: Step = async (ctx, gateway) => {
   const engine = policy.engine;
   const decision = engine === null ? null : engine.decide(asked);
   // A break-glass grant marks the request's record, allowed or denied.
-  ctx.breakglass = asked.breakglass?.id ?? null;
+  if (asked.breakglass !== undefined) ctx.marks = { breakglass: asked.breakglass.id };
   if (decision === null || !decision.allow) throw await deny(ctx, gateway, asked, decision);
+  if (decision.approval !== undefined && method === 'tools/call') {
+    const approval = await approved(ctx, gateway, asked, decision, decision.approval);
+    ctx.marks = { ...ctx.marks, approval };
+  }
   ctx.decision = decision;
 };
+
+/**
+ * A call a permit allows only with a person's approval (docs/approvals.md):
+ * the id of the approval it uses, or the refusal (the URL elicitation of its
+ * request, or its denial). Without approvals at this gateway, refused.
+ */
+async function approved(ctx: RequestContext, gateway: Gateway, asked: DecisionRequest, decision: Decision, groups: readonly string[]): Promise<string> {
+  const tool = asked.target.name;
+  if (gateway.approvals === null) throw new GatewayError('policy_denied', `calling "${tool}" needs a person's approval, and this gateway takes no approvals`);
+  const principal = ctx.principal;
+  return gateway.approvals.check({
+    requester: principal?.user ?? `client:${principal?.clientId ?? 'anonymous'}`,
+    clientId: principal?.clientId ?? 'anonymous',
+    server: ctx.server.name,
+    tool,
+    args: asked.args ?? {},
+    groups,
+    policies: decision.policies,
+    policySet: decision.set,
+    pin: gateway.tools?.pinHash?.(ctx.server, tool) ?? '',
+  });
+}
 
 /** Stateless (2026-07-28), a new session's initialize, or a request in a session. */
 export const route: Step = (ctx) => {
@@ -245,7 +271,7 @@ export const dispatch: Step = async (ctx, gateway) => {
   const session = ctx.session as Session;
   switch (message.kind) {
     case 'request':
-      return session.request(message.message, res, { address: ctx.address, decision: ctx.decision, breakglass: ctx.breakglass });
+      return session.request(message.message, res, { address: ctx.address, decision: ctx.decision, marks: ctx.marks });
     case 'notification':
       await session.notification(message.message);
       res.writeHead(202, { 'mcp-session-id': session.id }).end();

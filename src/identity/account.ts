@@ -8,6 +8,8 @@
  *   GET  /account/connections   the signed-in user's connections
  *   POST /account/connections   disconnect one (server, tenant)
  *   POST /account/signout       forget this browser's account session
+ *   GET  /approvals/ID          an approval request: the call, and Approve / Deny for who may decide
+ *   POST /approvals/ID          the decision (docs/approvals.md)
  *   GET  /account/login         sign in (next: a path under /connect/ or /account/)
  *   GET  /account/callback      back from signing in
  *
@@ -34,7 +36,9 @@ import type { Config } from '../config/load.ts';
 import type { ConnectFlow, ConnectionView, Connections } from '../credentials/connections.ts';
 import type { RegisteredServer } from '../gateway/registry.ts';
 import type { Logger } from '../observability/log.ts';
+import type { ApprovalRecord } from '../store/approvals.ts';
 import type { Store } from '../store/types.ts';
+import { RuleError } from '../admin/refusal.ts';
 import { checkCsrfToken, csrfToken, fromOwnPage, PageError, readForm, type AccountPurpose } from './interaction/forms.ts';
 import { send, sendError, seeOther } from './interaction/step.ts';
 import { escapeHtml, hidden, layout, pageHeaders } from './pages.ts';
@@ -61,6 +65,8 @@ export interface AccountDeps {
   provider(): Provider;
   server(name: string): RegisteredServer | undefined;
   connections: Connections | null;
+  /** Deciding approval requests (docs/approvals.md); null: the approval pages are not served. */
+  approvals: { decide(id: string, actor: string, verdict: 'approved' | 'denied', reason: string): Promise<unknown> } | null;
 }
 
 /** The static client of Mandate's own authorization server behind these pages. */
@@ -141,11 +147,12 @@ async function sessionOf(deps: AccountDeps, req: IncomingMessage): Promise<Sessi
 // Routing
 
 const TICKET = /^\/connect\/([A-Za-z0-9_.-]{16,2048})$/;
+const APPROVAL = /^\/approvals\/(ap-[0-9a-f]{12})$/;
 const NOT_FOUND = (): PageError => new PageError(404, 'not_found', 'there is no such page');
 
 /** True for the paths these pages own. */
 export function isAccountPath(local: string): boolean {
-  return local === '/account' || local.startsWith('/account/') || local.startsWith('/connect/');
+  return local === '/account' || local.startsWith('/account/') || local.startsWith('/connect/') || local.startsWith('/approvals/');
 }
 
 export async function handleAccount(deps: AccountDeps, req: IncomingMessage, res: ServerResponse, local: string, query: string | undefined): Promise<void> {
@@ -169,6 +176,8 @@ async function route(deps: AccountDeps, req: IncomingMessage, res: ServerRespons
   if (local === '/account/signout' && method === 'POST') return signOut(deps, req, res);
   if (local === '/account/connections') return get ? showConnections(deps, req, res, local) : disconnectForm(deps, req, res);
   if (local === '/connect/callback' && method === 'GET') return connectCallback(deps, req, res);
+  const approval = APPROVAL.exec(local);
+  if (approval !== null) return get ? showApproval(deps, req, res, local, approval[1]!) : decideApproval(deps, req, res, local, approval[1]!);
   const ticket = TICKET.exec(local);
   if (ticket !== null) return get ? showConnect(deps, req, res, local, ticket[1]!) : startConnect(deps, req, res, local, ticket[1]!);
   throw NOT_FOUND();
@@ -191,7 +200,7 @@ async function checkedForm(deps: AccountDeps, req: IncomingMessage, session: Ses
 // ---------------------------------------------------------------------------
 // Signing in to the account pages, through Mandate's own authorization server
 
-const SAFE_NEXT = /^\/(?:account\/connections|connect\/[A-Za-z0-9_.-]{16,2048})$/;
+const SAFE_NEXT = /^\/(?:account\/connections|connect\/[A-Za-z0-9_.-]{16,2048}|approvals\/ap-[0-9a-f]{12})$/;
 
 async function startSignIn(deps: AccountDeps, res: ServerResponse, next: string | null, switchUser: boolean): Promise<void> {
   const target = next !== null && SAFE_NEXT.test(next) ? next : '/account/connections';
@@ -397,4 +406,71 @@ async function disconnectForm(deps: AccountDeps, req: IncomingMessage, res: Serv
   const key = { user: session.u, server: name, tenant: form.get('tenant') ?? '' };
   await connectionsOf(deps).disconnect(key, session.u, deps.server(name));
   seeOther(res, `${base(deps.config.issuer)}/account/connections`, { 'Cache-Control': 'no-store' });
+}
+
+// ---------------------------------------------------------------------------
+// Approval requests (docs/approvals.md)
+
+async function approvalOf(deps: AccountDeps, id: string): Promise<ApprovalRecord> {
+  if (deps.approvals === null) throw NOT_FOUND();
+  const record = await deps.store.approvals.get(id);
+  if (record === null) throw new PageError(404, 'not_found', 'there is no such approval request');
+  return record;
+}
+
+/** Why `user` may not decide `record` now, or null if they may. */
+async function cannotDecide(deps: AccountDeps, record: ApprovalRecord, user: string): Promise<string | null> {
+  if (record.status !== 'pending') return `this request is ${record.status}${record.decidedBy !== null ? ` (by ${record.decidedBy})` : ''}`;
+  if (record.expiresAt <= Date.now()) return 'this request has expired; the caller must call again';
+  if (record.requester === user) return 'you made this call: someone else must approve it';
+  const groups = (await deps.store.identity.getUser(user))?.groups ?? [];
+  if (!record.groups.some((group) => groups.includes(group))) return `only members of ${record.groups.join(' or ')} may decide`;
+  return null;
+}
+
+async function showApproval(deps: AccountDeps, req: IncomingMessage, res: ServerResponse, local: string, id: string): Promise<void> {
+  const session = await sessionOf(deps, req);
+  if (session === null) return signInFirst(deps, res, local);
+  const record = await approvalOf(deps, id);
+  const blocked = await cannotDecide(deps, record, session.u);
+  let args = record.args;
+  try {
+    args = JSON.stringify(JSON.parse(record.args), null, 2);
+  } catch {
+    // Shown as stored.
+  }
+  const form =
+    blocked !== null
+      ? `<p class="warning" role="note" data-blocked>${escapeHtml(blocked)}</p>`
+      : `<form method="post" action="${escapeHtml(`${base(deps.config.issuer)}${local}`)}">` +
+        hidden('csrf', csrfToken(deps.csrfKey, session.i, 'decide')) +
+        `<label for="reason">Reason</label><input type="text" id="reason" name="reason" maxlength="1000" required>` +
+        `<div class="actions"><button type="submit" name="decision" value="denied">Deny</button>` +
+        `<button type="submit" name="decision" value="approved" class="primary-button">Approve</button></div></form>`;
+  const body =
+    `<h1>Approve this call?</h1>` +
+    `<p class="muted">Signed in as <b data-user>${escapeHtml(session.u)}</b></p>` +
+    `<p class="label">Caller</p><p class="primary" data-requester>${escapeHtml(record.requester)}</p><p class="muted mono">client ${escapeHtml(record.clientId)}</p>` +
+    `<p class="label">Tool</p><p class="primary" data-tool>${escapeHtml(record.server)} / ${escapeHtml(record.tool)}</p>` +
+    `<p class="label">Arguments</p><pre class="mono" data-args>${escapeHtml(args)}</pre>` +
+    `<p class="label">Asked by</p><p class="mono">${escapeHtml(record.policies.join(', '))}</p>` +
+    `<p class="label">Status</p><p data-status>${escapeHtml(record.status)}, until ${escapeHtml(when(record.expiresAt))}</p>` +
+    form;
+  send(req, res, 200, layout('Approve this call?', body), pageHeaders([]));
+}
+
+async function decideApproval(deps: AccountDeps, req: IncomingMessage, res: ServerResponse, local: string, id: string): Promise<void> {
+  const session = await sessionOf(deps, req);
+  if (session === null) throw new PageError(403, 'access_denied', 'sign in again, then decide');
+  const form = await checkedForm(deps, req, session, 'decide');
+  const verdict = form.get('decision');
+  if (verdict !== 'approved' && verdict !== 'denied') throw new PageError(400, 'invalid_request', 'choose Approve or Deny');
+  await approvalOf(deps, id);
+  try {
+    await (deps.approvals as NonNullable<AccountDeps['approvals']>).decide(id, session.u, verdict, (form.get('reason') ?? '').trim());
+  } catch (error) {
+    if (error instanceof RuleError) throw new PageError(403, 'access_denied', error.message);
+    throw error;
+  }
+  seeOther(res, `${base(deps.config.issuer)}${local}`, { 'Cache-Control': 'no-store' });
 }

@@ -48,6 +48,8 @@ export interface IdentityDeps {
   registry?: ServerRegistry;
   /** Per-user upstream connections (the `oauth` kind): the connect and account pages (account.ts). */
   connections?: Connections;
+  /** Deciding approval requests on their pages (account.ts, docs/approvals.md). */
+  approvals?: AccountDeps['approvals'];
 }
 
 /** How often a running gateway looks for a due key rotation (and purges expired rows), ms. */
@@ -139,6 +141,7 @@ export class Identity {
       provider: () => this.interactions.provider,
       server: (name) => deps.registry?.get(name),
       connections: deps.connections ?? null,
+      approvals: deps.approvals ?? null,
     };
   }
 

@@ -43,6 +43,8 @@ export class Metrics {
   readonly auditEvents: Counter<'type'>;
   readonly auditLost: Counter;
   readonly daysToExpiry: Gauge<'server'>;
+  /** Break-glass grants whose review is overdue (docs/breakglass.md). */
+  readonly breakglassOverdue: Gauge;
   private readonly requestChildren: ChildCache<{ inc(): void }>;
   private readonly latencyChildren: ChildCache<{ observe(value: number): void }>;
   private readonly auditChildren: ChildCache<{ inc(): void }>;
@@ -83,6 +85,11 @@ export class Metrics {
     this.auditLost = new Counter({
       name: 'mandate_audit_write_failures_total',
       help: 'Identity events that could not be written',
+      registers: [this.registry],
+    });
+    this.breakglassOverdue = new Gauge({
+      name: 'mandate_breakglass_overdue',
+      help: 'Break-glass grants not reviewed within breakglass.reviewDays of their opening',
       registers: [this.registry],
     });
     this.daysToExpiry = new Gauge({

@@ -31,6 +31,23 @@ export interface Decision {
   unseen?: true;
   /** The policy set's SHA-256. */
   set: string;
+  /**
+   * Allowed, but one of the permits that allowed it asks for a person's
+   * approval of the call first (`@approval("GROUP")`, docs/approvals.md):
+   * the groups whose members may give it.
+   */
+  approval?: readonly string[];
+}
+
+/** The groups a permit's `@approval("a,b")` names (none: it asks for no approval). */
+export function approvalGroups(policy: LoadedPolicy): string[] {
+  if (policy.json.effect !== 'permit') return [];
+  const value = policy.json.annotations?.approval;
+  if (typeof value !== 'string') return [];
+  return value
+    .split(',')
+    .map((group) => group.trim())
+    .filter((group) => group !== '');
 }
 
 interface Subset {
@@ -108,6 +125,8 @@ export class PolicyEngine {
 
   private readonly caching: boolean;
   private viewSets = 0;
+  /** Permits that ask for approval: their groups, by policy id. */
+  private readonly approvals = new Map<string, string[]>();
 
   constructor(source: PolicySource, options: EngineOptions = {}) {
     this.source = source;
@@ -123,6 +142,17 @@ export class PolicyEngine {
       }
     }
     this.global = global;
+    for (const policy of source.policies) {
+      const groups = approvalGroups(policy);
+      if (groups.length > 0) this.approvals.set(policy.id, groups);
+    }
+  }
+
+  /** An allowing decision, with the approval its determining permits ask for (if any). */
+  private allowed(policies: readonly string[]): Decision {
+    const groups = new Set<string>();
+    for (const id of policies) for (const group of this.approvals.get(id) ?? []) groups.add(group);
+    return groups.size === 0 ? { allow: true, policies, error: null, set: this.hash } : { allow: true, policies, error: null, set: this.hash, approval: [...groups] };
   }
 
   get size(): number {
@@ -245,7 +275,7 @@ export class PolicyEngine {
     const { decision, errored, mustBeDetermining, nontrivialResiduals } = answer;
     if (errored.length > 0) return { allow: false, policies: errored, error: `policy "${errored[0]}" could not be evaluated`, set: this.hash };
     if (decision === null) return { allow: false, policies: nontrivialResiduals, error: null, set: this.hash, unseen: true };
-    return { allow: decision === 'allow', policies: mustBeDetermining, error: null, set: this.hash };
+    return decision === 'allow' ? this.allowed(mustBeDetermining) : { allow: false, policies: mustBeDetermining, error: null, set: this.hash };
   }
 
   /** Cedar itself failed: a denial that says so. */
@@ -283,7 +313,7 @@ export class PolicyEngine {
         set: this.hash,
       };
     }
-    return { allow: decision === 'allow', policies: diagnostics.reason, error: null, set: this.hash };
+    return decision === 'allow' ? this.allowed(diagnostics.reason) : { allow: false, policies: diagnostics.reason, error: null, set: this.hash };
   }
 
   /**

@@ -467,6 +467,130 @@ CREATE TABLE connections (
 );
 `,
   },
+  {
+    version: 6,
+    name: 'breakglass',
+    // Emergency access grants (src/store/breakglass.ts, docs/breakglass.md):
+    // one row per grant, `tools` a JSON list ([] for every tool of the
+    // server). A review is a compare-and-set on reviewed_at IS NULL. Every
+    // create, close and review appends to breakglass_changes, whose highest
+    // seq gateway nodes poll. Times are epoch ms.
+    sqlite: `
+CREATE TABLE breakglass (
+  id TEXT NOT NULL PRIMARY KEY,
+  user_name TEXT NOT NULL,
+  opened_by TEXT NOT NULL,
+  server TEXT NOT NULL,
+  tools TEXT NOT NULL,
+  ticket TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  opened_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL CHECK (expires_at > opened_at),
+  closed_at INTEGER,
+  closed_by TEXT,
+  reviewed_by TEXT,
+  reviewed_at INTEGER,
+  outcome TEXT CHECK (outcome IN ('justified', 'unjustified')),
+  review_reason TEXT
+) STRICT;
+CREATE INDEX breakglass_opened ON breakglass (opened_at);
+CREATE INDEX breakglass_expires ON breakglass (expires_at);
+CREATE TABLE breakglass_changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL,
+  at INTEGER NOT NULL
+) STRICT;
+`,
+    postgres: `
+CREATE TABLE breakglass (
+  id text COLLATE "C" PRIMARY KEY,
+  user_name text COLLATE "C" NOT NULL,
+  opened_by text COLLATE "C" NOT NULL,
+  server text COLLATE "C" NOT NULL,
+  tools text NOT NULL,
+  ticket text NOT NULL,
+  reason text NOT NULL,
+  opened_at bigint NOT NULL,
+  expires_at bigint NOT NULL CHECK (expires_at > opened_at),
+  closed_at bigint,
+  closed_by text,
+  reviewed_by text,
+  reviewed_at bigint,
+  outcome text CHECK (outcome IN ('justified', 'unjustified')),
+  review_reason text
+);
+CREATE INDEX breakglass_opened ON breakglass (opened_at);
+CREATE INDEX breakglass_expires ON breakglass (expires_at);
+CREATE TABLE breakglass_changes (
+  seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  id text NOT NULL,
+  at bigint NOT NULL
+);
+`,
+  },
+  {
+    version: 7,
+    name: 'approvals',
+    // Approvals of single calls (src/store/approvals.ts, docs/approvals.md):
+    // one row per request, bound (`binding`, a SHA-256 hex the gateway
+    // computes) to the caller, client, server, tool, arguments, policy set
+    // and tool pin. `args` is the canonical arguments (at most 16 KiB), shown
+    // to deciders; `group_names` and `policy_ids` are JSON lists. A decision
+    // (pending -> approved|denied) and a use (approved -> used) are each a
+    // compare-and-set on `status` while expires_at > now. Times are epoch ms.
+    sqlite: `
+CREATE TABLE approvals (
+  id TEXT NOT NULL PRIMARY KEY,
+  binding TEXT NOT NULL,
+  requester TEXT NOT NULL,
+  client_id TEXT NOT NULL,
+  server TEXT NOT NULL,
+  tool TEXT NOT NULL,
+  args_hash TEXT NOT NULL,
+  args TEXT NOT NULL,
+  group_names TEXT NOT NULL,
+  policy_ids TEXT NOT NULL,
+  policy_set TEXT NOT NULL,
+  pin TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'used')),
+  requested_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL CHECK (expires_at > requested_at),
+  decided_by TEXT,
+  decided_at INTEGER,
+  reason TEXT,
+  used_at INTEGER
+) STRICT;
+CREATE INDEX approvals_binding ON approvals (binding, requested_at);
+CREATE INDEX approvals_requested ON approvals (requested_at);
+CREATE INDEX approvals_status ON approvals (status, requested_at);
+`,
+    postgres: `
+CREATE TABLE approvals (
+  id text COLLATE "C" PRIMARY KEY,
+  binding text COLLATE "C" NOT NULL,
+  requester text COLLATE "C" NOT NULL,
+  client_id text COLLATE "C" NOT NULL,
+  server text COLLATE "C" NOT NULL,
+  tool text NOT NULL,
+  args_hash text NOT NULL,
+  args text NOT NULL,
+  group_names text NOT NULL,
+  policy_ids text NOT NULL,
+  policy_set text NOT NULL,
+  pin text NOT NULL,
+  status text NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'used')),
+  requested_at bigint NOT NULL,
+  expires_at bigint NOT NULL CHECK (expires_at > requested_at),
+  decided_by text,
+  decided_at bigint,
+  reason text,
+  used_at bigint
+);
+CREATE INDEX approvals_binding ON approvals (binding, requested_at);
+CREATE INDEX approvals_requested ON approvals (requested_at);
+CREATE INDEX approvals_status ON approvals (status, requested_at);
+`,
+  },
 ];
 
 /** How the applied migrations compare with this build's. */

@@ -3,7 +3,9 @@
  * database (migrations, health, closing), written once for both dialects.
  * SqliteStore and PostgresStore only open their engine and appender.
  */
+import { SqlApprovalsStore } from './approvals.ts';
 import { SqlAuditStore, type AuditAppender } from './audit.ts';
+import { SqlBreakglassStore } from './breakglass.ts';
 import { SqlCatalogStore } from './catalog.ts';
 import { SqlConnectionsStore } from './connections.ts';
 import { SqlCredentialsStore } from './credentials.ts';
@@ -11,7 +13,7 @@ import { SqlIdentityStore } from './identity.ts';
 import type { Int } from './identity-rows.ts';
 import { MIGRATIONS, compareSchema, refuseNewer } from './migrations.ts';
 import type { Engine } from './sql/engine.ts';
-import type { AuditStore, CatalogStore, ConnectionsStore, CredentialsStore, IdentityStore, MigrationState, SchemaState, Store, StoreKind } from './types.ts';
+import type { ApprovalsStore, AuditStore, BreakglassStore, CatalogStore, ConnectionsStore, CredentialsStore, IdentityStore, MigrationState, SchemaState, Store, StoreKind } from './types.ts';
 
 interface MigrationRow {
   version: Int;
@@ -25,6 +27,8 @@ export class SqlStore implements Store {
   readonly catalog: CatalogStore;
   readonly credentials: CredentialsStore;
   readonly connections: ConnectionsStore;
+  readonly breakglass: BreakglassStore;
+  readonly approvals: ApprovalsStore;
   protected readonly engine: Engine;
   private pinging: Promise<void> | null = null;
 
@@ -35,6 +39,8 @@ export class SqlStore implements Store {
     this.catalog = new SqlCatalogStore(engine);
     this.credentials = new SqlCredentialsStore(engine);
     this.connections = new SqlConnectionsStore(engine);
+    this.breakglass = new SqlBreakglassStore(engine);
+    this.approvals = new SqlApprovalsStore(engine);
   }
 
   get kind(): StoreKind {

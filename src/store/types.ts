@@ -1,12 +1,14 @@
 /**
  * The storage interface: one store per plane (`audit`, `identity`, `catalog`,
- * `credentials`), each written once on a thin per-database
+ * `credentials`, `connections`, `breakglass`, `approvals`), each written once on a thin per-database
  * engine (src/store/sql/engine.ts), with two databases: embedded SQLite
  * (node:sqlite, the default) and PostgreSQL (several gateway nodes). One
  * contract suite per plane (test/store/contract.ts, identity-contract.ts)
  * runs against both. How to add a plane: docs/storage.md.
  */
+import type { SqlApprovalsStore } from './approvals.ts';
 import type { SqlAuditStore } from './audit.ts';
+import type { SqlBreakglassStore } from './breakglass.ts';
 import type { SqlCatalogStore } from './catalog.ts';
 import type { SqlConnectionsStore } from './connections.ts';
 import type { SqlCredentialsStore } from './credentials.ts';
@@ -26,6 +28,10 @@ export type CatalogStore = PlaneOf<SqlCatalogStore>;
 export type CredentialsStore = PlaneOf<SqlCredentialsStore>;
 /** Per-user upstream connections, sealed (src/store/connections.ts). */
 export type ConnectionsStore = PlaneOf<SqlConnectionsStore>;
+/** Emergency access grants and their reviews (src/store/breakglass.ts). */
+export type BreakglassStore = PlaneOf<SqlBreakglassStore>;
+/** Requests for a human's approval of one call, and their decisions (src/store/approvals.ts). */
+export type ApprovalsStore = PlaneOf<SqlApprovalsStore>;
 
 export type StoreKind = 'sqlite' | 'postgres';
 export type Durability = 'process' | 'power';
@@ -63,6 +69,8 @@ export interface Store {
   readonly catalog: CatalogStore;
   readonly credentials: CredentialsStore;
   readonly connections: ConnectionsStore;
+  readonly breakglass: BreakglassStore;
+  readonly approvals: ApprovalsStore;
 
   /**
    * Applies pending versioned migrations, in order, each in a transaction;

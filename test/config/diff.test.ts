@@ -22,6 +22,7 @@ describe('reload: what changes and what needs a restart', () => {
       'audit: { durability: process, summaryIntervalSeconds: 5 }',
       'identity: { accessTokenTtl: 120 }',
       'store: { statementTimeoutMs: 1000 }',
+      'approvals: { ttlSeconds: 600 }',
       'log: { level: debug }',
       '',
     ].join('\n'),
@@ -29,7 +30,7 @@ describe('reload: what changes and what needs a restart', () => {
 
   it('sorts each changed setting into applied or restart-required', () => {
     const diff = diffConfig(before, after_);
-    assert.deepEqual(diff.applied, ['gateway.maxBodyBytes', 'audit.summaryIntervalSeconds', 'log.level']);
+    assert.deepEqual(diff.applied, ['gateway.maxBodyBytes', 'audit.summaryIntervalSeconds', 'approvals.ttlSeconds', 'log.level']);
     // The allowed origins default to the issuer's origin: with the issuer, they wait for the restart.
     assert.deepEqual(diff.restartRequired, ['issuer', 'listen.port', 'audit.durability', 'identity.accessTokenTtl', 'store.statementTimeoutMs', 'gateway.allowedOrigins']);
   });
@@ -45,6 +46,8 @@ describe('reload: what changes and what needs a restart', () => {
     assert.equal(config.audit.summaryIntervalSeconds, 5);
     assert.equal(config.gateway.maxBodyBytes, 4096);
     assert.equal(config.log.level, 'debug');
+    assert.equal(config.approvals.ttlSeconds, 600);
+    assert.equal(before.approvals.ttlSeconds, 900, 'the default is 15 minutes');
     assert.deepEqual(config.servers.map((s) => s.name), ['alpha']);
   });
 });

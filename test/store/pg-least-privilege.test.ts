@@ -107,6 +107,44 @@ describe('a least-privilege role (the documented grants) runs the gateway and th
     assert.equal((JSON.parse(events.stdout) as unknown[]).length, 1);
   });
 
+  it('approvals list and approve run as the role (the request made as the role too, as the gateway makes it)', async () => {
+    const now = Date.now();
+    const id = `ap-${randomBytes(6).toString('hex')}`;
+    const store = await openStore({ databaseUrl: roleUrl, dataDir });
+    try {
+      await store.identity.createUser({ name: 'bob', passwordHash: null, groups: ['finance'], disabled: false, createdAt: now, updatedAt: now });
+      await store.approvals.create({
+        id,
+        binding: 'b'.repeat(64),
+        requester: 'alice',
+        clientId: 'client-1',
+        server: 'everything',
+        tool: 'echo',
+        argsHash: 'a'.repeat(64),
+        args: '{"message":"hi"}',
+        groups: ['finance'],
+        policies: ['echo-needs-approval'],
+        policySet: 'c'.repeat(64),
+        pin: '',
+        status: 'pending',
+        requestedAt: now,
+        expiresAt: now + 900_000,
+        decidedBy: null,
+        decidedAt: null,
+        reason: null,
+        usedAt: null,
+      });
+    } finally {
+      await store.close();
+    }
+    const listed = await asRole(['approvals', 'list', '--status', 'pending', '--json']);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.deepEqual((JSON.parse(listed.stdout) as { id: string }[]).map((r) => r.id), [id]);
+    const approved = await asRole(['approvals', 'approve', id, '--reason', 'fine', '--as', 'bob', '--json']);
+    assert.equal(approved.code, 0, approved.stderr);
+    assert.equal((JSON.parse(approved.stdout) as { status: string }).status, 'approved');
+  });
+
   it('the running gateway never needed more: no permission error in its output', () => {
     assert.ok(mandate);
     assert.doesNotMatch(mandate.output(), /permission denied|must be owner/);

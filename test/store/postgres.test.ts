@@ -11,6 +11,8 @@ import pg from 'pg';
 import { openStore } from '../../src/store/open.ts';
 import { StoreUnavailableError } from '../../src/store/types.ts';
 import { runStoreContract, type StoreHarness } from './contract.ts';
+import { runApprovalsContract } from './approvals-contract.ts';
+import { runBreakglassContract } from './breakglass-contract.ts';
 import { runCatalogContract } from './catalog-contract.ts';
 import { runCredentialsContract } from './credentials-contract.ts';
 import { runIdentityContract } from './identity-contract.ts';
@@ -57,6 +59,8 @@ if (!skip) {
   runIdentityContract('postgres', harness);
   runCatalogContract('postgres', harness);
   runCredentialsContract('postgres', harness);
+  runBreakglassContract('postgres', harness);
+  runApprovalsContract('postgres', harness);
 }
 
 /** A local port with nothing listening on it. */

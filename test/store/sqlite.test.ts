@@ -8,6 +8,8 @@ import { openStore } from '../../src/store/open.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { StoreUnavailableError } from '../../src/store/types.ts';
 import { runStoreContract, type StoreHarness } from './contract.ts';
+import { runApprovalsContract } from './approvals-contract.ts';
+import { runBreakglassContract } from './breakglass-contract.ts';
 import { runCatalogContract } from './catalog-contract.ts';
 import { runCredentialsContract } from './credentials-contract.ts';
 import { runIdentityContract } from './identity-contract.ts';
@@ -52,6 +54,8 @@ runStoreContract('sqlite', harness);
 runIdentityContract('sqlite', harness);
 runCatalogContract('sqlite', harness);
 runCredentialsContract('sqlite', harness);
+runBreakglassContract('sqlite', harness);
+runApprovalsContract('sqlite', harness);
 
 describe('SqliteStore specifics', () => {
   it('openStore without a URL opens SQLite in the data dir, created owner-only', async () => {

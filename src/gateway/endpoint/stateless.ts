@@ -146,7 +146,7 @@ export async function handleStateless(ctx: RequestContext, gateway: Gateway): Pr
       protocol: version,
       address: ctx.address,
       decision: ctx.decision,
-      breakglass: ctx.breakglass,
+      marks: ctx.marks,
       headers,
       notifyCancel: false,
     },

@@ -21,7 +21,7 @@ export const AUDIT_DOWN = 'this step cannot be recorded right now, so it was not
 
 export type FormPurpose = 'login' | 'consent' | 'abort' | 'upstream';
 /** The account pages' forms (src/identity/account.ts), bound to the account session instead of an interaction. */
-export type AccountPurpose = 'connect' | 'disconnect' | 'signout';
+export type AccountPurpose = 'connect' | 'disconnect' | 'signout' | 'decide';
 
 /** HMAC-SHA256(key, purpose and interaction uid), base64url. */
 export function csrfToken(key: string, uid: string, purpose: FormPurpose | AccountPurpose): string {
