@@ -134,6 +134,7 @@ function callLine(message: JsonRpcRequest, ctx: ForwardContext): CallLine {
       policySet: decision.set,
       ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
       ...ctx.marks,
+      ...(ctx.principal !== null && ctx.principal.actors.length > 0 ? { actors: [...ctx.principal.actors] } : {}),
     });
     if (byCaller.size >= 1000) byCaller.clear();
     byCaller.set(key, fixed);
@@ -275,6 +276,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         ...(response && isFailure(response) ? { errorCode: response.error.code } : {}),
         ...(ctx.decision ? { policies: [...ctx.decision.policies], policySet: ctx.decision.set } : {}),
         ...ctx.marks,
+        ...(ctx.principal !== null && ctx.principal.actors.length > 0 ? { actors: [...ctx.principal.actors] } : {}),
         ...(journaled !== null ? { call: deps.calls.ref(journaled) } : {}),
         ...(credential !== undefined ? { credential } : {}),
       },

@@ -40,6 +40,20 @@ export interface ClientFacts {
   kind: 'interactive' | 'machine';
 }
 
+/** The actors an `act` claim names (RFC 8693 §4.1): the current one first; at most 16 deep. */
+export function actorChain(act: unknown): string[] {
+  const chain: string[] = [];
+  let current = act;
+  while (typeof current === 'object' && current !== null && !Array.isArray(current) && chain.length < 16) {
+    const { sub, client_id: clientId, act: next } = current as { sub?: unknown; client_id?: unknown; act?: unknown };
+    const id = typeof clientId === 'string' ? clientId : sub;
+    if (typeof id !== 'string' || id === '') break;
+    chain.push(id);
+    current = next;
+  }
+  return chain;
+}
+
 export interface Principal {
   /** The user, or for client credentials the client id. */
   sub: string;
@@ -62,6 +76,11 @@ export interface Principal {
   audience: string;
   /** First 12 hex digits of the token's SHA-256: names it in logs without revealing it. */
   tokenRef: string;
+  /**
+   * A delegated token (RFC 8693 `act`): the clients acting for the user,
+   * the current one first, then the ones it acts for; [] for a direct one.
+   */
+  actors: readonly string[];
   /** What the scopes allow on the audience server (computed once per token). */
   grants: Grants;
 }
@@ -241,8 +260,10 @@ export class TokenVerifier {
       throw new AuthError('invalid', 'the token is not an access token for one MCP server');
     }
     const scopes = typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : [];
-    // A token issued to a user comes from a grant (its id is in `gid`); a client credentials token has none.
-    const user = typeof payload.gid === 'string' ? payload.sub! : null;
+    // A token issued to a user comes from a grant (its id is in `gid`), or from exchanging one (it names its actors in `act`);
+    // a client credentials token has neither.
+    const actors = actorChain(payload.act);
+    const user = typeof payload.gid === 'string' || actors.length > 0 ? payload.sub! : null;
     const principal: Principal = {
       sub: payload.sub!,
       user,
@@ -258,6 +279,7 @@ export class TokenVerifier {
       exp: payload.exp!,
       audience: audience[0],
       tokenRef: hash.slice(0, 12),
+      actors,
     };
     if (principal.audience !== target.audience) throw new AuthError('wrong_audience', WRONG_AUDIENCE, { principal });
     return principal;

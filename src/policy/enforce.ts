@@ -43,6 +43,7 @@ export function decisionRequest(
     now,
     tokenAge: token === null ? 0 : Math.max(0, (now - token.issuedAtMs) / 1000),
     sourceAddress: address,
+    ...(token !== null && token.actors.length > 0 ? { actors: token.actors } : {}),
     ...extra,
   };
 }

@@ -243,7 +243,8 @@ export class PolicyEngine {
     const what = view.generic ? `${request.server}\u0001*` : resourceId(request.server, target);
     // A break-glass grant is read as a whole: its id names all of it.
     const breakglass = all || view.reads.has('breakglass') ? (request.breakglass?.id ?? '') : '';
-    return `${who}\0${via}\0${scopes}\0${request.method}\0${target.type}\0${what}\0${hinted}\0${catalog}\0${breakglass}`;
+    const actors = all || view.reads.has('actors') ? (request.actors ?? []).join('\u0001') : '';
+    return `${who}\0${via}\0${scopes}\0${request.method}\0${target.type}\0${what}\0${hinted}\0${catalog}\0${breakglass}\0${actors}`;
   }
 
   /** Decides one request. */

@@ -71,6 +71,8 @@ export interface DecisionRequest {
   sourceAddress: string;
   /** The break-glass grant covering this request (docs/breakglass.md), when one does. */
   breakglass?: BreakglassFacts;
+  /** A delegated token's actors (RFC 8693 `act`), the current one first; absent or empty for a direct one. */
+  actors?: readonly string[];
 }
 
 /** What a policy sees of a break-glass grant: `context.breakglass`. */
@@ -282,6 +284,7 @@ export function toCedar(request: DecisionRequest, reads: ReadonlySet<string>, un
   if (wants('now')) context.now = { __extn: { fn: 'datetime', arg: new Date(request.now).toISOString() } };
   if (wants('tokenAge')) context.tokenAge = Math.max(0, Math.floor(request.tokenAge));
   if (wants('sourceAddress')) context.sourceAddress = { __extn: { fn: 'ip', arg: cedarAddress(request.sourceAddress) } };
+  if (wants('actors')) context.actors = [...(request.actors ?? [])];
   if (wants('breakglass') && request.breakglass !== undefined) {
     const { id, ticket, reason, openedBy } = request.breakglass;
     context.breakglass = { id, ticket, reason, openedBy };
