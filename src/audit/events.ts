@@ -29,6 +29,7 @@ export const EVENT_TYPES = [
   'token.refreshed',
   'token.reuse_detected',
   'token.revoked',
+  'token.exchanged',
   'auth.rejected',
   'limit.exceeded',
   'authorization.denied',

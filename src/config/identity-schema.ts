@@ -107,6 +107,28 @@ const loginSchema = z
 
 export type UpstreamOidcConfig = z.output<typeof upstreamOidcSchema>;
 
+/** Whom a delegation rule covers: `user:NAME`, `group:NAME`, or `*` (any user). */
+const delegationSubject = z.string().regex(/^(user:[a-z0-9][a-z0-9._@-]{0,63}|group:[A-Za-z0-9][A-Za-z0-9._:-]{0,127}|\*)$/, 'must be user:NAME, group:NAME or "*"');
+
+/** One delegation rule: client `actor` may exchange tokens of the users `for` names (src/identity/exchange-grant.ts). */
+const delegationRuleSchema = z.strictObject({
+  /** A client id (`mc_…`, or a Client ID Metadata Document URL). */
+  actor: z.string().min(1).max(2048),
+  for: z.array(delegationSubject).min(1),
+});
+
+/** Token exchange (RFC 8693) at the token endpoint: who may act for whom, and how deep a chain of actors may be. */
+const delegationSchema = z
+  .strictObject({
+    /** How many actors an issued token's `act` claim may nest (the first exchange makes one). */
+    maxChainDepth: z.number().int().min(1).max(5).default(2),
+    /** Who may act for whom. Empty (the default): nobody, and every exchange is refused unless the subject token names the client in `may_act`. */
+    allow: z.array(delegationRuleSchema).default([]),
+  })
+  .default({ maxChainDepth: 2, allow: [] });
+
+export type DelegationConfig = z.output<typeof delegationSchema>;
+
 export const identitySchema = z
   .strictObject({
     /** Every MCP request needs a valid token. `false` is for development only and warns at start. */
@@ -124,6 +146,7 @@ export const identitySchema = z
     registration: registrationSchema,
     cimd: cimdSchema,
     login: loginSchema,
+    delegation: delegationSchema,
   })
   .refine((identity) => identity.login.local || identity.login.oidc !== undefined, { message: 'identity.login: enable local users or configure oidc, or nobody can sign in', path: ['login'] })
   .default({
@@ -136,6 +159,7 @@ export const identitySchema = z
     registration: { mode: 'approval', allowedRedirectOrigins: [], allowedClasses: ['interactive', 'machine'], maxPerAddressPerHour: 20, unusedClientTtlHours: 72, maxBodyBytes: 16 * 1024, softwareStatementIssuers: [] },
     cimd: { enabled: true, allowedDomains: [], allowPrivateAddresses: [], timeoutMs: 2500, maxBytes: 5120, cacheMinSeconds: 60, cacheMaxSeconds: 86_400 },
     login: { local: true },
+    delegation: { maxChainDepth: 2, allow: [] },
   });
 
 export type IdentityConfig = z.output<typeof identitySchema>;
@@ -144,6 +168,9 @@ export type IdentityConfig = z.output<typeof identitySchema>;
 export function identityWarnings(identity: IdentityConfig): string[] {
   const warnings: string[] = [];
   if (!identity.requireToken) warnings.push('identity.requireToken is false: MCP requests are forwarded without a token (development only)');
+  for (const rule of identity.delegation.allow) {
+    if (rule.for.includes('*')) warnings.push(`identity.delegation.allow: client ${rule.actor} may act for any user (token exchange)`);
+  }
   if (identity.registration.mode === 'open') warnings.push('identity.registration.mode is "open": anyone may register a client and obtain tokens (development only)');
   return warnings;
 }

@@ -15,6 +15,7 @@ import { hashSecret } from './secrets.ts';
 import { OAuthRefusal } from './errors.ts';
 import { TOOL_NAME, type Servers } from './scopes.ts';
 import { bearerToken } from './verify.ts';
+import { TOKEN_EXCHANGE } from './exchange-grant.ts';
 import { LOOPBACK_HOSTS } from '../config/loopback.ts';
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
 
@@ -76,16 +77,21 @@ export function classify(metadata: Record<string, unknown>): ClientClass {
   if (typeof method !== 'string' || !AUTH_METHODS.has(method)) {
     throw new IntakeError(400, 'invalid_client_metadata', `token_endpoint_auth_method must be one of ${[...AUTH_METHODS].join(', ')}`);
   }
+  // Token exchange (delegation, exchange-grant.ts) may come with either class, for a client that authenticates.
+  const exchanges = grants.includes(TOKEN_EXCHANGE);
+  if (exchanges && method === 'none') throw new IntakeError(400, 'invalid_client_metadata', `${TOKEN_EXCHANGE} needs a confidential client (token_endpoint_auth_method other than none)`);
   if (grants.includes('client_credentials')) {
-    if (grants.length !== 1) throw new IntakeError(400, 'invalid_client_metadata', 'a machine client uses client_credentials only');
+    if (grants.some((grant) => grant !== 'client_credentials' && grant !== TOKEN_EXCHANGE)) {
+      throw new IntakeError(400, 'invalid_client_metadata', 'a machine client uses client_credentials only (and token exchange)');
+    }
     const responseTypes = stringList(metadata, 'response_types', []);
     if (responseTypes.length > 0) throw new IntakeError(400, 'invalid_client_metadata', 'a machine client has no response_types');
     if (method === 'none') throw new IntakeError(400, 'invalid_client_metadata', 'client_credentials needs a confidential client (token_endpoint_auth_method other than none)');
     return 'machine';
   }
-  const unknown = grants.filter((grant) => !INTERACTIVE_GRANTS.has(grant));
+  const unknown = grants.filter((grant) => !INTERACTIVE_GRANTS.has(grant) && grant !== TOKEN_EXCHANGE);
   if (unknown.length > 0 || !grants.includes('authorization_code')) {
-    throw new IntakeError(400, 'invalid_client_metadata', 'grant_types must be authorization_code (and refresh_token), or client_credentials alone');
+    throw new IntakeError(400, 'invalid_client_metadata', `grant_types must be authorization_code (and refresh_token), or client_credentials alone; either may add ${TOKEN_EXCHANGE}`);
   }
   const responseTypes = stringList(metadata, 'response_types', ['code']);
   if (responseTypes.length !== 1 || responseTypes[0] !== 'code') throw new IntakeError(400, 'invalid_client_metadata', 'response_types must be ["code"]');

@@ -4,8 +4,8 @@
  * authorization code with S256 PKCE, a `resource` naming exactly one
  * configured server (or, for users, the admin API), short JWT access tokens
  * bound to it, rotating refresh tokens, client credentials for machine
- * clients, revocation, introspection, controlled registration and Client ID
- * Metadata Documents.
+ * clients, token exchange for delegation (exchange-grant.ts), revocation,
+ * introspection, controlled registration and Client ID Metadata Documents.
  */
 import Provider, { errors, type Configuration, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 import type { Config } from '../config/load.ts';
@@ -24,6 +24,9 @@ import { loadExistingGrant, requestedResources } from './consent.ts';
 import { inactiveClientReason } from './context.ts';
 import { ISSUED_AT_MS, stampIssuedAt } from './revocations.ts';
 import { ACCOUNT_CLIENT_ID, accountClient } from './account.ts';
+import { actOf, EXCHANGE_PARAMETERS, exchangeGrant, TOKEN_EXCHANGE } from './exchange-grant.ts';
+import type { RevocationList } from './revocations.ts';
+import type { TokenVerifier } from './verify.ts';
 
 function isInteractive(metadata: Record<string, unknown>): boolean {
   try {
@@ -42,6 +45,8 @@ export interface ProviderDeps {
   hooks: AdapterHooks;
   /** The MCP servers a `resource` may name (the gateway's registry). */
   servers: Servers;
+  /** What the token exchange grant checks subject tokens with; without it, the grant is not offered. */
+  exchange?: { verifier: TokenVerifier; revocations: RevocationList };
 }
 
 const ASYMMETRIC = ['ES256', 'PS256', 'RS256', 'EdDSA', 'Ed25519'];
@@ -59,13 +64,12 @@ function resourceServer(config: Config, servers: Servers, ctx: KoaContextWithOID
   const entities = ctx.oidc.entities as Record<string, { scope?: string } | undefined>;
   const granted = [ctx.oidc.params?.scope as string | undefined, entities.RefreshToken?.scope, entities.AuthorizationCode?.scope];
   const tools = new Set(granted.flatMap((scope) => toolScopesIn(server.name, scope)));
-  return {
-    scope: [serverScope(server.name), ...tools].join(' '),
-    audience: server.endpoint,
-    accessTokenTTL: config.identity.accessTokenTtl,
-    accessTokenFormat: 'jwt',
-    jwt: { sign: { alg: SIGNING_ALG } },
-  };
+  return serverTokens(server.endpoint, [serverScope(server.name), ...tools].join(' '), config.identity.accessTokenTtl);
+}
+
+/** How every access token is made (an MCP server's, the admin API's): a signed JWT bound to its one audience, with these scopes and this lifetime. */
+function serverTokens(audience: string, scope: string, ttl: number): ResourceServer {
+  return { scope, audience, accessTokenTTL: ttl, accessTokenFormat: 'jwt', jwt: { sign: { alg: SIGNING_ALG } } };
 }
 
 /**
@@ -79,13 +83,7 @@ function adminResourceServer(config: Config, servers: Servers, ctx: KoaContextWi
     throw new errors.InvalidTarget(`resource ${resource} is the admin API, for signed-in users only (authorization code): a machine client holds no admin role`);
   }
   defaultScope(config.issuer, servers, ctx);
-  return {
-    scope: ADMIN_SCOPE,
-    audience: resource,
-    accessTokenTTL: config.identity.accessTokenTtl,
-    accessTokenFormat: 'jwt',
-    jwt: { sign: { alg: SIGNING_ALG } },
-  };
+  return serverTokens(resource, ADMIN_SCOPE, config.identity.accessTokenTtl);
 }
 
 /** Where a request without a scope gets the default: a new authorization, and a client credentials token. */
@@ -171,7 +169,10 @@ export function createProvider(deps: ProviderDeps): Provider {
     allowOmittingSingleRegisteredRedirectUri: false,
     extraTokenClaims: (_ctx, token) => {
       const grantId = (token as { grantId?: string }).grantId;
-      return grantId ? { gid: grantId } : undefined;
+      // A token issued by token exchange names its actors (exchange-grant.ts).
+      const act = actOf(token);
+      if (!grantId && !act) return undefined;
+      return { ...(grantId ? { gid: grantId } : {}), ...(act ? { act } : {}) };
     },
     formats: {
       customizers: {
@@ -250,6 +251,20 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const provider = new Provider(config.issuer, configuration);
+  if (deps.exchange) {
+    const { verifier, revocations } = deps.exchange;
+    const handler = exchangeGrant({
+      delegation: identity.delegation,
+      accessTokenTtl: identity.accessTokenTtl,
+      store,
+      servers,
+      verifier,
+      revocations,
+      describe: (server, scope, ttl) => serverTokens(server.endpoint, scope, ttl),
+    });
+    // Advertised in grant_types_supported; a client needs it among its registered grant_types.
+    provider.registerGrantType(TOKEN_EXCHANGE, handler, EXCHANGE_PARAMETERS);
+  }
   // Client secrets are kept as hashes: compare the hash of what was presented.
   const ClientClass = provider.Client as unknown as { prototype: { clientSecret?: string; compareClientSecret(actual: string): Promise<boolean> | boolean } };
   ClientClass.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {

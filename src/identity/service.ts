@@ -154,7 +154,7 @@ export class Identity {
   private mount(keys: KeyMaterial): void {
     const { config, store, audit, log } = this.deps;
     const servers = this.servers;
-    const provider = createProvider({ config, store, secret: this.secret, keys, hooks: this.hooks, servers });
+    const provider = createProvider({ config, store, secret: this.secret, keys, hooks: this.hooks, servers, exchange: { verifier: this.verifier, revocations: this.revocations } });
     // An unexpected error: logged with a correlation id that the client's error answer carries (errorsStep).
     provider.on('server_error', (ctx: KoaContextWithOIDC, error: unknown) => {
       const id = correlationId();

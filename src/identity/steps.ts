@@ -6,8 +6,8 @@
  *   jwtTokens  revocation and introspection of our JWT access tokens (the
  *              library only handles opaque ones), after it has authenticated
  *              the client
- *   evidence   every issued, refreshed, reused or revoked token and every
- *              registration becomes an audit event before the answer leaves;
+ *   evidence   every issued, refreshed, exchanged, reused or revoked token and
+ *              every registration becomes an audit event before the answer leaves;
  *              if that record fails, the answer becomes a server error
  *   errors     an IntakeError becomes its RFC 7591 answer
  *   discovery  the metadata lists each MCP server's scope, and the admin API's,
@@ -26,6 +26,7 @@ import { isRoute, routeKey, ROUTES } from './routes.ts';
 import { KEEP_MS, tokenFacts, type RevocationList } from './revocations.ts';
 import { ADMIN_SCOPE, serverForResource, serverScopes, type Servers } from './scopes.ts';
 import type { TokenVerifier } from './verify.ts';
+import { TOKEN_EXCHANGE, type ExchangeNotes } from './exchange-grant.ts';
 
 type Step = (ctx: Context, next: Next) => Promise<void>;
 
@@ -166,6 +167,7 @@ function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
   }
   if (isRoute(ctx.path, ROUTES.token) && ctx.method === 'POST') {
     const grantType = typeof oidc?.params?.grant_type === 'string' ? oidc.params.grant_type : 'unknown';
+    if (grantType === TOKEN_EXCHANGE) return exchangeEvidence(ctx, clientId, address);
     const entities = (oidc?.entities ?? {}) as Record<string, TokenLike | undefined>;
     const issued = entities.AccessToken ?? entities.ClientCredentials;
     if (ctx.status === 200 && issued) {
@@ -207,6 +209,35 @@ function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
   return null;
 }
 
+/**
+ * A token exchange (exchange-grant.ts), issued or refused: `token.exchanged`,
+ * the user as actor, the target server, and the whole actor chain (client
+ * ids, outermost first). Never a token: only jtis.
+ */
+function exchangeEvidence(ctx: Context, clientId: string | null, address: string): IdentityEvent {
+  const notes = (ctx.state as Record<string, unknown>).exchange as ExchangeNotes | undefined;
+  const known = {
+    client_id: clientId,
+    chain: notes?.chain ?? (clientId === null ? [] : [clientId]),
+    subject_client_id: notes?.subjectClientId ?? null,
+    subject_jti: notes?.subjectJti ?? null,
+    address,
+  };
+  if (ctx.status === 200 && notes?.issued) {
+    const { jti, scope, exp } = notes.issued;
+    return { type: 'token.exchanged', actor: notes.user, server: notes.server, outcome: 'success', data: { ...known, scope, jti, exp } };
+  }
+  const body = ctx.body as { error?: string; error_description?: string } | null;
+  return {
+    type: 'token.exchanged',
+    actor: notes?.user ?? clientId,
+    server: notes?.server ?? null,
+    outcome: 'denied',
+    reason: body?.error_description ?? body?.error ?? 'refused',
+    data: { ...known, error: body?.error ?? null },
+  };
+}
+
 export function evidenceStep(deps: StepDeps): Step {
   return async (ctx, next) => {
     await next();
@@ -221,7 +252,7 @@ export function evidenceStep(deps: StepDeps): Step {
       if (ctx.status < 400) oauthError(ctx, new OAuthRefusal(503, 'temporarily_unavailable', 'the audit log cannot be written, so no token is delivered; start a new authorization once the service is back'));
       return;
     }
-    if (event.type === 'token.issued' && event.outcome === 'success' && typeof event.data?.client_id === 'string') {
+    if ((event.type === 'token.issued' || event.type === 'token.exchanged') && event.outcome === 'success' && typeof event.data?.client_id === 'string') {
       await deps.store.identity.touchClient(event.data.client_id, Date.now()).catch(() => undefined);
     }
   };

@@ -167,9 +167,19 @@ export class TokenVerifier {
     return this.reloading;
   }
 
-  /** What revocation covers this verified token now, or null. */
+  /**
+   * What revocation covers this verified token now, or null. A delegated
+   * token also ends with any client of its actor chain: revoking the client
+   * the user authorized ends the tokens exchanged from its token too.
+   */
   revokedBy(principal: Principal): ReturnType<RevocationList['revokedBy']> {
-    return this.revocations.revokedBy({ jti: principal.jti, grantId: principal.grantId, clientId: principal.clientId, sub: principal.sub, issuedAtMs: principal.issuedAtMs });
+    const own = this.revocations.revokedBy({ jti: principal.jti, grantId: principal.grantId, clientId: principal.clientId, sub: principal.sub, issuedAtMs: principal.issuedAtMs });
+    if (own !== null || principal.actors.length < 2) return own;
+    for (const actor of principal.actors.slice(1)) {
+      const found = this.revocations.revokedBy({ jti: undefined, grantId: undefined, clientId: actor, sub: principal.sub, issuedAtMs: principal.issuedAtMs });
+      if (found !== null) return found;
+    }
+    return null;
   }
 
   private checkRevoked(principal: Principal): void {

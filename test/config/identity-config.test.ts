@@ -103,6 +103,14 @@ describe('identity configuration', () => {
     assert.match(config.warnings[0]!, /identity\.requireToken is false/);
   });
 
+  it('delegation: nobody by default, chains of 2; rules are taken, and one for anyone warns', () => {
+    assert.deepEqual(load('').identity.delegation, { maxChainDepth: 2, allow: [] });
+    const config = load('identity:\n  delegation:\n    maxChainDepth: 3\n    allow:\n      - actor: mc_abc123\n        for: [user:alice, group:eng]\n      - actor: https://agent.example.com/client.json\n        for: ["*"]\n');
+    assert.equal(config.identity.delegation.maxChainDepth, 3);
+    assert.deepEqual(config.identity.delegation.allow[0], { actor: 'mc_abc123', for: ['user:alice', 'group:eng'] });
+    assert.deepEqual(config.warnings, ['identity.delegation.allow: client https://agent.example.com/client.json may act for any user (token exchange)']);
+  });
+
   it('both relaxations: both warnings', () => {
     const config = load('identity:\n  requireToken: false\n  registration:\n    mode: open\n');
     assert.equal(config.warnings.length, 2);
@@ -138,6 +146,11 @@ describe('identity configuration', () => {
       { name: 'no client class allowed', yaml: 'identity:\n  registration:\n    allowedClasses: []\n', field: /identity\.registration\.allowedClasses:/ },
       { name: 'an unknown client class', yaml: 'identity:\n  registration:\n    allowedClasses: [robot]\n', field: /identity\.registration\.allowedClasses\[0\]/ },
       { name: 'requireToken as a string', yaml: 'identity:\n  requireToken: "no"\n', field: /identity\.requireToken:/ },
+      { name: 'a delegation chain of 6', yaml: 'identity:\n  delegation:\n    maxChainDepth: 6\n', field: /identity\.delegation\.maxChainDepth:/ },
+      { name: 'a delegation chain of 0', yaml: 'identity:\n  delegation:\n    maxChainDepth: 0\n', field: /identity\.delegation\.maxChainDepth:/ },
+      { name: 'a delegation rule for a bare name', yaml: 'identity:\n  delegation:\n    allow:\n      - actor: mc_a\n        for: [alice]\n', field: /identity\.delegation\.allow\[0\]\.for\[0\]: must be user:NAME, group:NAME or "\*"/ },
+      { name: 'a delegation rule for nobody', yaml: 'identity:\n  delegation:\n    allow:\n      - actor: mc_a\n        for: []\n', field: /identity\.delegation\.allow\[0\]\.for:/ },
+      { name: 'a delegation rule without an actor', yaml: 'identity:\n  delegation:\n    allow:\n      - for: ["*"]\n', field: /identity\.delegation\.allow\[0\]\.actor:/ },
       { name: 'an unknown key under identity', yaml: 'identity:\n  requireTokens: false\n', field: /identity: Unrecognized key.*"requireTokens"/ },
       { name: 'an unknown key under registration', yaml: 'identity:\n  registration:\n    mod: open\n', field: /identity\.registration: Unrecognized key.*"mod"/ },
       { name: 'an unknown key under cimd', yaml: 'identity:\n  cimd:\n    enable: false\n', field: /identity\.cimd: Unrecognized key.*"enable"/ },

@@ -303,14 +303,23 @@ export function addUser(name: string, password: string, storeArgs: string[]): Pr
  * code is exchanged. `scope` defaults to the server's scope.
  */
 export async function userToken(base: string, user: string, password: string, server: string, scope = `mcp:${server}`): Promise<string> {
+  return (await userGrant(base, user, password, [server], scope)).body.access_token as string;
+}
+
+/**
+ * The token answer (200, or an Error) for `user` through a new public client:
+ * the user signs in and consents to `scope` on every server of `servers`
+ * (one authorization, one grant), and the code is redeemed for the first.
+ */
+export async function userGrant(base: string, user: string, password: string, servers: readonly string[], scope: string): Promise<Answer> {
   const client = await register(base, { client_name: `agent-of-${user}`, redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] });
   if (client.status !== 201) throw new Error(`registration answered ${client.status}: ${JSON.stringify(client.body)}`);
   const clientId = String(client.body.client_id);
-  const resource = `${base}/mcp/${server}`;
+  const resources = servers.map((server) => `${base}/mcp/${server}`);
   const { verifier, challenge } = pkcePair();
-  const start = authorizeUrl(base, { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URI, resource, scope, code_challenge: challenge, code_challenge_method: 'S256', state: 'st' });
+  const start = authorizeUrl(base, { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URI, resource: resources.length === 1 ? resources[0] : resources, scope, code_challenge: challenge, code_challenge_method: 'S256', state: 'st' });
   const { code } = await loginAndConsent(base, start, user, password);
-  const answer = await token(base, { grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, code_verifier: verifier, client_id: clientId, resource });
+  const answer = await token(base, { grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, code_verifier: verifier, client_id: clientId, resource: resources[0] });
   if (answer.status !== 200) throw new Error(`token answered ${answer.status}: ${JSON.stringify(answer.body)}`);
-  return String(answer.body.access_token);
+  return answer;
 }

@@ -91,6 +91,14 @@ describe('classify', () => {
     refusal({ grant_types: ['client_credentials', 'refresh_token'] }, /client_credentials only/);
   });
 
+  it('token exchange may come with either class, for a confidential client only', () => {
+    const exchange = 'urn:ietf:params:oauth:grant-type:token-exchange';
+    assert.equal(classify({ grant_types: ['client_credentials', exchange] }), 'machine');
+    assert.equal(classify({ grant_types: ['authorization_code', 'refresh_token', exchange], token_endpoint_auth_method: 'client_secret_post' }), 'interactive');
+    refusal({ grant_types: ['authorization_code', exchange], token_endpoint_auth_method: 'none' }, /confidential/);
+    refusal({ grant_types: [exchange] }, /grant_types/);
+  });
+
   it('client_credentials with token_endpoint_auth_method none is refused', () => {
     refusal({ grant_types: ['client_credentials'], token_endpoint_auth_method: 'none' }, /confidential/);
   });
