@@ -65,6 +65,9 @@ export const EVENT_TYPES = [
   'approval.approved',
   'approval.denied',
   'approval.used',
+  'task.opened',
+  'task.closed',
+  'task.revoked',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

@@ -18,6 +18,7 @@ const secretCommands = () => import('./secrets.ts');
 const connectionCommands = () => import('./connections.ts');
 const breakglassCommands = () => import('./breakglass.ts');
 const approvalCommands = () => import('./approvals.ts');
+const taskCommands = () => import('./tasks.ts');
 import { cleanLines, printJson, printLine } from './output.ts';
 
 /** A database URL as it may be shown: never its password (environment values stay names only too). */
@@ -449,6 +450,38 @@ for (const [name, verdict, what] of [
       .option('--as <user>', 'the Mandate user deciding (required)'),
   ).action((id: string, flags) => run(async () => (await approvalCommands()).decide(verdict, id, flags)));
 }
+
+const tasks = program.command('tasks').description("bounded pieces of work a user's tokens are bound to: a purpose, one server, a lifetime (docs/tasks.md)");
+configuredStoreOptions(
+  tasks
+    .command('open')
+    .description('open a task for yourself: one server (or some of its tools), until --ttl ends')
+    .option('--purpose <text>', 'what the task is for (required)')
+    .option('--ticket <text>', 'the ticket it serves')
+    .option('--server <name>', 'the server the task uses (required)')
+    .option('--tool <name>', 'only this tool (repeatable; default every tool of the server)', collect)
+    .option('--ttl <duration>', 'how long (default tasks.defaultTtlSeconds, at most tasks.maxTtlSeconds; s, m, h or d)')
+    .option('--for-client <id>', 'only tokens issued to this client (default any client of the user)')
+    .option('--as <user>', 'the Mandate user opening it, for themselves (required)'),
+).action((flags) => run(async () => (await taskCommands()).open(flags)));
+configuredStoreOptions(
+  tasks
+    .command('close')
+    .description("end a task: its tokens fail on their next request; the task's user or an admin")
+    .argument('<id>', 'task id (tk-…)')
+    .option('--as <user>', "the task's user, or an admin (required)"),
+).action((id: string, flags) => run(async () => (await taskCommands()).close(id, flags)));
+configuredStoreOptions(
+  tasks
+    .command('revoke')
+    .description('revoke a task: its tokens fail on their next request; needs the role admin')
+    .argument('<id>', 'task id (tk-…)')
+    .option('--reason <text>', 'why')
+    .option('--as <user>', 'the admin revoking it (required; checked against admin.roles)'),
+).action((id: string, flags) => run(async () => (await taskCommands()).revoke(id, flags)));
+configuredStoreOptions(
+  tasks.command('list').description('tasks, newest first').option('--user <name>', "only this user's tasks").option('--status <status>', 'only open, closed, expired or revoked ones'),
+).action((flags) => run(async () => (await taskCommands()).list(flags)));
 
 program
   .command('scan')

@@ -12,7 +12,7 @@ import type { Config } from './load.ts';
 const RESTART_ONLY = ['issuer', 'listen', 'dataDir', 'databaseUrl', 'audit.durability', 'audit.journalSync', 'identity', 'store'] as const;
 
 /** Settings applied while running. */
-const LIVE = ['servers', 'policies', 'gateway', 'audit.summaryIntervalSeconds', 'catalog', 'admin', 'breakglass', 'approvals', 'log'] as const;
+const LIVE = ['servers', 'policies', 'gateway', 'audit.summaryIntervalSeconds', 'catalog', 'admin', 'breakglass', 'approvals', 'tasks', 'log'] as const;
 
 /**
  * The restart-only settings for this pair: the list above, and the allowed

@@ -74,16 +74,19 @@ const cimdSchema = z
   })
   .default({ enabled: true, allowedDomains: [], allowPrivateAddresses: [], timeoutMs: 2500, maxBytes: 5120, cacheMinSeconds: 60, cacheMaxSeconds: 86_400 });
 
+/** An https URL, or http on a loopback host (development). */
+function httpsOrLoopback(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
+  } catch {
+    return false;
+  }
+}
+
 const upstreamOidcSchema = z.strictObject({
   /** The upstream OpenID Provider's issuer URL (https; http only on a loopback host, for development). */
-  issuer: z.string().refine((value) => {
-    try {
-      const url = new URL(value);
-      return url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
-    } catch {
-      return false;
-    }
-  }, 'must be an https URL (http only on a loopback host)'),
+  issuer: z.string().refine(httpsOrLoopback, 'must be an https URL (http only on a loopback host)'),
   clientId: z.string().min(1),
   /** Name of the environment variable holding the client secret (never the secret itself). */
   clientSecretEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).default('MANDATE_OIDC_CLIENT_SECRET'),
@@ -129,6 +132,41 @@ const delegationSchema = z
 
 export type DelegationConfig = z.output<typeof delegationSchema>;
 
+/** A JWK Set's place: an https URL (http only on a loopback host, for development), or a file path relative to mandate.yaml. */
+const jwksSource = z
+  .string()
+  .min(1)
+  .refine((value) => !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) || httpsOrLoopback(value), 'must be an https URL (http only on a loopback host) or a file path');
+
+/** An enterprise identity provider whose Identity Assertion JWT Authorization Grants (ID-JAG) are accepted (src/identity/id-jag-grant.ts). */
+const enterpriseIdpSchema = z.strictObject({
+  /** The assertions' `iss`, exactly. */
+  issuer: z.string().min(1).max(2048),
+  /** The IdP's public signing keys: a JWK Set at an https URL, or a file relative to mandate.yaml. */
+  jwks: jwksSource,
+  /** The assertion claim naming the Mandate user (an existing, enabled user; never provisioned). */
+  userClaim: z.string().min(1).max(200).default('sub'),
+  /** An assertion valid for longer than this (exp - iat) is refused, seconds. */
+  maxLifetimeSeconds: seconds(10, 3600).default(300),
+});
+
+/** Enterprise-managed authorization: the jwt-bearer grant with ID-JAG assertions. No IdP (the default): every such request is refused. */
+const enterpriseSchema = z
+  .strictObject({
+    idps: z.array(enterpriseIdpSchema).default([]),
+  })
+  .superRefine((enterprise, ctx) => {
+    const seen = new Set<string>();
+    enterprise.idps.forEach((idp, index) => {
+      if (seen.has(idp.issuer)) ctx.addIssue({ code: 'custom', path: ['idps', index, 'issuer'], message: `duplicate issuer "${idp.issuer}"` });
+      seen.add(idp.issuer);
+    });
+  })
+  .default({ idps: [] });
+
+export type EnterpriseConfig = z.output<typeof enterpriseSchema>;
+export type EnterpriseIdpConfig = EnterpriseConfig['idps'][number];
+
 export const identitySchema = z
   .strictObject({
     /** Every MCP request needs a valid token. `false` is for development only and warns at start. */
@@ -147,6 +185,7 @@ export const identitySchema = z
     cimd: cimdSchema,
     login: loginSchema,
     delegation: delegationSchema,
+    enterprise: enterpriseSchema,
   })
   .refine((identity) => identity.login.local || identity.login.oidc !== undefined, { message: 'identity.login: enable local users or configure oidc, or nobody can sign in', path: ['login'] })
   .default({
@@ -160,6 +199,7 @@ export const identitySchema = z
     cimd: { enabled: true, allowedDomains: [], allowPrivateAddresses: [], timeoutMs: 2500, maxBytes: 5120, cacheMinSeconds: 60, cacheMaxSeconds: 86_400 },
     login: { local: true },
     delegation: { maxChainDepth: 2, allow: [] },
+    enterprise: { idps: [] },
   });
 
 export type IdentityConfig = z.output<typeof identitySchema>;

@@ -174,6 +174,7 @@ const limitsSchema = z
 
 const BREAKGLASS_DEFAULTS = { maxTtlSeconds: 14_400, reviewDays: 3 };
 const APPROVALS_DEFAULTS = { ttlSeconds: 900 };
+const TASKS_DEFAULTS = { defaultTtlSeconds: 3600, maxTtlSeconds: 86_400 };
 
 export const configSchema = z
   .strictObject({
@@ -269,6 +270,19 @@ export const configSchema = z
         ttlSeconds: z.number().int().min(60).max(86_400).default(APPROVALS_DEFAULTS.ttlSeconds),
       })
       .default(APPROVALS_DEFAULTS),
+    /** Tasks (docs/tasks.md): how long a task lasts when no --ttl is given, and at most. */
+    tasks: z
+      .strictObject({
+        /** A task's lifetime when `mandate tasks open` is given no --ttl, seconds (60 to 604800; at most maxTtlSeconds). */
+        defaultTtlSeconds: z.number().int().min(60).max(604_800).default(TASKS_DEFAULTS.defaultTtlSeconds),
+        /** The longest a task may last, seconds (60 to 604800). */
+        maxTtlSeconds: z.number().int().min(60).max(604_800).default(TASKS_DEFAULTS.maxTtlSeconds),
+      })
+      .refine((tasks) => tasks.defaultTtlSeconds <= tasks.maxTtlSeconds, {
+        path: ['defaultTtlSeconds'],
+        message: 'tasks.defaultTtlSeconds must not exceed tasks.maxTtlSeconds',
+      })
+      .default(TASKS_DEFAULTS),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -293,3 +307,5 @@ export type UpstreamAuth = NonNullable<ServerConfig['auth']>;
 export type BreakglassConfig = ParsedConfig['breakglass'];
 /** The `approvals` section (docs/approvals.md). */
 export type ApprovalsConfig = ParsedConfig['approvals'];
+/** The `tasks` section (docs/tasks.md). */
+export type TasksConfig = ParsedConfig['tasks'];

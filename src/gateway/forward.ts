@@ -135,6 +135,7 @@ function callLine(message: JsonRpcRequest, ctx: ForwardContext): CallLine {
       ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
       ...ctx.marks,
       ...(ctx.principal !== null && ctx.principal.actors.length > 0 ? { actors: [...ctx.principal.actors] } : {}),
+      ...(ctx.principal?.task ? { task: ctx.principal.task.id } : {}),
     });
     if (byCaller.size >= 1000) byCaller.clear();
     byCaller.set(key, fixed);
@@ -277,6 +278,7 @@ export function startExchange(message: JsonRpcRequest, ctx: ForwardContext, deps
         ...(ctx.decision ? { policies: [...ctx.decision.policies], policySet: ctx.decision.set } : {}),
         ...ctx.marks,
         ...(ctx.principal !== null && ctx.principal.actors.length > 0 ? { actors: [...ctx.principal.actors] } : {}),
+        ...(ctx.principal?.task ? { task: ctx.principal.task.id } : {}),
         ...(journaled !== null ? { call: deps.calls.ref(journaled) } : {}),
         ...(credential !== undefined ? { credential } : {}),
       },

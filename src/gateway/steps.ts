@@ -134,6 +134,7 @@ function deniedEvent(ctx: RequestContext, decision: Decision | null, extra: Iden
       policySet: decision?.set ?? null,
       address: ctx.address,
       ...ctx.marks,
+      ...(ctx.principal?.task ? { task: ctx.principal.task.id } : {}),
       ...(ctx.caller ? { client_id: ctx.caller.clientId, token: ctx.caller.tokenRef } : {}),
       ...extra,
     },

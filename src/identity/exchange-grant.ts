@@ -29,14 +29,15 @@
  * `actor_token` is accepted and not read: the actor is always the
  * authenticated client.
  */
-import { actorChain } from './verify.ts';
+import { actorChain, readTaskClaim, type TaskClaim } from './delegated.ts';
 import { decodeJwt } from 'jose';
 import { errors, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 import type { DelegationConfig } from '../config/identity-schema.ts';
 import type { ResolvedServer } from '../config/load.ts';
+import type { TaskRecord } from '../store/tasks.ts';
 import type { Store } from '../store/types.ts';
 import { tokenFacts, type RevocationList } from './revocations.ts';
-import { serverForResource, serverScope, TOOL_NAME, type Servers } from './scopes.ts';
+import { isServerScope, scopeCovered, serverForResource, serverScope, type Servers } from './scopes.ts';
 import type { TokenVerifier } from './verify.ts';
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -54,6 +55,7 @@ export const EXCHANGE_PARAMETERS: ReadonlySet<string> = new Set([
   'resource',
   'audience',
   'scope',
+  'task',
 ]);
 
 /** An `act` claim: the current actor, and inside it the actor before (RFC 8693 §4.1). */
@@ -77,6 +79,8 @@ export interface ExchangeNotes {
   chain: string[];
   /** Set once issued. */
   issued?: { jti: string; scope: string; exp: number };
+  /** The task the issued token is bound to. */
+  task?: string;
 }
 
 export interface ExchangeDeps {
@@ -97,6 +101,15 @@ const actClaims = new WeakMap<object, ActClaim>();
 export function actOf(token: object): ActClaim | undefined {
   return actClaims.get(token);
 }
+
+/** The `task` claim each task-bound token carries, for provider.ts's extraTokenClaims. */
+const taskClaims = new WeakMap<object, TaskClaim>();
+
+/** The `task` claim an access token was issued with by this grant, or undefined. */
+export function taskOf(token: object): TaskClaim | undefined {
+  return taskClaims.get(token);
+}
+
 
 /** Rebuilds an `act` claim from a chain (outermost first), keeping only `sub` at each level. */
 function actFromChain(chain: readonly string[]): ActClaim {
@@ -120,17 +133,6 @@ function mayActNames(mayAct: unknown, clientId: string): boolean {
 /** The words of a scope string. */
 const words = (scope: unknown): string[] => (typeof scope === 'string' ? scope.split(' ').filter(Boolean) : []);
 
-/** Whether `held` covers `scope` on `server`: the scope itself, or for a tool scope the server's whole scope. */
-function covered(held: ReadonlySet<string>, server: string, scope: string): boolean {
-  return held.has(scope) || (scope.startsWith(`mcp:${server}:tool:`) && held.has(serverScope(server)));
-}
-
-/** Whether `scope` is one of `server`'s scopes (`mcp:NAME`, or `mcp:NAME:tool:T` with a valid tool name). */
-function isServerScope(server: string, scope: string): boolean {
-  const prefix = `mcp:${server}:tool:`;
-  return scope === serverScope(server) || (scope.startsWith(prefix) && TOOL_NAME.test(scope.slice(prefix.length)));
-}
-
 /**
  * The scopes the subject holds for `server`: those of its `scope` claim, and
  * for a first exchange (no `act`) to another server than its own, those the
@@ -145,6 +147,25 @@ async function heldScopes(ctx: KoaContextWithOIDC, claims: Record<string, unknow
     for (const scope of words(grant.getResourceScope(server.endpoint))) if (isServerScope(server.name, scope)) held.add(scope);
   }
   return held;
+}
+
+/**
+ * The task a token is to be bound to: it exists, is open and unexpired, is
+ * the user's, is for this client when it names one, and covers this server.
+ */
+async function openTask(deps: ExchangeDeps, id: string, user: string, clientId: string, server: string): Promise<TaskRecord> {
+  const task = await deps.store.tasks.get(id);
+  if (task === null || task.user !== user) throw invalidGrant(`there is no task ${id} of user ${user}`);
+  if (task.status !== 'open' || task.expiresAt <= Date.now()) throw invalidGrant(`task ${id} is ${task.status === 'open' ? 'expired' : task.status}`);
+  if (task.clientId !== null && task.clientId !== clientId) throw invalidGrant(`task ${id} is for client ${task.clientId}`);
+  if (task.server !== server) throw new errors.InvalidTarget(`task ${id} covers server ${task.server} only`);
+  return task;
+}
+
+/** The held scopes a task allows: its tools' scopes (all of them when it names none), as far as held. */
+function withinTask(held: Set<string>, server: string, task: TaskRecord | null): Set<string> {
+  if (task === null || task.tools.length === 0) return held;
+  return new Set(task.tools.map((tool) => `mcp:${server}:tool:${tool}`).filter((scope) => scopeCovered(held, server, scope)));
 }
 
 /** invalid_grant saying why (the library's own InvalidGrant hides its detail): the caller is an authenticated client asking about its own request. */
@@ -184,7 +205,14 @@ export function exchangeGrant(deps: ExchangeDeps): (ctx: KoaContextWithOIDC) => 
     }
     const user = claims.sub;
     const previous = actorChain(claims.act);
-    const chain = [clientId, ...previous];
+    // A task-bound subject stays bound to its task; a task asked for narrows to it (docs/tasks.md).
+    const bound = readTaskClaim(claims.task);
+    const askedTask = text(params.task);
+    if (bound !== null && askedTask !== undefined && askedTask !== bound.id) throw invalidGrant(`the subject_token is bound to task ${bound.id}: its tokens stay within it`);
+    const taskId = bound?.id ?? askedTask;
+    // Narrowing one's own token to a task is not acting for anyone: no actor is added.
+    const self = askedTask !== undefined && bound === null && clientId === claims.client_id && previous.length === 0;
+    const chain = self ? [...previous] : [clientId, ...previous];
     const notes: ExchangeNotes = { user, clientId, subjectClientId: text(claims.client_id) ?? null, subjectJti: text(claims.jti) ?? null, server: null, chain };
     (ctx.state as Record<string, unknown>).exchange = notes;
 
@@ -196,25 +224,28 @@ export function exchangeGrant(deps: ExchangeDeps): (ctx: KoaContextWithOIDC) => 
 
     const account = await deps.store.identity.getUser(user);
     if (!account || account.disabled) throw invalidGrant(`user ${user} is unknown or disabled`);
-    if (!delegationAllowed(deps.delegation.allow, clientId, user, account.groups) && !mayActNames(claims.may_act, clientId)) {
+    if (!self && !delegationAllowed(deps.delegation.allow, clientId, user, account.groups) && !mayActNames(claims.may_act, clientId)) {
       throw invalidGrant(`client ${clientId} may not act for user ${user}`);
     }
+    const task = taskId === undefined ? null : await openTask(deps, taskId, user, clientId, server.name);
+    if (task !== null) notes.task = task.id;
     if (chain.length > deps.delegation.maxChainDepth) {
       throw invalidGrant(`the actor chain would be ${chain.length} deep; at most ${deps.delegation.maxChainDepth}`);
     }
 
-    const held = await heldScopes(ctx, claims, server, user);
-    if (held.size === 0) throw new errors.InvalidScope(`the subject_token holds no scope for server ${server.name}`, serverScope(server.name));
+    const held = withinTask(await heldScopes(ctx, claims, server, user), server.name, task);
+    if (held.size === 0) throw new errors.InvalidScope(`the subject_token holds no scope for server ${server.name}${task !== null ? ` within task ${task.id}` : ''}`, serverScope(server.name));
     const requested = params.scope === undefined ? [...held] : words(params.scope);
     if (requested.length === 0) throw new errors.InvalidScope('scope is empty', '');
     const foreign = requested.find((scope) => !isServerScope(server.name, scope));
     if (foreign !== undefined) throw new errors.InvalidScope(`scope ${foreign} is not a scope of server ${server.name}`, foreign);
-    const wider = requested.find((scope) => !covered(held, server.name, scope));
-    if (wider !== undefined) throw new errors.InvalidScope(`scope ${wider} is wider than the subject_token allows on server ${server.name}`, wider);
+    const wider = requested.find((scope) => !scopeCovered(held, server.name, scope));
+    if (wider !== undefined) throw new errors.InvalidScope(`scope ${wider} is wider than the subject_token${task !== null ? ` within task ${task.id}` : ''} allows on server ${server.name}`, wider);
     const scope = [...new Set(requested)].join(' ');
 
     const now = Math.floor(Date.now() / 1000);
-    const remaining = (typeof claims.exp === 'number' ? claims.exp : now) - now;
+    const until = Math.min(typeof claims.exp === 'number' ? claims.exp : now, task !== null ? Math.floor(task.expiresAt / 1000) : Number.POSITIVE_INFINITY);
+    const remaining = until - now;
     if (remaining <= 0) throw invalidGrant('the subject_token has expired');
     const ttl = Math.min(deps.accessTokenTtl, remaining);
 
@@ -227,7 +258,8 @@ export function exchangeGrant(deps: ExchangeDeps): (ctx: KoaContextWithOIDC) => 
       expiresIn: ttl,
       resourceServer: new ctx.oidc.provider.ResourceServer(server.endpoint, deps.describe(server, scope, ttl)),
     });
-    actClaims.set(token, actFromChain(chain));
+    if (chain.length > 0) actClaims.set(token, actFromChain(chain));
+    if (task !== null) taskClaims.set(token, { id: task.id, purpose: task.purpose, ...(task.ticket !== null ? { ticket: task.ticket } : {}), tools: [...task.tools] });
     ctx.oidc.entity('AccessToken', token);
     const value = await token.save();
     const issued = decodeJwt(value);

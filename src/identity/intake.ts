@@ -16,6 +16,7 @@ import { OAuthRefusal } from './errors.ts';
 import { TOOL_NAME, type Servers } from './scopes.ts';
 import { bearerToken } from './verify.ts';
 import { TOKEN_EXCHANGE } from './exchange-grant.ts';
+import { JWT_BEARER } from './id-jag-grant.ts';
 import { LOOPBACK_HOSTS } from '../config/loopback.ts';
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
 
@@ -26,6 +27,8 @@ export class IntakeError extends OAuthRefusal {
 
 const AUTH_METHODS = new Set(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']);
 const INTERACTIVE_GRANTS = new Set(['authorization_code', 'refresh_token']);
+/** Grants either class may add, for a client that authenticates: token exchange (exchange-grant.ts) and ID-JAG (id-jag-grant.ts). */
+const ADDED_GRANTS = new Set([TOKEN_EXCHANGE, JWT_BEARER]);
 
 async function readJson(ctx: Context, maxBytes: number): Promise<Record<string, unknown>> {
   if (!ctx.is('application/json')) throw new IntakeError(400, 'invalid_client_metadata', 'the registration body must be application/json');
@@ -77,21 +80,21 @@ export function classify(metadata: Record<string, unknown>): ClientClass {
   if (typeof method !== 'string' || !AUTH_METHODS.has(method)) {
     throw new IntakeError(400, 'invalid_client_metadata', `token_endpoint_auth_method must be one of ${[...AUTH_METHODS].join(', ')}`);
   }
-  // Token exchange (delegation, exchange-grant.ts) may come with either class, for a client that authenticates.
-  const exchanges = grants.includes(TOKEN_EXCHANGE);
-  if (exchanges && method === 'none') throw new IntakeError(400, 'invalid_client_metadata', `${TOKEN_EXCHANGE} needs a confidential client (token_endpoint_auth_method other than none)`);
+  // Token exchange (delegation) and the jwt-bearer grant (ID-JAG) may come with either class, for a client that authenticates.
+  const added = grants.find((grant) => ADDED_GRANTS.has(grant));
+  if (added !== undefined && method === 'none') throw new IntakeError(400, 'invalid_client_metadata', `${added} needs a confidential client (token_endpoint_auth_method other than none)`);
   if (grants.includes('client_credentials')) {
-    if (grants.some((grant) => grant !== 'client_credentials' && grant !== TOKEN_EXCHANGE)) {
-      throw new IntakeError(400, 'invalid_client_metadata', 'a machine client uses client_credentials only (and token exchange)');
+    if (grants.some((grant) => grant !== 'client_credentials' && !ADDED_GRANTS.has(grant))) {
+      throw new IntakeError(400, 'invalid_client_metadata', 'a machine client uses client_credentials only (and token exchange or jwt-bearer)');
     }
     const responseTypes = stringList(metadata, 'response_types', []);
     if (responseTypes.length > 0) throw new IntakeError(400, 'invalid_client_metadata', 'a machine client has no response_types');
     if (method === 'none') throw new IntakeError(400, 'invalid_client_metadata', 'client_credentials needs a confidential client (token_endpoint_auth_method other than none)');
     return 'machine';
   }
-  const unknown = grants.filter((grant) => !INTERACTIVE_GRANTS.has(grant) && grant !== TOKEN_EXCHANGE);
+  const unknown = grants.filter((grant) => !INTERACTIVE_GRANTS.has(grant) && !ADDED_GRANTS.has(grant));
   if (unknown.length > 0 || !grants.includes('authorization_code')) {
-    throw new IntakeError(400, 'invalid_client_metadata', `grant_types must be authorization_code (and refresh_token), or client_credentials alone; either may add ${TOKEN_EXCHANGE}`);
+    throw new IntakeError(400, 'invalid_client_metadata', `grant_types must be authorization_code (and refresh_token), or client_credentials alone; either may add ${TOKEN_EXCHANGE} or ${JWT_BEARER}`);
   }
   const responseTypes = stringList(metadata, 'response_types', ['code']);
   if (responseTypes.length !== 1 || responseTypes[0] !== 'code') throw new IntakeError(400, 'invalid_client_metadata', 'response_types must be ["code"]');

@@ -24,7 +24,9 @@ import { loadExistingGrant, requestedResources } from './consent.ts';
 import { inactiveClientReason } from './context.ts';
 import { ISSUED_AT_MS, stampIssuedAt } from './revocations.ts';
 import { ACCOUNT_CLIENT_ID, accountClient } from './account.ts';
-import { actOf, EXCHANGE_PARAMETERS, exchangeGrant, TOKEN_EXCHANGE } from './exchange-grant.ts';
+import { actOf, EXCHANGE_PARAMETERS, exchangeGrant, taskOf, TOKEN_EXCHANGE } from './exchange-grant.ts';
+import { ID_JAG_PARAMETERS, ID_JAG_PROFILE, idJagGrant, JWT_BEARER } from './id-jag-grant.ts';
+import path from 'node:path';
 import type { RevocationList } from './revocations.ts';
 import type { TokenVerifier } from './verify.ts';
 
@@ -167,12 +169,15 @@ export function createProvider(deps: ProviderDeps): Provider {
     expiresWithSession: () => false,
     loadExistingGrant: loadExistingGrant(store),
     allowOmittingSingleRegisteredRedirectUri: false,
+    // Enterprise-managed authorization (id-jag-grant.ts) is discoverable once an IdP is configured.
+    discovery: identity.enterprise.idps.length > 0 ? { authorization_grant_profiles_supported: [ID_JAG_PROFILE] } : {},
     extraTokenClaims: (_ctx, token) => {
       const grantId = (token as { grantId?: string }).grantId;
-      // A token issued by token exchange names its actors (exchange-grant.ts).
+      // A token issued by token exchange names its actors, and a task-bound one its task (exchange-grant.ts).
       const act = actOf(token);
-      if (!grantId && !act) return undefined;
-      return { ...(grantId ? { gid: grantId } : {}), ...(act ? { act } : {}) };
+      const task = taskOf(token);
+      if (!grantId && !act && !task) return undefined;
+      return { ...(grantId ? { gid: grantId } : {}), ...(act ? { act } : {}), ...(task ? { task } : {}) };
     },
     formats: {
       customizers: {
@@ -265,6 +270,17 @@ export function createProvider(deps: ProviderDeps): Provider {
     // Advertised in grant_types_supported; a client needs it among its registered grant_types.
     provider.registerGrantType(TOKEN_EXCHANGE, handler, EXCHANGE_PARAMETERS);
   }
+  // Enterprise-managed authorization (ID-JAG); without identity.enterprise.idps every assertion is refused, saying so.
+  const idJag = idJagGrant({
+    idps: identity.enterprise.idps,
+    issuer: config.issuer,
+    baseDir: config.configPath ? path.dirname(config.configPath) : process.cwd(),
+    accessTokenTtl: identity.accessTokenTtl,
+    store,
+    servers,
+    describe: (server, scope, ttl) => serverTokens(server.endpoint, scope, ttl),
+  });
+  provider.registerGrantType(JWT_BEARER, idJag, ID_JAG_PARAMETERS);
   // Client secrets are kept as hashes: compare the hash of what was presented.
   const ClientClass = provider.Client as unknown as { prototype: { clientSecret?: string; compareClientSecret(actual: string): Promise<boolean> | boolean } };
   ClientClass.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {

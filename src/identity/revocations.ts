@@ -9,7 +9,10 @@
  *           ("up to": by the token's issue time in ms, ISSUED_AT_MS)
  *   consent every token issued for one user through one client up to the
  *           revocation (the user's consent to that client was withdrawn)
+ *   task    every token bound to one task (its `task` claim), whenever issued:
+ *           the task was closed or revoked (docs/tasks.md)
  */
+import { readTaskClaim } from './delegated.ts';
 import type { RevocationKind, RevocationRecord, Store } from '../store/types.ts';
 
 export interface TokenFacts {
@@ -17,6 +20,8 @@ export interface TokenFacts {
   grantId?: string | undefined;
   clientId?: string | undefined;
   sub?: string | undefined;
+  /** The task the token is bound to (docs/tasks.md), if any. */
+  task?: string | undefined;
   /** When it was issued, epoch ms (see issuedAtMs). */
   issuedAtMs: number;
 }
@@ -55,6 +60,8 @@ export function tokenFacts(claims: Record<string, unknown>, names: { grant: stri
     clientId: text(claims[names.client]),
     sub: text(claims[names.sub]),
     issuedAtMs: issuedAtMs(claims.iat, claims[ISSUED_AT_MS]),
+    // A task-bound token (docs/tasks.md) ends with its task.
+    task: readTaskClaim(claims.task)?.id,
   };
 }
 
@@ -64,7 +71,7 @@ interface Entry {
 }
 
 export class RevocationList {
-  private readonly byKind: Record<RevocationKind, Map<string, Entry>> = { jti: new Map(), grant: new Map(), client: new Map(), user: new Map(), consent: new Map() };
+  private readonly byKind: Record<RevocationKind, Map<string, Entry>> = { jti: new Map(), grant: new Map(), client: new Map(), user: new Map(), consent: new Map(), task: new Map() };
   private lastSeq = 0;
   private timer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
@@ -152,6 +159,7 @@ export class RevocationList {
     if (user !== undefined && issuedMs <= user.revokedAt) return 'user';
     const consent = token.sub === undefined || token.clientId === undefined ? undefined : this.byKind.consent.get(consentKey(token.sub, token.clientId));
     if (consent !== undefined && issuedMs <= consent.revokedAt) return 'consent';
+    if (token.task !== undefined && this.byKind.task.has(token.task)) return 'task';
     return null;
   }
 }
@@ -168,4 +176,5 @@ export const KEEP_MS: Record<RevocationKind, number> = {
   client: 366 * 86_400_000,
   user: 366 * 86_400_000,
   consent: 366 * 86_400_000,
+  task: 366 * 86_400_000,
 };

@@ -20,6 +20,17 @@ export const TOOL_NAME = /^[A-Za-z0-9_.\-/]{1,128}$/;
 export const serverScope = (server: string): string => `mcp:${server}`;
 export const toolScope = (server: string, tool: string): string => `mcp:${server}:tool:${tool}`;
 
+/** Whether `scope` is one of `server`'s scopes: `mcp:NAME`, or `mcp:NAME:tool:T` with a valid tool name. */
+export function isServerScope(server: string, scope: string): boolean {
+  const prefix = `mcp:${server}:tool:`;
+  return scope === serverScope(server) || (scope.startsWith(prefix) && TOOL_NAME.test(scope.slice(prefix.length)));
+}
+
+/** Whether the scopes `held` cover `scope` on `server`: the scope itself, or for a tool scope the server's whole scope. */
+export function scopeCovered(held: ReadonlySet<string>, server: string, scope: string): boolean {
+  return held.has(scope) || (scope.startsWith(`mcp:${server}:tool:`) && held.has(serverScope(server)));
+}
+
 /** Tool scopes for this server among the words of a scope string. */
 export function toolScopesIn(server: string, scope: string | undefined | null): string[] {
   if (!scope) return [];

@@ -7,7 +7,8 @@
  *              library only handles opaque ones), after it has authenticated
  *              the client
  *   evidence   every issued, refreshed, exchanged, reused or revoked token and
- *              every registration becomes an audit event before the answer leaves;
+ *              every registration becomes an audit event before the answer leaves
+ *              (an ID-JAG's with the IdP, its assertion's jti and the IdP's subject);
  *              if that record fails, the answer becomes a server error
  *   errors     an IntakeError becomes its RFC 7591 answer
  *   discovery  the metadata lists each MCP server's scope, and the admin API's,
@@ -27,6 +28,7 @@ import { KEEP_MS, tokenFacts, type RevocationList } from './revocations.ts';
 import { ADMIN_SCOPE, serverForResource, serverScopes, type Servers } from './scopes.ts';
 import type { TokenVerifier } from './verify.ts';
 import { TOKEN_EXCHANGE, type ExchangeNotes } from './exchange-grant.ts';
+import type { IdJagNotes } from './id-jag-grant.ts';
 
 type Step = (ctx: Context, next: Next) => Promise<void>;
 
@@ -170,6 +172,9 @@ function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
     if (grantType === TOKEN_EXCHANGE) return exchangeEvidence(ctx, clientId, address);
     const entities = (oidc?.entities ?? {}) as Record<string, TokenLike | undefined>;
     const issued = entities.AccessToken ?? entities.ClientCredentials;
+    // An ID-JAG (id-jag-grant.ts): the IdP's decision next to Mandate's.
+    const idJag = state.idJag as IdJagNotes | undefined;
+    const enterprise: Record<string, string | null> = idJag ? { idp: idJag.idp, assertion_jti: idJag.assertionJti, idp_subject: idJag.idpSubject } : {};
     if (ctx.status === 200 && issued) {
       const aud = issued.aud ?? issued.resource;
       return {
@@ -177,7 +182,7 @@ function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
         actor: issued.accountId ?? clientId,
         server: serverOf(deps.servers, aud),
         outcome: 'success',
-        data: { client_id: clientId, grant_type: grantType, jti: issued.jti ?? null, scope: issued.scope ?? null, grant: issued.grantId ?? null, address },
+        data: { client_id: clientId, grant_type: grantType, jti: issued.jti ?? null, scope: issued.scope ?? null, grant: issued.grantId ?? null, address, ...enterprise },
       };
     }
     const body = ctx.body as { error?: string; error_description?: string } | null;
@@ -191,7 +196,14 @@ function evidence(deps: StepDeps, ctx: Context): IdentityEvent | null {
         data: { client_id: clientId, grant: refresh.grantId ?? null, address },
       };
     }
-    return { type: 'token.issued', actor: clientId, outcome: 'denied', reason: body?.error_description ?? body?.error ?? 'refused', data: { client_id: clientId, grant_type: grantType, error: body?.error ?? null, address } };
+    return {
+      type: 'token.issued',
+      actor: idJag?.user ?? clientId,
+      ...(idJag?.server ? { server: idJag.server } : {}),
+      outcome: 'denied',
+      reason: body?.error_description ?? body?.error ?? 'refused',
+      data: { client_id: clientId, grant_type: grantType, error: body?.error ?? null, address, ...enterprise },
+    };
   }
   if (isRoute(ctx.path, ROUTES.revocation) && ctx.status === 200) {
     const jwt = state.revokedJwt as { jti: string; sub?: string } | undefined;

@@ -6,6 +6,7 @@
  * expires; a cache hit still consults the in-memory revocation list, so
  * revocation is immediate.
  */
+import { actorChain, readTaskClaim, type TaskClaim } from './delegated.ts';
 import { createHash } from 'node:crypto';
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JWK, type JWTPayload } from 'jose';
 import type { ResolvedServer } from '../config/load.ts';
@@ -40,20 +41,6 @@ export interface ClientFacts {
   kind: 'interactive' | 'machine';
 }
 
-/** The actors an `act` claim names (RFC 8693 §4.1): the current one first; at most 16 deep. */
-export function actorChain(act: unknown): string[] {
-  const chain: string[] = [];
-  let current = act;
-  while (typeof current === 'object' && current !== null && !Array.isArray(current) && chain.length < 16) {
-    const { sub, client_id: clientId, act: next } = current as { sub?: unknown; client_id?: unknown; act?: unknown };
-    const id = typeof clientId === 'string' ? clientId : sub;
-    if (typeof id !== 'string' || id === '') break;
-    chain.push(id);
-    current = next;
-  }
-  return chain;
-}
-
 export interface Principal {
   /** The user, or for client credentials the client id. */
   sub: string;
@@ -81,6 +68,8 @@ export interface Principal {
    * the current one first, then the ones it acts for; [] for a direct one.
    */
   actors: readonly string[];
+  /** A task-bound token's task (docs/tasks.md): what policy sees as `context.task`; null for a token of no task. */
+  task: TaskClaim | null;
   /** What the scopes allow on the audience server (computed once per token). */
   grants: Grants;
 }
@@ -173,7 +162,7 @@ export class TokenVerifier {
    * the user authorized ends the tokens exchanged from its token too.
    */
   revokedBy(principal: Principal): ReturnType<RevocationList['revokedBy']> {
-    const own = this.revocations.revokedBy({ jti: principal.jti, grantId: principal.grantId, clientId: principal.clientId, sub: principal.sub, issuedAtMs: principal.issuedAtMs });
+    const own = this.revocations.revokedBy({ jti: principal.jti, grantId: principal.grantId, clientId: principal.clientId, sub: principal.sub, issuedAtMs: principal.issuedAtMs, task: principal.task?.id });
     if (own !== null || principal.actors.length < 2) return own;
     for (const actor of principal.actors.slice(1)) {
       const found = this.revocations.revokedBy({ jti: undefined, grantId: undefined, clientId: actor, sub: principal.sub, issuedAtMs: principal.issuedAtMs });
@@ -290,6 +279,7 @@ export class TokenVerifier {
       audience: audience[0],
       tokenRef: hash.slice(0, 12),
       actors,
+      task: readTaskClaim(payload.task),
     };
     if (principal.audience !== target.audience) throw new AuthError('wrong_audience', WRONG_AUDIENCE, { principal });
     return principal;

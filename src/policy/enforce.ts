@@ -44,6 +44,7 @@ export function decisionRequest(
     tokenAge: token === null ? 0 : Math.max(0, (now - token.issuedAtMs) / 1000),
     sourceAddress: address,
     ...(token !== null && token.actors.length > 0 ? { actors: token.actors } : {}),
+    ...(token !== null && token.task !== null ? { task: token.task } : {}),
     ...extra,
   };
 }

@@ -244,7 +244,9 @@ export class PolicyEngine {
     // A break-glass grant is read as a whole: its id names all of it.
     const breakglass = all || view.reads.has('breakglass') ? (request.breakglass?.id ?? '') : '';
     const actors = all || view.reads.has('actors') ? (request.actors ?? []).join('\u0001') : '';
-    return `${who}\0${via}\0${scopes}\0${request.method}\0${target.type}\0${what}\0${hinted}\0${catalog}\0${breakglass}\0${actors}`;
+    // A task's facts are fixed for its id.
+    const task = all || view.reads.has('task') ? (request.task?.id ?? '') : '';
+    return `${who}\0${via}\0${scopes}\0${request.method}\0${target.type}\0${what}\0${hinted}\0${catalog}\0${breakglass}\0${actors}\0${task}`;
   }
 
   /** Decides one request. */

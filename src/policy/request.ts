@@ -73,6 +73,8 @@ export interface DecisionRequest {
   breakglass?: BreakglassFacts;
   /** A delegated token's actors (RFC 8693 `act`), the current one first; absent or empty for a direct one. */
   actors?: readonly string[];
+  /** A task-bound token's task (docs/tasks.md). */
+  task?: { id: string; purpose: string; ticket?: string; tools: readonly string[] };
 }
 
 /** What a policy sees of a break-glass grant: `context.breakglass`. */
@@ -285,6 +287,10 @@ export function toCedar(request: DecisionRequest, reads: ReadonlySet<string>, un
   if (wants('tokenAge')) context.tokenAge = Math.max(0, Math.floor(request.tokenAge));
   if (wants('sourceAddress')) context.sourceAddress = { __extn: { fn: 'ip', arg: cedarAddress(request.sourceAddress) } };
   if (wants('actors')) context.actors = [...(request.actors ?? [])];
+  if (wants('task') && request.task !== undefined) {
+    const { id, purpose, ticket, tools } = request.task;
+    context.task = { id, purpose, ...(ticket !== undefined ? { ticket } : {}), tools: [...tools] };
+  }
   if (wants('breakglass') && request.breakglass !== undefined) {
     const { id, ticket, reason, openedBy } = request.breakglass;
     context.breakglass = { id, ticket, reason, openedBy };

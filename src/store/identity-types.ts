@@ -95,7 +95,7 @@ export interface KeyRecord {
 }
 
 /** `consent`: the value is `USER` + newline + `CLIENT_ID` (one user's tokens through one client). */
-export type RevocationKind = 'jti' | 'grant' | 'client' | 'user' | 'consent';
+export type RevocationKind = 'jti' | 'grant' | 'client' | 'user' | 'consent' | 'task';
 
 export interface RevocationRecord {
   /** Store-assigned, increasing; lets nodes fetch only what is new. */

@@ -591,6 +591,87 @@ CREATE INDEX approvals_requested ON approvals (requested_at);
 CREATE INDEX approvals_status ON approvals (status, requested_at);
 `,
   },
+  {
+    version: 8,
+    name: 'tasks',
+    // Tasks (src/store/tasks.ts, docs/tasks.md): one row per task, `tools` a
+    // JSON list ([] for every tool of the server), `client_id` null for any
+    // client of the user. Ending a task (open -> closed|revoked) and expiring
+    // it (open -> expired) are each a compare-and-set on `status`; every
+    // create and end appends to task_changes, whose highest seq gateway nodes
+    // poll. Ending a task also writes a `task` revocation, so `revocations.kind`
+    // is widened: SQLite cannot alter a CHECK, so the table is rebuilt (seqs
+    // kept, and its AUTOINCREMENT sequence carried over, so a purged seq is
+    // still never handed out again). Times are epoch ms.
+    sqlite: `
+CREATE TABLE tasks (
+  id TEXT NOT NULL PRIMARY KEY,
+  user_name TEXT NOT NULL,
+  client_id TEXT,
+  purpose TEXT NOT NULL CHECK (length(purpose) BETWEEN 1 AND 1000),
+  ticket TEXT CHECK (length(ticket) BETWEEN 1 AND 200),
+  server TEXT NOT NULL,
+  tools TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('open', 'closed', 'expired', 'revoked')),
+  opened_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL CHECK (expires_at > opened_at),
+  ended_at INTEGER,
+  ended_by TEXT
+) STRICT;
+CREATE INDEX tasks_opened ON tasks (opened_at);
+CREATE INDEX tasks_user ON tasks (user_name, opened_at);
+CREATE INDEX tasks_status ON tasks (status, expires_at);
+CREATE TABLE task_changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL,
+  at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE revocations_new (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL CHECK (kind IN ('jti', 'grant', 'client', 'user', 'consent', 'task')),
+  value TEXT NOT NULL,
+  revoked_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) STRICT;
+INSERT INTO revocations_new (seq, kind, value, revoked_at, expires_at)
+  SELECT seq, kind, value, revoked_at, expires_at FROM revocations ORDER BY seq;
+DELETE FROM sqlite_sequence WHERE name = 'revocations_new';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'revocations_new', max(seq) FROM (
+  SELECT seq FROM sqlite_sequence WHERE name = 'revocations'
+  UNION ALL SELECT max(seq) FROM revocations_new
+) HAVING max(seq) IS NOT NULL;
+DROP TABLE revocations;
+ALTER TABLE revocations_new RENAME TO revocations;
+CREATE INDEX revocations_expires ON revocations (expires_at);
+`,
+    postgres: `
+CREATE TABLE tasks (
+  id text COLLATE "C" PRIMARY KEY,
+  user_name text COLLATE "C" NOT NULL,
+  client_id text COLLATE "C",
+  purpose text NOT NULL CHECK (length(purpose) BETWEEN 1 AND 1000),
+  ticket text CHECK (length(ticket) BETWEEN 1 AND 200),
+  server text COLLATE "C" NOT NULL,
+  tools text NOT NULL,
+  status text NOT NULL CHECK (status IN ('open', 'closed', 'expired', 'revoked')),
+  opened_at bigint NOT NULL,
+  expires_at bigint NOT NULL CHECK (expires_at > opened_at),
+  ended_at bigint,
+  ended_by text
+);
+CREATE INDEX tasks_opened ON tasks (opened_at);
+CREATE INDEX tasks_user ON tasks (user_name, opened_at);
+CREATE INDEX tasks_status ON tasks (status, expires_at);
+CREATE TABLE task_changes (
+  seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  id text NOT NULL,
+  at bigint NOT NULL
+);
+ALTER TABLE revocations
+  DROP CONSTRAINT revocations_kind_check,
+  ADD CONSTRAINT revocations_kind_check CHECK (kind IN ('jti', 'grant', 'client', 'user', 'consent', 'task'));
+`,
+  },
 ];
 
 /** How the applied migrations compare with this build's. */

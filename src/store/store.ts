@@ -10,10 +10,11 @@ import { SqlCatalogStore } from './catalog.ts';
 import { SqlConnectionsStore } from './connections.ts';
 import { SqlCredentialsStore } from './credentials.ts';
 import { SqlIdentityStore } from './identity.ts';
+import { SqlTasksStore } from './tasks.ts';
 import type { Int } from './identity-rows.ts';
 import { MIGRATIONS, compareSchema, refuseNewer } from './migrations.ts';
 import type { Engine } from './sql/engine.ts';
-import type { ApprovalsStore, AuditStore, BreakglassStore, CatalogStore, ConnectionsStore, CredentialsStore, IdentityStore, MigrationState, SchemaState, Store, StoreKind } from './types.ts';
+import type { ApprovalsStore, AuditStore, BreakglassStore, CatalogStore, ConnectionsStore, CredentialsStore, IdentityStore, MigrationState, SchemaState, Store, StoreKind, TasksStore } from './types.ts';
 
 interface MigrationRow {
   version: Int;
@@ -29,6 +30,7 @@ export class SqlStore implements Store {
   readonly connections: ConnectionsStore;
   readonly breakglass: BreakglassStore;
   readonly approvals: ApprovalsStore;
+  readonly tasks: TasksStore;
   protected readonly engine: Engine;
   private pinging: Promise<void> | null = null;
 
@@ -41,6 +43,7 @@ export class SqlStore implements Store {
     this.connections = new SqlConnectionsStore(engine);
     this.breakglass = new SqlBreakglassStore(engine);
     this.approvals = new SqlApprovalsStore(engine);
+    this.tasks = new SqlTasksStore(engine);
   }
 
   get kind(): StoreKind {

@@ -1,6 +1,6 @@
 /**
  * The storage interface: one store per plane (`audit`, `identity`, `catalog`,
- * `credentials`, `connections`, `breakglass`, `approvals`), each written once on a thin per-database
+ * `credentials`, `connections`, `breakglass`, `approvals`, `tasks`), each written once on a thin per-database
  * engine (src/store/sql/engine.ts), with two databases: embedded SQLite
  * (node:sqlite, the default) and PostgreSQL (several gateway nodes). One
  * contract suite per plane (test/store/contract.ts, identity-contract.ts)
@@ -13,6 +13,7 @@ import type { SqlCatalogStore } from './catalog.ts';
 import type { SqlConnectionsStore } from './connections.ts';
 import type { SqlCredentialsStore } from './credentials.ts';
 import type { SqlIdentityStore } from './identity.ts';
+import type { SqlTasksStore } from './tasks.ts';
 export type * from './identity-types.ts';
 
 /** A plane store's interface: the public methods of its one implementation, so a method is added in one place. */
@@ -32,6 +33,8 @@ export type ConnectionsStore = PlaneOf<SqlConnectionsStore>;
 export type BreakglassStore = PlaneOf<SqlBreakglassStore>;
 /** Requests for a human's approval of one call, and their decisions (src/store/approvals.ts). */
 export type ApprovalsStore = PlaneOf<SqlApprovalsStore>;
+/** Tasks: bounded pieces of work a user's tokens are bound to (src/store/tasks.ts). */
+export type TasksStore = PlaneOf<SqlTasksStore>;
 
 export type StoreKind = 'sqlite' | 'postgres';
 export type Durability = 'process' | 'power';
@@ -71,6 +74,7 @@ export interface Store {
   readonly connections: ConnectionsStore;
   readonly breakglass: BreakglassStore;
   readonly approvals: ApprovalsStore;
+  readonly tasks: TasksStore;
 
   /**
    * Applies pending versioned migrations, in order, each in a transaction;

@@ -48,6 +48,7 @@ async function atVersionOne(): Promise<string> {
         'DROP TABLE consents; DROP TABLE secret_keys; DROP TABLE revocations; ' +
         'DROP TABLE catalog_entries; DROP TABLE catalog_versions; DROP TABLE catalog_proposals; DROP TABLE catalog_drift; DROP TABLE catalog_history; ' +
         'DROP TABLE secrets; DROP TABLE secret_changes; DROP TABLE connections; DROP TABLE breakglass; DROP TABLE breakglass_changes; DROP TABLE approvals; ' +
+        'DROP TABLE tasks; DROP TABLE task_changes; ' +
         'DELETE FROM schema_migrations WHERE version > 1',
     ),
   );
@@ -76,13 +77,14 @@ describe('mandate migrate', { timeout: 120_000 }, () => {
     const dataDir = await atVersionOne();
     const out = await mandate(['migrate', '--data', dataDir]);
     assert.equal(out.code, 0, out.stderr);
-    assert.match(out.stdout, /applied 6 migrations, now at version 7/);
+    assert.match(out.stdout, /applied 7 migrations, now at version 8/);
     assert.match(out.stdout, /^\s+2 {2}identity\s+\d{4}-\d\d-\d\dT/m);
     assert.match(out.stdout, /^\s+3 {2}catalog\s+\d{4}-\d\d-\d\dT/m);
     assert.match(out.stdout, /^\s+4 {2}credentials\s+\d{4}-\d\d-\d\dT/m);
     assert.match(out.stdout, /^\s+5 {2}connections\s+\d{4}-\d\d-\d\dT/m);
     assert.match(out.stdout, /^\s+6 {2}breakglass\s+\d{4}-\d\d-\d\dT/m);
     assert.match(out.stdout, /^\s+7 {2}approvals\s+\d{4}-\d\d-\d\dT/m);
+    assert.match(out.stdout, /^\s+8 {2}tasks\s+\d{4}-\d\d-\d\dT/m);
   });
 
   it('other commands refuse a schema that is behind, naming mandate migrate, and change nothing; after migrate they work', async () => {
@@ -90,13 +92,13 @@ describe('mandate migrate', { timeout: 120_000 }, () => {
     for (const args of [['clients', 'list'], ['audit', 'list'], ['audit', 'verify'], ['users', 'list'], ['tokens', 'revoke', '--jti', 'j1']]) {
       const out = await mandate([...args, '--data', dataDir]);
       assert.equal(out.code, 1, `${args.join(' ')}: exit ${out.code}\n${out.stderr}`);
-      assert.match(out.stderr, /^mandate: .*schema is at version 1 and this build needs 7 \(pending: 2 identity, 3 catalog, 4 credentials, 5 connections, 6 breakglass, 7 approvals\); run `mandate migrate` first/);
+      assert.match(out.stderr, /^mandate: .*schema is at version 1 and this build needs 8 \(pending: 2 identity, 3 catalog, 4 credentials, 5 connections, 6 breakglass, 7 approvals, 8 tasks\); run `mandate migrate` first/);
       assert.doesNotMatch(out.stderr, /\n\s+at /);
     }
     assert.deepEqual(versions(dataDir), [1], 'a command changed the schema');
 
     const migrated = await mandate(['migrate', '--data', dataDir, '--json']);
-    assert.deepEqual((JSON.parse(migrated.stdout) as { version: number }[]).map((m) => m.version), [2, 3, 4, 5, 6, 7]);
+    assert.deepEqual((JSON.parse(migrated.stdout) as { version: number }[]).map((m) => m.version), [2, 3, 4, 5, 6, 7, 8]);
     const listed = await mandate(['clients', 'list', '--data', dataDir, '--json']);
     assert.equal(listed.code, 0, listed.stderr);
     assert.deepEqual(JSON.parse(listed.stdout), []);
@@ -113,9 +115,9 @@ describe('mandate migrate', { timeout: 120_000 }, () => {
       const out = await mandate([...args, '--data', dataDir], { timeoutMs: 15_000, killWhen: /Mandate is listening/ });
       assert.equal(out.killed, false, `${args[0]} went on with a newer schema:\n${out.stdout}`);
       assert.equal(out.code, 1, `${args.join(' ')}: exit ${out.code}\n${out.stderr}`);
-      assert.match(out.stderr, /schema is at version 999, newer than this build of Mandate knows \(up to 7: unknown 999 from_the_future\)/);
+      assert.match(out.stderr, /schema is at version 999, newer than this build of Mandate knows \(up to 8: unknown 999 from_the_future\)/);
     }
-    assert.deepEqual(versions(dataDir), [1, 2, 3, 4, 5, 6, 7, 999]);
+    assert.deepEqual(versions(dataDir), [1, 2, 3, 4, 5, 6, 7, 8, 999]);
   });
 });
 

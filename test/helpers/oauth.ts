@@ -16,6 +16,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { MANDATE, NODE, ROOT } from './process.ts';
+import { hashSecret } from '../../src/identity/secrets.ts';
+import type { Store } from '../../src/store/types.ts';
 
 /** A loopback redirect URI (RFC 8252); never served. */
 export const REDIRECT_URI = 'http://127.0.0.1:9/callback';
@@ -322,4 +324,38 @@ export async function userGrant(base: string, user: string, password: string, se
   const answer = await token(base, { grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, code_verifier: verifier, client_id: clientId, resource: resources[0] });
   if (answer.status !== 200) throw new Error(`token answered ${answer.status}: ${JSON.stringify(answer.body)}`);
   return answer;
+}
+
+/**
+ * A client put straight into the store, as an administrator would register
+ * it: a confidential machine client (client_secret_basic with `secret`), or
+ * with `secret` null a public interactive one (PKCE, redirect URI REDIRECT_URI).
+ */
+export async function adminClient(store: Store, id: string, grantTypes: string[], secret: string | null): Promise<void> {
+  const now = Date.now();
+  await store.identity.createClient({
+    id,
+    status: 'active',
+    class: secret !== null ? 'machine' : 'interactive',
+    source: 'admin',
+    owner: null,
+    metadata:
+      secret !== null
+        ? { client_name: id, grant_types: grantTypes, token_endpoint_auth_method: 'client_secret_basic', response_types: [], redirect_uris: [] }
+        : { client_name: id, grant_types: grantTypes, token_endpoint_auth_method: 'none', response_types: ['code'], redirect_uris: [REDIRECT_URI] },
+    secretHash: secret !== null ? hashSecret(secret) : null,
+    registeredFrom: null,
+    createdAt: now,
+    updatedAt: now,
+    lastUsedAt: null,
+    decidedBy: null,
+  });
+}
+
+/** A token endpoint refusal: HTTP 400 with this OAuth error, a description matching `description`, and no token. */
+export function refusedWith(answer: Answer, error: string, description: RegExp): void {
+  assert.equal(answer.status, 400, JSON.stringify(answer.body));
+  assert.equal(answer.body.error, error, JSON.stringify(answer.body));
+  assert.match(String(answer.body.error_description), description);
+  assert.equal(answer.body.access_token, undefined);
 }

@@ -13,11 +13,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { hashSecret } from '../../src/identity/secrets.ts';
 import { hashPassword } from '../../src/identity/users.ts';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
-import { jwtClaims, machineToken, REDIRECT_URI, registerMachine, revoke, token, userGrant, userToken, type Answer } from '../helpers/oauth.ts';
+import { adminClient, jwtClaims, machineToken, refusedWith, registerMachine, revoke, token, userGrant, userToken, type Answer } from '../helpers/oauth.ts';
 
 const PASSWORD = 'correct horse battery staple';
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -54,12 +53,6 @@ describe('token exchange (delegation)', { timeout: 120_000 }, () => {
     return answer;
   }
 
-  function refusedWith(answer: Answer, error: string, description: RegExp): void {
-    assert.equal(answer.status, 400, JSON.stringify(answer.body));
-    assert.equal(answer.body.error, error, JSON.stringify(answer.body));
-    assert.match(String(answer.body.error_description), description);
-  }
-
   /** alice signs in once for servers a and b (scope mcp:a mcp:b:tool:echo); the code is redeemed for server a. */
   async function aliceToken(): Promise<string> {
     const answer = await userGrant(gateway.base, 'alice', PASSWORD, ['a', 'b'], 'mcp:a mcp:b:tool:echo');
@@ -89,22 +82,7 @@ describe('token exchange (delegation)', { timeout: 120_000 }, () => {
     await gateway.store.identity.createUser({ name: 'alice', passwordHash: await hashPassword(PASSWORD), groups: ['eng'], disabled: false, createdAt: now, updatedAt: now });
     // Confidential machine clients; the public one is an interactive client (a public client has no client credentials).
     const agent = (id: string, confidential = true) =>
-      gateway.store.identity.createClient({
-        id,
-        status: 'active',
-        class: confidential ? 'machine' : 'interactive',
-        source: 'admin',
-        owner: null,
-        metadata: confidential
-          ? { client_name: id, grant_types: ['client_credentials', EXCHANGE], token_endpoint_auth_method: 'client_secret_basic', response_types: [], redirect_uris: [] }
-          : { client_name: id, grant_types: ['authorization_code', EXCHANGE], token_endpoint_auth_method: 'none', response_types: ['code'], redirect_uris: [REDIRECT_URI] },
-        secretHash: confidential ? hashSecret(SECRET) : null,
-        registeredFrom: null,
-        createdAt: now,
-        updatedAt: now,
-        lastUsedAt: null,
-        decidedBy: null,
-      });
+      adminClient(gateway.store, id, confidential ? ['client_credentials', EXCHANGE] : ['authorization_code', EXCHANGE], confidential ? SECRET : null);
     for (const id of [ONE, TWO, THREE, STRANGER]) await agent(id);
     await agent(PUBLIC, false);
     subject = await aliceToken();

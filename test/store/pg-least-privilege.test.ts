@@ -145,6 +145,17 @@ describe('a least-privilege role (the documented grants) runs the gateway and th
     assert.equal((JSON.parse(approved.stdout) as { status: string }).status, 'approved');
   });
 
+  it('tasks open, close and list run as the role (closing writes its task revocation)', async () => {
+    const opened = await asRole(['tasks', 'open', '--purpose', 'as a plain role', '--server', 'everything', '--ttl', '10m', '--as', 'bob', '--json']);
+    assert.equal(opened.code, 0, opened.stderr);
+    const { id } = JSON.parse(opened.stdout) as { id: string };
+    const closed = await asRole(['tasks', 'close', id, '--as', 'bob', '--json']);
+    assert.equal(closed.code, 0, closed.stderr);
+    const listed = await asRole(['tasks', 'list', '--json']);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.deepEqual((JSON.parse(listed.stdout) as { id: string; status: string }[]).map((t) => [t.id, t.status]), [[id, 'closed']]);
+  });
+
   it('the running gateway never needed more: no permission error in its output', () => {
     assert.ok(mandate);
     assert.doesNotMatch(mandate.output(), /permission denied|must be owner/);

@@ -16,6 +16,7 @@ import { runBreakglassContract } from './breakglass-contract.ts';
 import { runCatalogContract } from './catalog-contract.ts';
 import { runCredentialsContract } from './credentials-contract.ts';
 import { runIdentityContract } from './identity-contract.ts';
+import { runTasksContract } from './tasks-contract.ts';
 
 const URL_ = process.env.MANDATE_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const skip = process.env.MANDATE_TEST_PG === '0' ? 'MANDATE_TEST_PG=0' : false;
@@ -61,6 +62,7 @@ if (!skip) {
   runCredentialsContract('postgres', harness);
   runBreakglassContract('postgres', harness);
   runApprovalsContract('postgres', harness);
+  runTasksContract('postgres', harness);
 }
 
 /** A local port with nothing listening on it. */

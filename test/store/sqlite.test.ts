@@ -13,6 +13,7 @@ import { runBreakglassContract } from './breakglass-contract.ts';
 import { runCatalogContract } from './catalog-contract.ts';
 import { runCredentialsContract } from './credentials-contract.ts';
 import { runIdentityContract } from './identity-contract.ts';
+import { runTasksContract } from './tasks-contract.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'mandate-store-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -56,6 +57,7 @@ runCatalogContract('sqlite', harness);
 runCredentialsContract('sqlite', harness);
 runBreakglassContract('sqlite', harness);
 runApprovalsContract('sqlite', harness);
+runTasksContract('sqlite', harness);
 
 describe('SqliteStore specifics', () => {
   it('openStore without a URL opens SQLite in the data dir, created owner-only', async () => {
