@@ -108,6 +108,26 @@ function summaryOf(config: Config): { [key: string]: JsonValue } {
   };
 }
 
+/**
+ * Whether the policy set in force lets a user, through a client, use a
+ * server at all (asked by the token exchange before it adds a server): its
+ * tools listed, or one of the tools the requested scopes name called. No
+ * set in force: refused.
+ */
+async function exchangeRefusal(policy: PolicyService | null, store: Store, ask: { user: string; groups: readonly string[]; clientId: string; server: string; scopes: readonly string[] }): Promise<string | null> {
+  const engine = policy?.engine ?? null;
+  if (engine === null) return 'no policy set is in force';
+  const record = await store.identity.getClient(ask.clientId);
+  const name = typeof record?.metadata.client_name === 'string' ? record.metadata.client_name : ask.clientId;
+  const client = { id: ask.clientId, name, owner: record?.owner ?? null, kind: record?.class ?? 'machine' } as const;
+  const base = { principal: { type: 'User' as const, id: ask.user, groups: ask.groups }, client, server: ask.server, scopes: ask.scopes, now: Date.now(), tokenAge: 0, sourceAddress: '0.0.0.0' };
+  if (engine.decide({ ...base, method: 'tools/list', target: { type: 'Server', name: ask.server } }).allow) return null;
+  const prefix = `mcp:${ask.server}:tool:`;
+  const tools = ask.scopes.filter((scope) => scope.startsWith(prefix)).map((scope) => scope.slice(prefix.length));
+  if (tools.some((tool) => engine.couldAllow({ ...base, method: 'tools/call', target: { type: 'Tool', name: tool } }))) return null;
+  return `the policy set lets user ${ask.user} use nothing there`;
+}
+
 export async function startApp(config: Config, options: AppOptions = {}): Promise<App> {
   const log = options.log ?? createLogger(config.log.level);
   for (const warning of config.warnings) log.warn(warning);
@@ -150,6 +170,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   // What upstreams are shown (docs/credentials.md): opened once per version, kept in memory, refreshed on change.
   // `jwt` upstreams get tokens signed with the authorization server's active key (read at each mint: rotation follows).
   const broker = new CredentialBroker({ store, secret: deploymentSecret, issuer: config.issuer, log, audit, minter: { issuer: config.issuer, key: () => identity.signingKey } });
+  let policyRef: PolicyService | null = null;
   // Break-glass grants in force (docs/breakglass.md): the policy context reads them, each node polls the store.
   const breakglass = new BreakglassRuntime({
     source: store.breakglass,
@@ -186,7 +207,17 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     await catalogRuntime.start();
     await broker.start();
     await breakglass.start();
-    identity = await Identity.start({ config, store, audit, log, registry, connections: broker.connections, approvals: new Approvals({ store, audit }) });
+    identity = await Identity.start({
+      config,
+      store,
+      audit,
+      log,
+      registry,
+      connections: broker.connections,
+      approvals: new Approvals({ store, audit }),
+      // Read when an exchange asks: the policy set is built after the identity plane.
+      policyRefusal: (ask) => exchangeRefusal(policyRef, store, ask),
+    });
   } catch (error) {
     catalogRuntime.stop();
     broker.stop();
@@ -196,12 +227,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     await store.close();
     throw error;
   }
-  const policy = new PolicyService(config.policies, { audit, log, run: run.run, servers: () => registry.list().map((server) => server.name) });
+  const policy: PolicyService = new PolicyService(config.policies, { audit, log, run: run.run, servers: () => registry.list().map((server) => server.name) });
   if (!config.policiesConfigured && writeStarterSet(config.policies)) log.info({ dir: config.policies }, 'wrote the starter policy set (the token\'s scopes decide)');
   // A set that cannot be loaded leaves none in force: every decided request is refused and /readyz says why.
   await policy.load('start');
   policy.watch();
   policy.breakglass = breakglass;
+  policyRef = policy;
   const reloadPolicies = () => policy.load('command');
   const refusals = new RefusalSummaries(audit, config.audit.summaryIntervalSeconds * 1000);
   const tools = new ToolGate({ store, audit, log, pins: (route) => catalogRuntime.pinsOf(route) });

@@ -18,6 +18,9 @@
  *     user consented to for that server in the same grant (`gid`): the client
  *     the user authorized could refresh into that token anyway. A chained
  *     token has only its own `scope` claim. Anything else: invalid_scope;
+ *   - the policy set in force lets the user use the target server at all
+ *     (its tools listed, or one of the requested tools called; src/app.ts
+ *     asks): invalid_target otherwise, and with no set in force;
  *   - the issued token never outlives the subject token;
  *   - its `act` claim names the requesting client, with the subject's own
  *     `act` nested inside (RFC 8693 §4.1, the current actor outermost); more
@@ -92,6 +95,12 @@ export interface ExchangeDeps {
   revocations: RevocationList;
   /** The resource server description of an MCP server's tokens (provider.ts), with these scopes and this lifetime. */
   describe(server: ResolvedServer, scope: string, ttl: number): ResourceServer;
+  /**
+   * Whether policy lets the user, through this client, use the target
+   * server at all (src/app.ts asks the policy set in force); null when it
+   * does, else why not. Absent: not asked.
+   */
+  policyRefusal?: (ask: { user: string; groups: readonly string[]; clientId: string; server: string; scopes: readonly string[] }) => Promise<string | null>;
 }
 
 /** The `act` claim each issued token carries, for provider.ts's extraTokenClaims. */
@@ -242,6 +251,9 @@ export function exchangeGrant(deps: ExchangeDeps): (ctx: KoaContextWithOIDC) => 
     const wider = requested.find((scope) => !scopeCovered(held, server.name, scope));
     if (wider !== undefined) throw new errors.InvalidScope(`scope ${wider} is wider than the subject_token${task !== null ? ` within task ${task.id}` : ''} allows on server ${server.name}`, wider);
     const scope = [...new Set(requested)].join(' ');
+    // A server the user may not use under the policy set in force is not added by an exchange.
+    const refusal = (await deps.policyRefusal?.({ user, groups: account.groups, clientId, server: server.name, scopes: scope.split(' ') })) ?? null;
+    if (refusal !== null) throw new errors.InvalidTarget(`server ${server.name}: ${refusal}`);
 
     const now = Math.floor(Date.now() / 1000);
     const until = Math.min(typeof claims.exp === 'number' ? claims.exp : now, task !== null ? Math.floor(task.expiresAt / 1000) : Number.POSITIVE_INFINITY);

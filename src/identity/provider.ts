@@ -24,7 +24,7 @@ import { loadExistingGrant, requestedResources } from './consent.ts';
 import { inactiveClientReason } from './context.ts';
 import { ISSUED_AT_MS, stampIssuedAt } from './revocations.ts';
 import { ACCOUNT_CLIENT_ID, accountClient } from './account.ts';
-import { actOf, EXCHANGE_PARAMETERS, exchangeGrant, taskOf, TOKEN_EXCHANGE } from './exchange-grant.ts';
+import { actOf, EXCHANGE_PARAMETERS, exchangeGrant, taskOf, TOKEN_EXCHANGE, type ExchangeDeps } from './exchange-grant.ts';
 import { ID_JAG_PARAMETERS, ID_JAG_PROFILE, idJagGrant, JWT_BEARER } from './id-jag-grant.ts';
 import path from 'node:path';
 import type { RevocationList } from './revocations.ts';
@@ -48,7 +48,7 @@ export interface ProviderDeps {
   /** The MCP servers a `resource` may name (the gateway's registry). */
   servers: Servers;
   /** What the token exchange grant checks subject tokens with; without it, the grant is not offered. */
-  exchange?: { verifier: TokenVerifier; revocations: RevocationList };
+  exchange?: { verifier: TokenVerifier; revocations: RevocationList; policyRefusal?: ExchangeDeps['policyRefusal'] };
 }
 
 const ASYMMETRIC = ['ES256', 'PS256', 'RS256', 'EdDSA', 'Ed25519'];
@@ -257,8 +257,9 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   const provider = new Provider(config.issuer, configuration);
   if (deps.exchange) {
-    const { verifier, revocations } = deps.exchange;
+    const { verifier, revocations, policyRefusal } = deps.exchange;
     const handler = exchangeGrant({
+      ...(policyRefusal !== undefined ? { policyRefusal } : {}),
       delegation: identity.delegation,
       accessTokenTtl: identity.accessTokenTtl,
       store,

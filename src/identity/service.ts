@@ -3,6 +3,7 @@
  * authorization server (with Mandate's steps) → token verifier. The HTTP
  * front door hands it every path that is not an MCP endpoint or a probe.
  */
+import type { ExchangeDeps } from './exchange-grant.ts';
 import type { JWK } from 'jose';
 import { sendJson } from '../http/json.ts';
 import { sendError } from '../http/errors.ts';
@@ -50,6 +51,8 @@ export interface IdentityDeps {
   connections?: Connections;
   /** Deciding approval requests on their pages (account.ts, docs/approvals.md). */
   approvals?: AccountDeps['approvals'];
+  /** Whether policy lets a user use a server at all: asked by the token exchange (exchange-grant.ts). */
+  policyRefusal?: ExchangeDeps['policyRefusal'];
 }
 
 /** How often a running gateway looks for a due key rotation (and purges expired rows), ms. */
@@ -154,7 +157,7 @@ export class Identity {
   private mount(keys: KeyMaterial): void {
     const { config, store, audit, log } = this.deps;
     const servers = this.servers;
-    const provider = createProvider({ config, store, secret: this.secret, keys, hooks: this.hooks, servers, exchange: { verifier: this.verifier, revocations: this.revocations } });
+    const provider = createProvider({ config, store, secret: this.secret, keys, hooks: this.hooks, servers, exchange: { verifier: this.verifier, revocations: this.revocations, ...(this.deps.policyRefusal !== undefined ? { policyRefusal: this.deps.policyRefusal } : {}) } });
     // An unexpected error: logged with a correlation id that the client's error answer carries (errorsStep).
     provider.on('server_error', (ctx: KoaContextWithOIDC, error: unknown) => {
       const id = correlationId();
