@@ -9,6 +9,7 @@
 import type { Grant, KoaContextWithOIDC } from 'oidc-provider';
 import type { ConsentRecord, Store } from '../store/types.ts';
 import { ACCOUNT_CLIENT_ID } from './account.ts';
+import { asksForTask } from './task-details.ts';
 
 const TOOL_SCOPE = /^mcp:([^:]+):tool:.+$/;
 
@@ -48,7 +49,7 @@ export function scopesForResource(requested: Iterable<string>, available: Readon
  * may proceed with, or undefined to ask the user.
  *  - Right after the consent page, the grant it saved (result.consent.grantId).
  *  - Otherwise a new Grant built from stored consent, if it covers the request
- *    (and the request does not say prompt=consent).
+ *    (and the request does not say prompt=consent, nor opens a task).
  * A disabled or unknown user never reuses anything.
  */
 export function loadExistingGrant(store: Store): (ctx: KoaContextWithOIDC) => Promise<Grant | undefined> {
@@ -74,6 +75,9 @@ export function loadExistingGrant(store: Store): (ctx: KoaContextWithOIDC) => Pr
       const grant = await oidc.provider.Grant.find(consentedGrantId);
       return grant && grant.accountId === accountId && grant.clientId === clientId ? grant : undefined;
     }
+
+    // A request opening a task (a mandate:task authorization detail) is shown to the user every time.
+    if (asksForTask(oidc.params as Record<string, unknown> | undefined)) return undefined;
 
     // prompt=consent asks the user whatever was remembered: build nothing that would go unused.
     if (oidc.prompts?.has('consent')) return undefined;

@@ -235,6 +235,8 @@ export interface ConsentView {
   oidcScopes: string[];
   /** A caution shown above the buttons (e.g. the redirect goes to another host). */
   warning?: string | undefined;
+  /** The task the request opens (a mandate:task authorization detail): its tokens are bound to it. */
+  task?: { purpose: string; ticket: string | null; server: string; tools: string[]; lifetime: string } | null;
 }
 
 const scopeItem = (scope: string): string => `<li>${escapeHtml(describeScope(scope))} <code class="muted">${escapeHtml(scope)}</code></li>`;
@@ -256,12 +258,20 @@ export function renderConsent(view: ConsentView): string {
       `<p>It will be able to:</p><ul>${view.admin.scopes.map(scopeItem).join('')}</ul>`
     : '';
   const oidc = view.oidcScopes.length > 0 ? `<p class="label">Your account</p><ul>${view.oidcScopes.map(scopeItem).join('')}</ul>` : '';
+  const task = view.task
+    ? `<p class="label">For this task</p>` +
+      `<p class="primary" data-task>for this task: ${escapeHtml(view.task.purpose)}</p>` +
+      (view.task.ticket !== null ? `<p>Ticket: <b data-ticket>${escapeHtml(view.task.ticket)}</b></p>` : '') +
+      `<p>On ${escapeHtml(view.task.server)}: ${view.task.tools.length > 0 ? `only ${view.task.tools.map((tool) => `<code>${escapeHtml(tool)}</code>`).join(', ')}` : 'every tool'}; ` +
+      `it lasts ${escapeHtml(view.task.lifetime)}, and what is allowed here ends with it.</p>`
+    : '';
   const warning = view.warning ? `<p class="warning" role="note">${escapeHtml(view.warning)}</p>` : '';
   const body =
     `<h1>Allow access?</h1>` +
     `<p class="muted">Signed in as <b>${escapeHtml(view.user)}</b></p>` +
     clientBlock(view.client) +
     `<p class="label">Answers go to</p><p class="mono" data-redirect-uri>${escapeHtml(view.redirectUri)}</p>` +
+    task +
     servers +
     admin +
     oidc +

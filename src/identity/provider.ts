@@ -14,7 +14,7 @@ import { createAdapter, type AdapterHooks } from './adapter.ts';
 import type { KeyMaterial } from './keys.ts';
 import { SIGNING_ALG } from './keys.ts';
 import { constantEquals, hashSecret, randomToken } from './secrets.ts';
-import { ADMIN_SCOPE, adminResource, serverForResource, serverScope, toolScopesIn, type Servers } from './scopes.ts';
+import { ADMIN_SCOPE, adminResource, serverForResource, serverScope, toolScope, toolScopesIn, type Servers } from './scopes.ts';
 import { guardedFetch } from './ssrf.ts';
 import { hostMatches } from './hosts.ts';
 import { interactionUrl, ROUTES } from './routes.ts';
@@ -28,6 +28,7 @@ import { actOf, EXCHANGE_PARAMETERS, exchangeGrant, taskOf, TOKEN_EXCHANGE, type
 import { ID_JAG_PARAMETERS, ID_JAG_PROFILE, idJagGrant, JWT_BEARER } from './id-jag-grant.ts';
 import path from 'node:path';
 import type { RevocationList } from './revocations.ts';
+import { asksForTask, checkTaskRequest, claimOf, detailsParam, grantedTask, requestedTask, TASK_DETAIL } from './task-details.ts';
 import type { TokenVerifier } from './verify.ts';
 
 function isInteractive(metadata: Record<string, unknown>): boolean {
@@ -63,10 +64,73 @@ function resourceServer(config: Config, servers: Servers, ctx: KoaContextWithOID
   const server = serverForResource(servers, resource);
   if (!server) throw new errors.InvalidTarget(`resource ${resource} is not an MCP server behind this gateway`);
   defaultScope(config.issuer, servers, ctx);
+  narrowToTask(config, server.name, ctx);
   const entities = ctx.oidc.entities as Record<string, { scope?: string } | undefined>;
   const granted = [ctx.oidc.params?.scope as string | undefined, entities.RefreshToken?.scope, entities.AuthorizationCode?.scope];
   const tools = new Set(granted.flatMap((scope) => toolScopesIn(server.name, scope)));
   return serverTokens(server.endpoint, [serverScope(server.name), ...tools].join(' '), config.identity.accessTokenTtl);
+}
+
+/**
+ * An authorization request opening a task that names tools asks for those
+ * tools' scopes only (docs/tasks.md "Opening a task from an authorization
+ * request"): the requested scope is narrowed while the library resolves the
+ * resource, so the consent page shows, and the grant holds, just those. A
+ * task tool the requested scopes do not cover is invalid_authorization_details.
+ */
+function narrowToTask(config: Config, server: string, ctx: KoaContextWithOIDC): void {
+  const params = ctx.oidc.params as { scope?: string; authorization_details?: unknown } | undefined;
+  if (ctx.oidc.route !== 'authorization' || !params || !asksForTask(params)) return;
+  const task = requestedTask(params, config.tasks);
+  if (!task || task.tools.length === 0) return;
+  const words = (params.scope ?? '').split(' ').filter(Boolean);
+  const held = new Set(words);
+  const wanted = task.tools.map((tool) => toolScope(server, tool));
+  const uncovered = wanted.filter((scope) => !held.has(scope) && !held.has(serverScope(server)));
+  if (uncovered.length > 0) throw new errors.InvalidAuthorizationDetails(`mandate:task: the requested scope does not cover ${uncovered.join(' ')}`);
+  const own = (word: string): boolean => word === serverScope(server) || word.startsWith(`${serverScope(server)}:tool:`);
+  params.scope = [...new Set([...words.filter((word) => !own(word)), ...wanted])].join(' ');
+}
+
+/**
+ * A `mandate:task` authorization detail (RFC 9396), checked when an
+ * authorization request carries it: only there, at most one, with exactly
+ * one `resource` naming an MCP server, and well formed (task-details.ts).
+ */
+function validateTaskDetail(config: Config, servers: Servers, ctx: KoaContextWithOIDC, detail: Record<string, unknown>): void {
+  if (ctx.oidc.route !== 'authorization') {
+    throw new errors.InvalidAuthorizationDetails('mandate:task: a task is opened by an authorization request only');
+  }
+  const params = ctx.oidc.params as Record<string, unknown>;
+  if (detailsParam(params.authorization_details).filter((entry) => entry.type === TASK_DETAIL).length > 1) {
+    throw new errors.InvalidAuthorizationDetails('mandate:task: at most one task per authorization request');
+  }
+  const resources = requestedResources(params.resource);
+  if (resources.length !== 1 || serverForResource(servers, resources[0]!) === undefined) {
+    throw new errors.InvalidAuthorizationDetails('mandate:task: a task names exactly one resource, an MCP server behind this gateway ({issuer}/mcp/NAME)');
+  }
+  checkTaskRequest(detail, config.tasks);
+}
+
+/**
+ * A token issued from the code (or a refresh token) of a grant that opened a
+ * task: the task must still be open; the token lasts no longer than the task
+ * and, when the task names tools, holds only those tools' scopes.
+ */
+async function boundToTask(store: Store, ctx: KoaContextWithOIDC, described: ResourceServer): Promise<ResourceServer> {
+  if (ctx.oidc.route !== 'token') return described;
+  const entities = ctx.oidc.entities as Record<string, { rar?: unknown } | undefined>;
+  const detail = grantedTask(entities.AuthorizationCode?.rar) ?? grantedTask(entities.RefreshToken?.rar);
+  if (detail === undefined) return described;
+  const task = await store.tasks.get(detail.task_id);
+  const now = Date.now();
+  if (task === null || task.status !== 'open' || task.expiresAt <= now) {
+    throw new errors.InvalidGrant(`task ${detail.task_id} is ${task === null ? 'unknown' : task.status === 'open' ? 'expired' : task.status}: its grant issues no more tokens`);
+  }
+  const remaining = Math.floor((task.expiresAt - now) / 1000);
+  if (remaining < 1) throw new errors.InvalidGrant(`task ${detail.task_id} is expired: its grant issues no more tokens`);
+  const scope = task.tools.length > 0 ? task.tools.map((tool) => toolScope(task.server, tool)).join(' ') : described.scope;
+  return serverTokens(described.audience as string, scope, Math.min(described.accessTokenTTL ?? remaining, remaining));
 }
 
 /** How every access token is made (an MCP server's, the admin API's): a signed JWT bound to its one audience, with these scopes and this lifetime. */
@@ -144,7 +208,8 @@ export function createProvider(deps: ProviderDeps): Provider {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
       id_token_signed_response_alg: SIGNING_ALG,
-    },
+      authorization_details_types: [TASK_DETAIL],
+    } as Configuration['clientDefaults'],
     enabledJWA: {
       clientAuthSigningAlgValues: ASYMMETRIC,
       idTokenSigningAlgValues: [SIGNING_ALG],
@@ -165,7 +230,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     rotateRefreshToken: true,
     revokeGrantPolicy: () => true,
-    issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    // A grant that opened a task gets no refresh token: its access tokens end with the task (docs/tasks.md).
+    issueRefreshToken: (_ctx, client, code) => client.grantTypeAllowed('refresh_token') && grantedTask((code as { rar?: unknown } | undefined)?.rar) === undefined,
     expiresWithSession: () => false,
     loadExistingGrant: loadExistingGrant(store),
     allowOmittingSingleRegisteredRedirectUri: false,
@@ -175,7 +241,9 @@ export function createProvider(deps: ProviderDeps): Provider {
       const grantId = (token as { grantId?: string }).grantId;
       // A token issued by token exchange names its actors, and a task-bound one its task (exchange-grant.ts).
       const act = actOf(token);
-      const task = taskOf(token);
+      // …and one issued from a grant that opened a task (task-details.ts), that task.
+      const granted = grantedTask((token as { rar?: unknown }).rar);
+      const task = taskOf(token) ?? (granted ? claimOf(granted) : undefined);
       if (!grantId && !act && !task) return undefined;
       return { ...(grantId ? { gid: grantId } : {}), ...(act ? { act } : {}), ...(task ? { task } : {}) };
     },
@@ -238,8 +306,30 @@ export function createProvider(deps: ProviderDeps): Provider {
           throw new errors.InvalidTarget('the resource parameter is required: name the MCP server, {issuer}/mcp/NAME');
         },
         useGrantedResource: () => true,
-        getResourceServerInfo: (ctx, resource) => resourceServer(config, servers, ctx, resource),
+        getResourceServerInfo: (ctx, resource) => boundToTask(store, ctx, resourceServer(config, servers, ctx, resource)),
       },
+      // Opening a task from an authorization request (docs/tasks.md): the one detail type, `mandate:task`.
+      richAuthorizationRequests: {
+        enabled: true,
+        types: {
+          [TASK_DETAIL]: { validate: (ctx: KoaContextWithOIDC, detail: Record<string, unknown>) => validateTaskDetail(config, servers, ctx, detail) },
+        },
+        // The code carries what the user allowed: the grant's task detail (consent-page.ts adds it with the opened task's id).
+        authorizationDetailsForGrantSource: (ctx: KoaContextWithOIDC) => {
+          const granted = grantedTask(ctx.oidc.grant?.rar);
+          if (asksForTask(ctx.oidc.params as Record<string, unknown>) && granted === undefined) {
+            throw new errors.AccessDenied('the task was not opened');
+          }
+          return granted === undefined ? [] : [granted];
+        },
+        // Tokens carry only what their code or refresh token carries (a token request cannot add details).
+        authorizationDetailsForAccessToken: (_ctx: KoaContextWithOIDC, _token: unknown, source?: { rar?: unknown }) => {
+          const granted = grantedTask(source?.rar);
+          return granted === undefined ? [] : [granted];
+        },
+        authorizationDetailsForIntrospection: (_ctx: KoaContextWithOIDC, token: { rar?: unknown }) => token.rar,
+        // The library's types for this feature tie it to openid4vci's; the shape above is what lib/shared/check_rar.js calls.
+      } as never,
       clientIdMetadataDocument: {
         enabled: identity.cimd.enabled,
         ack: 'draft-02',

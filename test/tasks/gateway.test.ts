@@ -8,6 +8,7 @@
  * store, as every node would). A token exchanged from a task-bound one stays
  * bound to the task.
  */
+import { callWithToken } from '../helpers/mcp-call.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { Identity } from '../../src/identity/service.ts';
 import { createLogger } from '../../src/observability/log.ts';
@@ -15,8 +16,6 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { hashPassword } from '../../src/identity/users.ts';
 import { eventually } from '../gateway/raw.ts';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts';
@@ -67,18 +66,8 @@ describe('task-bound access', { timeout: 120_000 }, () => {
   const exchange = (params: Record<string, string>, subjectToken = subject): Promise<Answer> =>
     token(gateway.base, { grant_type: EXCHANGE, subject_token: subjectToken, subject_token_type: ACCESS_TOKEN, ...params }, { basic: { id: AGENT, secret: SECRET } });
 
-  async function call(accessToken: string, tool: string): Promise<string> {
-    const client = new Client({ name: 'task-test', version: '1.0.0' });
-    try {
-      await client.connect(new StreamableHTTPClientTransport(new URL(gateway.endpoint('a')), { requestInit: { headers: { authorization: `Bearer ${accessToken}` } } }));
-      const result = await client.callTool({ name: tool, arguments: { text: 'x' } });
-      return (result.content as { text: string }[])[0]!.text;
-    } catch (error) {
-      return `refused: ${String(error)}`;
-    } finally {
-      await client.close().catch(() => undefined);
-    }
-  }
+  const call = (accessToken: string, tool: string): Promise<string> => callWithToken(gateway.endpoint('a'), accessToken, tool);
+
 
   it('alice opens a task for her agent', async () => {
     const opened = await gateway.cli(['tasks', 'open', '--purpose', 'incident 42: restart the cache', '--ticket', 'INC-42', '--server', 'a', '--tool', 'echo', '--ttl', '10m', '--for-client', AGENT, '--as', 'alice', '--config', gateway.configPath, '--json']);

@@ -13,8 +13,33 @@ import { pageHeaders, renderConsent, type ClientView } from '../pages.ts';
 import { PageError, csrfToken } from './forms.ts';
 import { asksNothing, consentDetails, planConsent, type ConsentPlan } from './consent-plan.ts';
 import { activeUser, clientView, finish, recordOrFail, send, type Step } from './step.ts';
+import { TaskError, Tasks } from '../../tasks/service.ts';
+import { requestedTask, TASK_DETAIL, type GrantedTaskDetail, type TaskRequest } from '../task-details.ts';
 
 const NO_SCOPE = 'no scope for an MCP server was requested';
+
+/** The task the pending request opens (a mandate:task authorization detail, checked already at the authorization endpoint). */
+function taskOf(step: Step, plan: ConsentPlan): TaskRequest | null {
+  let task: TaskRequest | null;
+  try {
+    task = requestedTask(step.interaction.params as Record<string, unknown>, step.deps.config.tasks);
+  } catch (error) {
+    throw new PageError(400, 'invalid_authorization_details', error instanceof Error ? error.message : String(error));
+  }
+  if (task !== null && (plan.servers.length !== 1 || plan.admin !== null)) {
+    throw new PageError(400, 'invalid_authorization_details', 'a task names exactly one MCP server');
+  }
+  return task;
+}
+
+/** 90 → "2 minutes", 7200 → "2 hours": how long a task lasts, for the page. */
+function lifetime(seconds: number): string {
+  const unit = (value: number, name: string): string => `${value} ${name}${value === 1 ? '' : 's'}`;
+  if (seconds < 60) return unit(seconds, 'second');
+  if (seconds < 3600) return unit(Math.round(seconds / 60), 'minute');
+  if (seconds < 86400) return unit(Math.round((seconds / 3600) * 10) / 10, 'hour');
+  return unit(Math.round((seconds / 86400) * 10) / 10, 'day');
+}
 
 /** A warning when answers go to another host than the one that vouches for the client (its metadata document). */
 function redirectWarning(client: ClientView, redirectUri: string): string | undefined {
@@ -40,6 +65,7 @@ export async function showConsent(step: Step, client: ClientView): Promise<void>
     await finish(step, { error: 'invalid_scope', error_description: NO_SCOPE });
     return;
   }
+  const task = taskOf(step, plan);
   const html = renderConsent({
     action: `${base}/consent`,
     csrf: csrfToken(deps.csrfKey, uid, 'consent'),
@@ -50,6 +76,7 @@ export async function showConsent(step: Step, client: ClientView): Promise<void>
     admin: plan.admin,
     oidcScopes: plan.oidcScopes,
     warning: redirectWarning(client, plan.redirectUri),
+    task: task === null ? null : { purpose: task.purpose, ticket: task.ticket, server: plan.servers[0]!.server.name, tools: task.tools, lifetime: lifetime(task.ttlSeconds) },
   });
   send(step.req, step.res, 200, html, pageHeaders([plan.redirectUri]));
 }
@@ -67,10 +94,56 @@ export async function submitConsent(step: Step, form: Map<string, string>): Prom
   res.setHeader('Cache-Control', 'no-store');
   if (decision === 'deny') return denyConsent(step, plan);
   if (asksNothing(plan)) throw new PageError(400, 'invalid_scope', NO_SCOPE);
+  const task = taskOf(step, plan);
   const grant = await saveGrant(step, plan);
+  if (task !== null) {
+    const opened = await openTask(step, plan, task, grant);
+    if (opened === null) return;
+  }
   await recordGrant(deps.audit, plan, grant);
-  await rememberConsent(deps.store, plan);
+  // Allowing a task is for that task: it is not remembered as consent for later requests.
+  if (task === null) await rememberConsent(deps.store, plan);
   await finish(step, { consent: { grantId: grant.jti } }, true);
+}
+
+/**
+ * Allow on a request opening a task: the task is opened for the user (as
+ * `mandate tasks open` would, recording task.opened) and its detail, with
+ * the task's id, is added to the grant, from which the code and each access
+ * token carry it (provider.ts). A refusal by a task rule ends the request
+ * with invalid_authorization_details, and the grant goes.
+ */
+async function openTask(step: Step, plan: ConsentPlan, request: TaskRequest, grant: Grant): Promise<GrantedTaskDetail | null> {
+  const { deps } = step;
+  const service = new Tasks({ store: deps.store, audit: deps.audit, settings: () => ({ admin: deps.config.admin, tasks: deps.config.tasks }) });
+  let detail: GrantedTaskDetail;
+  try {
+    const task = await service.open(plan.accountId, {
+      purpose: request.purpose,
+      ...(request.ticket !== null ? { ticket: request.ticket } : {}),
+      server: plan.servers[0]!.server.name,
+      tools: request.tools,
+      ttlSeconds: request.ttlSeconds,
+      clientId: plan.clientId,
+    });
+    detail = {
+      type: TASK_DETAIL,
+      task_id: task.id,
+      purpose: task.purpose,
+      ...(task.ticket !== null ? { ticket: task.ticket } : {}),
+      tools: task.tools,
+      server: task.server,
+      expires_at: Math.floor(task.expiresAt / 1000),
+    };
+  } catch (error) {
+    await grant.destroy().catch(() => undefined);
+    if (!(error instanceof TaskError)) throw error;
+    await finish(step, { error: 'invalid_authorization_details', error_description: error.message });
+    return null;
+  }
+  grant.addRar(detail as unknown as Parameters<Grant['addRar']>[0]);
+  await grant.save();
+  return detail;
 }
 
 function decisionFrom(form: Map<string, string>): 'allow' | 'deny' {
