@@ -159,7 +159,7 @@ describe('server.json in and out, the sub-registry API, and provenance', { timeo
     await admit('edited', serverJson);
     await mandate.app.catalogRuntime.refresh();
     assert.equal((await post(mandate.endpoint('edited'), initializeMessage(1))).status, 200);
-    const db = new DatabaseSync(path.join(mandate.dataDir, 'mandate.db'));
+    const db = new DatabaseSync(path.join(mandate.dataDir, 'mandate.db'), { timeout: 5000 });
     try {
       // Someone with database access points the entry at their own server.
       const row = db.prepare("SELECT server_json FROM catalog_entries WHERE route = 'edited'").get() as { server_json: string };
@@ -174,7 +174,7 @@ describe('server.json in and out, the sub-registry API, and provenance', { timeo
     const { body } = await errorOf(refused);
     assert.match(String(body.error?.message), /MCP server "edited" is not available: its catalog record was changed outside Mandate/);
     // A signed entry whose server.json is edited (and resealed by nobody) is refused as well.
-    const db2 = new DatabaseSync(path.join(mandate.dataDir, 'mandate.db'));
+    const db2 = new DatabaseSync(path.join(mandate.dataDir, 'mandate.db'), { timeout: 5000 });
     try {
       db2.prepare("UPDATE catalog_entries SET server_json = replace(server_json, 'Signed', 'Signed!') WHERE route = 'signed'").run();
       db2.prepare("INSERT INTO catalog_history (route, at, actor, action, reason, data) VALUES ('signed', '2026-01-01T00:00:00Z', 'x', 'x', NULL, '{}')").run();
