@@ -20,6 +20,7 @@ import type { BreakglassLookup } from '../policy/service.ts';
 import type { BreakglassFacts } from '../policy/request.ts';
 import type { Logger } from '../observability/log.ts';
 import type { BreakglassRecord } from '../store/breakglass.ts';
+import { Poller } from '../store/poller.ts';
 
 /** What the runtime reads of a grant. */
 export type Grant = Pick<BreakglassRecord, 'id' | 'user' | 'openedBy' | 'server' | 'tools' | 'ticket' | 'reason' | 'expiresAt'>;
@@ -51,8 +52,10 @@ export class BreakglassRuntime implements BreakglassLookup {
   private byUser = new Map<string, Grant[]>();
   private seen = -1;
   private nextExpiry = Number.POSITIVE_INFINITY;
-  private timer: NodeJS.Timeout | null = null;
-  private refreshing: Promise<void> | null = null;
+  private readonly poller = new Poller(
+    (force) => this.read(force),
+    (error) => this.deps.log.warn({ err: String(error) }, 'could not read the break-glass grants; the ones read before stay in force until they expire'),
+  );
   private countedAt = 0;
 
   constructor(deps: RuntimeDeps) {
@@ -63,43 +66,35 @@ export class BreakglassRuntime implements BreakglassLookup {
     return this.deps.now?.() ?? Date.now();
   }
 
-  async start(): Promise<void> {
-    await this.refresh(true);
-    this.timer = setInterval(() => {
-      this.refresh().catch((error: unknown) => this.deps.log.warn({ err: String(error) }, 'could not read the break-glass grants; the ones read before stay in force until they expire'));
-    }, this.deps.refreshMs ?? 1000);
-    this.timer.unref();
+  start(): Promise<void> {
+    return this.poller.start(this.deps.refreshMs ?? 1000);
   }
 
   stop(): void {
-    if (this.timer !== null) clearInterval(this.timer);
-    this.timer = null;
+    this.poller.stop();
   }
 
   /** Reads the grants in force again if they changed, one expired, or when forced. */
   refresh(force = false): Promise<void> {
-    this.refreshing ??= (async () => {
-      try {
-        const now = this.now();
-        const last = await this.deps.source.lastChange();
-        const changed = last !== this.seen;
-        if (force || changed || this.nextExpiry <= now) {
-          const grants = await this.deps.source.active(now);
-          const byUser = new Map<string, Grant[]>();
-          for (const grant of grants) byUser.set(grant.user, [...(byUser.get(grant.user) ?? []), grant]);
-          this.byUser = byUser;
-          this.nextExpiry = Math.min(Number.POSITIVE_INFINITY, ...grants.map((grant) => grant.expiresAt));
-          this.seen = last;
-        }
-        if (this.deps.onOverdue !== undefined && (force || changed || now - this.countedAt >= OVERDUE_EVERY_MS)) {
-          this.countedAt = now;
-          this.deps.onOverdue((await this.deps.source.unreviewed(now - this.deps.reviewDays() * DAY_MS)).length);
-        }
-      } finally {
-        this.refreshing = null;
-      }
-    })();
-    return this.refreshing;
+    return this.poller.run(force);
+  }
+
+  private async read(force: boolean): Promise<void> {
+    const now = this.now();
+    const last = await this.deps.source.lastChange();
+    const changed = last !== this.seen;
+    if (force || changed || this.nextExpiry <= now) {
+      const grants = await this.deps.source.active(now);
+      const byUser = new Map<string, Grant[]>();
+      for (const grant of grants) byUser.set(grant.user, [...(byUser.get(grant.user) ?? []), grant]);
+      this.byUser = byUser;
+      this.nextExpiry = Math.min(Number.POSITIVE_INFINITY, ...grants.map((grant) => grant.expiresAt));
+      this.seen = last;
+    }
+    if (this.deps.onOverdue !== undefined && (force || changed || now - this.countedAt >= OVERDUE_EVERY_MS)) {
+      this.countedAt = now;
+      this.deps.onOverdue((await this.deps.source.unreviewed(now - this.deps.reviewDays() * DAY_MS)).length);
+    }
   }
 
   /** The grant in force covering `user`'s request on `server` (and `tool`; null: a request on the server itself). */

@@ -18,12 +18,12 @@
  * grant opens whether or not it answered.
  */
 import { randomBytes } from 'node:crypto';
-import { RuleError } from '../admin/refusal.ts';
+import { grantInputs, RuleError } from '../admin/refusal.ts';
 import { rolesHeld } from '../admin/roles.ts';
 import type { EventType, JsonValue } from '../audit/events.ts';
 import type { AuditLog } from '../audit/log.ts';
 import type { AdminConfig, AdminRole } from '../config/catalog-schema.ts';
-import { SERVER_NAME, type BreakglassConfig } from '../config/schema.ts';
+import type { BreakglassConfig } from '../config/schema.ts';
 import { NOT_CLOSED_OR_REVIEWED, type BreakglassOutcome, type BreakglassRecord } from '../store/breakglass.ts';
 import type { Store } from '../store/types.ts';
 import { sendNotice, type WebhookNotice } from './webhook.ts';
@@ -74,28 +74,11 @@ export interface BreakglassDeps {
   notify?: (url: string, notice: WebhookNotice) => Promise<string>;
 }
 
-/** A value someone typed: 1 to `max` printable characters, not only spaces. */
-function text(rule: string, label: string, value: string | undefined, max: number): string {
-  if (value === undefined || value.trim() === '') throw new BreakglassError(rule, `${label} is required: break-glass access needs one`);
-  if (value.length > max || /[\p{Cc}\p{Cf}]/u.test(value)) throw new BreakglassError(rule, `${label} takes 1 to ${max} printable characters`);
-  return value;
-}
-
-function server(value: string): string {
-  if (!SERVER_NAME.test(value)) throw new BreakglassError('server', `server "${value}" is not a server name (lowercase letters, digits and hyphens, at most 63)`);
-  return value;
-}
-
-function tools(values: readonly string[] = []): string[] {
-  return [...new Set(values.map((tool) => text('tools', 'a tool name', tool, 200)))];
-}
-
-function ttl(seconds: number, max: number): number {
-  if (!(seconds > 0 && seconds <= max)) {
-    throw new BreakglassError('breakglass.maxTtlSeconds', `a break-glass grant lasts more than 0 and at most ${max} seconds (breakglass.maxTtlSeconds), not ${seconds}`);
-  }
-  return seconds;
-}
+const { text, server, tools, ttl } = grantInputs((rule, message) => new BreakglassError(rule, message), {
+  needs: 'break-glass access needs one',
+  lasts: 'a break-glass grant',
+  ttlRule: 'breakglass.maxTtlSeconds',
+});
 
 const newId = (): string => `bg-${randomBytes(6).toString('hex')}`;
 const iso = (ms: number): string => new Date(ms).toISOString();

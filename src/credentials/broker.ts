@@ -27,6 +27,7 @@ import type { SecretScope, SecretVersion } from '../store/credentials.ts';
 import type { Store } from '../store/types.ts';
 import { openVersion } from './vault.ts';
 import { Signer, type Minter } from './mint.ts';
+import { Poller } from '../store/poller.ts';
 import { Connections } from './connections.ts';
 import { TokenExchange } from './exchange.ts';
 import { AuthorizationServers } from './upstream-as.ts';
@@ -68,6 +69,11 @@ export interface BrokerDeps {
   now?: () => number;
 }
 
+/** A secret the request's server needs is not set: refused, naming the secret and how to set it, never a value. */
+function secretMissing(request: CredentialRequest, secret: string): GatewayError {
+  return new GatewayError('credential_missing', `upstream server "${request.server.name}" needs the secret "${secret}", which is not set`, { detail: `mandate secrets set ${secret} --stdin` });
+}
+
 /** The group that puts a caller in a tenant: `tenant:NAME`. */
 export const tenantGroup = (tenant: string): string => `tenant:${tenant}`;
 
@@ -91,8 +97,10 @@ export class CredentialBroker implements CredentialHook {
   private readonly deps: BrokerDeps;
   private held = new Map<string, Held>();
   private seen = -1;
-  private timer: NodeJS.Timeout | null = null;
-  private refreshing: Promise<void> | null = null;
+  private readonly poller = new Poller(
+    (force) => this.read(force),
+    (error) => this.deps.log.warn({ err: String(error) }, 'could not read the secrets; the ones read before stay in use'),
+  );
   private readonly marked = new Map<string, number>();
   private readonly reported = new Map<string, number>();
   /** Minted tokens, by server, caller and scope, until they are due for renewal. */
@@ -121,35 +129,27 @@ export class CredentialBroker implements CredentialHook {
     return this.deps.now?.() ?? Date.now();
   }
 
-  async start(): Promise<void> {
-    await this.refresh(true);
-    this.timer = setInterval(() => {
-      this.refresh().catch((error: unknown) => this.deps.log.warn({ err: String(error) }, 'could not read the secrets; the ones read before stay in use'));
-    }, this.deps.refreshMs ?? 1000);
-    this.timer.unref();
+  start(): Promise<void> {
+    return this.poller.start(this.deps.refreshMs ?? 1000);
   }
 
   stop(): void {
-    if (this.timer !== null) clearInterval(this.timer);
-    this.timer = null;
+    this.poller.stop();
   }
 
   /** Reads the secrets again if they changed (or when forced). */
   refresh(force = false): Promise<void> {
-    this.refreshing ??= (async () => {
-      try {
-        const last = await this.deps.store.credentials.lastChange();
-        const now = this.now();
-        const expired = [...this.held.values()].some((held) => held.previous !== null && held.previous.retiresAt !== null && held.previous.retiresAt <= now);
-        if (!force && last === this.seen && !expired) return;
-        this.held = this.open(await this.deps.store.credentials.usable(now));
-        if (last !== this.seen) this.connections.clear();
-        this.seen = last;
-      } finally {
-        this.refreshing = null;
-      }
-    })();
-    return this.refreshing;
+    return this.poller.run(force);
+  }
+
+  private async read(force: boolean): Promise<void> {
+    const last = await this.deps.store.credentials.lastChange();
+    const now = this.now();
+    const expired = [...this.held.values()].some((held) => held.previous !== null && held.previous.retiresAt !== null && held.previous.retiresAt <= now);
+    if (!force && last === this.seen && !expired) return;
+    this.held = this.open(await this.deps.store.credentials.usable(now));
+    if (last !== this.seen) this.connections.clear();
+    this.seen = last;
   }
 
   private open(versions: readonly SecretVersion[]): Map<string, Held> {
@@ -189,11 +189,12 @@ export class CredentialBroker implements CredentialHook {
   /**
    * The current value of a stored secret for the request's server, for the
    * broker's own use (an upstream authorization server's client secret):
-   * `ref` names the version, so a rotation is noticed.
+   * `ref` names the version, so a rotation is noticed. Not set: the call
+   * fails closed, naming the secret.
    */
-  clientSecret(request: CredentialRequest, name: string): { value: string; ref: string } | undefined {
+  clientSecret(request: CredentialRequest, name: string): { value: string; ref: string } {
     const held = this.heldFor(request, name);
-    if (held === undefined) return undefined;
+    if (held === undefined) throw secretMissing(request, name);
     return { value: held.current.value, ref: `${held.scope.name}:${held.scope.environment}:${held.scope.tenant}:v${held.current.version}` };
   }
 
@@ -211,13 +212,7 @@ export class CredentialBroker implements CredentialHook {
     if (auth.kind === 'oauth') return this.connections.credential(request, auth);
     if (auth.kind === 'token-exchange') return this.exchange.credential(request, auth);
     const held = this.heldFor(request, auth.secret);
-    if (held === undefined) {
-      return Promise.reject(
-        new GatewayError('credential_missing', `upstream server "${request.server.name}" needs the secret "${auth.secret}", which is not set`, {
-          detail: `mandate secrets set ${auth.secret} --stdin`,
-        }),
-      );
-    }
+    if (held === undefined) return Promise.reject(secretMissing(request, auth.secret));
     const now = this.now();
     const retry = request.attempt > 0 && held.previous !== null && (held.previous.retiresAt ?? 0) > now;
     const used = retry ? (held.previous as Opened) : held.current;
@@ -292,39 +287,27 @@ export class CredentialBroker implements CredentialHook {
   /** An upstream refused the secret for good: recorded as credential.rejected, at most once a minute per server and version (a misconfigured upstream must not flood the log). */
   rejected(request: CredentialRequest, status: number): void {
     const auth = request.server.auth;
-    if ((auth?.kind === 'jwt' || auth?.kind === 'oauth' || auth?.kind === 'token-exchange') && this.deps.audit !== undefined) {
+    if (auth === undefined || auth.kind === 'none') return;
+    if (auth.kind !== 'secret') {
       const user = auth.kind === 'jwt' ? '' : (request.principal?.user ?? '');
-      const key = `${request.server.name}\u0000${auth.kind}\u0000${user}`;
-      if ((this.reported.get(key) ?? 0) + REPORT_MS > this.now()) return;
-      this.reported.set(key, this.now());
-      this.deps.audit
-        .record({
-          type: 'credential.rejected',
-          actor: 'mandate',
-          server: request.server.name,
-          outcome: 'failure',
-          reason: `the upstream answered HTTP ${status}`,
-          data: { kind: auth.kind, status, ...(user !== '' ? { user } : {}) },
-        })
-        .catch(() => undefined);
+      this.report(request, status, `${auth.kind}\u0000${user}`, { kind: auth.kind, status, ...(user !== '' ? { user } : {}) });
       return;
     }
-    if (auth === undefined || auth.kind !== 'secret' || this.deps.audit === undefined) return;
     const held = this.heldFor(request, auth.secret);
     const version = request.attempt > 0 && held?.previous ? held.previous.version : (held?.current.version ?? null);
+    this.report(request, status, `${auth.secret}\u0000${version}`, { secret: auth.secret, version, status, environment: held?.scope.environment ?? null, tenant: held?.scope.tenant ?? null });
+  }
+
+  /** Records credential.rejected for the request's server, at most once a minute per `key` on that server. */
+  private report(request: CredentialRequest, status: number, key: string, data: Record<string, string | number | null>): void {
+    const audit = this.deps.audit;
+    if (audit === undefined) return;
     const now = this.now();
-    const key = `${request.server.name}\u0000${auth.secret}\u0000${version}`;
-    if ((this.reported.get(key) ?? 0) + REPORT_MS > now) return;
-    this.reported.set(key, now);
-    this.deps.audit
-      .record({
-        type: 'credential.rejected',
-        actor: 'mandate',
-        server: request.server.name,
-        outcome: 'failure',
-        reason: `the upstream answered HTTP ${status}`,
-        data: { secret: auth.secret, version, status, environment: held?.scope.environment ?? null, tenant: held?.scope.tenant ?? null },
-      })
+    const throttle = `${request.server.name}\u0000${key}`;
+    if ((this.reported.get(throttle) ?? 0) + REPORT_MS > now) return;
+    this.reported.set(throttle, now);
+    audit
+      .record({ type: 'credential.rejected', actor: 'mandate', server: request.server.name, outcome: 'failure', reason: `the upstream answered HTTP ${status}`, data })
       .catch(() => undefined);
   }
 

@@ -70,15 +70,7 @@ export interface ConnectFlow extends ConnectionKey {
 }
 
 /** A connection as shown (CLI, account page): never a token. */
-export interface ConnectionView extends ConnectionKey {
-  revision: number;
-  scope: string;
-  expiresAt: number | null;
-  createdAt: number;
-  refreshedAt: number | null;
-  lastUsedAt: number | null;
-  refreshable: boolean | null;
-}
+export type ConnectionView = Omit<ConnectionRecord, 'sealedKey' | 'sealedTokens'>;
 
 export interface ConnectionsDeps {
   store: Store;
@@ -86,7 +78,7 @@ export interface ConnectionsDeps {
   issuer: string;
   servers: AuthorizationServers;
   /** The client secret's current value for a server (a stored secret), and a name of its version. */
-  clientSecret(request: CredentialRequest, name: string): { value: string; ref: string } | undefined;
+  clientSecret(request: CredentialRequest, name: string): { value: string; ref: string };
   audit?: AuditLog;
   log: Logger;
   now(): number;
@@ -212,18 +204,8 @@ export class Connections {
     return fresh;
   }
 
-  private configFor(request: CredentialRequest, auth: OAuthAuth): Promise<client.Configuration> {
-    let secret: { value: string; ref: string } | undefined;
-    if (auth.clientSecret !== undefined) {
-      secret = this.deps.clientSecret(request, auth.clientSecret);
-      if (secret === undefined) {
-        return Promise.reject(
-          new GatewayError('credential_missing', `upstream server "${request.server.name}" needs the secret "${auth.clientSecret}" (its OAuth client secret), which is not set`, {
-            detail: `mandate secrets set ${auth.clientSecret} --stdin`,
-          }),
-        );
-      }
-    }
+  private async configFor(request: CredentialRequest, auth: OAuthAuth): Promise<client.Configuration> {
+    const secret = auth.clientSecret === undefined ? undefined : this.deps.clientSecret(request, auth.clientSecret);
     return this.deps.servers.get(auth, secret?.value, secret?.ref ?? '');
   }
 
@@ -291,7 +273,7 @@ export class Connections {
     const revision = await this.deps.store.connections.put({ ...key, sealedKey: sealed.sealedKey, sealedTokens: sealed.sealedTokens, scope, expiresAt, createdAt: now });
     this.held.delete(keyText(key));
     await this.record('credential.issued', key, 'the user connected their upstream account', { revision, scope, expires_at: expiresAt, refreshable: tokens.refresh_token !== undefined });
-    return { ...key, revision, scope, expiresAt, createdAt: now, refreshedAt: null, lastUsedAt: null, refreshable: tokens.refresh_token !== undefined };
+    return { ...key, revision, scope, expiresAt, createdAt: now, refreshedAt: null, lastUsedAt: null };
   }
 
   /**
@@ -340,19 +322,7 @@ export class Connections {
 
   /** Connections, of one user or of all: never a token. */
   async list(user?: string): Promise<ConnectionView[]> {
-    const records = await this.deps.store.connections.list(user);
-    return records.map((record) => ({
-      user: record.user,
-      server: record.server,
-      tenant: record.tenant,
-      revision: record.revision,
-      scope: record.scope,
-      expiresAt: record.expiresAt,
-      createdAt: record.createdAt,
-      refreshedAt: record.refreshedAt,
-      lastUsedAt: record.lastUsedAt,
-      refreshable: null,
-    }));
+    return (await this.deps.store.connections.list(user)).map(({ sealedKey: _key, sealedTokens: _tokens, ...view }) => view);
   }
 
   private noteUse(key: ConnectionKey, now: number): void {

@@ -43,7 +43,7 @@ export interface ExchangeDeps {
   signer: Signer | null;
   servers: AuthorizationServers;
   /** The current value of a stored secret for the request's server (the client secret), and a name of its version. */
-  clientSecret(request: CredentialRequest, name: string): { value: string; ref: string } | undefined;
+  clientSecret(request: CredentialRequest, name: string): { value: string; ref: string };
   audit?: AuditLog;
   log: Logger;
   now(): number;
@@ -159,15 +159,7 @@ export class TokenExchange {
     if (this.deps.signer === null) throw missing(request, 'this gateway has no signing key for the subject token');
     const principal = request.principal;
     if (principal === null) throw missing(request, 'the request carries no token: there is no user to exchange one for');
-    let secret: Need['secret'];
-    if (auth.clientSecret !== undefined) {
-      secret = this.deps.clientSecret(request, auth.clientSecret);
-      if (secret === undefined) {
-        throw new GatewayError('credential_missing', `upstream server "${request.server.name}" needs the secret "${auth.clientSecret}", which is not set`, {
-          detail: `mandate secrets set ${auth.clientSecret} --stdin`,
-        });
-      }
-    }
+    const secret: Need['secret'] = auth.clientSecret === undefined ? undefined : this.deps.clientSecret(request, auth.clientSecret);
     const scopes = scopesFor(request, principal);
     const server = request.server;
     const key = [server.name, server.generation, principal.sub, principal.clientId, scopes.join(' '), secret?.ref ?? ''].join('\u0000');

@@ -40,7 +40,7 @@ import type { ResolvedServer } from '../config/load.ts';
 import type { TaskRecord } from '../store/tasks.ts';
 import type { Store } from '../store/types.ts';
 import { tokenFacts, type RevocationList } from './revocations.ts';
-import { isServerScope, scopeCovered, serverForResource, serverScope, type Servers } from './scopes.ts';
+import { isServerScope, scopeCovered, scopeWords, serverForResource, serverScope, type Servers } from './scopes.ts';
 import type { TokenVerifier } from './verify.ts';
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -139,21 +139,18 @@ function mayActNames(mayAct: unknown, clientId: string): boolean {
   return named === clientId || sub === clientId;
 }
 
-/** The words of a scope string. */
-const words = (scope: unknown): string[] => (typeof scope === 'string' ? scope.split(' ').filter(Boolean) : []);
-
 /**
  * The scopes the subject holds for `server`: those of its `scope` claim, and
  * for a first exchange (no `act`) to another server than its own, those the
  * user consented to there in the same grant.
  */
 async function heldScopes(ctx: KoaContextWithOIDC, claims: Record<string, unknown>, server: ResolvedServer, user: string): Promise<Set<string>> {
-  const held = new Set(words(claims.scope).filter((scope) => isServerScope(server.name, scope)));
+  const held = new Set(scopeWords(claims.scope).filter((scope) => isServerScope(server.name, scope)));
   const audience = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (claims.act !== undefined || audience.includes(server.endpoint) || typeof claims.gid !== 'string') return held;
   const grant = await ctx.oidc.provider.Grant.find(claims.gid);
   if (grant && grant.accountId === user) {
-    for (const scope of words(grant.getResourceScope(server.endpoint))) if (isServerScope(server.name, scope)) held.add(scope);
+    for (const scope of scopeWords(grant.getResourceScope(server.endpoint))) if (isServerScope(server.name, scope)) held.add(scope);
   }
   return held;
 }
@@ -244,7 +241,7 @@ export function exchangeGrant(deps: ExchangeDeps): (ctx: KoaContextWithOIDC) => 
 
     const held = withinTask(await heldScopes(ctx, claims, server, user), server.name, task);
     if (held.size === 0) throw new errors.InvalidScope(`the subject_token holds no scope for server ${server.name}${task !== null ? ` within task ${task.id}` : ''}`, serverScope(server.name));
-    const requested = params.scope === undefined ? [...held] : words(params.scope);
+    const requested = params.scope === undefined ? [...held] : scopeWords(params.scope);
     if (requested.length === 0) throw new errors.InvalidScope('scope is empty', '');
     const foreign = requested.find((scope) => !isServerScope(server.name, scope));
     if (foreign !== undefined) throw new errors.InvalidScope(`scope ${foreign} is not a scope of server ${server.name}`, foreign);

@@ -53,7 +53,7 @@ import { errors, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provi
 import type { EnterpriseIdpConfig } from '../config/identity-schema.ts';
 import type { ResolvedServer } from '../config/load.ts';
 import type { Store } from '../store/types.ts';
-import { isServerScope, scopeCovered, serverForResource, serverScope, type Servers } from './scopes.ts';
+import { isServerScope, scopeCovered, scopeWords, serverForResource, serverScope, type Servers } from './scopes.ts';
 import { guardedFetch } from './ssrf.ts';
 import { USER_NAME } from './users.ts';
 
@@ -107,7 +107,6 @@ export interface IdJagDeps {
 const invalidGrant = (description: string): Error => new errors.CustomOIDCProviderError('invalid_grant', description);
 
 const text = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' ? value : undefined);
-const words = (scope: unknown): string[] => (typeof scope === 'string' ? scope.split(' ').filter(Boolean) : []);
 /** A claim's value as the audit record may show it. */
 const shown = (value: unknown): string | null => (typeof value === 'string' ? value.slice(0, 300) : null);
 
@@ -257,8 +256,8 @@ export function idJagGrant(deps: IdJagDeps): (ctx: KoaContextWithOIDC) => Promis
     notes.user = user;
 
     // The scopes: the server's only, and never wider than the IdP granted.
-    const granted = claims.scope === undefined ? null : new Set(words(claims.scope));
-    const requested = params.scope !== undefined ? words(params.scope) : granted !== null ? [...granted] : [serverScope(server.name)];
+    const granted = claims.scope === undefined ? null : new Set(scopeWords(claims.scope));
+    const requested = params.scope !== undefined ? scopeWords(params.scope) : granted !== null ? [...granted] : [serverScope(server.name)];
     if (requested.length === 0) throw new errors.InvalidScope('scope is empty', '');
     const foreign = requested.find((scope) => !isServerScope(server.name, scope));
     if (foreign !== undefined) throw new errors.InvalidScope(`scope ${foreign} is not a scope of server ${server.name}`, foreign);

@@ -31,6 +31,9 @@ export function scopeCovered(held: ReadonlySet<string>, server: string, scope: s
   return held.has(scope) || (scope.startsWith(`mcp:${server}:tool:`) && held.has(serverScope(server)));
 }
 
+/** The words of a scope string (anything else: none). */
+export const scopeWords = (scope: unknown): string[] => (typeof scope === 'string' ? scope.split(' ').filter(Boolean) : []);
+
 /** Tool scopes for this server among the words of a scope string. */
 export function toolScopesIn(server: string, scope: string | undefined | null): string[] {
   if (!scope) return [];

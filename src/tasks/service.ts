@@ -17,12 +17,12 @@
  * `task.opened`, `task.closed`, `task.revoked`.
  */
 import { randomBytes } from 'node:crypto';
-import { RuleError } from '../admin/refusal.ts';
+import { grantInputs, RuleError } from '../admin/refusal.ts';
 import { rolesHeld } from '../admin/roles.ts';
 import type { EventType, JsonValue } from '../audit/events.ts';
 import type { AuditLog } from '../audit/log.ts';
 import type { AdminConfig } from '../config/catalog-schema.ts';
-import { SERVER_NAME, type TasksConfig } from '../config/schema.ts';
+import type { TasksConfig } from '../config/schema.ts';
 import type { TaskRecord, TaskStatus } from '../store/tasks.ts';
 import type { Store, UserRecord } from '../store/types.ts';
 
@@ -51,28 +51,11 @@ export interface TasksDeps {
   now?: () => number;
 }
 
-/** A value someone typed: 1 to `max` printable characters, not only spaces. */
-function text(rule: string, label: string, value: string | undefined, max: number): string {
-  if (value === undefined || value.trim() === '') throw new TaskError(rule, `${label} is required: a task needs one`);
-  if (value.length > max || /[\p{Cc}\p{Cf}]/u.test(value)) throw new TaskError(rule, `${label} takes 1 to ${max} printable characters`);
-  return value;
-}
-
-function server(value: string): string {
-  if (!SERVER_NAME.test(value)) throw new TaskError('server', `server "${value}" is not a server name (lowercase letters, digits and hyphens, at most 63)`);
-  return value;
-}
-
-function tools(values: readonly string[] = []): string[] {
-  return [...new Set(values.map((tool) => text('tools', 'a tool name', tool, 200)))];
-}
-
-function ttl(seconds: number, max: number): number {
-  if (!(seconds > 0 && seconds <= max)) {
-    throw new TaskError('tasks.maxTtlSeconds', `a task lasts more than 0 and at most ${max} seconds (tasks.maxTtlSeconds), not ${seconds}`);
-  }
-  return seconds;
-}
+const { text, server, tools, ttl } = grantInputs((rule, message) => new TaskError(rule, message), {
+  needs: 'a task needs one',
+  lasts: 'a task',
+  ttlRule: 'tasks.maxTtlSeconds',
+});
 
 const newId = (): string => `tk-${randomBytes(6).toString('hex')}`;
 const iso = (ms: number): string => new Date(ms).toISOString();
