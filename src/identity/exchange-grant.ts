@@ -39,7 +39,7 @@ import type { DelegationConfig } from '../config/identity-schema.ts';
 import type { ResolvedServer } from '../config/load.ts';
 import type { TaskRecord } from '../store/tasks.ts';
 import type { Store } from '../store/types.ts';
-import { tokenFacts, type RevocationList } from './revocations.ts';
+import { pinnedLifetime, tokenFacts, type RevocationList } from './revocations.ts';
 import { isServerScope, scopeCovered, scopeWords, serverForResource, serverScope, type Servers } from './scopes.ts';
 import type { TokenVerifier } from './verify.ts';
 
@@ -265,6 +265,7 @@ export function exchangeGrant(deps: ExchangeDeps): (ctx: KoaContextWithOIDC) => 
       gty: 'token_exchange',
       scope,
       expiresIn: ttl,
+      ...pinnedLifetime(now, ttl),
       resourceServer: new ctx.oidc.provider.ResourceServer(server.endpoint, deps.describe(server, scope, ttl)),
     });
     if (chain.length > 0) actClaims.set(token, actFromChain(chain));

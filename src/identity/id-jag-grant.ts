@@ -53,6 +53,7 @@ import { errors, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provi
 import type { EnterpriseIdpConfig } from '../config/identity-schema.ts';
 import type { ResolvedServer } from '../config/load.ts';
 import type { Store } from '../store/types.ts';
+import { pinnedLifetime } from './revocations.ts';
 import { isServerScope, scopeCovered, scopeWords, serverForResource, serverScope, type Servers } from './scopes.ts';
 import { guardedFetch } from './ssrf.ts';
 import { USER_NAME } from './users.ts';
@@ -282,6 +283,7 @@ export function idJagGrant(deps: IdJagDeps): (ctx: KoaContextWithOIDC) => Promis
       gty: 'jwt_bearer',
       scope,
       expiresIn: ttl,
+      ...pinnedLifetime(now, ttl),
       resourceServer: new ctx.oidc.provider.ResourceServer(server.endpoint, deps.describe(server, scope, ttl)),
     });
     ctx.oidc.entity('AccessToken', token);

@@ -127,7 +127,8 @@ async function boundToTask(store: Store, ctx: KoaContextWithOIDC, described: Res
   if (task === null || task.status !== 'open' || task.expiresAt <= now) {
     throw new errors.InvalidGrant(`task ${detail.task_id} is ${task === null ? 'unknown' : task.status === 'open' ? 'expired' : task.status}: its grant issues no more tokens`);
   }
-  const remaining = Math.floor((task.expiresAt - now) / 1000);
+  // The provider dates the token from the second it signs it, which may be the next one: a second's margin keeps `exp` within the task.
+  const remaining = Math.floor(task.expiresAt / 1000) - Math.floor(now / 1000) - 1;
   if (remaining < 1) throw new errors.InvalidGrant(`task ${detail.task_id} is expired: its grant issues no more tokens`);
   const scope = task.tools.length > 0 ? task.tools.map((tool) => toolScope(task.server, tool)).join(' ') : described.scope;
   return serverTokens(described.audience as string, scope, Math.min(described.accessTokenTTL ?? remaining, remaining));

@@ -40,6 +40,17 @@ export function stampIssuedAt(iat: number, now = Date.now()): number {
 }
 
 /**
+ * The issue and expiry times (seconds) of a token a grant of Mandate's own
+ * makes, fixed from the `now` its lifetime was worked out at: left to the
+ * provider, `exp` is the second the token is signed plus its lifetime, a
+ * second past what the token may outlive (the subject token, the task) when
+ * that second has turned in between.
+ */
+export function pinnedLifetime(now: number, ttl: number): { iat: number; exp: number } {
+  return { iat: now, exp: now + ttl };
+}
+
+/**
  * A token's issue time, epoch ms: its `iat_ms` if it lies within its `iat`
  * second; otherwise (a token from before Mandate recorded it) the start of
  * that second, the earliest it can have been issued, so that a revocation in

@@ -116,6 +116,7 @@ describe('token exchange (delegation)', { timeout: 120_000 }, () => {
     assert.equal(claims.gid, before.gid, 'bound to the subject token\'s grant: revoking it revokes both');
     assert.ok((claims.exp as number) <= (before.exp as number), 'never outlives the subject token');
     assert.equal(typeof answer.body.expires_in, 'number');
+    assert.equal((claims.exp as number) - (claims.iat as number), answer.body.expires_in, 'exp is iat plus the lifetime answered');
   });
 
   it('without a scope, the subject\'s scopes on that server', async () => {
