@@ -3,6 +3,7 @@
  *
  *   node bench/load.ts --url http://127.0.0.1:P/mcp [--concurrency 32]
  *        [--duration 5] [--warmup 1] [--header 'Name: value']... [--label x]
+ *        [--rate R]
  *
  * It first behaves like a client: `initialize`, then `notifications/initialized`,
  * keeping the session id (and negotiated protocol version) it was given. Then
@@ -12,8 +13,17 @@
  * are parsed until the response with the request id arrives; latency stops
  * there, the loop continues once the stream has ended).
  *
+ * With `--rate R` the load is an open loop instead: a request is started
+ * every 1/R s on a fixed schedule, whether or not earlier ones were answered
+ * (at most `--concurrency` connections; beyond that requests wait for one),
+ * and latency runs from the time the schedule gave the request, so a target
+ * that falls behind is charged for the wait it causes. Targets are then
+ * compared at the same offered load: the tail each adds, apart from how much
+ * each can carry.
+ *
  * Only exchanges that complete inside the measurement window (after the
- * warm-up) count toward count/rps/latency. Errors (transport failure, timeout,
+ * warm-up) count toward count/rps/latency; with `--rate`, those scheduled
+ * inside it. Errors (transport failure, timeout,
  * non-2xx, JSON-RPC error, tool error, wrong echo) are counted over the whole
  * run, warm-up included, by kind.
  *
@@ -56,6 +66,7 @@ const { values } = parseArgs({
     warmup: { type: 'string' },
     header: { type: 'string', multiple: true },
     label: { type: 'string' },
+    rate: { type: 'string' },
   },
 });
 
@@ -69,6 +80,8 @@ const concurrency = Math.floor(boundedNumber(values.concurrency, 'concurrency', 
 const durationS = boundedNumber(values.duration, 'duration', 5, 0.5, 120);
 const warmupS = boundedNumber(values.warmup, 'warmup', 1, 0, 30);
 const label = values.label ?? target.href;
+/** Requests per second of the open loop; 0: the closed loop. */
+const rate = values.rate === undefined ? 0 : boundedNumber(values.rate, 'rate', 0, 1, 100_000);
 
 const extraHeaders: Record<string, string> = {};
 for (const h of values.header ?? []) {
@@ -375,10 +388,14 @@ const watchdog = setTimeout(() => {
 }, (warmupS + durationS) * 1000 + REQUEST_TIMEOUT_MS + SSE_CLOSE_GRACE_MS + 5_000);
 watchdog.unref();
 
+function callPayload(id: number): string {
+  return `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":{"name":"echo","arguments":{"message":"${ECHO_MESSAGE}"}}}`;
+}
+
 async function loop(): Promise<void> {
   while (performance.now() < measureUntil) {
     const id = nextId++;
-    const payload = `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":{"name":"echo","arguments":{"message":"${ECHO_MESSAGE}"}}}`;
+    const payload = callPayload(id);
     const sentAt = performance.now();
     const ex = await post(callHeaders, payload, id);
     const ok = check(ex);
@@ -389,7 +406,44 @@ async function loop(): Promise<void> {
   }
 }
 
-await Promise.all(Array.from({ length: concurrency }, () => loop()));
+/** The open loop: one request every 1/rate s from the start, each timed from when it was due. */
+function openLoop(): Promise<void> {
+  const interval = 1000 / rate;
+  let started = 0;
+  let outstanding = 0;
+  let scheduled = true;
+  return new Promise((resolve) => {
+    const fire = (dueAt: number): void => {
+      const id = nextId++;
+      outstanding++;
+      void post(callHeaders, callPayload(id), id).then((ex) => {
+        outstanding--;
+        const ok = check(ex);
+        if (ex.sse) sseResponses++;
+        if (ok && dueAt >= measureFrom && dueAt < measureUntil) latencies.push(ex.respondedAt - dueAt);
+        if (!scheduled && outstanding === 0) resolve();
+      });
+    };
+    const tick = (): void => {
+      const now = performance.now();
+      for (let due = startedAt + started * interval; due <= now && due < measureUntil; due = startedAt + started * interval) {
+        started++;
+        fire(due);
+      }
+      const next = startedAt + started * interval;
+      if (next >= measureUntil) {
+        scheduled = false;
+        if (outstanding === 0) resolve();
+        return;
+      }
+      setTimeout(tick, Math.max(0, next - performance.now()));
+    };
+    tick();
+  });
+}
+
+if (rate > 0) await openLoop();
+else await Promise.all(Array.from({ length: concurrency }, () => loop()));
 clearTimeout(watchdog);
 await closeSession(sessionId, protocolVersion);
 agent.destroy();
@@ -418,6 +472,7 @@ emit({
   maxMs: round3(count === 0 ? null : (sorted[count - 1] ?? null)),
   sseResponses,
   concurrency,
+  ...(rate > 0 ? { rate } : {}),
   durationS,
   warmupS,
   protocolVersion,

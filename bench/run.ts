@@ -21,6 +21,10 @@
  *   --duration S                BENCH_DURATION     measured seconds per run (default 5)
  *   --warmup S                  BENCH_WARMUP       warm-up seconds per run (default 1)
  *   --rounds N                  BENCH_ROUNDS       interleaved rounds (default 3)
+ *   --rate N|auto|0             BENCH_RATE         then the same rounds as an open loop at N requests/s
+ *                                                  (auto, the default: half the slowest proxy's closed-loop
+ *                                                  median, so every target carries it; 0: skip), for the
+ *                                                  tail each target adds at the same offered load
  *   --ready-timeout S                              wait for Mandate's /readyz (default 30)
  *   --mandate-header 'N: v'                        extra request header for Mandate (repeatable)
  *   --mandate-bin PATH                             Mandate entry point (default bin/mandate.js)
@@ -105,6 +109,8 @@ interface Options {
   keepTmp: boolean;
   /** Mandate's audit.durability; null: its default. */
   durability: 'process' | 'power' | null;
+  /** The open loop's requests/s after the closed-loop rounds: a number, 'auto', or 0 (none). */
+  rate: number | 'auto';
 }
 
 function parseOptions(): Options {
@@ -122,6 +128,7 @@ function parseOptions(): Options {
       'no-docs': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       durability: { type: 'string' },
+      rate: { type: 'string' },
     },
   });
   const durability = option(values.durability, 'BENCH_DURABILITY');
@@ -159,7 +166,13 @@ function parseOptions(): Options {
     writeDocs: !values['no-docs'],
     keepTmp: values['keep-tmp'],
     durability: durability ?? null,
+    rate: parseRate(option(values.rate, 'BENCH_RATE')),
   };
+}
+
+function parseRate(raw: string | undefined): number | 'auto' {
+  if (raw === undefined || raw === 'auto') return 'auto';
+  return bounded(raw, 'rate', 0, 0, 100_000, true);
 }
 
 // ---------------------------------------------------------------- child processes
@@ -496,7 +509,7 @@ interface LoadResult {
   fatal?: string;
 }
 
-function runLoad(url: string, label: string, opts: Options, headers: string[]): Promise<LoadResult> {
+function runLoad(url: string, label: string, opts: Options, headers: string[], rate = 0): Promise<LoadResult> {
   const args = [
     join(BENCH, 'load.ts'),
     '--url', url,
@@ -504,6 +517,7 @@ function runLoad(url: string, label: string, opts: Options, headers: string[]): 
     '--duration', String(opts.durationS),
     '--warmup', String(opts.warmupS),
     '--label', label,
+    ...(rate > 0 ? ['--rate', String(rate)] : []),
   ];
   for (const h of headers) args.push('--header', h);
   const child = track(spawn(NODE, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -674,7 +688,50 @@ ${e2e}
 `;
 }
 
-function renderDocs(summaries: Map<Target, Summary>, opts: Options, m: Machine, date: string, policy: PolicyFigures | null): string {
+/** The open-loop rounds: their rate and each target's figures. */
+interface OpenLoop {
+  rate: number;
+  summaries: Map<Target, Summary>;
+}
+
+/** The open loop's section: each target's latency at one offered load. */
+function renderOpenLoop(open: OpenLoop | null, opts: Options): string {
+  if (open === null) return `## At the same offered load
+
+Not measured in this run (\`--rate 0\`).
+`;
+  const rows = ALL_TARGETS.flatMap((t) => {
+    const s = open.summaries.get(t);
+    return s === undefined ? [] : [`| ${TARGET_NAMES[t]} | ${fmtRps(s.rps)} | ${fmtMs(s.p50Ms)} | ${fmtMs(s.p99Ms)} | ${s.errors} | ${s.roundsP99.map(fmtMs).join(' / ')} |`];
+  });
+  const gap = p99Gap(open.summaries);
+  const mandate = open.summaries.get('mandate');
+  const hop = open.summaries.get('hop');
+  const p50 = mandate?.p50Ms != null && hop?.p50Ms != null ? mandate.p50Ms - hop.p50Ms : null;
+  const verdict =
+    gap === null
+      ? 'Mandate or the bare hop was not measured, so their tails are not compared.'
+      : `At ${fmtRps(open.rate)} requests/s Mandate's p99 is **${gap.toFixed(2)} ms** above the bare hop's (${fmtMs(mandate?.p99Ms ?? null)} against ${fmtMs(hop?.p99Ms ?? null)} ms) and its p50 ${p50 === null ? 'n/a' : `${p50.toFixed(2)} ms`} above.`;
+  return `## At the same offered load
+
+In a closed loop a request's latency is mostly the concurrency divided by the
+throughput, so the table above mixes how much a target can carry with how
+much time it adds to a request. Here the same targets ran the same
+${opts.rounds} interleaved round(s) as an **open loop at ${fmtRps(open.rate)} requests/s**
+(\`--rate\`; by default half the slowest proxy's closed-loop median, so every
+target carries it): a request is due every 1/${fmtRps(open.rate)} s whatever the
+answers, and its latency runs from when it was due, so a target that falls
+behind is charged for the wait it causes.
+
+| target | requests/s carried | p50 ms | p99 ms | errors | p99 ms per round |
+| --- | ---: | ---: | ---: | --- | --- |
+${rows.join('\n')}
+
+${verdict}
+`;
+}
+
+function renderDocs(summaries: Map<Target, Summary>, opts: Options, m: Machine, date: string, policy: PolicyFigures | null, open: OpenLoop | null): string {
   const direct = summaries.get('direct');
   const hop = summaries.get('hop');
   const mandate = summaries.get('mandate');
@@ -777,12 +834,13 @@ change is judged by \`Mandate / baseline build\` within one run.
 | \`--mandate-bin\` | | \`bin/mandate.js\` | Mandate entry point to start with \`up\` |
 | \`--baseline-bin\` | | | another build's entry point, measured as a fourth target (a build without authentication is called without a token) |
 | \`--durability\` | \`BENCH_DURABILITY\` | Mandate's default | Mandate's \`audit.durability\` (\`process\` or \`power\`) |
+| \`--rate\` | \`BENCH_RATE\` | \`auto\` | after the closed loops, the same rounds as an open loop at this many requests/s (\`auto\`: half the slowest proxy's closed-loop median; \`0\`: none) |
 | \`--no-docs\` | | | do not rewrite this page |
 | \`--keep-tmp\` | | | keep the temp dir (Mandate config, data, logs) |
 
 Each piece also runs on its own: \`node bench/upstream.ts --port N\`,
 \`node bench/bare-hop.ts --port N --target http://127.0.0.1:U\`,
-\`node bench/load.ts --url http://127.0.0.1:P/mcp [--concurrency C --duration S --warmup S]\`
+\`node bench/load.ts --url http://127.0.0.1:P/mcp [--concurrency C --duration S --warmup S --rate R]\`
 (prints one JSON line: \`{rps, p50Ms, p99Ms, count, errors, ...}\`). Only
 127.0.0.1 is ever a target.
 
@@ -826,6 +884,7 @@ waits for its durable audit record.
 
 ${verdict}${anyErrors ? '\n\n**This run had errors** (see the table); its figures are not valid.' : ''}
 
+${renderOpenLoop(open, opts)}
 ${renderPolicy(policy, summaries)}
 ${WHERE_THE_TIME_GOES}`;
 }
@@ -837,6 +896,56 @@ Per-thread CPU per request, profiles, garbage collection, what changed the
 ratio and what was tried without effect, each figure with its machine and
 date: docs/performance.md. This command does not rewrite that page.
 `;
+
+// ---------------------------------------------------------------- rounds
+
+/** Every target once per round, the order rotating each round; closed loops, or open loops at `rate`. */
+async function runRounds(opts: Options, urls: Map<Target, string>, headers: Map<Target, string[]>, rate: number): Promise<Map<Target, Summary>> {
+  const results = new Map<Target, LoadResult[]>(opts.targets.map((t) => [t, []]));
+  for (let round = 0; round < opts.rounds; round++) {
+    const order = opts.targets.map((_, i) => opts.targets[(i + round) % opts.targets.length] as Target);
+    for (const target of order) {
+      const url = urls.get(target);
+      if (url === undefined) continue;
+      await sleep(PAUSE_BETWEEN_RUNS_MS);
+      const r = await runLoad(url, target, opts, headers.get(target) ?? [], rate);
+      results.get(target)?.push(r);
+      console.log(
+        `  round ${round + 1}/${opts.rounds} ${target.padEnd(8)} ${fmtRps(r.rps).padStart(8)} req/s  p50 ${fmtMs(r.p50Ms)} ms  p99 ${fmtMs(r.p99Ms)} ms  errors ${r.errors}`,
+      );
+    }
+  }
+  const summaries = new Map<Target, Summary>();
+  for (const t of opts.targets) summaries.set(t, summarize(t, results.get(t) ?? []));
+  return summaries;
+}
+
+function printTable(opts: Options, summaries: Map<Target, Summary>): void {
+  const header = ['target', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'req/s per round', 'p99 per round'];
+  const table = [header];
+  for (const t of opts.targets) {
+    const s = summaries.get(t);
+    if (s === undefined) continue;
+    table.push([TARGET_NAMES[t], fmtRps(s.rps), fmtMs(s.p50Ms), fmtMs(s.p99Ms), String(s.errors), s.roundsRps.map(fmtRps).join(' / '), s.roundsP99.map(fmtMs).join(' / ')]);
+  }
+  console.log(`\n${padTable(table)}\n`);
+}
+
+/** The open loop's rate: as given, or half the slowest proxy's closed-loop median (every target can carry it), in hundreds. */
+function openLoopRate(opts: Options, summaries: Map<Target, Summary>): number {
+  if (opts.rate !== 'auto') return opts.rate;
+  const proxies = (['hop', 'mandate', 'baseline'] as const).map((t) => summaries.get(t)?.rps).filter((rps): rps is number => rps !== undefined && rps > 0);
+  const slowest = proxies.length > 0 ? Math.min(...proxies) : summaries.get('direct')?.rps;
+  if (slowest === undefined || slowest <= 0) return 0;
+  return Math.max(100, Math.floor(slowest / 2 / 100) * 100);
+}
+
+/** Mandate's p99 minus the bare hop's, ms; null if either is missing. */
+function p99Gap(summaries: Map<Target, Summary>): number | null {
+  const mandate = summaries.get('mandate')?.p99Ms;
+  const hop = summaries.get('hop')?.p99Ms;
+  return mandate == null || hop == null ? null : mandate - hop;
+}
 
 // ---------------------------------------------------------------- main
 
@@ -886,7 +995,7 @@ async function main(): Promise<number> {
   if (opts.targets.length === 0) {
     if (opts.writeDocs) {
       await mkdir(join(ROOT, 'docs'), { recursive: true });
-      await writeFile(DOCS_FILE, renderDocs(new Map(), opts, m, date, policy));
+      await writeFile(DOCS_FILE, renderDocs(new Map(), opts, m, date, policy, null));
       console.log(`bench: wrote ${DOCS_FILE}`);
     }
     return 0;
@@ -907,32 +1016,8 @@ async function main(): Promise<number> {
     urls.set('hop', `http://127.0.0.1:${hop.port}/mcp`);
   }
 
-  const results = new Map<Target, LoadResult[]>(opts.targets.map((t) => [t, []]));
-  for (let round = 0; round < opts.rounds; round++) {
-    const order = opts.targets.map((_, i) => opts.targets[(i + round) % opts.targets.length] as Target);
-    for (const target of order) {
-      const url = urls.get(target);
-      if (url === undefined) continue;
-      await sleep(PAUSE_BETWEEN_RUNS_MS);
-      const r = await runLoad(url, target, opts, headers.get(target) ?? []);
-      results.get(target)?.push(r);
-      console.log(
-        `  round ${round + 1}/${opts.rounds} ${target.padEnd(8)} ${fmtRps(r.rps).padStart(8)} req/s  p50 ${fmtMs(r.p50Ms)} ms  p99 ${fmtMs(r.p99Ms)} ms  errors ${r.errors}`,
-      );
-    }
-  }
-
-  const summaries = new Map<Target, Summary>();
-  for (const t of opts.targets) summaries.set(t, summarize(t, results.get(t) ?? []));
-
-  const header = ['target', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'req/s per round', 'p99 per round'];
-  const table = [header];
-  for (const t of opts.targets) {
-    const s = summaries.get(t);
-    if (s === undefined) continue;
-    table.push([TARGET_NAMES[t], fmtRps(s.rps), fmtMs(s.p50Ms), fmtMs(s.p99Ms), String(s.errors), s.roundsRps.map(fmtRps).join(' / '), s.roundsP99.map(fmtMs).join(' / ')]);
-  }
-  console.log(`\n${padTable(table)}\n`);
+  const summaries = await runRounds(opts, urls, headers, 0);
+  printTable(opts, summaries);
   const hd = ratio(summaries.get('hop'), summaries.get('direct'));
   const mh = ratio(summaries.get('mandate'), summaries.get('hop'));
   if (hd !== null) console.log(`bare hop / direct:  ${fmtRatio(hd)}`);
@@ -947,15 +1032,26 @@ async function main(): Promise<number> {
   }
   if (!opts.targets.includes('mandate')) console.log('Mandate: not measured in this run');
 
-  const anyErrors = [...summaries.values()].some((s) => s.errors > 0);
+  const rate = openLoopRate(opts, summaries);
+  let open: OpenLoop | null = null;
+  if (rate > 0) {
+    console.log(`\nbench: the same targets as an open loop at ${fmtRps(rate)} requests/s (${opts.rate === 'auto' ? 'half the slowest proxy\'s closed-loop median' : '--rate'})`);
+    open = { rate, summaries: await runRounds(opts, urls, headers, rate) };
+    printTable(opts, open.summaries);
+    const gap = p99Gap(open.summaries);
+    if (gap !== null) console.log(`Mandate's p99 at ${fmtRps(rate)} requests/s: ${gap.toFixed(2)} ms above the bare hop's`);
+  }
+
+  const all = [...summaries.values(), ...(open?.summaries.values() ?? [])];
+  const anyErrors = all.some((s) => s.errors > 0);
   if (anyErrors) {
-    for (const s of summaries.values()) {
+    for (const s of all) {
       if (s.errors > 0) console.log(`ERRORS for ${s.target}: ${JSON.stringify(s.errorKinds)}`);
     }
   }
   if (opts.writeDocs) {
     await mkdir(join(ROOT, 'docs'), { recursive: true });
-    await writeFile(DOCS_FILE, renderDocs(summaries, opts, m, date, policy));
+    await writeFile(DOCS_FILE, renderDocs(summaries, opts, m, date, policy, open));
     console.log(`bench: wrote ${DOCS_FILE}`);
   }
   return anyErrors ? 1 : 0;

@@ -11,6 +11,14 @@ import type { Durability } from '../types.ts';
 
 export const BUSY_TIMEOUT_MS = 5000;
 
+/**
+ * WAL pages after which a commit runs a checkpoint itself. The checkpoint
+ * thread (checkpoint-thread.ts) keeps the WAL far below this; SQLite's
+ * default (1000 pages) would put a checkpoint inside a commit several times a
+ * second under load. About 40 MB with 4 KiB pages.
+ */
+export const CHECKPOINT_BACKSTOP_PAGES = 10_000;
+
 /** Opens a connection with the durability settings every connection uses. */
 export function openDatabase(file: string, durability: Durability = 'power'): DatabaseSync {
   const db = new DatabaseSync(file, { timeout: BUSY_TIMEOUT_MS, enableForeignKeyConstraints: true });
@@ -21,6 +29,7 @@ export function openDatabase(file: string, durability: Durability = 'power'): Da
     db.exec('PRAGMA journal_mode = WAL');
     db.exec(`PRAGMA synchronous = ${durability === 'power' ? 'FULL' : 'NORMAL'}`);
     db.exec('PRAGMA foreign_keys = ON');
+    db.exec(`PRAGMA wal_autocheckpoint = ${CHECKPOINT_BACKSTOP_PAGES}`);
   } catch (error) {
     db.close();
     throw error;

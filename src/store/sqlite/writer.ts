@@ -1,7 +1,9 @@
 /**
  * The main-thread side of the SQLite writer thread. Appends are posted to the
  * thread and resolve when their transaction has committed; while one commit
- * is being fsynced, the audit log gathers the next batch.
+ * is being fsynced, the audit log gathers the next batch. Next to it runs
+ * the checkpoint thread (checkpoint-thread.ts), so that no commit waits for
+ * a checkpoint.
  */
 import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
@@ -24,8 +26,12 @@ interface Pending {
 /** The writer thread's smallest young-generation semi-space, MB. */
 const WRITER_SEMI_SPACE_MB = 8;
 
+/** How often the checkpoint thread copies the WAL into the database file, ms. */
+export const CHECKPOINT_INTERVAL_MS = 100;
+
 export class SqliteWriter {
   private worker: Worker | null = null;
+  private checkpointer: Worker | null = null;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly file: string;
@@ -38,7 +44,24 @@ export class SqliteWriter {
     this.durability = durability;
   }
 
+  /** The checkpoint thread: started with the writer thread, stopped on close; while it is not running, the backstop checkpoint bounds the WAL. */
+  private startCheckpointer(): void {
+    const worker = new Worker(new URL('./checkpoint-thread.ts', import.meta.url), {
+      workerData: { file: this.file, durability: this.durability, intervalMs: CHECKPOINT_INTERVAL_MS },
+      execArgv: [],
+    });
+    worker.unref();
+    const gone = () => {
+      if (this.checkpointer === worker) this.checkpointer = null;
+    };
+    worker.on('error', gone);
+    worker.on('exit', gone);
+    this.checkpointer = worker;
+  }
+
   private start(): Worker {
+    // Before the writer's heap flag below: this thread allocates next to nothing.
+    if (this.checkpointer === null) this.startCheckpointer();
     // The thread's young generation would otherwise stay at V8's smallest and be
     // collected every few batches, waking V8's helper threads each time
     // (docs/performance.md). V8 sizes an isolate's heap from its flags when the
@@ -90,11 +113,17 @@ export class SqliteWriter {
   }
 
   async close(): Promise<void> {
-    const worker = this.worker;
+    const threads = [this.worker, this.checkpointer];
     this.worker = null;
-    if (!worker) return;
-    worker.ref();
-    worker.postMessage('close');
-    await new Promise((resolve) => worker.once('exit', resolve));
+    this.checkpointer = null;
+    await Promise.all(
+      threads.map(async (worker) => {
+        if (!worker) return;
+        worker.ref();
+        const exited = new Promise((resolve) => worker.once('exit', resolve));
+        worker.postMessage('close');
+        await exited;
+      }),
+    );
   }
 }
