@@ -58,17 +58,26 @@ function boundedNumber(raw: string | undefined, name: string, fallback: number, 
   return n;
 }
 
-const { values } = parseArgs({
-  options: {
-    url: { type: 'string' },
-    concurrency: { type: 'string' },
-    duration: { type: 'string' },
-    warmup: { type: 'string' },
-    header: { type: 'string', multiple: true },
-    label: { type: 'string' },
-    rate: { type: 'string' },
-  },
-});
+function parsed() {
+  try {
+    return parseArgs({
+      options: {
+        url: { type: 'string' },
+        concurrency: { type: 'string' },
+        duration: { type: 'string' },
+        warmup: { type: 'string' },
+        header: { type: 'string', multiple: true },
+        label: { type: 'string' },
+        rate: { type: 'string' },
+      },
+    });
+  } catch (error) {
+    // An unknown flag, a missing value, or a value that looks like a flag.
+    return fail(error instanceof Error ? error.message.split('\n')[0] ?? error.message : String(error));
+  }
+}
+
+const { values } = parsed();
 
 if (values.url === undefined) fail('--url http://127.0.0.1:PORT/path is required');
 const target = new URL(values.url);

@@ -22,7 +22,7 @@
  *   --warmup S                  BENCH_WARMUP       warm-up seconds per run (default 1)
  *   --rounds N                  BENCH_ROUNDS       interleaved rounds (default 3)
  *   --rate N|auto|0             BENCH_RATE         then the same rounds as an open loop at N requests/s
- *                                                  (auto, the default: half the slowest proxy's closed-loop
+ *                                                  (auto, the default: a quarter of the slowest proxy's closed-loop
  *                                                  median, so every target carries it; 0: skip), for the
  *                                                  tail each target adds at the same offered load
  *   --ready-timeout S                              wait for Mandate's /readyz (default 30)
@@ -718,10 +718,12 @@ In a closed loop a request's latency is mostly the concurrency divided by the
 throughput, so the table above mixes how much a target can carry with how
 much time it adds to a request. Here the same targets ran the same
 ${opts.rounds} interleaved round(s) as an **open loop at ${fmtRps(open.rate)} requests/s**
-(\`--rate\`; by default half the slowest proxy's closed-loop median, so every
-target carries it): a request is due every 1/${fmtRps(open.rate)} s whatever the
-answers, and its latency runs from when it was due, so a target that falls
-behind is charged for the wait it causes.
+(\`--rate\`; by default a quarter of the slowest proxy's closed-loop median, so every
+target carries it with room to spare: nearer a target's limit the load
+generator, on the same cores, falls behind its own schedule): a request is
+due every 1/${fmtRps(open.rate)} s whatever the answers, and its latency runs from
+when it was due, so a target that falls behind is charged for the wait it
+causes.
 
 | target | requests/s carried | p50 ms | p99 ms | errors | p99 ms per round |
 | --- | ---: | ---: | ---: | --- | --- |
@@ -834,7 +836,7 @@ change is judged by \`Mandate / baseline build\` within one run.
 | \`--mandate-bin\` | | \`bin/mandate.js\` | Mandate entry point to start with \`up\` |
 | \`--baseline-bin\` | | | another build's entry point, measured as a fourth target (a build without authentication is called without a token) |
 | \`--durability\` | \`BENCH_DURABILITY\` | Mandate's default | Mandate's \`audit.durability\` (\`process\` or \`power\`) |
-| \`--rate\` | \`BENCH_RATE\` | \`auto\` | after the closed loops, the same rounds as an open loop at this many requests/s (\`auto\`: half the slowest proxy's closed-loop median; \`0\`: none) |
+| \`--rate\` | \`BENCH_RATE\` | \`auto\` | after the closed loops, the same rounds as an open loop at this many requests/s (\`auto\`: a quarter of the slowest proxy's closed-loop median; \`0\`: none) |
 | \`--no-docs\` | | | do not rewrite this page |
 | \`--keep-tmp\` | | | keep the temp dir (Mandate config, data, logs) |
 
@@ -931,13 +933,13 @@ function printTable(opts: Options, summaries: Map<Target, Summary>): void {
   console.log(`\n${padTable(table)}\n`);
 }
 
-/** The open loop's rate: as given, or half the slowest proxy's closed-loop median (every target can carry it), in hundreds. */
+/** The open loop's rate: as given, or a quarter of the slowest proxy's closed-loop median (every target can carry it), in hundreds. */
 function openLoopRate(opts: Options, summaries: Map<Target, Summary>): number {
   if (opts.rate !== 'auto') return opts.rate;
   const proxies = (['hop', 'mandate', 'baseline'] as const).map((t) => summaries.get(t)?.rps).filter((rps): rps is number => rps !== undefined && rps > 0);
   const slowest = proxies.length > 0 ? Math.min(...proxies) : summaries.get('direct')?.rps;
   if (slowest === undefined || slowest <= 0) return 0;
-  return Math.max(100, Math.floor(slowest / 2 / 100) * 100);
+  return Math.max(100, Math.floor(slowest / 4 / 100) * 100);
 }
 
 /** Mandate's p99 minus the bare hop's, ms; null if either is missing. */
@@ -1035,7 +1037,7 @@ async function main(): Promise<number> {
   const rate = openLoopRate(opts, summaries);
   let open: OpenLoop | null = null;
   if (rate > 0) {
-    console.log(`\nbench: the same targets as an open loop at ${fmtRps(rate)} requests/s (${opts.rate === 'auto' ? 'half the slowest proxy\'s closed-loop median' : '--rate'})`);
+    console.log(`\nbench: the same targets as an open loop at ${fmtRps(rate)} requests/s (${opts.rate === 'auto' ? 'a quarter of the slowest proxy\'s closed-loop median' : '--rate'})`);
     open = { rate, summaries: await runRounds(opts, urls, headers, rate) };
     printTable(opts, open.summaries);
     const gap = p99Gap(open.summaries);
