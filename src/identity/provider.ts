@@ -220,8 +220,9 @@ export function createProvider(deps: ProviderDeps): Provider {
       authorizationSigningAlgValues: [SIGNING_ALG],
     } as Configuration['enabledJWA'],
     ttl: {
-      AccessToken: identity.accessTokenTtl,
-      ClientCredentials: identity.accessTokenTtl,
+      // Each resource server says how long its tokens last (serverTokens): the configured lifetime, or less for a task's.
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? identity.accessTokenTtl,
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? identity.accessTokenTtl,
       AuthorizationCode: identity.authorizationCodeTtl,
       RefreshToken: identity.refreshTokenTtl,
       Grant: identity.refreshTokenTtl,

@@ -74,7 +74,8 @@ describe('opening a task from an authorization request', { timeout: 120_000 }, (
   }
 
   it('shows the task on the consent page; Allow opens it and binds the token to it', async () => {
-    const detail = { type: 'mandate:task', purpose: PURPOSE, ticket: 'INC-77', tools: ['echo'], ttl: 600 };
+    // Shorter than the configured access token lifetime (600 s): the token must end with the task, not after it.
+    const detail = { type: 'mandate:task', purpose: PURPOSE, ticket: 'INC-77', tools: ['echo'], ttl: 300 };
     const { params: request, verifier } = params([detail]);
     const start = authorizeUrl(gateway.base, request);
 
@@ -87,7 +88,7 @@ describe('opening a task from an authorization request', { timeout: 120_000 }, (
     assert.match(consent.html, /for this task: incident 77: restart the cache/);
     assert.match(consent.html, /INC-77/);
     assert.match(consent.html, /echo/);
-    assert.match(consent.html, /10 minutes/);
+    assert.match(consent.html, /5 minutes/);
 
     const before = Date.now();
     const { code } = await loginAndConsent(gateway.base, start, 'alice', PASSWORD, jar);
@@ -109,8 +110,10 @@ describe('opening a task from an authorization request', { timeout: 120_000 }, (
     assert.equal(task.clientId, clientId);
     assert.equal(task.server, 'a');
     assert.deepEqual(task.tools, ['echo']);
-    assert.ok(task.expiresAt >= before + 600_000 - 1000 && task.expiresAt <= Date.now() + 600_000, String(task.expiresAt));
+    assert.ok(task.expiresAt >= before + 300_000 - 1000 && task.expiresAt <= Date.now() + 300_000, String(task.expiresAt));
     assert.ok((claims.exp as number) * 1000 <= task.expiresAt, `exp ${String(claims.exp)} after the task's expiry ${task.expiresAt}`);
+    assert.ok((claims.exp as number) * 1000 > task.expiresAt - 5000, `exp ${String(claims.exp)} not the task's expiry ${task.expiresAt}`);
+    assert.equal(answer.body.expires_in, (claims.exp as number) - (claims.iat as number));
     const opened = (await gateway.audit({ types: ['task.opened'] })).find((entry) => entry.data?.id === claim.id);
     assert.ok(opened, 'task.opened recorded');
 
