@@ -31,6 +31,9 @@ export type Verdict = 'approved' | 'denied';
 
 export const VERDICTS: readonly Verdict[] = ['approved', 'denied'];
 
+/** How long a request's arguments are kept once it has ended (used, denied or expired): a day, for its decider to look back; then only their hash. */
+export const ARGS_KEPT_MS = 24 * 3_600_000;
+
 export interface ApprovalsDeps {
   store: Store;
   audit: AuditLog;
@@ -75,6 +78,11 @@ export class Approvals {
     const request = await this.deps.store.approvals.get(id);
     if (request === null) throw new ApprovalError('unknown', `unknown approval request "${id}"`);
     return request;
+  }
+
+  /** Forgets the arguments of requests that ended more than ARGS_KEPT_MS ago; how many. */
+  async forgetArguments(): Promise<number> {
+    return this.deps.store.approvals.forgetArgs(this.now() - ARGS_KEPT_MS);
   }
 
   /** Newest first; `status: 'pending'` lists only the requests that have not expired. */

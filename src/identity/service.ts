@@ -256,6 +256,8 @@ export class Identity {
       await store.identity.purgeExpired(now);
       const expired = await store.identity.expireUnusedClients(now - config.identity.registration.unusedClientTtlHours * 3_600_000);
       for (const id of expired) audit.emit({ type: 'client.expired', outcome: 'success', reason: 'registered but never used', data: { client_id: id } });
+      // A held call's arguments are kept for its deciders, not for ever (docs/approvals.md).
+      await this.deps.approvals?.forgetArguments();
     };
     this.purgeTimer = setInterval(() => {
       void purge().catch((error) => log.warn({ err: String(error) }, 'identity purge failed'));

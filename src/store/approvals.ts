@@ -30,7 +30,7 @@ export interface ApprovalRecord {
   tool: string;
   /** SHA-256 hex of the RFC 8785 canonical arguments. */
   argsHash: string;
-  /** The canonical arguments (JSON text, at most 16 KiB), shown to deciders; never put in the audit log. */
+  /** The canonical arguments (JSON text, at most 16 KiB), shown to deciders; never put in the audit log; '' once forgotten (forgetArgs). */
   args: string;
   /** Members of any of these groups may decide. */
   groups: string[];
@@ -194,6 +194,20 @@ export class SqlApprovalsStore {
   async consume(id: string, at: number): Promise<boolean> {
     const updated = await this.engine.run('use approval', "UPDATE approvals SET status = 'used', used_at = ? WHERE id = ? AND status = 'approved' AND expires_at > ?", [at, id, at]);
     return updated === 1;
+  }
+
+  /**
+   * Forgets the arguments (`args` becomes '') of every request that ended
+   * before `endedBefore`: used, denied, or expired by then. A request that may
+   * still be decided or used keeps them; `argsHash` always stays. Returns how
+   * many were forgotten.
+   */
+  async forgetArgs(endedBefore: number): Promise<number> {
+    return this.engine.run(
+      'forget the arguments of ended approval requests',
+      "UPDATE approvals SET args = '' WHERE args <> '' AND (expires_at <= ? OR (status = 'used' AND used_at <= ?) OR (status = 'denied' AND decided_at <= ?))",
+      [endedBefore, endedBefore, endedBefore],
+    );
   }
 
   /** Newest first; `status` filters; at most `limit` (default 1000). `pending` with `now` lists only unexpired ones. */

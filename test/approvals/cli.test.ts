@@ -13,6 +13,8 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { ARGS_KEPT_MS, Approvals } from '../../src/approvals/service.ts';
+import { AuditLog } from '../../src/audit/log.ts';
 import { NOT_DECIDED, type ApprovalRecord } from '../../src/store/approvals.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { createUsers } from '../helpers/users.ts';
@@ -187,6 +189,18 @@ describe('mandate approvals', { timeout: 60_000 }, () => {
     const bad = await cli(['list', '--status', 'open']);
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /--status takes pending, approved, denied, used/);
+  });
+
+  it('a request\'s arguments are kept a day after it ended, then forgotten (their hash stays); an open one keeps them', async () => {
+    const now = Date.now();
+    const ended = await created({}, now - ARGS_KEPT_MS - 20 * MINUTE, 15 * MINUTE);
+    const recent = await created({}, now - ARGS_KEPT_MS + 10 * MINUTE, 15 * MINUTE);
+    const open = await created({}, now - 20 * MINUTE, ARGS_KEPT_MS * 2);
+    const service = new Approvals({ store: mandate.store, audit: new AuditLog(mandate.store), now: () => now });
+    assert.ok((await service.forgetArguments()) >= 1);
+    const after = await Promise.all([ended, recent, open].map((r) => mandate.store.approvals.get(r.id)));
+    assert.deepEqual(after.map((r) => r?.args), ['', ARGS, ARGS]);
+    assert.equal(after[0]?.argsHash, sha256(ARGS));
   });
 
   it('a missing --reason (or --as) exits 2 naming it, and decides nothing', async () => {

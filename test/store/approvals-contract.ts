@@ -3,7 +3,8 @@
  * PostgreSQL: a request round-trips whole (arguments and lists included), an
  * id is taken once, `byBinding` finds the newest live request of a binding,
  * a decision and a use are each a compare-and-set that holds only while the
- * request has not expired, and `list` is newest first, filtered and bounded.
+ * request has not expired, `list` is newest first, filtered and bounded, and
+ * `forgetArgs` drops the arguments of requests that ended.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -115,6 +116,25 @@ export function runApprovalsContract(label: string, harness: StoreHarness): void
       assert.equal((await store.approvals.byBinding(other, T + 5 * MINUTE))?.status, 'approved');
       await store.approvals.consume(request(4).id, T + 6 * MINUTE);
       assert.equal(await store.approvals.byBinding(other, T + 6 * MINUTE), null, 'a used request was found');
+    });
+
+    it('forgetArgs: a request that ended before the cut (used, denied, expired) loses its arguments, not their hash; one that may still be decided or used keeps them', async () => {
+      const store = await ready();
+      for (const n of [1, 2, 3, 4, 5, 6]) await store.approvals.create(request(n));
+      await store.approvals.decide(request(2).id, 'denied', 'bea', 'no', T + 3 * MINUTE);
+      await store.approvals.decide(request(3).id, 'approved', 'bea', 'ok', T + 4 * MINUTE);
+      await store.approvals.consume(request(3).id, T + 5 * MINUTE);
+      await store.approvals.decide(request(4).id, 'approved', 'bea', 'ok', T + 5 * MINUTE);
+      await store.approvals.decide(request(6).id, 'denied', 'bea', 'no', T + 10 * MINUTE);
+      // At T+8 min: 2 was denied (T+3) and 3 used (T+5) before it; 1 is pending until T+16, 4 approved and unused until T+19, 5 pending, 6 denied after it.
+      assert.equal(await store.approvals.forgetArgs(T + 8 * MINUTE), 2);
+      const args = async (n: number) => (await store.approvals.get(request(n).id))?.args;
+      assert.deepEqual(await Promise.all([1, 2, 3, 4, 5, 6].map(args)), [request(1).args, '', '', request(4).args, request(5).args, request(6).args]);
+      assert.equal((await store.approvals.get(request(2).id))?.argsHash, HASH, 'the hash stays');
+      // At T+19 min requests 1 to 4 have expired (the last at T+19), 6 was denied; 5 is open until T+20.
+      assert.equal(await store.approvals.forgetArgs(T + 19 * MINUTE), 3);
+      assert.deepEqual(await Promise.all([1, 2, 3, 4, 5, 6].map(args)), ['', '', '', '', request(5).args, '']);
+      assert.equal(await store.approvals.forgetArgs(T + 19 * MINUTE), 0, 'forgotten once');
     });
 
     it('list: newest first, filtered by status, pending with now only the unexpired, bounded', async () => {
