@@ -401,17 +401,20 @@ function callPayload(id: number): string {
   return `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":{"name":"echo","arguments":{"message":"${ECHO_MESSAGE}"}}}`;
 }
 
+/** Counts a finished call; a successful one `counted` (in the measured window) adds its latency from `from`. */
+function settle(ex: Exchange, from: number, counted: boolean): void {
+  const ok = check(ex);
+  if (ex.sse) sseResponses++;
+  if (ok && counted) latencies.push(ex.respondedAt - from);
+}
+
 async function loop(): Promise<void> {
   while (performance.now() < measureUntil) {
     const id = nextId++;
     const payload = callPayload(id);
     const sentAt = performance.now();
     const ex = await post(callHeaders, payload, id);
-    const ok = check(ex);
-    if (ex.sse) sseResponses++;
-    if (ok && ex.respondedAt >= measureFrom && ex.respondedAt <= measureUntil) {
-      latencies.push(ex.respondedAt - sentAt);
-    }
+    settle(ex, sentAt, ex.respondedAt >= measureFrom && ex.respondedAt <= measureUntil);
   }
 }
 
@@ -427,9 +430,7 @@ function openLoop(): Promise<void> {
       outstanding++;
       void post(callHeaders, callPayload(id), id).then((ex) => {
         outstanding--;
-        const ok = check(ex);
-        if (ex.sse) sseResponses++;
-        if (ok && dueAt >= measureFrom && dueAt < measureUntil) latencies.push(ex.respondedAt - dueAt);
+        settle(ex, dueAt, dueAt >= measureFrom && dueAt < measureUntil);
         if (!scheduled && outstanding === 0) resolve();
       });
     };

@@ -66,7 +66,7 @@ export interface AccountDeps {
   server(name: string): RegisteredServer | undefined;
   connections: Connections | null;
   /** Deciding approval requests (docs/approvals.md); null: the approval pages are not served. */
-  approvals: { decide(id: string, actor: string, verdict: 'approved' | 'denied', reason: string): Promise<unknown>; forgetArguments(): Promise<number> } | null;
+  approvals: { decide(id: string, actor: string, verdict: 'approved' | 'denied', reason: string): Promise<unknown> } | null;
 }
 
 /** The static client of Mandate's own authorization server behind these pages. */
@@ -433,11 +433,13 @@ async function showApproval(deps: AccountDeps, req: IncomingMessage, res: Server
   if (session === null) return signInFirst(deps, res, local);
   const record = await approvalOf(deps, id);
   const blocked = await cannotDecide(deps, record, session.u);
-  let args = record.args === '' ? '(no longer kept: a request\'s arguments are forgotten a day after it ended; their SHA-256 remains)' : record.args;
-  try {
-    if (record.args !== '') args = JSON.stringify(JSON.parse(record.args), null, 2);
-  } catch {
-    // Shown as stored.
+  let args = '(no longer kept: a request\'s arguments are forgotten a day after it ended; their SHA-256 remains)';
+  if (record.args !== '') {
+    try {
+      args = JSON.stringify(JSON.parse(record.args), null, 2);
+    } catch {
+      args = record.args;
+    }
   }
   const form =
     blocked !== null

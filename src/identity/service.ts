@@ -23,6 +23,7 @@ import { registrationIntake } from './intake.ts';
 import { createProvider } from './provider.ts';
 import { INTERACTION_PREFIX } from './routes.ts';
 import { handleAccount, isAccountPath, type AccountDeps } from './account.ts';
+import type { Approvals } from '../approvals/service.ts';
 import type { Connections } from '../credentials/connections.ts';
 import { KEEP_MS, RevocationList, tokenFacts } from './revocations.ts';
 import { ADMIN_SCOPE, adminResource, serverScope, type Servers } from './scopes.ts';
@@ -49,8 +50,8 @@ export interface IdentityDeps {
   registry?: ServerRegistry;
   /** Per-user upstream connections (the `oauth` kind): the connect and account pages (account.ts). */
   connections?: Connections;
-  /** Deciding approval requests on their pages (account.ts, docs/approvals.md). */
-  approvals?: AccountDeps['approvals'];
+  /** Deciding approval requests on their pages (account.ts, docs/approvals.md), and forgetting ended requests' arguments (housekeeping). */
+  approvals?: Pick<Approvals, 'decide' | 'forgetArguments'>;
   /** Whether policy lets a user use a server at all: asked by the token exchange (exchange-grant.ts). */
   policyRefusal?: ExchangeDeps['policyRefusal'];
 }

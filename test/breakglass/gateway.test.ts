@@ -15,6 +15,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { hashPassword } from '../../src/identity/users.ts';
+import { NOT_CLOSED_OR_REVIEWED } from '../../src/store/breakglass.ts';
 import { eventually } from '../gateway/raw.ts';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts';
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
@@ -79,12 +80,7 @@ describe('break-glass at the gateway', { timeout: 90_000 }, () => {
       reason: 'the disk is full',
       openedAt: now,
       expiresAt: now + fields.ttlMs,
-      closedAt: null,
-      closedBy: null,
-      reviewedBy: null,
-      reviewedAt: null,
-      outcome: null,
-      reviewReason: null,
+      ...NOT_CLOSED_OR_REVIEWED,
     });
     return id;
   };
