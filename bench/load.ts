@@ -28,7 +28,10 @@
  * run, warm-up included, by kind.
  *
  * Output: exactly one JSON line on stdout,
- *   {rps, p50Ms, p99Ms, count, errors, ...details}
+ *   {rps, p50Ms, p99Ms, count, errors, ...details}; among the details
+ *   `completed` (successful exchanges over the whole run, warm-up included)
+ *   and `cpuMs` (this process's CPU time, ms), from which the bench works
+ *   out the CPU each process spends per request.
  * Exit code 0 if the run completed (even with errors), 1 if it could not start
  * (the line then carries `fatal`), 2 on bad arguments.
  */
@@ -342,6 +345,8 @@ const callHeaders: OutgoingHttpHeaders = {
 const errorKinds: Record<string, number> = {};
 let errors = 0;
 let sseResponses = 0;
+/** Successful exchanges over the whole run, warm-up included: what the processes' CPU time is divided by. */
+let completed = 0;
 const latencies: number[] = [];
 
 function countError(kind: string): void {
@@ -405,6 +410,7 @@ function callPayload(id: number): string {
 function settle(ex: Exchange, from: number, counted: boolean): void {
   const ok = check(ex);
   if (ex.sse) sseResponses++;
+  if (ok) completed++;
   if (ok && counted) latencies.push(ex.respondedAt - from);
 }
 
@@ -466,6 +472,12 @@ function percentile(sorted: Float64Array, p: number): number | null {
 
 const round3 = (n: number | null): number | null => (n === null ? null : Math.round(n * 1000) / 1000);
 
+/** This process's CPU time since it started, ms. */
+function cpuTotalMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
 const sorted = Float64Array.from(latencies).sort();
 let sum = 0;
 for (const v of sorted) sum += v;
@@ -481,6 +493,8 @@ emit({
   meanMs: round3(count === 0 ? null : sum / count),
   maxMs: round3(count === 0 ? null : (sorted[count - 1] ?? null)),
   sseResponses,
+  completed,
+  cpuMs: Math.round(cpuTotalMs()),
   concurrency,
   ...(rate > 0 ? { rate } : {}),
   durationS,

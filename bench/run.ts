@@ -46,6 +46,7 @@ import { dirname, join, resolve as resolvePath } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { cpuMs, usPerRequest } from './cpu.ts';
 import { BENCH_ARGS_SCHEMA, benchPolicies } from './policy-set.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -443,7 +444,7 @@ async function writeBenchPolicies(dir: string): Promise<string> {
   return policies;
 }
 
-async function startGateway(target: Target, opts: Options, upstreamPort: number, dir: string): Promise<{ url: string; headers: string[] }> {
+async function startGateway(target: Target, opts: Options, upstreamPort: number, dir: string): Promise<{ url: string; headers: string[]; pid: number | undefined }> {
   const bin = target === 'baseline' ? opts.baselineBin : opts.mandateBin;
   if (bin === null) throw new UsageError('the baseline target needs --baseline-bin PATH');
   let identity = true;
@@ -461,7 +462,7 @@ async function startGateway(target: Target, opts: Options, upstreamPort: number,
   const build = buildName(bin);
   gatewayNotes.set(target, identity ? `${build}, with a client-credentials token on every request` : `${build}, a build without authentication (it refused the identity section), called without a token`);
   console.log(`bench: ${TARGET_NAMES[target]} ready on port ${started.port} (${identity ? 'requests carry an access token' : 'no authentication in this build'})`);
-  return { url: `http://127.0.0.1:${started.port}/mcp/bench`, headers };
+  return { url: `http://127.0.0.1:${started.port}/mcp/bench`, headers, pid: started.child.pid };
 }
 
 // ---------------------------------------------------------------- the policy engine alone
@@ -506,8 +507,23 @@ interface LoadResult {
   errorKinds?: Record<string, number>;
   sseResponses?: number;
   protocolVersion?: string;
+  /** Successful exchanges over the whole run, warm-up included. */
+  completed?: number;
+  /** The load generator's own CPU time, ms. */
+  cpuMs?: number;
   fatal?: string;
 }
+
+/** CPU time per completed request in one run, µs, per process; null where it could not be read. */
+interface CpuPerRequest {
+  /** The hop or Mandate (every thread); null for direct. */
+  proxy: number | null;
+  upstream: number | null;
+  load: number | null;
+}
+
+/** The processes whose CPU time a run reads: each proxy target's, and the upstream's. */
+type Pids = Map<Target | 'upstream', number | undefined>;
 
 function runLoad(url: string, label: string, opts: Options, headers: string[], rate = 0): Promise<LoadResult> {
   const args = [
@@ -572,6 +588,8 @@ interface Summary {
   roundsRps: number[];
   roundsP99: (number | null)[];
   sseResponses: number;
+  /** The median over the rounds of each process's CPU per request. */
+  cpu: CpuPerRequest;
 }
 
 function median(values: number[]): number | null {
@@ -581,7 +599,7 @@ function median(values: number[]): number | null {
   return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
-function summarize(target: Target, runs: LoadResult[]): Summary {
+function summarize(target: Target, runs: LoadResult[], cpu: CpuPerRequest[]): Summary {
   const errorKinds: Record<string, number> = {};
   for (const r of runs) {
     for (const [k, v] of Object.entries(r.errorKinds ?? {})) errorKinds[k] = (errorKinds[k] ?? 0) + v;
@@ -598,7 +616,19 @@ function summarize(target: Target, runs: LoadResult[]): Summary {
     roundsRps: runs.map((r) => r.rps),
     roundsP99: runs.map((r) => r.p99Ms),
     sseResponses: runs.reduce((a, r) => a + (r.sseResponses ?? 0), 0),
+    cpu: {
+      proxy: median(notNull(cpu.map((c) => c.proxy))),
+      upstream: median(notNull(cpu.map((c) => c.upstream))),
+      load: median(notNull(cpu.map((c) => c.load))),
+    },
   };
+}
+
+const fmtUs = (n: number | null): string => (n === null ? 'n/a' : String(Math.round(n)));
+
+/** Proxy · upstream · load generator, µs per request. */
+function fmtCpu(c: CpuPerRequest): string {
+  return `${fmtUs(c.proxy)} · ${fmtUs(c.upstream)} · ${fmtUs(c.load)}`;
 }
 
 const fmtRps = (n: number): string => Math.round(n).toLocaleString('en-US');
@@ -874,6 +904,7 @@ ${rows.join('\n')}
 | Mandate / bare hop | ${mandate === undefined ? 'not measured' : fmtRatio(mh)} | ${fmtPaired(pairedRatios(mandate, hop))} |
 | Mandate / direct | ${mandate === undefined ? 'not measured' : fmtRatio(ratio(mandate, direct))} | ${fmtPaired(pairedRatios(mandate, direct))} |
 ${baseline === undefined ? '' : `| baseline build / bare hop | ${fmtRatio(ratio(baseline, hop))} | ${fmtPaired(pairedRatios(baseline, hop))} |\n| Mandate / baseline build | ${mandate === undefined ? 'not measured' : fmtRatio(ratio(mandate, baseline))} | ${fmtPaired(pairedRatios(mandate, baseline))} |\n`}
+${renderCpu(summaries)}
 The target is judged on the ratio of the medians. The per-round ratios show
 how far the machine's noise moves it: within a round the targets run one
 after the other, so a slow phase of the machine touches them alike.
@@ -891,6 +922,29 @@ ${renderPolicy(policy, summaries)}
 ${WHERE_THE_TIME_GOES}`;
 }
 
+/** Each process's CPU time per request, per target; on shared cores throughput follows their sum. */
+function renderCpu(summaries: Map<Target, Summary>): string {
+  const rows = ALL_TARGETS.flatMap((t) => {
+    const s = summaries.get(t);
+    if (s === undefined) return [];
+    const { proxy, upstream, load } = s.cpu;
+    const parts = [proxy, upstream, load].filter((n): n is number => n !== null);
+    const sum = upstream === null || load === null ? null : parts.reduce((x, y) => x + y, 0);
+    return [`| ${TARGET_NAMES[t]} | ${t === 'direct' ? '(none)' : fmtUs(proxy)} | ${fmtUs(upstream)} | ${fmtUs(load)} | ${fmtUs(sum)} |`];
+  });
+  if (rows.every((r) => r.includes('n/a'))) return '';
+  return `CPU time per request, µs (median of the rounds): each process's user and
+system time over the run, every thread (read from /proc before and after
+it), divided by the requests it completed, warm-up included. The three
+processes share the machine's cores, so when they keep them busy the
+throughput follows the sum.
+
+| target | the proxy | upstream | load generator | all three |
+| --- | ---: | ---: | ---: | ---: |
+${rows.join('\n')}
+`;
+}
+
 /** What profiling found (CPU per request read from /proc, V8 CPU profiles); kept by hand. */
 const WHERE_THE_TIME_GOES = `## Where the time goes
 
@@ -902,33 +956,43 @@ date: docs/performance.md. This command does not rewrite that page.
 // ---------------------------------------------------------------- rounds
 
 /** Every target once per round, the order rotating each round; closed loops, or open loops at `rate`. */
-async function runRounds(opts: Options, urls: Map<Target, string>, headers: Map<Target, string[]>, rate: number): Promise<Map<Target, Summary>> {
+async function runRounds(opts: Options, urls: Map<Target, string>, headers: Map<Target, string[]>, pids: Pids, rate: number): Promise<Map<Target, Summary>> {
   const results = new Map<Target, LoadResult[]>(opts.targets.map((t) => [t, []]));
+  const cpu = new Map<Target, CpuPerRequest[]>(opts.targets.map((t) => [t, []]));
   for (let round = 0; round < opts.rounds; round++) {
     const order = opts.targets.map((_, i) => opts.targets[(i + round) % opts.targets.length] as Target);
     for (const target of order) {
       const url = urls.get(target);
       if (url === undefined) continue;
       await sleep(PAUSE_BETWEEN_RUNS_MS);
+      const proxyBefore = cpuMs(pids.get(target));
+      const upstreamBefore = cpuMs(pids.get('upstream'));
       const r = await runLoad(url, target, opts, headers.get(target) ?? [], rate);
+      const completed = r.completed ?? 0;
+      const used: CpuPerRequest = {
+        proxy: usPerRequest(proxyBefore, cpuMs(pids.get(target)), completed),
+        upstream: usPerRequest(upstreamBefore, cpuMs(pids.get('upstream')), completed),
+        load: usPerRequest(0, r.cpuMs ?? null, completed),
+      };
       results.get(target)?.push(r);
+      cpu.get(target)?.push(used);
       console.log(
-        `  round ${round + 1}/${opts.rounds} ${target.padEnd(8)} ${fmtRps(r.rps).padStart(8)} req/s  p50 ${fmtMs(r.p50Ms)} ms  p99 ${fmtMs(r.p99Ms)} ms  errors ${r.errors}`,
+        `  round ${round + 1}/${opts.rounds} ${target.padEnd(8)} ${fmtRps(r.rps).padStart(8)} req/s  p50 ${fmtMs(r.p50Ms)} ms  p99 ${fmtMs(r.p99Ms)} ms  errors ${r.errors}  CPU µs/req ${fmtCpu(used)}`,
       );
     }
   }
   const summaries = new Map<Target, Summary>();
-  for (const t of opts.targets) summaries.set(t, summarize(t, results.get(t) ?? []));
+  for (const t of opts.targets) summaries.set(t, summarize(t, results.get(t) ?? [], cpu.get(t) ?? []));
   return summaries;
 }
 
 function printTable(opts: Options, summaries: Map<Target, Summary>): void {
-  const header = ['target', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'req/s per round', 'p99 per round'];
+  const header = ['target', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'req/s per round', 'p99 per round', 'CPU µs/req: proxy · upstream · load'];
   const table = [header];
   for (const t of opts.targets) {
     const s = summaries.get(t);
     if (s === undefined) continue;
-    table.push([TARGET_NAMES[t], fmtRps(s.rps), fmtMs(s.p50Ms), fmtMs(s.p99Ms), String(s.errors), s.roundsRps.map(fmtRps).join(' / '), s.roundsP99.map(fmtMs).join(' / ')]);
+    table.push([TARGET_NAMES[t], fmtRps(s.rps), fmtMs(s.p50Ms), fmtMs(s.p99Ms), String(s.errors), s.roundsRps.map(fmtRps).join(' / '), s.roundsP99.map(fmtMs).join(' / '), fmtCpu(s.cpu)]);
   }
   console.log(`\n${padTable(table)}\n`);
 }
@@ -1004,6 +1068,7 @@ async function main(): Promise<number> {
   }
 
   const upstream = await startListener('upstream', join(BENCH, 'upstream.ts'), ['--port', '0'], tmp);
+  const pids: Pids = new Map([['upstream', upstream.child.pid]]);
   const urls = new Map<Target, string>();
   const headers = new Map<Target, string[]>();
   urls.set('direct', `http://127.0.0.1:${upstream.port}/mcp`);
@@ -1012,13 +1077,15 @@ async function main(): Promise<number> {
     const gateway = await startGateway(target, opts, upstream.port, tmp);
     urls.set(target, gateway.url);
     headers.set(target, gateway.headers);
+    pids.set(target, gateway.pid);
   }
   if (opts.targets.includes('hop')) {
     const hop = await startListener('bare-hop', join(BENCH, 'bare-hop.ts'), ['--port', '0', '--target', `http://127.0.0.1:${upstream.port}`], tmp);
     urls.set('hop', `http://127.0.0.1:${hop.port}/mcp`);
+    pids.set('hop', hop.child.pid);
   }
 
-  const summaries = await runRounds(opts, urls, headers, 0);
+  const summaries = await runRounds(opts, urls, headers, pids, 0);
   printTable(opts, summaries);
   const hd = ratio(summaries.get('hop'), summaries.get('direct'));
   const mh = ratio(summaries.get('mandate'), summaries.get('hop'));
@@ -1038,7 +1105,7 @@ async function main(): Promise<number> {
   let open: OpenLoop | null = null;
   if (rate > 0) {
     console.log(`\nbench: the same targets as an open loop at ${fmtRps(rate)} requests/s (${opts.rate === 'auto' ? 'a quarter of the slowest proxy\'s closed-loop median' : '--rate'})`);
-    open = { rate, summaries: await runRounds(opts, urls, headers, rate) };
+    open = { rate, summaries: await runRounds(opts, urls, headers, pids, rate) };
     printTable(opts, open.summaries);
     const gap = p99Gap(open.summaries);
     if (gap !== null) console.log(`Mandate's p99 at ${fmtRps(rate)} requests/s: ${gap.toFixed(2)} ms above the bare hop's`);

@@ -44,6 +44,9 @@ describe('bench/load.ts', () => {
     // 200 requests are due in the measured second; every one is answered.
     assert.ok((result.count as number) >= 199 && (result.count as number) <= 201, `count ${String(result.count)}`);
     assert.ok((result.p50Ms as number) > 0 && (result.p99Ms as number) >= (result.p50Ms as number));
+    // Every request of the run, warm-up included, and the generator's own CPU time.
+    assert.ok((result.completed as number) >= 299 && (result.completed as number) <= 301, `completed ${String(result.completed)}`);
+    assert.ok(Number.isInteger(result.cpuMs) && (result.cpuMs as number) > 0, `cpuMs ${String(result.cpuMs)}`);
   });
 
   it('refuses a rate that is not a number in range, or no value, naming the flag (exit 2)', () => {
