@@ -935,7 +935,8 @@ function renderCpu(summaries: Map<Target, Summary>): string {
   if (rows.every((r) => r.includes('n/a'))) return '';
   return `CPU time per request, µs (median of the rounds): each process's user and
 system time over the run, every thread (read from /proc before and after
-it), divided by the requests it completed, warm-up included. The three
+it; the load generator's own, start-up included), divided by the requests
+the run completed, warm-up included. The three
 processes share the machine's cores, so when they keep them busy the
 throughput follows the sum.
 
