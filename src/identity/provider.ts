@@ -14,7 +14,7 @@ import { createAdapter, type AdapterHooks } from './adapter.ts';
 import type { KeyMaterial } from './keys.ts';
 import { SIGNING_ALG } from './keys.ts';
 import { constantEquals, hashSecret, randomToken } from './secrets.ts';
-import { ADMIN_SCOPE, adminResource, serverForResource, serverScope, toolScope, toolScopesIn, type Servers } from './scopes.ts';
+import { ADMIN_SCOPE, adminResource, scopeWords, serverForResource, serverScope, toolScope, toolScopesIn, type Servers } from './scopes.ts';
 import { guardedFetch } from './ssrf.ts';
 import { hostMatches } from './hosts.ts';
 import { interactionUrl, ROUTES } from './routes.ts';
@@ -83,7 +83,7 @@ function narrowToTask(config: Config, server: string, ctx: KoaContextWithOIDC): 
   if (ctx.oidc.route !== 'authorization' || !params || !asksForTask(params)) return;
   const task = requestedTask(params, config.tasks);
   if (!task || task.tools.length === 0) return;
-  const words = (params.scope ?? '').split(' ').filter(Boolean);
+  const words = scopeWords(params.scope);
   const held = new Set(words);
   const wanted = task.tools.map((tool) => toolScope(server, tool));
   const uncovered = wanted.filter((scope) => !held.has(scope) && !held.has(serverScope(server)));

@@ -12,7 +12,7 @@ import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JWK, type JWTP
 import type { ResolvedServer } from '../config/load.ts';
 import { ISSUED_AT_MS, issuedAtMs, type RevocationList } from './revocations.ts';
 import { SIGNING_ALG } from './keys.ts';
-import { grantsFor, type Grants } from './scopes.ts';
+import { grantsFor, scopeWords, type Grants } from './scopes.ts';
 
 export type AuthReason = 'missing' | 'malformed' | 'invalid' | 'expired' | 'wrong_audience' | 'revoked' | 'insufficient_scope';
 
@@ -258,7 +258,7 @@ export class TokenVerifier {
     if (typeof clientId !== 'string' || audience.length !== 1 || typeof audience[0] !== 'string') {
       throw new AuthError('invalid', 'the token is not an access token for one MCP server');
     }
-    const scopes = typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : [];
+    const scopes = scopeWords(payload.scope);
     // A token issued to a user comes from a grant (its id is in `gid`), or from exchanging one (it names its actors in `act`);
     // a client credentials token has neither.
     const actors = actorChain(payload.act);

@@ -4,7 +4,7 @@
  */
 import type { Config, ResolvedServer } from '../../config/load.ts';
 import { requestedResources } from '../consent.ts';
-import { ADMIN_SCOPE, adminResource, serverForResource, serverScope, toolScopesIn, type Servers } from '../scopes.ts';
+import { ADMIN_SCOPE, adminResource, scopeWords, serverForResource, serverScope, toolScopesIn, type Servers } from '../scopes.ts';
 import { EXPIRED, PageError } from './forms.ts';
 import type { Interaction } from './step.ts';
 
@@ -52,7 +52,7 @@ export function planConsent(known: Servers, interaction: Pick<Interaction, 'para
   const redirectUri = typeof params.redirect_uri === 'string' ? params.redirect_uri : '';
   if (!clientId || !redirectUri) throw new PageError(400, 'invalid_request', EXPIRED);
   const scope = typeof params.scope === 'string' ? params.scope : '';
-  const requested = [...new Set(scope.split(' ').filter(Boolean))];
+  const requested = [...new Set(scopeWords(scope))];
   const details = consentDetails(interaction);
   const missing = details.missingResourceScopes ?? {};
 
