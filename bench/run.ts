@@ -924,6 +924,8 @@ ${WHERE_THE_TIME_GOES}`;
 
 /** Each process's CPU time per request, per target; on shared cores throughput follows their sum. */
 function renderCpu(summaries: Map<Target, Summary>): string {
+  // Without /proc (another system) only the load generator's own time is known: no table.
+  if (![...summaries.values()].some(({ cpu }) => cpu.upstream !== null)) return '';
   const rows = ALL_TARGETS.flatMap((t) => {
     const s = summaries.get(t);
     if (s === undefined) return [];
@@ -932,7 +934,6 @@ function renderCpu(summaries: Map<Target, Summary>): string {
     const sum = upstream === null || load === null ? null : parts.reduce((x, y) => x + y, 0);
     return [`| ${TARGET_NAMES[t]} | ${t === 'direct' ? '(none)' : fmtUs(proxy)} | ${fmtUs(upstream)} | ${fmtUs(load)} | ${fmtUs(sum)} |`];
   });
-  if (rows.every((r) => r.includes('n/a'))) return '';
   return `CPU time per request, µs (median of the rounds): each process's user and
 system time over the run, every thread (read from /proc before and after
 it; the load generator's own, start-up included), divided by the requests
