@@ -172,6 +172,15 @@ export function logInternal(log: { error(obj: object, msg: string): void }, erro
   log.error({ correlationId: data?.correlationId ?? null, err: error.detail ?? error.message, stack: cause }, `internal error ${where}`);
 }
 
+/**
+ * The gateway ended the session a request was in flight in (its server was
+ * removed, changed, expired or suspended; the upstream closed; the gateway is
+ * stopping): the request is answered with this, not left without an answer.
+ */
+export function sessionEnded(reason: string): GatewayError {
+  return new GatewayError('session_not_found', `the session ended at the gateway (${reason}) before this request was answered: initialize a new session`);
+}
+
 /** The gateway stopped delivering to a token's holder: its token was revoked or has expired. */
 export function tokenEnded(reason: 'revoked' | 'expired'): GatewayError {
   return new GatewayError('unauthorized', reason === 'revoked' ? 'the token of this request was revoked' : 'the token of this request has expired');

@@ -5,7 +5,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import { GatewayError, tokenEnded } from './errors.ts';
+import { GatewayError, sessionEnded, tokenEnded } from './errors.ts';
 import { startExchange, type Caller, type Exchange, type ForwardDeps } from './forward.ts';
 import { errorResponse, idKey, RpcCode, targetName, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from './jsonrpc.ts';
 import type { FilterChain } from './delivery.ts';
@@ -64,6 +64,9 @@ const START_ALLOWANCE_MS = 30_000;
 function idleTimeout(message: JsonRpcRequest, configured: number): number {
   return message.method === 'initialize' ? Math.max(configured, START_ALLOWANCE_MS) : configured;
 }
+
+/** The reason a session ends when its client sends DELETE (`session.closed`): its requests in flight get no answer. */
+export const CLIENT_ENDED = 'client ended the session';
 
 export class Session {
   readonly id = randomBytes(32).toString('base64url');
@@ -353,11 +356,19 @@ export class Session {
     this.lastActive = Date.now();
   }
 
-  /** Ends the session: cancels what is in flight, closes the upstream, records why. */
+  /**
+   * Ends the session: what is in flight is stopped upstream and answered
+   * with an error naming `reason` (nothing, when the client itself ended the
+   * session: CLIENT_ENDED), the upstream is closed, and why is recorded.
+   */
   async close(reason: string, record = true): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const exchange of this.inflight.values()) exchange.cancel();
+    const ended = reason === CLIENT_ENDED ? null : sessionEnded(reason);
+    for (const exchange of this.inflight.values()) {
+      if (ended === null) exchange.cancel();
+      else exchange.stop(ended);
+    }
     this.standalone.end();
     for (const stream of this.streams.values()) stream.end();
     if (this.protocolVersion !== null) this.deps.metrics.sessions.dec({ server: this.server.name });

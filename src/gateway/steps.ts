@@ -16,7 +16,7 @@ import { accessOf, type RequestContext } from './context.ts';
 import { GatewayError } from './errors.ts';
 import type { Gateway } from './gateway.ts';
 import { checkBounds as boundsOf, MessageError, parseMessage, type Classified } from './jsonrpc.ts';
-import { LEGACY_VERSIONS, type Session } from './session.ts';
+import { CLIENT_ENDED, LEGACY_VERSIONS, type Session } from './session.ts';
 import { AuthError } from '../identity/verify.ts';
 import { missingScope } from '../identity/scopes.ts';
 import type { IdentityEvent } from '../audit/events.ts';
@@ -293,7 +293,7 @@ export const getHeaders: Step = (ctx) => {
 export const listen: Step = (ctx) => (ctx.session as Session).listen(ctx.res, header(ctx.req, 'last-event-id'));
 
 export const endSession: Step = async (ctx) => {
-  await (ctx.session as Session).close('client ended the session');
+  await (ctx.session as Session).close(CLIENT_ENDED);
   ctx.res.writeHead(200, { 'content-length': '0' }).end();
 };
 

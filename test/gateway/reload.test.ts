@@ -17,7 +17,7 @@ import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.t
 import { startInProcess, type InProcessMandate } from '../helpers/inprocess.ts';
 import { registerMachine } from '../helpers/oauth.ts';
 import { alive, NODE, ROOT, runCli, startMandate, tempDir, waitFor, type Mandate } from '../helpers/process.ts';
-import { auditEvents, eventually, post, initializeMessage } from './raw.ts';
+import { auditEvents, eventually, initializeMessage, openSession, post, responseOf } from './raw.ts';
 
 const CRASHY = path.join(ROOT, 'test/fixtures/crashy-server.ts');
 
@@ -203,5 +203,40 @@ describe('reload in-process: tokens and consent follow the registry', { timeout:
     assert.ok(metadata.scopes_supported.includes('mcp:beta') && !metadata.scopes_supported.includes('mcp:alpha'), metadata.scopes_supported.join(' '));
     assert.equal((await fetch(`${mandate.base}/.well-known/oauth-protected-resource/mcp/beta`)).status, 200);
     assert.equal((await fetch(`${mandate.base}/.well-known/oauth-protected-resource/mcp/alpha`)).status, 404);
+  });
+});
+
+describe('reload in-process: a request in flight on a removed server', { timeout: 60_000 }, () => {
+  let mandate: InProcessMandate;
+  let upstream: FakeUpstream;
+
+  before(async () => {
+    upstream = await startFakeUpstream();
+    upstream.onTool('slow', () => ({ hang: true }));
+    mandate = await startInProcess({ servers: [{ name: 'alpha', url: upstream.url }, { name: 'beta', url: upstream.url }] });
+  });
+  after(async () => {
+    await mandate?.stop();
+    await upstream?.close();
+  });
+
+  it('is answered with an error saying the gateway ended its session and why, not left without an answer', async () => {
+    const session = await openSession(mandate.endpoint('alpha'));
+    const pending = session.post({ jsonrpc: '2.0', id: 'in-flight', method: 'tools/call', params: { name: 'slow', arguments: {} } });
+    await eventually(async () => upstream.messages('tools/call'), (list) => list.some((m) => m.params?.name === 'slow'), 'the call to reach the upstream');
+
+    writeFileSync(mandate.configPath, stringify({ issuer: mandate.base, servers: [{ name: 'beta', url: upstream.url }], identity: { requireToken: false }, log: { level: 'warn' } }));
+    const outcome = await mandate.app.reload();
+    assert.equal(outcome.ok, true, JSON.stringify(outcome));
+
+    const res = await pending;
+    assert.equal(res.status, 200);
+    const answer = await responseOf(res, 'in-flight');
+    assert.equal(answer.error?.code, -32001, JSON.stringify(answer));
+    assert.match(answer.error?.message ?? '', /^the session ended at the gateway \(server removed\) before this request was answered: initialize a new session$/);
+    const recorded = await eventually(() => mandate.audit({ types: ['mcp.request'] }), (list) => list.some((e) => e.server === 'alpha' && e.tool === 'slow'), 'mcp.request for the call');
+    const call = recorded.find((e) => e.server === 'alpha' && e.tool === 'slow');
+    assert.equal(call?.outcome, 'error');
+    assert.equal(call?.reason, 'session_not_found');
   });
 });
